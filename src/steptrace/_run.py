@@ -1,0 +1,280 @@
+"""A run: the unit that owns everything the seeds keep in thread-locals.
+
+``Run`` holds one execution's agent events, LLM trace log, completed-step ledger
+and spans, its optional budget, and the root frame that steps and personas
+push onto. ``with steptrace.run("name") as r:`` (or ``async with``) makes it the
+current run for that context; tasks and threads started inside inherit it, and
+two runs in two tasks or threads never see each other's state. Outside any
+``run()``, each context lazily gets a default run (``current_run()``), so the
+seed's free functions work with no setup; the default run records the LLM
+trace log only after ``enable_tracing()``, as in the seed, while an explicit
+run records it from the start.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from . import _context
+from .budget import Budget, Usage
+from .events import AgentEvent, LlmTraceEntry, summarize_events
+from .spans import Span, SpanKind, end_span, start_span
+
+__all__ = ["CompletedStep", "Run", "current_run", "run"]
+
+
+@dataclass(slots=True)
+class CompletedStep:
+    """One row of the completed-step ledger.
+
+    The seed's fields first (``to_dict()`` starts with exactly those), then where
+    the step sat (persona, span ids), when it ran, and its budget. Usage is the
+    step's own calls, not those of nested steps, so a ledger sums to the run's
+    total without counting anything twice.
+    """
+
+    name: str
+    function: str
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    llm_calls: int
+    status: str
+    """``completed``, ``failed``, ``skipped`` or ``escalated``."""
+    error: str | None
+    persona: str | None = None
+    span_id: int | None = None
+    parent_span_id: int | None = None
+    started_ns: int = 0
+    ended_ns: int = 0
+    max_tokens: int | None = None
+    max_usd: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.ended_ns - self.started_ns) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "function": self.function,
+            "model": self.model,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "llm_calls": self.llm_calls,
+            "status": self.status,
+            "error": self.error,
+            "persona": self.persona,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "started_ns": self.started_ns,
+            "ended_ns": self.ended_ns,
+            "max_tokens": self.max_tokens,
+            "max_usd": self.max_usd,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CompletedStep:
+        missing = [k for k in _SEED_STEP_KEYS if k not in data]
+        if missing:
+            raise ValueError(f"completed step: missing field(s) {missing}")
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+_SEED_STEP_KEYS = (
+    "name",
+    "function",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "llm_calls",
+    "status",
+    "error",
+)
+
+
+def _new_run_id() -> str:
+    # Sortable by start time, readable, and unique enough for a local store.
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(4).hex()
+
+
+class Run:
+    """One execution's record and budget scope. Create with ``steptrace.run()``."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        budget: Budget | Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        trace_llm: bool = True,
+        _default: bool = False,
+    ) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"run: name must be a string, got {name!r}")
+        self.id = _new_run_id()
+        self.name = name or ("default" if _default else "run")
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.budget = Budget.coerce(budget, f"run `{self.name}`")
+        self.is_default = _default
+        self.started_at = time.time()
+        self.ended_at: float | None = None
+        self.status = "running"
+        """``running``, then ``completed`` or ``failed``."""
+        self.error: str | None = None
+        self.events: list[AgentEvent] = []
+        self.llm_trace: list[LlmTraceEntry] = []
+        self.completed_steps: list[CompletedStep] = []
+        self.spans: list[Span] = []
+        self.tracing_enabled = trace_llm
+        self.lock = threading.Lock()
+        self._token: Any = None
+        span = self._open_span(self.name, SpanKind.RUN, None, {"run.name": self.name})
+        self.root = _context.Frame("run", self.name, None, self, span, self.budget)
+
+    # -- spans owned by this run ------------------------------------------------
+
+    def _open_span(
+        self, name: str, kind: SpanKind, parent_id: int | None, metadata: dict[str, Any] | None
+    ) -> Span:
+        span = start_span(name, kind, self.id, parent_id, metadata)
+        self.spans.append(span)
+        return span
+
+    # -- context management -----------------------------------------------------
+
+    def __enter__(self) -> Run:
+        if self._token is not None or self.ended_at is not None:
+            raise RuntimeError(f"run `{self.name}` has already been entered")
+        self._token = _context.set_frame(self.root)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            _context.reset_frame(self._token)
+        except ValueError:
+            # Exited in another context (a generator finalized elsewhere): the
+            # frame there is not ours to restore, the record still closes.
+            pass
+        self.finish(exc)
+
+    async def __aenter__(self) -> Run:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Close the run record (called on leaving the ``with`` block)."""
+        if self.ended_at is not None:
+            return
+        self.ended_at = time.time()
+        self.status = "completed" if error is None else "failed"
+        if error is not None:
+            self.error = f"{type(error).__name__}: {error}"
+        usage = self.root.usage()
+        span = self.root.span
+        span.metadata.update(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_usd,
+            llm_calls=usage.llm_calls,
+            status=self.status,
+        )
+        end_span(span, error)
+
+    # -- reading the record -----------------------------------------------------
+
+    @property
+    def duration_ms(self) -> float:
+        end = time.time() if self.ended_at is None else self.ended_at
+        return (end - self.started_at) * 1000.0
+
+    def usage(self) -> Usage:
+        """Usage of the whole run so far."""
+        with self.lock:
+            return self.root.usage()
+
+    def summary(self) -> dict[str, Any]:
+        """Totals, step statuses, budget, and the seed's agent trace summary."""
+        usage = self.usage()
+        statuses = Counter(step.status for step in self.completed_steps)
+        return {
+            "run_id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "duration_ms": round(self.duration_ms, 3),
+            "llm_calls": usage.llm_calls,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cost_usd": usage.cost_usd,
+            "steps": {s: statuses.get(s, 0) for s in _STATUSES},
+            "budget": None if self.budget is None else self.budget.to_dict(),
+            "agent": summarize_events(self.events),
+        }
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r})"
+
+
+_STATUSES = ("completed", "failed", "skipped", "escalated")
+
+
+def run(
+    name: str | None = None,
+    *,
+    budget: Budget | Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Run:
+    """Open a run: ``with steptrace.run("nightly", budget={"max_usd": 2}) as r:``.
+
+    The run's budget caps everything inside it; usage counts against it as well
+    as against every enclosing step and persona budget.
+    """
+    return Run(name, budget=budget, metadata=metadata)
+
+
+def active_frame() -> _context.Frame:
+    """The innermost frame of this context, creating the default run if needed."""
+    frame = _context.get_frame()
+    if frame is None:
+        frame = Run(_default=True, trace_llm=False).root
+        _context.set_frame(frame)
+    return frame
+
+
+def current_run() -> Run:
+    """The run of this context: the open ``run()``, else this context's default run."""
+    return active_frame().run
+
+
+def new_default_run() -> Run:
+    """Replace this context's state with a fresh default run (see ``reset``)."""
+    fresh = Run(_default=True, trace_llm=False)
+    _context.set_frame(fresh.root)
+    return fresh

@@ -1,0 +1,133 @@
+"""Budgets, usage figures, money arithmetic and the price-source extension point.
+
+``Budget`` is a validated pair of limits (``None`` means off). Money is kept as
+integer picodollars (1e-12 USD) inside the accounting so that ten thousand
+calls of $0.0001 add up to exactly $1 and never trip a $1 budget by rounding
+drift; it is shown as float USD everywhere a user looks. ``PriceSource`` is the
+protocol the LLM layer implements to price calls whose cost is not given; the
+core ships no prices of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["Budget", "PriceSource", "Usage"]
+
+PICO_PER_USD = 10**12
+
+
+def usd_to_pico(usd: float) -> int:
+    return round(usd * PICO_PER_USD)
+
+
+def pico_to_usd(pico: int) -> float:
+    return pico / PICO_PER_USD
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Limits for a step, persona or run. ``None`` turns a limit off.
+
+    ``max_tokens`` counts input plus output tokens and must be a positive
+    integer; ``max_usd`` must be a finite number >= 0. A scope is exhausted when
+    its usage goes *strictly over* a limit.
+    """
+
+    max_tokens: int | None = None
+    max_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_tokens", _check_max_tokens(self.max_tokens, "Budget"))
+        object.__setattr__(self, "max_usd", _check_max_usd(self.max_usd, "Budget"))
+
+    @property
+    def is_unlimited(self) -> bool:
+        return self.max_tokens is None and self.max_usd is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "max_usd": self.max_usd}
+
+    @classmethod
+    def coerce(cls, value: Budget | Mapping[str, Any] | None, owner: str) -> Budget | None:
+        """Accept a ``Budget``, a dict with ``max_tokens``/``max_usd``, or None.
+
+        ``owner`` (e.g. ``"step `plan`"``) is named in every error message.
+        """
+        if value is None or isinstance(value, Budget):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(
+                f"{owner}: budget must be a Budget or a dict with max_tokens/max_usd, "
+                f"got {type(value).__name__}"
+            )
+        unknown = sorted(set(value) - {"max_tokens", "max_usd"})
+        if unknown:
+            raise ValueError(
+                f"{owner}: unknown budget field(s) {unknown}; expected max_tokens, max_usd"
+            )
+        return cls(
+            max_tokens=_check_max_tokens(value.get("max_tokens"), owner),
+            max_usd=_check_max_usd(value.get("max_usd"), owner),
+        )
+
+
+def _check_max_tokens(value: object, owner: str) -> int | None:
+    if value is None:
+        return None
+    # JSON and YAML manifests may give 100.0; accept whole floats, nothing fractional.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: budget.max_tokens must be a positive integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{owner}: budget.max_tokens must be a positive integer, got {value}")
+    return value
+
+
+def _check_max_usd(value: object, owner: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{owner}: budget.max_usd must be a number >= 0, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{owner}: budget.max_usd must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A snapshot of usage: tokens, priced cost in USD, and LLM calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    llm_calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@runtime_checkable
+class PriceSource(Protocol):
+    """Prices a model call. Implemented by the LLM layer (``steptrace.llm``).
+
+    Returns the cost in USD, or ``None`` when the model's price is unknown (the
+    caller then refuses to count the call as free under a USD budget). Must be
+    pure, fast and thread-safe: it runs on every recorded call and pre-flight
+    check, and must not do network I/O.
+    """
+
+    def cost_usd(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float | None: ...

@@ -1,0 +1,228 @@
+"""Step and persona definitions, their validation, and the registries.
+
+A ``StepDefinition`` is what ``@step`` or a manifest declares: name, function,
+default model, token and USD budget, error boundary. Unlike the seed, which drops
+malformed metadata silently, every field is validated and a bad one raises
+``ValueError``/``TypeError`` naming the step and the field: a budget that
+silently disappears is a spending bug. The registries map function names to
+definitions (process-wide, like the decorators that fill them) for manifests
+and introspection; a decorated function keeps its own definition and never
+looks it up by name.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .budget import Budget
+
+__all__ = [
+    "ErrorBoundary",
+    "PersonaDefinition",
+    "StepDefinition",
+    "is_tracked_function",
+    "register_persona",
+    "register_persona_from_dict",
+    "register_step",
+    "register_step_from_dict",
+    "step_definition_for",
+]
+
+
+class ErrorBoundary(enum.StrEnum):
+    """What a step does when a budget-exhausted error reaches it.
+
+    ``fail`` records ``failed`` and re-raises unchanged; ``continue`` records
+    ``skipped`` and returns None; ``escalate`` records ``escalated`` and re-raises
+    the error marked escalated. Other errors always propagate.
+    """
+
+    FAIL = "fail"
+    CONTINUE = "continue"
+    ESCALATE = "escalate"
+
+    @classmethod
+    def parse(cls, value: object, owner: str) -> ErrorBoundary:
+        if isinstance(value, ErrorBoundary):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        raise ValueError(
+            f"{owner}: error_boundary must be one of 'fail', 'continue', 'escalate', "
+            f"got {value!r}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepDefinition:
+    """A declared step (the seed's fields). Build it through ``@step`` or
+    ``register_step_from_dict``; constructing it directly validates too."""
+
+    name: str
+    function: str
+    model: str | None = None
+    max_tokens: int | None = None
+    max_usd: float | None = None
+    error_boundary: ErrorBoundary = ErrorBoundary.FAIL
+
+    def __post_init__(self) -> None:
+        owner = f"step `{self.name}`"
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"step definition: name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.function, str) or not self.function:
+            raise ValueError(f"{owner}: function must be a non-empty string")
+        if self.model is not None and not isinstance(self.model, str):
+            raise TypeError(f"{owner}: model must be a string, got {self.model!r}")
+        if self.model == "":
+            object.__setattr__(self, "model", None)
+        budget = Budget.coerce({"max_tokens": self.max_tokens, "max_usd": self.max_usd}, owner)
+        assert budget is not None
+        object.__setattr__(self, "max_tokens", budget.max_tokens)
+        object.__setattr__(self, "max_usd", budget.max_usd)
+        object.__setattr__(self, "error_boundary", ErrorBoundary.parse(self.error_boundary, owner))
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_tokens, self.max_usd)
+
+    @property
+    def boundary(self) -> ErrorBoundary:
+        """The seed's name for ``error_boundary``."""
+        return self.error_boundary
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaDefinition:
+    """A declared persona: a name and an optional budget for each invocation."""
+
+    name: str
+    function: str
+    budget: Budget | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(
+                f"persona definition: name must be a non-empty string, got {self.name!r}"
+            )
+        object.__setattr__(
+            self, "budget", Budget.coerce(self.budget, f"persona `{self.name}`")
+        )
+
+
+_lock = threading.Lock()
+_steps: dict[str, StepDefinition] = {}
+_personas: dict[str, PersonaDefinition] = {}
+
+
+def register_step(function: str, definition: StepDefinition) -> None:
+    """Register (or replace) the step definition for a function name."""
+    if not isinstance(definition, StepDefinition):
+        raise TypeError(f"register_step: expected a StepDefinition, got {definition!r}")
+    with _lock:
+        _steps[function] = definition
+
+
+def register_persona(function: str, definition: PersonaDefinition) -> None:
+    """Register (or replace) the persona definition for a function name."""
+    if not isinstance(definition, PersonaDefinition):
+        raise TypeError(f"register_persona: expected a PersonaDefinition, got {definition!r}")
+    with _lock:
+        _personas[function] = definition
+
+
+_STEP_KEYS = frozenset({"name", "model", "budget", "error_boundary"})
+_PERSONA_KEYS = frozenset({"name", "budget"})
+
+
+def _check_manifest(
+    kind: str, function: object, metadata: object, allowed: frozenset[str]
+) -> tuple[str, Mapping[str, Any]]:
+    if not isinstance(function, str) or not function:
+        raise TypeError(f"register_{kind}_from_dict: expected (function_name, metadata_dict)")
+    if not isinstance(metadata, Mapping):
+        raise TypeError(
+            f"register_{kind}_from_dict: metadata for `{function}` must be a dict, "
+            f"got {type(metadata).__name__}"
+        )
+    unknown = sorted(set(metadata) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{kind} `{metadata.get('name', function)}`: unknown field(s) {unknown}; "
+            f"expected {sorted(allowed)}"
+        )
+    return function, metadata
+
+
+def register_step_from_dict(function: str, metadata: Mapping[str, Any]) -> StepDefinition:
+    """Register a step from manifest metadata (the seed's ``__register_step``).
+
+    Keys: ``name`` (defaults to the function name), ``model`` (empty means none),
+    ``budget`` (``{"max_tokens": ..., "max_usd": ...}``), ``error_boundary``.
+    Returns the registered definition.
+    """
+    function, metadata = _check_manifest("step", function, metadata, _STEP_KEYS)
+    name = metadata.get("name", function)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"step `{function}`: name must be a non-empty string, got {name!r}")
+    budget = Budget.coerce(metadata.get("budget"), f"step `{name}`")
+    definition = StepDefinition(
+        name=name,
+        function=function,
+        model=metadata.get("model"),
+        max_tokens=budget.max_tokens if budget else None,
+        max_usd=budget.max_usd if budget else None,
+        error_boundary=metadata.get("error_boundary", ErrorBoundary.FAIL),
+    )
+    register_step(function, definition)
+    return definition
+
+
+def register_persona_from_dict(function: str, metadata: Mapping[str, Any]) -> PersonaDefinition:
+    """Register a persona from manifest metadata: ``name`` and optional ``budget``."""
+    function, metadata = _check_manifest("persona", function, metadata, _PERSONA_KEYS)
+    name = metadata.get("name", function)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"persona `{function}`: name must be a non-empty string, got {name!r}")
+    definition = PersonaDefinition(name=name, function=function, budget=metadata.get("budget"))
+    register_persona(function, definition)
+    return definition
+
+
+def function_key(fn: Callable[..., Any]) -> str:
+    """The registry key of a Python callable: its qualified name."""
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def step_definition_for(function: str | Callable[..., Any]) -> StepDefinition | None:
+    """The step definition registered for a function name or decorated callable."""
+    if not isinstance(function, str):
+        attached = getattr(function, "__steptrace_step__", None)
+        if isinstance(attached, StepDefinition):
+            return attached
+        function = function_key(function)
+    with _lock:
+        return _steps.get(function)
+
+
+def persona_definition_for(function: str | Callable[..., Any]) -> PersonaDefinition | None:
+    """The persona definition registered for a function name or decorated callable."""
+    if not isinstance(function, str):
+        attached = getattr(function, "__steptrace_persona__", None)
+        if isinstance(attached, PersonaDefinition):
+            return attached
+        function = function_key(function)
+    with _lock:
+        return _personas.get(function)
+
+
+def is_tracked_function(function_name: str) -> bool:
+    """True when a step or persona is registered under this function name."""
+    with _lock:
+        return function_name in _steps or function_name in _personas

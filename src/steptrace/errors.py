@@ -1,0 +1,224 @@
+"""The errors steptrace raises, in one tree.
+
+::
+
+    StepTraceError                 base of everything steptrace raises on purpose
+    ├── BudgetExhausted            a step, persona or run budget ran out (seed dict shape)
+    └── PricingUnknown             a USD budget is in force and the model has no price
+
+Bad step, persona, hook or budget metadata raises the builtin ``ValueError`` or
+``TypeError``, with a message naming the step (or persona) and the field, because
+those are programming errors rather than runtime conditions.
+
+``BudgetExhausted`` carries the seed's thrown-dict fields as attributes and gives
+that dict back from ``to_dict()``. An escalated copy (``mark_escalated``) keeps
+the fields, sets ``escalated`` and moves the category to ``handoff_escalation``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+__all__ = [
+    "BudgetExhausted",
+    "PricingUnknown",
+    "StepTraceError",
+    "is_budget_exhausted",
+    "mark_escalated",
+]
+
+ScopeKind = Literal["step", "persona", "run"]
+LimitName = Literal["max_tokens", "max_usd"]
+
+
+class StepTraceError(Exception):
+    """Base class of every error steptrace raises on purpose."""
+
+
+class BudgetExhausted(StepTraceError):
+    """A budget ran out: raised after the call that crossed it, or before a call
+    whose worst case cannot fit (``preflight=True``).
+
+    ``scope`` says whose budget it was (``step``, ``persona`` or ``run``);
+    ``scope_name`` names that step, persona or run. ``step`` and ``function``
+    name the innermost step at the time, as in the seed.
+    """
+
+    def __init__(
+        self,
+        *,
+        step: str,
+        function: str,
+        limit: LimitName,
+        limit_value: float,
+        consumed_tokens: float,
+        consumed_cost_usd: float,
+        error_boundary: str = "fail",
+        scope: ScopeKind = "step",
+        scope_name: str | None = None,
+        preflight: bool = False,
+        projected: float | None = None,
+        category: str = "budget_exceeded",
+        escalated: bool = False,
+        message: str | None = None,
+    ) -> None:
+        self.category = category
+        self.kind = "budget_exhausted"
+        self.reason = f"{scope}_budget_exhausted"
+        self.step = step
+        self.function = function
+        self.limit: LimitName = limit
+        self.limit_value = float(limit_value)
+        self.consumed_tokens = float(consumed_tokens)
+        self.consumed_cost_usd = float(consumed_cost_usd)
+        self.error_boundary = error_boundary
+        self.scope: ScopeKind = scope
+        self.scope_name = step if scope_name is None else scope_name
+        self.preflight = preflight
+        self.projected = projected
+        self.escalated = escalated
+        self.message = message if message is not None else self._default_message()
+        super().__init__(self.message)
+
+    def _default_message(self) -> str:
+        who = f"{self.scope} `{self.scope_name}`"
+        if self.limit == "max_tokens":
+            used = f"{int(self.consumed_tokens)}"
+            if self.preflight:
+                return (
+                    f"{who} cannot afford the next call within its max_tokens budget "
+                    f"({used} used + {_fmt_tokens(self.projected)} worst case > "
+                    f"{int(self.limit_value)})"
+                )
+            # The seed's exact wording for the token case.
+            return f"{who} exceeded max_tokens budget ({used} > {int(self.limit_value)})"
+        used_usd = _fmt_usd(self.consumed_cost_usd)
+        if self.preflight:
+            return (
+                f"{who} cannot afford the next call within its max_usd budget "
+                f"({used_usd} used + {_fmt_usd(self.projected)} worst case > "
+                f"{_fmt_usd(self.limit_value)})"
+            )
+        return f"{who} exceeded max_usd budget ({used_usd} > {_fmt_usd(self.limit_value)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The seed's thrown dict: exactly its keys for a step budget, plus
+        ``escalated`` once escalated, ``scope``/``scope_name`` for persona and run
+        budgets and ``preflight``/``projected`` for a refusal before a call."""
+        out: dict[str, Any] = {
+            "category": self.category,
+            "kind": self.kind,
+            "reason": self.reason,
+            "step": self.step,
+            "function": self.function,
+            "limit": self.limit,
+            "limit_value": self.limit_value,
+            "consumed_tokens": self.consumed_tokens,
+            "consumed_cost_usd": self.consumed_cost_usd,
+            "error_boundary": self.error_boundary,
+            "message": self.message,
+        }
+        if self.scope != "step":
+            out["scope"] = self.scope
+            out["scope_name"] = self.scope_name
+        if self.preflight:
+            out["preflight"] = True
+            out["projected"] = self.projected
+        if self.escalated:
+            out["escalated"] = True
+        return out
+
+    def _replace(self, **changes: Any) -> BudgetExhausted:
+        fields: dict[str, Any] = {
+            "step": self.step,
+            "function": self.function,
+            "limit": self.limit,
+            "limit_value": self.limit_value,
+            "consumed_tokens": self.consumed_tokens,
+            "consumed_cost_usd": self.consumed_cost_usd,
+            "error_boundary": self.error_boundary,
+            "scope": self.scope,
+            "scope_name": self.scope_name,
+            "preflight": self.preflight,
+            "projected": self.projected,
+            "category": self.category,
+            "escalated": self.escalated,
+            "message": self.message,
+        }
+        fields.update(changes)
+        return BudgetExhausted(**fields)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructor: rebuild from the attribute set so the error
+        # survives pickling (process pools, multiprocessing queues).
+        return (_rebuild_budget_exhausted, (self.to_dict() | {"scope": self.scope},))
+
+
+def _rebuild_budget_exhausted(data: dict[str, Any]) -> BudgetExhausted:
+    return BudgetExhausted(
+        step=data["step"],
+        function=data["function"],
+        limit=data["limit"],
+        limit_value=data["limit_value"],
+        consumed_tokens=data["consumed_tokens"],
+        consumed_cost_usd=data["consumed_cost_usd"],
+        error_boundary=data["error_boundary"],
+        scope=data["scope"],
+        scope_name=data.get("scope_name"),
+        preflight=data.get("preflight", False),
+        projected=data.get("projected"),
+        category=data["category"],
+        escalated=data.get("escalated", False),
+        message=data["message"],
+    )
+
+
+class PricingUnknown(StepTraceError):
+    """A USD budget is in force but the model's price is unknown.
+
+    Raised instead of counting the call as free. The tokens of a call that already
+    happened are recorded before this is raised, so nothing is lost.
+    """
+
+    def __init__(self, model: str, *, scope: ScopeKind, scope_name: str) -> None:
+        self.model = model
+        self.scope: ScopeKind = scope
+        self.scope_name = scope_name
+        super().__init__(
+            f"no price known for model {model!r}, and {scope} `{scope_name}` has a max_usd "
+            "budget: configure a price source (steptrace.configure(price_source=...)) "
+            "or pass cost_usd explicitly"
+        )
+
+
+def is_budget_exhausted(err: BaseException) -> bool:
+    """True for a budget-exhausted error, escalated or not (the seed's test)."""
+    return isinstance(err, BudgetExhausted)
+
+
+def mark_escalated(
+    err: BaseException, step: str | None = None, function: str | None = None
+) -> BaseException:
+    """Return an escalated copy of a budget-exhausted error; any other error is
+    returned unchanged. ``step``/``function`` fill those fields only when empty."""
+    if not isinstance(err, BudgetExhausted):
+        return err
+    escalated = err._replace(
+        escalated=True,
+        category="handoff_escalation",
+        step=err.step or (step or ""),
+        function=err.function or (function or ""),
+    )
+    escalated.__cause__ = err
+    return escalated
+
+
+def _fmt_usd(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "?"
+    return f"${value:.6f}".rstrip("0").rstrip(".") if value else "$0"
+
+
+def _fmt_tokens(value: float | None) -> str:
+    return "?" if value is None else str(int(value))

@@ -1,0 +1,274 @@
+"""Typed agent trace events, their JSON shape, and the rolled-up summary.
+
+The eight events of the seed's ``AgentTraceEvent`` as frozen keyword-only
+dataclasses. ``to_dict()`` gives the seed's serde shape exactly
+(``{"type": "<snake_case>", ...fields in declaration order}``) and
+``event_from_dict`` reads it back, rejecting unknown types, missing or extra
+fields and wrongly typed values with an error naming the event and the field.
+``summarize_events`` computes the seed's ``agent_trace_summary`` dict (exactly its
+keys) from any sequence of events. This module knows nothing about runs; the
+functions that read and write the current run's event log live in ``tracing``.
+
+The LLM call trace log entry (``LlmTraceEntry``) is here too: it is a plain
+record with the seed's four fields plus two optional ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeAlias
+
+__all__ = [
+    "AgentEvent",
+    "ContextCompaction",
+    "LlmCall",
+    "LlmTraceEntry",
+    "LoopComplete",
+    "LoopIntervention",
+    "PhaseChange",
+    "SchemaRetry",
+    "ToolExecution",
+    "ToolRejected",
+    "event_from_dict",
+    "summarize_events",
+]
+
+
+class _Event:
+    """Shared serialization for the event dataclasses (not public)."""
+
+    __slots__ = ()
+    type: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The seed's serde shape: ``type`` first, then the fields in order."""
+        out: dict[str, Any] = {"type": self.type}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LlmCall(_Event):
+    type: ClassVar[Literal["llm_call"]] = "llm_call"
+    call_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_tokens: int
+    duration_ms: int
+    iteration: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolExecution(_Event):
+    type: ClassVar[Literal["tool_execution"]] = "tool_execution"
+    tool_name: str
+    tool_use_id: str
+    duration_ms: int
+    status: str
+    """``ok``, ``error`` or ``rejected``."""
+    classification: str
+    """The tool's declared mutation class (``read_only``, ...), ``other`` if none."""
+    iteration: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolRejected(_Event):
+    type: ClassVar[Literal["tool_rejected"]] = "tool_rejected"
+    tool_name: str
+    reason: str
+    iteration: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoopIntervention(_Event):
+    type: ClassVar[Literal["loop_intervention"]] = "loop_intervention"
+    tool_name: str
+    kind: str
+    """``warn``, ``block`` or ``skip``."""
+    count: int
+    iteration: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContextCompaction(_Event):
+    type: ClassVar[Literal["context_compaction"]] = "context_compaction"
+    archived_messages: int
+    new_summary_len: int
+    iteration: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PhaseChange(_Event):
+    type: ClassVar[Literal["phase_change"]] = "phase_change"
+    from_phase: str
+    to_phase: str
+    iteration: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoopComplete(_Event):
+    type: ClassVar[Literal["loop_complete"]] = "loop_complete"
+    status: str
+    iterations: int
+    total_duration_ms: int
+    tools_used: tuple[str, ...] = field(default=())
+    successful_tools: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SchemaRetry(_Event):
+    """One per re-prompt after output failed its schema: the initial call is
+    attempt 0 and emits nothing, the first retry is ``attempt=1``."""
+
+    type: ClassVar[Literal["schema_retry"]] = "schema_retry"
+    attempt: int
+    errors: tuple[str, ...] = field(default=())
+    nudge_used: bool
+
+
+AgentEvent: TypeAlias = (
+    LlmCall
+    | ToolExecution
+    | ToolRejected
+    | LoopIntervention
+    | ContextCompaction
+    | PhaseChange
+    | LoopComplete
+    | SchemaRetry
+)
+
+_EVENT_TYPES: dict[str, type[_Event]] = {
+    cls.type: cls
+    for cls in (
+        LlmCall,
+        ToolExecution,
+        ToolRejected,
+        LoopIntervention,
+        ContextCompaction,
+        PhaseChange,
+        LoopComplete,
+        SchemaRetry,
+    )
+}
+
+
+def _check_value(event_type: str, name: str, annotation: str, value: Any) -> Any:
+    where = f"{event_type}.{name}"
+    if annotation == "int":
+        if type(value) is not int:
+            raise TypeError(f"{where}: expected an integer, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{where}: expected a non-negative integer, got {value}")
+        return value
+    if annotation == "str":
+        if not isinstance(value, str):
+            raise TypeError(f"{where}: expected a string, got {value!r}")
+        return value
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise TypeError(f"{where}: expected true or false, got {value!r}")
+        return value
+    # tuple[str, ...]: JSON gives a list.
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{where}: expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
+    """Read an event back from its ``to_dict()`` / JSON shape.
+
+    Raises ``ValueError`` (unknown type, missing or unexpected field) or
+    ``TypeError`` (wrongly typed value), naming the event type and the field.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"agent event: expected a mapping, got {type(data).__name__}")
+    event_type = data.get("type")
+    cls = _EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise ValueError(
+            f"agent event: unknown type {event_type!r}; expected one of {sorted(_EVENT_TYPES)}"
+        )
+    kwargs: dict[str, Any] = {}
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    known = {f.name for f in fields}
+    extra = sorted(set(data) - known - {"type"})
+    if extra:
+        raise ValueError(f"{event_type}: unexpected field(s) {extra}")
+    for f in fields:
+        if f.name not in data:
+            raise ValueError(f"{event_type}: missing field {f.name!r}")
+        kwargs[f.name] = _check_value(event_type, f.name, str(f.type), data[f.name])
+    return cls(**kwargs)  # type: ignore[return-value]
+
+
+def summarize_events(events: Iterable[AgentEvent]) -> dict[str, Any]:
+    """The seed's rolled-up summary, with exactly its keys.
+
+    Counts each kind, sums LLM tokens and durations and tool durations, lists the
+    distinct tools executed in first-use order, and takes status, iterations and
+    total duration from the last ``LoopComplete`` (``"unknown"``/0 without one).
+    """
+    llm_calls = tool_executions = tool_rejections = interventions = compactions = 0
+    total_input_tokens = total_output_tokens = 0
+    total_llm_duration_ms = total_tool_duration_ms = 0
+    tools_used: dict[str, None] = {}
+    status, iterations, total_duration_ms = "unknown", 0, 0
+    for event in events:
+        match event:
+            case LlmCall():
+                llm_calls += 1
+                total_input_tokens += event.input_tokens
+                total_output_tokens += event.output_tokens
+                total_llm_duration_ms += event.duration_ms
+            case ToolExecution():
+                tool_executions += 1
+                total_tool_duration_ms += event.duration_ms
+                tools_used.setdefault(event.tool_name)
+            case ToolRejected():
+                tool_rejections += 1
+            case LoopIntervention():
+                interventions += 1
+            case ContextCompaction():
+                compactions += 1
+            case LoopComplete():
+                status = event.status
+                iterations = event.iterations
+                total_duration_ms = event.total_duration_ms
+            case PhaseChange() | SchemaRetry():
+                pass
+    return {
+        "status": status,
+        "iterations": iterations,
+        "total_duration_ms": total_duration_ms,
+        "llm_calls": llm_calls,
+        "tool_executions": tool_executions,
+        "tool_rejections": tool_rejections,
+        "interventions": interventions,
+        "compactions": compactions,
+        "total_input_tokens": total_input_tokens,
+        "total_output_tokens": total_output_tokens,
+        "total_llm_duration_ms": total_llm_duration_ms,
+        "total_tool_duration_ms": total_tool_duration_ms,
+        "tools_used": list(tools_used),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class LlmTraceEntry:
+    """One entry of the LLM call trace log: the seed's four fields, then the
+    priced cost (``None`` when no price was known) and cached input tokens."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    duration_ms: int
+    cost_usd: float | None = None
+    cache_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,293 @@
+"""Hooks: callables run at step, budget, approval, hand-off and persona events.
+
+A hook is registered for an event, a persona glob (fnmatch-style, case
+sensitive; ``*`` matches every persona and "no persona", which is the empty
+string), optionally one exact step name, and for ``OnBudgetThreshold(p)`` a
+percentage. Handlers are plain callables, sync or async, called with a
+``HookContext``. A handler that raises is logged on the ``steptrace`` logger
+and recorded on the current span; the step goes on (``configure(strict=True)``
+re-raises). Registrations are process-wide, like the decorators.
+
+Which event fires when is decided by the runtime: ``PreStep``/``PostStep``
+around every step, ``OnBudgetThreshold`` once per step invocation when its use
+reaches the percentage (before any exhaustion error), ``OnHandoffEmitted`` when
+a step escalates. The others are fired by the agent loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import itertools
+import math
+import re
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, TypeVar
+
+from ._config import report_observer_failure
+from .budget import Usage
+from .spans import Span
+
+__all__ = [
+    "HookContext",
+    "HookEvent",
+    "HookRegistration",
+    "clear_hooks",
+    "matching_hooks",
+    "on",
+    "register_persona_hook",
+    "register_step_hook",
+    "remove_hook",
+]
+
+
+class HookEvent(enum.StrEnum):
+    PRE_STEP = "PreStep"
+    POST_STEP = "PostStep"
+    ON_BUDGET_THRESHOLD = "OnBudgetThreshold"
+    ON_APPROVAL_REQUESTED = "OnApprovalRequested"
+    ON_HANDOFF_EMITTED = "OnHandoffEmitted"
+    ON_PERSONA_PAUSED = "OnPersonaPaused"
+    ON_PERSONA_RESUMED = "OnPersonaResumed"
+
+
+_THRESHOLD_RE = re.compile(r"^OnBudgetThreshold\(\s*([0-9]+(?:\.[0-9]+)?)\s*\)$")
+
+
+def _valid_events() -> str:
+    names = [e.value for e in HookEvent if e is not HookEvent.ON_BUDGET_THRESHOLD]
+    return ", ".join([*names, "OnBudgetThreshold(<percent>)"])
+
+
+def parse_hook_event(event: HookEvent | str) -> tuple[HookEvent, float | None]:
+    """``"OnBudgetThreshold(80)"`` -> (ON_BUDGET_THRESHOLD, 80.0); ``"PreStep"`` -> (PRE_STEP, None).
+
+    Unknown names raise ``ValueError`` listing the valid ones. A budget threshold
+    must carry its percentage, in (0, 100].
+    """
+    if isinstance(event, HookEvent):
+        parsed, pct = event, None
+    elif isinstance(event, str):
+        match = _THRESHOLD_RE.match(event.strip())
+        if match:
+            parsed, pct = HookEvent.ON_BUDGET_THRESHOLD, float(match.group(1))
+        else:
+            try:
+                parsed, pct = HookEvent(event.strip()), None
+            except ValueError:
+                raise ValueError(
+                    f"unknown hook event {event!r}; valid events: {_valid_events()}"
+                ) from None
+    else:
+        raise TypeError(f"hook event must be a HookEvent or a string, got {event!r}")
+    if parsed is HookEvent.ON_BUDGET_THRESHOLD:
+        if pct is None:
+            raise ValueError(
+                "OnBudgetThreshold needs a percentage, e.g. 'OnBudgetThreshold(80)'"
+            )
+        if not (0 < pct <= 100) or not math.isfinite(pct):
+            raise ValueError(f"OnBudgetThreshold percentage must be in (0, 100], got {pct}")
+    return parsed, pct
+
+
+@dataclass(frozen=True, slots=True)
+class HookContext:
+    """What a hook handler receives.
+
+    ``scope`` says whose budget ``usage``/``budget_pct`` describe (``step`` for
+    the step events; for a threshold, the step, persona or run whose budget
+    crossed). ``status`` and ``error`` are set for ``PostStep`` and
+    ``OnHandoffEmitted``; ``payload`` carries event-specific data (the agent loop
+    puts the tool call of an approval request there).
+    """
+
+    event: HookEvent
+    persona: str | None
+    step: str | None
+    usage: Usage
+    budget_pct: float | None = None
+    threshold_pct: float | None = None
+    scope: Literal["step", "persona", "run"] = "step"
+    run_id: str | None = None
+    status: str | None = None
+    error: BaseException | None = None
+    payload: Any = None
+
+
+HookHandler: TypeAlias = Callable[[HookContext], Any]
+H = TypeVar("H", bound=HookHandler)
+
+_hook_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class HookRegistration:
+    persona_pattern: str
+    step_name: str | None
+    event: HookEvent
+    threshold_pct: float | None
+    handler: HookHandler
+    id: int
+
+    @property
+    def label(self) -> str:
+        name = getattr(self.handler, "__qualname__", repr(self.handler))
+        return f"hook {name} ({self.event.value})"
+
+
+_lock = threading.Lock()
+# Copy-on-write per event: dispatch reads without a lock, and an event with no
+# hooks costs one dict lookup.
+_by_event: dict[HookEvent, tuple[HookRegistration, ...]] = {}
+
+
+def _register(
+    persona_pattern: str, step_name: str | None, event: HookEvent | str, handler: HookHandler
+) -> HookRegistration:
+    if not isinstance(persona_pattern, str):
+        raise TypeError(f"hook persona pattern must be a string, got {persona_pattern!r}")
+    if step_name is not None and (not isinstance(step_name, str) or not step_name):
+        raise TypeError(f"hook step name must be a non-empty string, got {step_name!r}")
+    if not callable(handler):
+        raise TypeError(f"hook handler must be callable, got {handler!r}")
+    parsed, pct = parse_hook_event(event)
+    registration = HookRegistration(persona_pattern, step_name, parsed, pct, handler, next(_hook_ids))
+    with _lock:
+        _by_event[parsed] = (*_by_event.get(parsed, ()), registration)
+    return registration
+
+
+def register_persona_hook(
+    persona_pattern: str, event: HookEvent | str, handler: HookHandler
+) -> HookRegistration:
+    """Run ``handler`` on ``event`` for every step under a matching persona."""
+    return _register(persona_pattern, None, event, handler)
+
+
+def register_step_hook(
+    persona_pattern: str, step_name: str, event: HookEvent | str, handler: HookHandler
+) -> HookRegistration:
+    """Run ``handler`` on ``event`` for the step named ``step_name`` only."""
+    return _register(persona_pattern, step_name, event, handler)
+
+
+def on(event: HookEvent | str, *, persona: str = "*", step: str | None = None) -> Callable[[H], H]:
+    """Decorator form: ``@steptrace.on("OnBudgetThreshold(80)", persona="research*")``."""
+    parse_hook_event(event)  # fail at decoration time, not at first dispatch
+
+    def decorate(handler: H) -> H:
+        _register(persona, step, event, handler)
+        return handler
+
+    return decorate
+
+
+def remove_hook(registration: HookRegistration) -> None:
+    """Unregister one hook; unknown registrations are ignored."""
+    with _lock:
+        kept = tuple(h for h in _by_event.get(registration.event, ()) if h is not registration)
+        _by_event[registration.event] = kept
+
+
+def clear_hooks() -> None:
+    """Unregister every hook."""
+    with _lock:
+        _by_event.clear()
+
+
+def has_hooks(event: HookEvent) -> bool:
+    return bool(_by_event.get(event))
+
+
+def matching_hooks(
+    event: HookEvent | str,
+    persona: str | None,
+    step_name: str | None,
+    budget_pct: float | None,
+) -> list[HookRegistration]:
+    """The hooks that fire for this event, persona, step and budget use (the
+    seed's filter): a hook with a step name needs that exact step; a hook with
+    a threshold needs a known budget use at or above it."""
+    parsed, _ = (event, None) if isinstance(event, HookEvent) else parse_hook_event(event)
+    persona = persona or ""
+    out: list[HookRegistration] = []
+    for hook in _by_event.get(parsed, ()):
+        if not fnmatch.fnmatchcase(persona, hook.persona_pattern):
+            continue
+        if hook.step_name is not None and hook.step_name != step_name:
+            continue
+        if hook.threshold_pct is not None and (budget_pct is None or budget_pct < hook.threshold_pct):
+            continue
+        out.append(hook)
+    return out
+
+
+def dispatch(hooks: Sequence[HookRegistration], context: HookContext, span: Span | None) -> list[Any]:
+    """Call each hook from synchronous code; an async handler is run to completion.
+
+    Returns the handlers' results, ``None`` for one that failed.
+    """
+    results: list[Any] = []
+    for hook in hooks:
+        try:
+            result = hook.handler(context)
+            if isinstance(result, Awaitable):
+                result = _run_awaitable(result)
+            results.append(result)
+        except Exception as exc:
+            report_observer_failure(hook.label, exc, span)
+            results.append(None)
+    return results
+
+
+async def adispatch(
+    hooks: Sequence[HookRegistration], context: HookContext, span: Span | None
+) -> list[Any]:
+    """Call each hook from async code, awaiting async handlers in this loop."""
+    results: list[Any] = []
+    for hook in hooks:
+        try:
+            result = hook.handler(context)
+            if isinstance(result, Awaitable):
+                result = await result
+            results.append(result)
+        except Exception as exc:
+            report_observer_failure(hook.label, exc, span)
+            results.append(None)
+    return results
+
+
+def _run_awaitable(awaitable: Awaitable[Any]) -> Any:
+    """Finish an async handler's awaitable from synchronous code.
+
+    With no event loop running in this thread it runs in a fresh loop; inside a
+    running loop (sync code called from async code) it runs on a helper thread,
+    because blocking on this loop would deadlock. Such a handler must not await
+    objects bound to the caller's loop.
+    """
+    import asyncio  # deferred: asyncio costs ~30 ms to import
+
+    async def finish() -> Any:
+        return await awaitable
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(finish())
+    outcome: list[Any] = []
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            outcome.append(asyncio.run(finish()))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name="steptrace-hook")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]

@@ -1,0 +1,221 @@
+"""The span model and the processors that receive spans.
+
+A ``Span`` is one timed piece of a run: the run itself, a persona, a step, an
+LLM call, a tool call, or anything a user opens with ``steptrace.span(...)``.
+Spans link to their parent by id and carry free-form metadata (a step span gets
+the seed's keys: persona, model, status, llm_calls, input_tokens,
+output_tokens, cost_usd). Span processors are the extension point for export:
+each registered ``SpanProcessor`` sees every span start and end, in every run.
+A processor that raises is logged and recorded on the span, never allowed to
+break the run (unless ``configure(strict=True)``).
+
+Opening spans inside the current run is ``tracing.span``; this module only
+knows how a span is built, ended and handed to processors.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+import time
+from typing import Any, Protocol, runtime_checkable
+
+from ._config import report_observer_failure
+
+__all__ = [
+    "InMemorySpanCollector",
+    "Span",
+    "SpanKind",
+    "SpanProcessor",
+    "add_span_processor",
+    "remove_span_processor",
+]
+
+
+class SpanKind(enum.StrEnum):
+    RUN = "run"
+    PERSONA = "persona"
+    STEP = "step"
+    LLM_CALL = "llm_call"
+    TOOL = "tool"
+    CUSTOM = "custom"
+
+
+# next() on itertools.count is atomic under the GIL: ids are unique across threads.
+_span_ids = itertools.count(1)
+
+
+class Span:
+    """One timed, named piece of a run. Mutable until ended."""
+
+    __slots__ = (
+        "end_ns",
+        "error",
+        "kind",
+        "metadata",
+        "name",
+        "parent_id",
+        "run_id",
+        "span_id",
+        "start_ns",
+        "status",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        kind: SpanKind,
+        run_id: str,
+        parent_id: int | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.span_id: int = next(_span_ids)
+        self.parent_id = parent_id
+        self.run_id = run_id
+        self.name = name
+        self.kind = kind
+        self.start_ns = time.time_ns()
+        self.end_ns: int | None = None
+        self.metadata: dict[str, Any] = {} if metadata is None else metadata
+        self.status = "unset"
+        """``unset`` while open, then ``ok`` or ``error``."""
+        self.error: str | None = None
+
+    def set(self, key: str, value: Any) -> None:
+        """Set one metadata entry."""
+        self.metadata[key] = value
+
+    @property
+    def duration_ms(self) -> float | None:
+        """Wall time in milliseconds, ``None`` while the span is open."""
+        return None if self.end_ns is None else (self.end_ns - self.start_ns) / 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "span_id": self.span_id,
+            "parent_id": self.parent_id,
+            "run_id": self.run_id,
+            "name": self.name,
+            "kind": self.kind.value,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "status": self.status,
+            "error": self.error,
+            "metadata": dict(self.metadata),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Span({self.name!r}, kind={self.kind.value}, id={self.span_id}, "
+            f"parent={self.parent_id}, status={self.status})"
+        )
+
+
+@runtime_checkable
+class SpanProcessor(Protocol):
+    """Receives every span as it starts and ends.
+
+    Contract: called synchronously on the thread that opened or closed the span,
+    so it must be thread-safe and must not block (queue work for a background
+    exporter instead). It should not raise; if it does, the error is logged and
+    recorded on the span and the run goes on.
+    """
+
+    def on_start(self, span: Span) -> None: ...
+
+    def on_end(self, span: Span) -> None: ...
+
+
+class InMemorySpanCollector:
+    """A processor that keeps every ended span in a list (for tests and tools)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started: list[Span] = []
+        self._ended: list[Span] = []
+
+    def on_start(self, span: Span) -> None:
+        with self._lock:
+            self._started.append(span)
+
+    def on_end(self, span: Span) -> None:
+        with self._lock:
+            self._ended.append(span)
+
+    @property
+    def spans(self) -> list[Span]:
+        """Ended spans, in the order they ended."""
+        with self._lock:
+            return list(self._ended)
+
+    @property
+    def started(self) -> list[Span]:
+        with self._lock:
+            return list(self._started)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._started.clear()
+            self._ended.clear()
+
+
+# Copy-on-write tuple: readers on the hot path take it without a lock.
+_processors: tuple[SpanProcessor, ...] = ()
+_processors_lock = threading.Lock()
+
+
+def add_span_processor(processor: SpanProcessor) -> None:
+    """Register a processor for every span of every run in this process."""
+    if not isinstance(processor, SpanProcessor):
+        raise TypeError(
+            f"add_span_processor: {processor!r} lacks on_start(span) and on_end(span)"
+        )
+    global _processors
+    with _processors_lock:
+        _processors = (*_processors, processor)
+
+
+def remove_span_processor(processor: SpanProcessor) -> None:
+    """Unregister a processor; unknown processors are ignored."""
+    global _processors
+    with _processors_lock:
+        _processors = tuple(p for p in _processors if p is not processor)
+
+
+def start_span(
+    name: str,
+    kind: SpanKind,
+    run_id: str,
+    parent_id: int | None,
+    metadata: dict[str, Any] | None = None,
+) -> Span:
+    span = Span(name, kind, run_id, parent_id, metadata)
+    for processor in _processors:
+        try:
+            processor.on_start(span)
+        except Exception as exc:
+            report_observer_failure(f"span processor {processor!r}.on_start", exc, span)
+    return span
+
+
+def end_span(span: Span, error: BaseException | str | None = None) -> None:
+    if span.end_ns is not None:
+        return
+    span.end_ns = time.time_ns()
+    if error is None:
+        span.status = "ok"
+    else:
+        span.status = "error"
+        span.error = error if isinstance(error, str) else describe_error(error)
+    for processor in _processors:
+        try:
+            processor.on_end(span)
+        except Exception as exc:
+            report_observer_failure(f"span processor {processor!r}.on_end", exc, span)
+
+
+def describe_error(exc: BaseException) -> str:
+    """How an exception is written into records: ``Type: message``."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

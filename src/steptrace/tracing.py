@@ -1,0 +1,157 @@
+"""The current run's LLM trace log, agent event log and user spans.
+
+The seed's free functions, bound to the current run (``run.current_run()``):
+``enable_tracing``/``take_trace``/``peek_trace``/``peek_trace_summary`` for the
+LLM call trace log, ``emit_event``/``take_agent_trace``/``peek_agent_trace``/
+``agent_trace_summary`` for agent events, and ``span()``, a sync and async
+context manager that opens a span under the innermost open span of this
+context. Logs are appended to under the run's lock, so ``take`` never loses an
+entry recorded concurrently.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from . import _context
+from .events import AgentEvent, LlmTraceEntry, summarize_events
+from ._run import active_frame, current_run
+from .spans import Span, SpanKind, end_span
+
+__all__ = [
+    "agent_trace_summary",
+    "emit_event",
+    "enable_tracing",
+    "peek_agent_trace",
+    "peek_trace",
+    "peek_trace_summary",
+    "span",
+    "take_agent_trace",
+    "take_trace",
+]
+
+_EVENT_TYPES: tuple[type, ...] = AgentEvent.__args__  # type: ignore[attr-defined]
+
+
+def enable_tracing(enabled: bool = True) -> None:
+    """Turn LLM call trace recording on (or off) for the current run."""
+    current_run().tracing_enabled = enabled
+
+
+def trace_llm_call(entry: LlmTraceEntry) -> None:
+    """Append to the current run's trace log if tracing is enabled there."""
+    run = current_run()
+    if run.tracing_enabled:
+        with run.lock:
+            run.llm_trace.append(entry)
+
+
+def take_trace() -> list[LlmTraceEntry]:
+    """Return the trace log and clear it."""
+    run = current_run()
+    with run.lock:
+        entries, run.llm_trace = run.llm_trace, []
+    return entries
+
+
+def peek_trace() -> list[LlmTraceEntry]:
+    """Return a copy of the trace log, leaving it in place."""
+    run = current_run()
+    with run.lock:
+        return list(run.llm_trace)
+
+
+def peek_trace_summary() -> tuple[int, int, int, int]:
+    """(input tokens, output tokens, duration ms, call count) of the trace log."""
+    entries = peek_trace()
+    return (
+        sum(e.input_tokens for e in entries),
+        sum(e.output_tokens for e in entries),
+        sum(e.duration_ms for e in entries),
+        len(entries),
+    )
+
+
+def emit_event(event: AgentEvent) -> None:
+    """Append an agent event to the current run."""
+    if not isinstance(event, _EVENT_TYPES):
+        raise TypeError(f"emit_event: expected an agent event (LlmCall, ...), got {event!r}")
+    run = current_run()
+    with run.lock:
+        run.events.append(event)
+
+
+def take_agent_trace() -> list[AgentEvent]:
+    """Return the current run's agent events and clear them."""
+    run = current_run()
+    with run.lock:
+        events, run.events = run.events, []
+    return events
+
+
+def peek_agent_trace() -> list[AgentEvent]:
+    """Return a copy of the current run's agent events."""
+    run = current_run()
+    with run.lock:
+        return list(run.events)
+
+
+def agent_trace_summary() -> dict[str, Any]:
+    """The seed's rolled-up summary of the current run's agent events."""
+    return summarize_events(peek_agent_trace())
+
+
+class span:  # noqa: N801 - used like a function: ``with steptrace.span("fetch"):``
+    """Open a span under the innermost open span of this context.
+
+    ``with steptrace.span("retrieve", kind=SpanKind.TOOL, source="web") as s:``
+    gives the ``Span``; ``s.set(key, value)`` adds metadata. An exception
+    leaving the block marks the span ``error`` and propagates unchanged.
+    """
+
+    __slots__ = ("_kind", "_metadata", "_name", "_span", "_token")
+
+    def __init__(self, name: str, kind: SpanKind = SpanKind.CUSTOM, **metadata: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"span: name must be a non-empty string, got {name!r}")
+        self._name = name
+        self._kind = SpanKind(kind)
+        self._metadata = metadata
+        self._span: Span | None = None
+        self._token: Any = None
+
+    def __enter__(self) -> Span:
+        frame = active_frame()
+        opened = frame.run._open_span(self._name, self._kind, frame.span.span_id, self._metadata)
+        # A span is a frame without a budget: steps opened inside it become its
+        # children, and usage still flows to the enclosing step.
+        self._token = _context.set_frame(
+            _context.Frame("span", self._name, frame, frame.run, opened, None)
+        )
+        self._span = opened
+        return opened
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._span is not None
+        try:
+            _context.reset_frame(self._token)
+        except ValueError:
+            pass  # closed from another context (e.g. a finalized generator)
+        end_span(self._span, exc)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)

@@ -1,0 +1,31 @@
+"""Every test starts in a fresh default run, with no hooks, in strict mode.
+
+Strict mode makes a failing hook or span processor raise, so a test cannot pass
+while observability code is silently broken; tests of the lenient behaviour
+switch it off themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import steptrace
+
+
+@pytest.fixture(autouse=True)
+def fresh_steptrace() -> Iterator[None]:
+    steptrace.reset()
+    steptrace.configure(strict=True, price_source=None)
+    yield
+    steptrace.reset()
+    steptrace.configure(strict=False, price_source=None)
+
+
+@pytest.fixture
+def collector() -> Iterator[steptrace.InMemorySpanCollector]:
+    spans = steptrace.InMemorySpanCollector()
+    steptrace.add_span_processor(spans)
+    yield spans
+    steptrace.remove_span_processor(spans)
