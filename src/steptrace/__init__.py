@@ -11,6 +11,7 @@ integrations live in subpackages installed through extras.
 from ._accounting import arecord_llm_usage, check_budget, record_llm_usage
 from ._config import configure
 from ._context import ContextSnapshot, bind, restore_context, snapshot_context
+from ._run import CompletedStep, Run, current_run, run
 from .budget import Budget, PriceSource, Usage
 from .definitions import (
     ErrorBoundary,
@@ -55,7 +56,6 @@ from .hooks import (
     register_step_hook,
     remove_hook,
 )
-from ._run import CompletedStep, Run, current_run, run
 from .runtime import (
     ActiveStep,
     active_step_model_default,

@@ -13,12 +13,13 @@ it raises before a call whose worst case cannot fit in what any scope has left.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 from . import _context
 from ._config import settings
+from ._run import active_frame
 from .budget import PICO_PER_USD, PriceSource, pico_to_usd, usd_to_pico
-from .errors import BudgetExhausted, PricingUnknown
+from .errors import BudgetExhausted, PricingUnknown, ScopeKind
 from .events import LlmTraceEntry
 from .hooks import (
     HookContext,
@@ -29,7 +30,6 @@ from .hooks import (
     has_hooks,
     matching_hooks,
 )
-from ._run import active_frame
 
 __all__ = ["arecord_llm_usage", "check_budget", "record_llm_usage"]
 
@@ -84,7 +84,9 @@ def _account(
             priced = False
             cost_usd = 0.0
     elif not (isinstance(cost_usd, int | float) and math.isfinite(cost_usd) and cost_usd >= 0):
-        raise ValueError(f"record_llm_usage: cost_usd must be a finite number >= 0, got {cost_usd!r}")
+        raise ValueError(
+            f"record_llm_usage: cost_usd must be a finite number >= 0, got {cost_usd!r}"
+        )
     pico = round(cost_usd * PICO_PER_USD)
     accounted = frame.accounted
     exceeded: BaseException | None = None
@@ -138,8 +140,9 @@ def _check_duration(value: object) -> int:
     return _check_count("duration_ms", value)
 
 
-def _scope_kind(scope: _Frame) -> Any:
-    return "step" if scope.kind == "step" else scope.kind
+def _scope_kind(scope: _Frame) -> ScopeKind:
+    # Only run, persona and step frames carry budgets; user span frames never do.
+    return cast(ScopeKind, scope.kind)
 
 
 def _exhausted(
@@ -151,10 +154,7 @@ def _exhausted(
     projected: float | None = None,
 ) -> BudgetExhausted:
     """Build the error for ``scope``; ``frame`` is where the call was made."""
-    if isinstance(scope, _context.StepFrame):
-        named = scope
-    else:
-        named = frame.step  # type: ignore[assignment]
+    named = scope if isinstance(scope, _context.StepFrame) else frame.step
     definition = None if named is None else named.definition
     return BudgetExhausted(
         step="" if definition is None else definition.name,

@@ -36,7 +36,7 @@ _UNSET: object = object()
 def configure(
     *,
     strict: bool | None = None,
-    price_source: PriceSource | None | object = _UNSET,
+    price_source: PriceSource | object | None = _UNSET,
 ) -> None:
     """Set process-wide options; arguments left out keep their value.
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
 from .budget import PICO_PER_USD, Budget, Usage, usd_to_pico
 
 if TYPE_CHECKING:
-    from .definitions import PersonaDefinition, StepDefinition
     from ._run import Run
+    from .definitions import PersonaDefinition, StepDefinition
     from .spans import Span
 
 P = ParamSpec("P")
@@ -130,9 +130,7 @@ class Frame:
 class PersonaFrame(Frame):
     __slots__ = ("definition",)
 
-    def __init__(
-        self, definition: PersonaDefinition, parent: Frame, run: Run, span: Span
-    ) -> None:
+    def __init__(self, definition: PersonaDefinition, parent: Frame, run: Run, span: Span) -> None:
         super().__init__("persona", definition.name, parent, run, span, definition.budget)
         self.definition = definition
         self.persona = self
@@ -245,4 +243,3 @@ def bind(fn: Callable[P, R]) -> Callable[P, R]:
         return captured.copy().run(fn, *args, **kwargs)
 
     return bound
-

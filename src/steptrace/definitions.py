@@ -55,8 +55,7 @@ class ErrorBoundary(enum.StrEnum):
             except ValueError:
                 pass
         raise ValueError(
-            f"{owner}: error_boundary must be one of 'fail', 'continue', 'escalate', "
-            f"got {value!r}"
+            f"{owner}: error_boundary must be one of 'fail', 'continue', 'escalate', got {value!r}"
         )
 
 
@@ -111,9 +110,7 @@ class PersonaDefinition:
             raise ValueError(
                 f"persona definition: name must be a non-empty string, got {self.name!r}"
             )
-        object.__setattr__(
-            self, "budget", Budget.coerce(self.budget, f"persona `{self.name}`")
-        )
+        object.__setattr__(self, "budget", Budget.coerce(self.budget, f"persona `{self.name}`"))
 
 
 _lock = threading.Lock()

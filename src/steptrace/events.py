@@ -189,7 +189,7 @@ def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
         raise TypeError(f"agent event: expected a mapping, got {type(data).__name__}")
     event_type = data.get("type")
     cls = _EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
-    if cls is None:
+    if cls is None or not isinstance(event_type, str):
         raise ValueError(
             f"agent event: unknown type {event_type!r}; expected one of {sorted(_EVENT_TYPES)}"
         )

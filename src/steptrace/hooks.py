@@ -62,7 +62,7 @@ def _valid_events() -> str:
 
 
 def parse_hook_event(event: HookEvent | str) -> tuple[HookEvent, float | None]:
-    """``"OnBudgetThreshold(80)"`` -> (ON_BUDGET_THRESHOLD, 80.0); ``"PreStep"`` -> (PRE_STEP, None).
+    """Parse ``"PreStep"`` or ``"OnBudgetThreshold(80)"`` into (event, threshold percent).
 
     Unknown names raise ``ValueError`` listing the valid ones. A budget threshold
     must carry its percentage, in (0, 100].
@@ -84,9 +84,7 @@ def parse_hook_event(event: HookEvent | str) -> tuple[HookEvent, float | None]:
         raise TypeError(f"hook event must be a HookEvent or a string, got {event!r}")
     if parsed is HookEvent.ON_BUDGET_THRESHOLD:
         if pct is None:
-            raise ValueError(
-                "OnBudgetThreshold needs a percentage, e.g. 'OnBudgetThreshold(80)'"
-            )
+            raise ValueError("OnBudgetThreshold needs a percentage, e.g. 'OnBudgetThreshold(80)'")
         if not (0 < pct <= 100) or not math.isfinite(pct):
             raise ValueError(f"OnBudgetThreshold percentage must be in (0, 100], got {pct}")
     return parsed, pct
@@ -153,7 +151,9 @@ def _register(
     if not callable(handler):
         raise TypeError(f"hook handler must be callable, got {handler!r}")
     parsed, pct = parse_hook_event(event)
-    registration = HookRegistration(persona_pattern, step_name, parsed, pct, handler, next(_hook_ids))
+    registration = HookRegistration(
+        persona_pattern, step_name, parsed, pct, handler, next(_hook_ids)
+    )
     with _lock:
         _by_event[parsed] = (*_by_event.get(parsed, ()), registration)
     return registration
@@ -218,13 +218,17 @@ def matching_hooks(
             continue
         if hook.step_name is not None and hook.step_name != step_name:
             continue
-        if hook.threshold_pct is not None and (budget_pct is None or budget_pct < hook.threshold_pct):
+        if hook.threshold_pct is not None and (
+            budget_pct is None or budget_pct < hook.threshold_pct
+        ):
             continue
         out.append(hook)
     return out
 
 
-def dispatch(hooks: Sequence[HookRegistration], context: HookContext, span: Span | None) -> list[Any]:
+def dispatch(
+    hooks: Sequence[HookRegistration], context: HookContext, span: Span | None
+) -> list[Any]:
     """Call each hook from synchronous code; an async handler is run to completion.
 
     Returns the handlers' results, ``None`` for one that failed.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _context
+from ._run import CompletedStep, active_frame, new_default_run
 from .budget import Budget, pico_to_usd
 from .definitions import (
     ErrorBoundary,
@@ -41,7 +42,6 @@ from .hooks import (
     has_hooks,
     matching_hooks,
 )
-from ._run import CompletedStep, active_frame, new_default_run
 from .spans import SpanKind, describe_error, end_span
 
 __all__ = [
@@ -157,13 +157,13 @@ def _post_step(frame: _StepFrame, status: str, error: BaseException | None) -> N
     if status == "escalated":
         hooks = _step_hooks(frame, HookEvent.ON_HANDOFF_EMITTED)
         if hooks:
-            context = _hook_context(
-                frame, HookEvent.ON_HANDOFF_EMITTED, status=status, error=error
-            )
+            context = _hook_context(frame, HookEvent.ON_HANDOFF_EMITTED, status=status, error=error)
             dispatch(hooks, context, frame.span)
     hooks = _step_hooks(frame, HookEvent.POST_STEP)
     if hooks:
-        dispatch(hooks, _hook_context(frame, HookEvent.POST_STEP, status=status, error=error), frame.span)
+        dispatch(
+            hooks, _hook_context(frame, HookEvent.POST_STEP, status=status, error=error), frame.span
+        )
 
 
 async def _apre_step(frame: _StepFrame) -> None:
@@ -176,9 +176,7 @@ async def _apost_step(frame: _StepFrame, status: str, error: BaseException | Non
     if status == "escalated":
         hooks = _step_hooks(frame, HookEvent.ON_HANDOFF_EMITTED)
         if hooks:
-            context = _hook_context(
-                frame, HookEvent.ON_HANDOFF_EMITTED, status=status, error=error
-            )
+            context = _hook_context(frame, HookEvent.ON_HANDOFF_EMITTED, status=status, error=error)
             await adispatch(hooks, context, frame.span)
     hooks = _step_hooks(frame, HookEvent.POST_STEP)
     if hooks:
@@ -488,7 +486,7 @@ def _decorate_step(
     else:
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"step `{function}`: name must be a non-empty string, got {name!r}")
-        step_name = name or getattr(fn, "__name__", function)
+        step_name: str = name or str(getattr(fn, "__name__", function))
         owner = f"step `{step_name}`"
         checked = Budget.coerce(budget, owner)
         if model is not None and not isinstance(model, str):
@@ -504,7 +502,7 @@ def _decorate_step(
     register_step(definition.function, definition)
     wrapper = _wrap(fn, _StepScope(definition))
     wrapper.__steptrace_step__ = definition  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @overload
@@ -541,13 +539,16 @@ def _decorate_persona(
     function = function_key(fn)
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"persona `{function}`: name must be a non-empty string, got {name!r}")
+    persona_name: str = name or str(getattr(fn, "__name__", function))
     definition = PersonaDefinition(
-        name=name or getattr(fn, "__name__", function), function=function, budget=budget
+        name=persona_name,
+        function=function,
+        budget=Budget.coerce(budget, f"persona `{persona_name}`"),
     )
     register_persona(function, definition)
     wrapper = _wrap(fn, _PersonaScope(definition))
     wrapper.__steptrace_persona__ = definition  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _open_persona(definition: PersonaDefinition) -> _PersonaFrame:

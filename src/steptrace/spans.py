@@ -168,9 +168,7 @@ _processors_lock = threading.Lock()
 def add_span_processor(processor: SpanProcessor) -> None:
     """Register a processor for every span of every run in this process."""
     if not isinstance(processor, SpanProcessor):
-        raise TypeError(
-            f"add_span_processor: {processor!r} lacks on_start(span) and on_end(span)"
-        )
+        raise TypeError(f"add_span_processor: {processor!r} lacks on_start(span) and on_end(span)")
     global _processors
     with _processors_lock:
         _processors = (*_processors, processor)

@@ -15,8 +15,8 @@ from types import TracebackType
 from typing import Any
 
 from . import _context
-from .events import AgentEvent, LlmTraceEntry, summarize_events
 from ._run import active_frame, current_run
+from .events import AgentEvent, LlmTraceEntry, summarize_events
 from .spans import Span, SpanKind, end_span
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "take_trace",
 ]
 
-_EVENT_TYPES: tuple[type, ...] = AgentEvent.__args__  # type: ignore[attr-defined]
+_EVENT_TYPES: tuple[type, ...] = AgentEvent.__args__
 
 
 def enable_tracing(enabled: bool = True) -> None:
@@ -102,7 +102,7 @@ def agent_trace_summary() -> dict[str, Any]:
     return summarize_events(peek_agent_trace())
 
 
-class span:  # noqa: N801 - used like a function: ``with steptrace.span("fetch"):``
+class span:
     """Open a span under the innermost open span of this context.
 
     ``with steptrace.span("retrieve", kind=SpanKind.TOOL, source="web") as s:``
