@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up and run every check: ruff (lint + format), mypy --strict, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh dev
+echo "== ruff check"; .venv/bin/ruff check .
+echo "== ruff format --check"; .venv/bin/ruff format --check .
+echo "== mypy --strict"; .venv/bin/mypy
+echo "== pytest"; .venv/bin/python -m pytest "$@"
