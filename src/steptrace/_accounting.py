@@ -27,13 +27,15 @@ from .hooks import (
     HookRegistration,
     adispatch,
     dispatch,
-    has_hooks,
     matching_hooks,
+    registered_hooks,
 )
 
 __all__ = ["arecord_llm_usage", "check_budget", "record_llm_usage"]
 
 _Frame = _context.Frame
+_get_frame = _context.get_frame
+_INF = math.inf
 _ThresholdCall = tuple[list[HookRegistration], HookContext, Any]
 
 
@@ -56,6 +58,33 @@ def _price(
     return cost
 
 
+def _validate(
+    model: object,
+    input_tokens: object,
+    output_tokens: object,
+    cost_usd: object,
+    duration_ms: object,
+    cache_tokens: object,
+) -> int:
+    """The slow path of argument checking: raise naming the bad argument, or
+    return ``duration_ms`` as an int (a float duration is rounded)."""
+    if not isinstance(model, str):
+        raise TypeError(f"record_llm_usage: model must be a string, got {model!r}")
+    _check_count("input_tokens", input_tokens)
+    _check_count("output_tokens", output_tokens)
+    _check_count("cache_tokens", cache_tokens)
+    if cost_usd is not None and not (
+        isinstance(cost_usd, int | float)
+        and not isinstance(cost_usd, bool)
+        and math.isfinite(cost_usd)
+        and cost_usd >= 0
+    ):
+        raise ValueError(
+            f"record_llm_usage: cost_usd must be a finite number >= 0, got {cost_usd!r}"
+        )
+    return _check_duration(duration_ms)
+
+
 def _account(
     model: str,
     input_tokens: int,
@@ -64,18 +93,24 @@ def _account(
     duration_ms: int,
     cache_tokens: int,
 ) -> tuple[_Frame, BaseException | None, list[_ThresholdCall]]:
-    if not isinstance(model, str):
-        raise TypeError(f"record_llm_usage: model must be a string, got {model!r}")
-    if type(input_tokens) is not int or input_tokens < 0:
-        _check_count("input_tokens", input_tokens)
-    if type(output_tokens) is not int or output_tokens < 0:
-        _check_count("output_tokens", output_tokens)
-    if type(duration_ms) is not int or duration_ms < 0:
-        duration_ms = _check_duration(duration_ms)
-    if type(cache_tokens) is not int or cache_tokens < 0:
-        _check_count("cache_tokens", cache_tokens)
+    # One combined test on the common path; _validate explains any failure.
+    if not (
+        type(model) is str
+        and type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(duration_ms) is int
+        and type(cache_tokens) is int
+        and input_tokens >= 0
+        and output_tokens >= 0
+        and duration_ms >= 0
+        and cache_tokens >= 0
+        and (cost_usd is None or (type(cost_usd) is float and 0.0 <= cost_usd < _INF))
+    ):
+        duration_ms = _validate(
+            model, input_tokens, output_tokens, cost_usd, duration_ms, cache_tokens
+        )
 
-    frame = _context.get_frame() or active_frame()
+    frame = _get_frame() or active_frame()
     run = frame.run
     priced = True
     if cost_usd is None:
@@ -83,13 +118,9 @@ def _account(
         if cost_usd is None:
             priced = False
             cost_usd = 0.0
-    elif not (isinstance(cost_usd, int | float) and math.isfinite(cost_usd) and cost_usd >= 0):
-        raise ValueError(
-            f"record_llm_usage: cost_usd must be a finite number >= 0, got {cost_usd!r}"
-        )
     pico = round(cost_usd * PICO_PER_USD)
-    accounted = frame.accounted
     exceeded: BaseException | None = None
+    thresholds: list[_ThresholdCall] = []
 
     with run.lock:
         step = frame.step
@@ -100,11 +131,19 @@ def _account(
             step.own_llm_calls += 1
             if model:
                 step.last_model = model
-        for scope in accounted:
+        for scope in frame.accounted:
             scope.input_tokens += input_tokens
             scope.output_tokens += output_tokens
             scope.cost_pico += pico
             scope.llm_calls += 1
+            if exceeded is not None:
+                continue
+            # The innermost scope now strictly over a limit is the one named.
+            limit = scope.max_tokens
+            if limit is not None and scope.input_tokens + scope.output_tokens > limit:
+                exceeded = _exhausted(frame, scope, "max_tokens", limit)
+            elif scope.max_pico is not None and scope.cost_pico > scope.max_pico:
+                exceeded = _exhausted(frame, scope, "max_usd", pico_to_usd(scope.max_pico))
         if run.tracing_enabled:
             run.llm_trace.append(
                 LlmTraceEntry(
@@ -116,19 +155,11 @@ def _account(
                     cache_tokens,
                 )
             )
-        for scope in accounted:
-            if scope.max_tokens is not None:
-                used = scope.input_tokens + scope.output_tokens
-                if used > scope.max_tokens:
-                    exceeded = _exhausted(frame, scope, "max_tokens", scope.max_tokens)
-                    break
-            if scope.max_pico is not None and scope.cost_pico > scope.max_pico:
-                exceeded = _exhausted(frame, scope, "max_usd", pico_to_usd(scope.max_pico))
-                break
-        thresholds = _due_thresholds(frame) if has_hooks(HookEvent.ON_BUDGET_THRESHOLD) else []
+        if registered_hooks and HookEvent.ON_BUDGET_THRESHOLD in registered_hooks:
+            thresholds = _due_thresholds(frame)
 
     if exceeded is None and not priced:
-        unpriced = next((s for s in accounted if s.max_pico is not None), None)
+        unpriced = next((s for s in frame.accounted if s.max_pico is not None), None)
         if unpriced is not None:
             exceeded = PricingUnknown(model, scope=_scope_kind(unpriced), scope_name=unpriced.name)
     return frame, exceeded, thresholds
@@ -202,7 +233,7 @@ def _due_thresholds(frame: _Frame) -> list[_ThresholdCall]:
                 scope=_scope_kind(scope),
                 run_id=frame.run.id,
             )
-            calls.append(([hook], context, frame.span))
+            calls.append(([hook], context, frame))
     return calls
 
 

@@ -19,28 +19,29 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
+from time import time_ns
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .budget import PICO_PER_USD, Budget, Usage, usd_to_pico
+from .spans import Span, SpanKind
+from .spans import span_ids as _span_ids
 
 if TYPE_CHECKING:
     from ._run import Run
     from .definitions import PersonaDefinition, StepDefinition
-    from .spans import Span
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-FrameKind = Literal["run", "persona", "step", "span"]
 
-
-class Frame:
-    """One scope on the active stack: the run's root, a persona, a step, or a
-    user span (a frame that never has a budget).
+class Frame(Span):
+    """One scope on the active stack, and its span: the run's root, a persona, a
+    step, or a user span (a frame that never has a budget).
 
     ``input_tokens`` .. ``llm_calls`` are totals for the whole subtree (what its
-    budget is checked against). ``accounted`` lists, innermost first, the frames a
-    usage record must update: every enclosing frame with a budget, then the run.
+    budget is checked against); they are kept only on tracked frames: the run's
+    root, personas, and steps with a budget. ``accounted`` lists, innermost
+    first, the tracked frames a usage record must update.
     """
 
     __slots__ = (
@@ -48,42 +49,48 @@ class Frame:
         "cost_pico",
         "fired_thresholds",
         "input_tokens",
-        "kind",
         "llm_calls",
         "max_pico",
         "max_tokens",
-        "name",
         "output_tokens",
         "parent",
         "persona",
         "root",
         "run",
-        "span",
         "step",
     )
 
     def __init__(
         self,
-        kind: FrameKind,
         name: str,
+        kind: SpanKind,
         parent: Frame | None,
         run: Run,
-        span: Span,
-        budget: Budget | None,
+        max_tokens: int | None = None,
+        max_pico: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        tracked: bool = False,
     ) -> None:
-        self.kind: FrameKind = kind
+        # Span.__init__'s assignments, inlined: this runs on every step call.
+        self.span_id = next(_span_ids)
+        self.parent_id = None if parent is None else parent.span_id
+        self.run_id = run.id
         self.name = name
+        self.kind = kind
+        self.start_ns = time_ns()
+        self.end_ns = None
+        self._metadata = metadata or None
+        self.status = "unset"
+        self.error = None
         self.parent = parent
         self.run = run
-        self.span = span
         self.input_tokens = 0
         self.output_tokens = 0
         self.cost_pico = 0
         self.llm_calls = 0
-        self.max_tokens = budget.max_tokens if budget else None
-        self.max_pico = (
-            usd_to_pico(budget.max_usd) if budget and budget.max_usd is not None else None
-        )
+        self.max_tokens = max_tokens
+        self.max_pico = max_pico
         self.fired_thresholds: set[int] | None = None
         if parent is None:
             self.root: Frame = self
@@ -94,8 +101,8 @@ class Frame:
             self.root = parent.root
             self.step = parent.step
             self.persona = parent.persona
-            has_budget = self.max_tokens is not None or self.max_pico is not None
-            self.accounted = (self, *parent.accounted) if has_budget else parent.accounted
+            tracked = tracked or max_tokens is not None or max_pico is not None
+            self.accounted = (self, *parent.accounted) if tracked else parent.accounted
 
     @property
     def has_budget(self) -> bool:
@@ -109,6 +116,7 @@ class Frame:
         return Budget(self.max_tokens, max_usd)
 
     def usage(self) -> Usage:
+        """Subtree usage (meaningful for budgeted frames and the run's root)."""
         return Usage(
             self.input_tokens, self.output_tokens, self.cost_pico / PICO_PER_USD, self.llm_calls
         )
@@ -127,36 +135,56 @@ class Frame:
         return pct
 
 
+def budget_limits(budget: Budget | None) -> tuple[int | None, int | None]:
+    """(max_tokens, max_usd in picodollars) of a budget, for frame construction."""
+    if budget is None:
+        return None, None
+    max_pico = None if budget.max_usd is None else usd_to_pico(budget.max_usd)
+    return budget.max_tokens, max_pico
+
+
 class PersonaFrame(Frame):
     __slots__ = ("definition",)
 
-    def __init__(self, definition: PersonaDefinition, parent: Frame, run: Run, span: Span) -> None:
-        super().__init__("persona", definition.name, parent, run, span, definition.budget)
+    def __init__(self, definition: PersonaDefinition, parent: Frame) -> None:
+        max_tokens, max_pico = budget_limits(definition.budget)
+        super().__init__(
+            definition.name,
+            SpanKind.PERSONA,
+            parent,
+            parent.run,
+            max_tokens,
+            max_pico,
+            {"persona": definition.name},
+            tracked=True,  # a persona's span reports its subtree usage
+        )
         self.definition = definition
         self.persona = self
 
 
 class StepFrame(Frame):
-    """A step invocation. ``own_*`` are this step's own calls (the seed's
-    per-step accounting, what its ledger row shows); the inherited counters
-    include nested steps too."""
+    """A step invocation: its frame, its span and, once ended, its ledger row.
+
+    ``own_*`` are this step's own calls (the seed's per-step accounting, what
+    its ledger row shows). The span metadata carries the seed's keys, written
+    on demand from the counters so the hot path never builds a dict.
+    """
 
     __slots__ = (
         "definition",
         "last_model",
+        "outcome",
         "own_cost_pico",
         "own_input_tokens",
         "own_llm_calls",
         "own_output_tokens",
+        "record",
     )
 
-    def __init__(self, definition: StepDefinition, parent: Frame, run: Run, span: Span) -> None:
-        budget = (
-            Budget(definition.max_tokens, definition.max_usd)
-            if definition.max_tokens is not None or definition.max_usd is not None
-            else None
+    def __init__(self, definition: StepDefinition, parent: Frame, limits: Limits) -> None:
+        Frame.__init__(
+            self, definition.name, SpanKind.STEP, parent, parent.run, limits[0], limits[1]
         )
-        super().__init__("step", definition.name, parent, run, span, budget)
         self.definition = definition
         self.step = self
         self.own_input_tokens = 0
@@ -164,10 +192,33 @@ class StepFrame(Frame):
         self.own_cost_pico = 0
         self.own_llm_calls = 0
         self.last_model: str | None = None
+        self.outcome: str | None = None
+        """The ledger status once ended: completed, failed, skipped, escalated."""
+        self.record: Any = None
+        """The ``CompletedStep`` built from this frame, once someone asked."""
 
     @property
     def persona_name(self) -> str | None:
         return None if self.persona is None else self.persona.name
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        metadata = Frame.metadata.fget(self)  # type: ignore[attr-defined]
+        assert isinstance(metadata, dict)
+        if self.persona is not None:
+            metadata["persona"] = self.persona.name
+        if self.definition.model is not None:
+            metadata["model"] = self.definition.model
+        if self.outcome is not None:
+            metadata["status"] = self.outcome
+            metadata["llm_calls"] = self.own_llm_calls
+            metadata["input_tokens"] = self.own_input_tokens
+            metadata["output_tokens"] = self.own_output_tokens
+            metadata["cost_usd"] = self.own_cost_pico / PICO_PER_USD
+        return metadata
+
+
+Limits = tuple[int | None, int | None]
 
 
 _active: contextvars.ContextVar[Frame | None] = contextvars.ContextVar(
@@ -193,7 +244,7 @@ class ContextSnapshot:
         names: list[str] = []
         frame = self._frame
         while frame is not None:
-            if frame.kind == "step":
+            if frame.kind is SpanKind.STEP:
                 names.append(frame.name)
             frame = frame.parent
         return names[::-1]
@@ -204,7 +255,7 @@ class ContextSnapshot:
         names: list[str] = []
         frame = self._frame
         while frame is not None:
-            if frame.kind == "persona":
+            if frame.kind is SpanKind.PERSONA:
                 names.append(frame.name)
             frame = frame.parent
         return names[::-1]

@@ -23,9 +23,9 @@ from types import TracebackType
 from typing import Any
 
 from . import _context
-from .budget import Budget, Usage
+from .budget import PICO_PER_USD, Budget, Usage
 from .events import AgentEvent, LlmTraceEntry, summarize_events
-from .spans import Span, SpanKind, end_span, start_span
+from .spans import Span, SpanKind, end_span, notify_start
 
 __all__ = ["CompletedStep", "Run", "current_run", "run"]
 
@@ -139,22 +139,33 @@ class Run:
         self.error: str | None = None
         self.events: list[AgentEvent] = []
         self.llm_trace: list[LlmTraceEntry] = []
-        self.completed_steps: list[CompletedStep] = []
         self.spans: list[Span] = []
+        """Every span of the run (run, personas, steps, user spans), in start order."""
         self.tracing_enabled = trace_llm
         self.lock = threading.Lock()
         self._token: Any = None
-        span = self._open_span(self.name, SpanKind.RUN, None, {"run.name": self.name})
-        self.root = _context.Frame("run", self.name, None, self, span, self.budget)
+        self._ended_steps: list[_context.StepFrame] = []
+        max_tokens, max_pico = _context.budget_limits(self.budget)
+        self.root = _context.Frame(
+            self.name, SpanKind.RUN, None, self, max_tokens, max_pico, {"run.name": self.name}
+        )
+        self.opened(self.root)
 
-    # -- spans owned by this run ------------------------------------------------
+    # -- frames owned by this run -----------------------------------------------
 
-    def _open_span(
-        self, name: str, kind: SpanKind, parent_id: int | None, metadata: dict[str, Any] | None
-    ) -> Span:
-        span = start_span(name, kind, self.id, parent_id, metadata)
-        self.spans.append(span)
-        return span
+    def opened(self, frame: _context.Frame) -> None:
+        """Record a frame just created in this run and show it to span processors."""
+        self.spans.append(frame)
+        notify_start(frame)
+
+    def step_ended(self, frame: _context.StepFrame) -> None:
+        """Append an ended step to the ledger (list.append is atomic)."""
+        self._ended_steps.append(frame)
+
+    @property
+    def completed_steps(self) -> list[CompletedStep]:
+        """The completed-step ledger, in the order steps ended."""
+        return [_ledger_row(frame) for frame in list(self._ended_steps)]
 
     # -- context management -----------------------------------------------------
 
@@ -198,7 +209,7 @@ class Run:
         if error is not None:
             self.error = f"{type(error).__name__}: {error}"
         usage = self.root.usage()
-        span = self.root.span
+        span = self.root
         span.metadata.update(
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
@@ -243,6 +254,33 @@ class Run:
 
 
 _STATUSES = ("completed", "failed", "skipped", "escalated")
+
+
+def _ledger_row(frame: _context.StepFrame) -> CompletedStep:
+    # Built on first request and kept: the hot path only appends the frame.
+    row = frame.record
+    if row is None:
+        definition = frame.definition
+        row = frame.record = CompletedStep(
+            definition.name,
+            definition.function,
+            frame.last_model or definition.model,
+            frame.own_input_tokens,
+            frame.own_output_tokens,
+            frame.own_cost_pico / PICO_PER_USD,
+            frame.own_llm_calls,
+            frame.outcome or "completed",
+            frame.error,
+            frame.persona_name,
+            frame.span_id,
+            frame.parent_id,
+            frame.start_ns,
+            frame.end_ns or frame.start_ns,
+            definition.max_tokens,
+            definition.max_usd,
+        )
+    assert isinstance(row, CompletedStep)
+    return row
 
 
 def run(

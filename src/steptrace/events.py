@@ -9,8 +9,8 @@ fields and wrongly typed values with an error naming the event and the field.
 keys) from any sequence of events. This module knows nothing about runs; the
 functions that read and write the current run's event log live in ``tracing``.
 
-The LLM call trace log entry (``LlmTraceEntry``) is here too: it is a plain
-record with the seed's four fields plus two optional ones.
+The LLM call trace log entry (``LlmTraceEntry``) is here too: the seed's four
+fields plus two optional ones.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias
 
 __all__ = [
     "AgentEvent",
@@ -258,10 +258,11 @@ def summarize_events(events: Iterable[AgentEvent]) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class LlmTraceEntry:
+class LlmTraceEntry(NamedTuple):
     """One entry of the LLM call trace log: the seed's four fields, then the
-    priced cost (``None`` when no price was known) and cached input tokens."""
+    priced cost (``None`` when no price was known) and cached input tokens.
+
+    A named tuple because one is built for every recorded call."""
 
     model: str
     input_tokens: int
@@ -271,4 +272,4 @@ class LlmTraceEntry:
     cache_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self._asdict()

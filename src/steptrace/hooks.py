@@ -136,9 +136,10 @@ class HookRegistration:
 
 
 _lock = threading.Lock()
-# Copy-on-write per event: dispatch reads without a lock, and an event with no
-# hooks costs one dict lookup.
-_by_event: dict[HookEvent, tuple[HookRegistration, ...]] = {}
+# Copy-on-write per event: dispatch reads without a lock. An event with no hooks
+# has no key, so the runtime's fast path is one truth test of this dict (its
+# identity never changes: it is only ever mutated in place).
+registered_hooks: dict[HookEvent, tuple[HookRegistration, ...]] = {}
 
 
 def _register(
@@ -155,7 +156,7 @@ def _register(
         persona_pattern, step_name, parsed, pct, handler, next(_hook_ids)
     )
     with _lock:
-        _by_event[parsed] = (*_by_event.get(parsed, ()), registration)
+        registered_hooks[parsed] = (*registered_hooks.get(parsed, ()), registration)
     return registration
 
 
@@ -187,18 +188,22 @@ def on(event: HookEvent | str, *, persona: str = "*", step: str | None = None) -
 def remove_hook(registration: HookRegistration) -> None:
     """Unregister one hook; unknown registrations are ignored."""
     with _lock:
-        kept = tuple(h for h in _by_event.get(registration.event, ()) if h is not registration)
-        _by_event[registration.event] = kept
+        registered = registered_hooks.get(registration.event, ())
+        kept = tuple(h for h in registered if h is not registration)
+        if kept:
+            registered_hooks[registration.event] = kept
+        else:
+            registered_hooks.pop(registration.event, None)
 
 
 def clear_hooks() -> None:
     """Unregister every hook."""
     with _lock:
-        _by_event.clear()
+        registered_hooks.clear()
 
 
 def has_hooks(event: HookEvent) -> bool:
-    return bool(_by_event.get(event))
+    return bool(registered_hooks.get(event))
 
 
 def matching_hooks(
@@ -210,10 +215,15 @@ def matching_hooks(
     """The hooks that fire for this event, persona, step and budget use (the
     seed's filter): a hook with a step name needs that exact step; a hook with
     a threshold needs a known budget use at or above it."""
-    parsed, _ = (event, None) if isinstance(event, HookEvent) else parse_hook_event(event)
+    if isinstance(event, HookEvent):
+        parsed = event
+    elif event == HookEvent.ON_BUDGET_THRESHOLD.value:
+        parsed = HookEvent.ON_BUDGET_THRESHOLD  # a query needs no percentage
+    else:
+        parsed, _ = parse_hook_event(event)
     persona = persona or ""
     out: list[HookRegistration] = []
-    for hook in _by_event.get(parsed, ()):
+    for hook in registered_hooks.get(parsed, ()):
         if not fnmatch.fnmatchcase(persona, hook.persona_pattern):
             continue
         if hook.step_name is not None and hook.step_name != step_name:

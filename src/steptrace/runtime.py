@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _context
-from ._run import CompletedStep, active_frame, new_default_run
-from .budget import Budget, pico_to_usd
+from . import spans as _spans
+from ._run import active_frame, new_default_run
+from .budget import PICO_PER_USD, Budget, Usage, pico_to_usd
 from .definitions import (
     ErrorBoundary,
     PersonaDefinition,
@@ -41,8 +42,9 @@ from .hooks import (
     dispatch,
     has_hooks,
     matching_hooks,
+    registered_hooks,
 )
-from .spans import SpanKind, describe_error, end_span
+from .spans import describe_error, end_span, notify_start
 
 __all__ = [
     "ActiveStep",
@@ -59,54 +61,20 @@ R = TypeVar("R")
 
 _StepFrame = _context.StepFrame
 _PersonaFrame = _context.PersonaFrame
+_get_frame = _context.get_frame
+_set_frame = _context.set_frame
+_reset_frame = _context.reset_frame
 
 
 # -- entering and leaving a step ------------------------------------------------
 
 
-def _open_step(definition: StepDefinition) -> _StepFrame:
-    parent = active_frame()
-    run = parent.run
-    metadata: dict[str, Any] = {}
-    if parent.persona is not None:
-        metadata["persona"] = parent.persona.name
-    if definition.model is not None:
-        metadata["model"] = definition.model
-    span = run._open_span(definition.name, SpanKind.STEP, parent.span.span_id, metadata)
-    return _StepFrame(definition, parent, run, span)
-
-
 def _close_step(frame: _StepFrame, status: str, error: BaseException | None) -> None:
-    """Write the seed's span metadata, end the span, append the ledger row."""
-    run = frame.run
-    with run.lock:
-        record = CompletedStep(
-            name=frame.definition.name,
-            function=frame.definition.function,
-            model=frame.last_model or frame.definition.model,
-            input_tokens=frame.own_input_tokens,
-            output_tokens=frame.own_output_tokens,
-            cost_usd=pico_to_usd(frame.own_cost_pico),
-            llm_calls=frame.own_llm_calls,
-            status=status,
-            error=None if error is None else _error_text(error),
-            persona=frame.persona_name,
-            span_id=frame.span.span_id,
-            parent_span_id=frame.span.parent_id,
-            started_ns=frame.span.start_ns,
-            max_tokens=frame.definition.max_tokens,
-            max_usd=frame.definition.max_usd,
-        )
-    metadata = frame.span.metadata
-    metadata["status"] = status
-    metadata["llm_calls"] = record.llm_calls
-    metadata["input_tokens"] = record.input_tokens
-    metadata["output_tokens"] = record.output_tokens
-    metadata["cost_usd"] = record.cost_usd
-    end_span(frame.span, None if status == "completed" else error)
-    record.ended_ns = frame.span.end_ns or record.started_ns
-    with run.lock:
-        run.completed_steps.append(record)
+    """End the step's span and append it to the ledger. The seed's span
+    metadata and the ledger row are derived from the frame when read."""
+    frame.outcome = status
+    end_span(frame, None if error is None else _error_text(error))
+    frame.run.step_ended(frame)
 
 
 def _error_text(error: BaseException) -> str:
@@ -128,7 +96,12 @@ def _apply_boundary(frame: _StepFrame, exc: BaseException) -> tuple[str, BaseExc
 
 def _hook_context(frame: _StepFrame, event: HookEvent, **extra: Any) -> HookContext:
     with frame.run.lock:
-        usage = frame.usage()
+        usage = Usage(
+            frame.own_input_tokens,
+            frame.own_output_tokens,
+            frame.own_cost_pico / PICO_PER_USD,
+            frame.own_llm_calls,
+        )
         pct = frame.budget_pct()
     return HookContext(
         event=event,
@@ -150,7 +123,7 @@ def _step_hooks(frame: _StepFrame, event: HookEvent) -> list[Any]:
 def _pre_step(frame: _StepFrame) -> None:
     hooks = _step_hooks(frame, HookEvent.PRE_STEP)
     if hooks:
-        dispatch(hooks, _hook_context(frame, HookEvent.PRE_STEP), frame.span)
+        dispatch(hooks, _hook_context(frame, HookEvent.PRE_STEP), frame)
 
 
 def _post_step(frame: _StepFrame, status: str, error: BaseException | None) -> None:
@@ -158,18 +131,18 @@ def _post_step(frame: _StepFrame, status: str, error: BaseException | None) -> N
         hooks = _step_hooks(frame, HookEvent.ON_HANDOFF_EMITTED)
         if hooks:
             context = _hook_context(frame, HookEvent.ON_HANDOFF_EMITTED, status=status, error=error)
-            dispatch(hooks, context, frame.span)
+            dispatch(hooks, context, frame)
     hooks = _step_hooks(frame, HookEvent.POST_STEP)
     if hooks:
         dispatch(
-            hooks, _hook_context(frame, HookEvent.POST_STEP, status=status, error=error), frame.span
+            hooks, _hook_context(frame, HookEvent.POST_STEP, status=status, error=error), frame
         )
 
 
 async def _apre_step(frame: _StepFrame) -> None:
     hooks = _step_hooks(frame, HookEvent.PRE_STEP)
     if hooks:
-        await adispatch(hooks, _hook_context(frame, HookEvent.PRE_STEP), frame.span)
+        await adispatch(hooks, _hook_context(frame, HookEvent.PRE_STEP), frame)
 
 
 async def _apost_step(frame: _StepFrame, status: str, error: BaseException | None) -> None:
@@ -177,46 +150,66 @@ async def _apost_step(frame: _StepFrame, status: str, error: BaseException | Non
         hooks = _step_hooks(frame, HookEvent.ON_HANDOFF_EMITTED)
         if hooks:
             context = _hook_context(frame, HookEvent.ON_HANDOFF_EMITTED, status=status, error=error)
-            await adispatch(hooks, context, frame.span)
+            await adispatch(hooks, context, frame)
     hooks = _step_hooks(frame, HookEvent.POST_STEP)
     if hooks:
         context = _hook_context(frame, HookEvent.POST_STEP, status=status, error=error)
-        await adispatch(hooks, context, frame.span)
+        await adispatch(hooks, context, frame)
 
 
 class _StepScope:
-    """How a step opens, completes and fails; the wrappers below drive it."""
+    """How a step opens, completes and fails; the wrappers below drive it.
 
-    __slots__ = ("definition",)
+    ``open`` and ``complete`` are the hot path of every step call: with no
+    hooks and no span processors registered they do no more than build the
+    frame, stamp the times and append it to the run.
+    """
+
+    __slots__ = ("definition", "limits")
 
     def __init__(self, definition: StepDefinition) -> None:
         self.definition = definition
+        self.limits = _context.budget_limits(definition.budget)
 
     def open(self) -> _StepFrame:
-        frame = _open_step(self.definition)
-        token = _context.set_frame(frame)
-        try:
-            _pre_step(frame)
-        finally:
-            _reset(token)
+        parent = _get_frame() or active_frame()
+        frame = _StepFrame(self.definition, parent, self.limits)
+        parent.run.spans.append(frame)
+        if _spans.processors:
+            notify_start(frame)
+        if registered_hooks:
+            token = _context.set_frame(frame)
+            try:
+                _pre_step(frame)
+            finally:
+                _reset(token)
         return frame
 
     async def aopen(self) -> _StepFrame:
-        frame = _open_step(self.definition)
-        token = _context.set_frame(frame)
-        try:
-            await _apre_step(frame)
-        finally:
-            _reset(token)
+        parent = _get_frame() or active_frame()
+        frame = _StepFrame(self.definition, parent, self.limits)
+        parent.run.opened(frame)
+        if registered_hooks:
+            token = _context.set_frame(frame)
+            try:
+                await _apre_step(frame)
+            finally:
+                _reset(token)
         return frame
 
     def complete(self, frame: Any) -> None:
-        _close_step(frame, "completed", None)
-        _post_step(frame, "completed", None)
+        frame.outcome = "completed"
+        end_span(frame)
+        frame.run.step_ended(frame)
+        if registered_hooks:
+            _post_step(frame, "completed", None)
 
     async def acomplete(self, frame: Any) -> None:
-        _close_step(frame, "completed", None)
-        await _apost_step(frame, "completed", None)
+        frame.outcome = "completed"
+        end_span(frame)
+        frame.run.step_ended(frame)
+        if registered_hooks:
+            await _apost_step(frame, "completed", None)
 
     def fail(self, frame: Any, exc: BaseException) -> BaseException | None:
         status, to_raise = _apply_boundary(frame, exc)
@@ -288,14 +281,18 @@ def _wrap(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
 
 
 def _wrap_sync(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
+    open_scope = scope.open
+    complete = scope.complete
+
     def scoped(*args: Any, **kwargs: Any) -> Any:
-        frame = scope.open()
-        token = _context.set_frame(frame)
+        frame = open_scope()
+        token = _set_frame(frame)
         try:
             try:
                 result = fn(*args, **kwargs)
             finally:
-                _reset(token)
+                # A plain call starts and ends in one context: the token is ours.
+                _reset_frame(token)
         except BaseException as exc:
             error = scope.fail(frame, exc)
             if error is None:
@@ -303,7 +300,7 @@ def _wrap_sync(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
             if error is exc:
                 raise
             raise error from exc
-        scope.complete(frame)
+        complete(frame)
         return result
 
     return scoped
@@ -312,12 +309,13 @@ def _wrap_sync(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
 def _wrap_async(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
     async def scoped(*args: Any, **kwargs: Any) -> Any:
         frame = await scope.aopen()
-        token = _context.set_frame(frame)
+        token = _set_frame(frame)
         try:
             try:
                 result = await fn(*args, **kwargs)
             finally:
-                _reset(token)
+                # A coroutine runs in its task's context throughout.
+                _reset_frame(token)
         except BaseException as exc:
             error = await scope.afail(frame, exc)
             if error is None:
@@ -552,24 +550,22 @@ def _decorate_persona(
 
 
 def _open_persona(definition: PersonaDefinition) -> _PersonaFrame:
-    parent = active_frame()
-    run = parent.run
-    span = run._open_span(
-        definition.name, SpanKind.PERSONA, parent.span.span_id, {"persona": definition.name}
-    )
-    return _PersonaFrame(definition, parent, run, span)
+    parent = _context.get_frame() or active_frame()
+    frame = _PersonaFrame(definition, parent)
+    parent.run.opened(frame)
+    return frame
 
 
 def _close_persona(frame: _PersonaFrame, error: BaseException | None) -> None:
     with frame.run.lock:
         usage = frame.usage()
-    frame.span.metadata.update(
+    frame.metadata.update(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cost_usd=usage.cost_usd,
         llm_calls=usage.llm_calls,
     )
-    end_span(frame.span, error)
+    end_span(frame, error)
 
 
 # -- introspection ----------------------------------------------------------------

@@ -43,17 +43,22 @@ class SpanKind(enum.StrEnum):
 
 
 # next() on itertools.count is atomic under the GIL: ids are unique across threads.
-_span_ids = itertools.count(1)
+span_ids = itertools.count(1)
 
 
 class Span:
-    """One timed, named piece of a run. Mutable until ended."""
+    """One timed, named piece of a run. Mutable until ended.
+
+    Inside the runtime, the frames of runs, personas, steps and user spans are
+    subclasses of ``Span``: a step call creates one object that is at once its
+    stack frame, its accounting and its span.
+    """
 
     __slots__ = (
+        "_metadata",
         "end_ns",
         "error",
         "kind",
-        "metadata",
         "name",
         "parent_id",
         "run_id",
@@ -70,17 +75,25 @@ class Span:
         parent_id: int | None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self.span_id: int = next(_span_ids)
+        self.span_id: int = next(span_ids)
         self.parent_id = parent_id
         self.run_id = run_id
         self.name = name
         self.kind = kind
         self.start_ns = time.time_ns()
         self.end_ns: int | None = None
-        self.metadata: dict[str, Any] = {} if metadata is None else metadata
+        # Created on first use: most spans of a run are never given metadata.
+        self._metadata: dict[str, Any] | None = metadata or None
         self.status = "unset"
         """``unset`` while open, then ``ok`` or ``error``."""
         self.error: str | None = None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form attributes of the span (mutable)."""
+        if self._metadata is None:
+            self._metadata = {}
+        return self._metadata
 
     def set(self, key: str, value: Any) -> None:
         """Set one metadata entry."""
@@ -161,7 +174,7 @@ class InMemorySpanCollector:
 
 
 # Copy-on-write tuple: readers on the hot path take it without a lock.
-_processors: tuple[SpanProcessor, ...] = ()
+processors: tuple[SpanProcessor, ...] = ()
 _processors_lock = threading.Lock()
 
 
@@ -169,35 +182,29 @@ def add_span_processor(processor: SpanProcessor) -> None:
     """Register a processor for every span of every run in this process."""
     if not isinstance(processor, SpanProcessor):
         raise TypeError(f"add_span_processor: {processor!r} lacks on_start(span) and on_end(span)")
-    global _processors
+    global processors
     with _processors_lock:
-        _processors = (*_processors, processor)
+        processors = (*processors, processor)
 
 
 def remove_span_processor(processor: SpanProcessor) -> None:
     """Unregister a processor; unknown processors are ignored."""
-    global _processors
+    global processors
     with _processors_lock:
-        _processors = tuple(p for p in _processors if p is not processor)
+        processors = tuple(p for p in processors if p is not processor)
 
 
-def start_span(
-    name: str,
-    kind: SpanKind,
-    run_id: str,
-    parent_id: int | None,
-    metadata: dict[str, Any] | None = None,
-) -> Span:
-    span = Span(name, kind, run_id, parent_id, metadata)
-    for processor in _processors:
+def notify_start(span: Span) -> None:
+    """Hand a just-opened span to every processor."""
+    for processor in processors:
         try:
             processor.on_start(span)
         except Exception as exc:
             report_observer_failure(f"span processor {processor!r}.on_start", exc, span)
-    return span
 
 
 def end_span(span: Span, error: BaseException | str | None = None) -> None:
+    """Close a span (once) and hand it to every processor."""
     if span.end_ns is not None:
         return
     span.end_ns = time.time_ns()
@@ -206,7 +213,7 @@ def end_span(span: Span, error: BaseException | str | None = None) -> None:
     else:
         span.status = "error"
         span.error = error if isinstance(error, str) else describe_error(error)
-    for processor in _processors:
+    for processor in processors:
         try:
             processor.on_end(span)
         except Exception as exc:

@@ -122,13 +122,14 @@ class span:
         self._token: Any = None
 
     def __enter__(self) -> Span:
-        frame = active_frame()
-        opened = frame.run._open_span(self._name, self._kind, frame.span.span_id, self._metadata)
-        # A span is a frame without a budget: steps opened inside it become its
-        # children, and usage still flows to the enclosing step.
-        self._token = _context.set_frame(
-            _context.Frame("span", self._name, frame, frame.run, opened, None)
+        parent = active_frame()
+        # A user span is a frame without a budget: steps opened inside it become
+        # its children, and usage still flows to the enclosing step.
+        opened = _context.Frame(
+            self._name, self._kind, parent, parent.run, metadata=dict(self._metadata)
         )
+        parent.run.opened(opened)
+        self._token = _context.set_frame(opened)
         self._span = opened
         return opened
 
