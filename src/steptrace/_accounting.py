@@ -112,6 +112,8 @@ def _account(
 
     frame = _get_frame() or active_frame()
     run = frame.run
+    if not model and frame.step is not None:
+        model = frame.step.definition.model or ""  # the step's model is the default
     priced = True
     if cost_usd is None:
         cost_usd = _price(model, input_tokens, output_tokens, cache_tokens, settings.price_source)

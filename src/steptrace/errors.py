@@ -191,6 +191,13 @@ class PricingUnknown(StepTraceError):
             "or pass cost_usd explicitly"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_pricing_unknown, (self.model, self.scope, self.scope_name))
+
+
+def _rebuild_pricing_unknown(model: str, scope: ScopeKind, scope_name: str) -> PricingUnknown:
+    return PricingUnknown(model, scope=scope, scope_name=scope_name)
+
 
 def is_budget_exhausted(err: BaseException) -> bool:
     """True for a budget-exhausted error, escalated or not (the seed's test)."""

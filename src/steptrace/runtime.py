@@ -181,6 +181,9 @@ class _StepScope:
             token = _context.set_frame(frame)
             try:
                 _pre_step(frame)
+            except BaseException as exc:  # only in strict mode: close what was opened
+                _close_step(frame, "failed", exc)
+                raise
             finally:
                 _reset(token)
         return frame
@@ -193,6 +196,9 @@ class _StepScope:
             token = _context.set_frame(frame)
             try:
                 await _apre_step(frame)
+            except BaseException as exc:  # only in strict mode: close what was opened
+                _close_step(frame, "failed", exc)
+                raise
             finally:
                 _reset(token)
         return frame
@@ -367,8 +373,12 @@ def _wrap_gen(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
                     inner.close()
                 except BaseException as exc:
                     _reset(token)
-                    scope.fail(frame, exc)
-                    raise
+                    error = scope.fail(frame, exc)
+                    if error is None:
+                        return None  # the boundary swallowed it: close quietly
+                    if error is exc:
+                        raise
+                    raise error from exc
                 _reset(token)
                 scope.complete(frame)
                 raise
@@ -414,8 +424,12 @@ def _wrap_async_gen(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]
                     await inner.aclose()
                 except BaseException as exc:
                     _reset(token)
-                    await scope.afail(frame, exc)
-                    raise
+                    error = await scope.afail(frame, exc)
+                    if error is None:
+                        return  # the boundary swallowed it: close quietly
+                    if error is exc:
+                        raise
+                    raise error from exc
                 _reset(token)
                 await scope.acomplete(frame)
                 raise
