@@ -83,7 +83,12 @@ SHAPES: list[tuple[AgentEvent, list[tuple[str, Any]]]] = [
     ),
     (
         ToolRejected(tool_name="rm", reason="destructive", iteration=3),
-        [("type", "tool_rejected"), ("tool_name", "rm"), ("reason", "destructive"), ("iteration", 3)],
+        [
+            ("type", "tool_rejected"),
+            ("tool_name", "rm"),
+            ("reason", "destructive"),
+            ("iteration", 3),
+        ],
     ),
     (
         LoopIntervention(tool_name="read", kind="warn", count=4, iteration=5),
@@ -138,7 +143,9 @@ SHAPES: list[tuple[AgentEvent, list[tuple[str, Any]]]] = [
 
 
 @pytest.mark.parametrize(("event", "expected"), SHAPES, ids=lambda v: type(v).__name__)
-def test_to_dict_is_the_seed_serde_shape(event: AgentEvent, expected: list[tuple[str, Any]]) -> None:
+def test_to_dict_is_the_seed_serde_shape(
+    event: AgentEvent, expected: list[tuple[str, Any]]
+) -> None:
     data = event.to_dict()
     assert list(data.items()) == expected
     for key, value in data.items():
@@ -149,7 +156,7 @@ def test_to_dict_is_the_seed_serde_shape(event: AgentEvent, expected: list[tuple
 
 
 def test_shapes_cover_all_eight_events() -> None:
-    assert {type(e) for e, _ in SHAPES} == set(AgentEvent.__args__)  # type: ignore[attr-defined]
+    assert {type(e) for e, _ in SHAPES} == set(AgentEvent.__args__)
     assert len(SHAPES) == 8
 
 
@@ -158,7 +165,7 @@ def test_events_are_frozen_and_keyword_only() -> None:
     with pytest.raises(AttributeError):
         event.iteration = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
-        PhaseChange("a", "b", 0)  # type: ignore[misc]
+        PhaseChange("a", "b", 0)  # type: ignore[call-arg]
 
 
 # -- round trip -------------------------------------------------------------------
@@ -302,57 +309,43 @@ def test_from_dict_rejects_wrong_values(
 # -- summary ----------------------------------------------------------------------
 
 
+def _call(call_id: str, tokens_in: int, tokens_out: int, ms: int) -> LlmCall:
+    return LlmCall(
+        call_id=call_id,
+        model="m",
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        cache_tokens=tokens_in // 2,
+        duration_ms=ms,
+        iteration=1,
+    )
+
+
+def _tool(name: str, ms: int, status: str) -> ToolExecution:
+    return ToolExecution(
+        tool_name=name,
+        tool_use_id=f"{name}-{ms}",
+        duration_ms=ms,
+        status=status,
+        classification="other",
+        iteration=1,
+    )
+
+
 def test_summary_of_a_mixed_stream() -> None:
     events: list[AgentEvent] = [
         PhaseChange(from_phase="", to_phase="plan", iteration=0),
-        LlmCall(
-            call_id="a",
-            model="m",
-            input_tokens=100,
-            output_tokens=20,
-            cache_tokens=50,
-            duration_ms=300,
-            iteration=1,
-        ),
-        ToolExecution(
-            tool_name="search",
-            tool_use_id="1",
-            duration_ms=40,
-            status="ok",
-            classification="read_only",
-            iteration=1,
-        ),
-        ToolExecution(
-            tool_name="write",
-            tool_use_id="2",
-            duration_ms=60,
-            status="error",
-            classification="workspace_write",
-            iteration=1,
-        ),
+        _call("a", 100, 20, 300),
+        _tool("search", 40, "ok"),
+        _tool("write", 60, "error"),
         LoopComplete(status="interrupted", iterations=1, total_duration_ms=5, tools_used=("x",)),
         ToolRejected(tool_name="rm", reason="destructive", iteration=2),
         SchemaRetry(attempt=1, errors=("bad",), nudge_used=False),
-        ToolExecution(
-            tool_name="search",
-            tool_use_id="3",
-            duration_ms=1,
-            status="rejected",
-            classification="other",
-            iteration=2,
-        ),
+        _tool("search", 1, "rejected"),
         LoopIntervention(tool_name="search", kind="block", count=3, iteration=2),
         ContextCompaction(archived_messages=10, new_summary_len=99, iteration=3),
         ContextCompaction(archived_messages=4, new_summary_len=50, iteration=4),
-        LlmCall(
-            call_id="b",
-            model="m",
-            input_tokens=7,
-            output_tokens=3,
-            cache_tokens=0,
-            duration_ms=200,
-            iteration=4,
-        ),
+        _call("b", 7, 3, 200),
         PhaseChange(from_phase="plan", to_phase="done", iteration=4),
         LoopComplete(
             status="done",
