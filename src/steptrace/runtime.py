@@ -574,6 +574,7 @@ def _close_persona(frame: _PersonaFrame, error: BaseException | None) -> None:
     with frame.run.lock:
         usage = frame.usage()
     frame.metadata.update(
+        status="completed" if error is None else "failed",
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         cost_usd=usage.cost_usd,
