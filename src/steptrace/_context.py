@@ -6,9 +6,9 @@ holds the innermost one, so each asyncio task and thread sees its own stack and
 pushing a step is one ``ContextVar.set`` (popped by resetting the token in a
 ``finally``). Every frame links to its run's root frame and to the nearest step
 and persona, so the hot path never walks the stack to answer "which step am I
-in". Frames also carry the accounting counters; all counters of one run are
-guarded by that run's lock, so usage from threads and tasks sharing a step adds
-up exactly.
+in", and to the budget ledgers a usage record must update. All counters of one
+run are guarded by that run's lock, so usage from threads and tasks sharing a
+step adds up exactly.
 
 ``snapshot_context``/``restore_context`` are the seed's take/restore of the
 active stacks; ``bind`` carries the current context into threads and executors.
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from time import time_ns
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from .budget import PICO_PER_USD, Budget, Usage, usd_to_pico
+from .budget import PICO_PER_USD, Budget, Ledger, usd_to_pico
 from .spans import Span, SpanKind
 from .spans import span_ids as _span_ids
 
@@ -36,29 +36,15 @@ R = TypeVar("R")
 
 class Frame(Span):
     """One scope on the active stack, and its span: the run's root, a persona, a
-    step, or a user span (a frame that never has a budget).
+    step, or a user span.
 
-    ``input_tokens`` .. ``llm_calls`` are totals for the whole subtree (what its
-    budget is checked against); they are kept only on tracked frames: the run's
-    root, personas, and steps with a budget. ``accounted`` lists, innermost
-    first, the tracked frames a usage record must update.
+    ``ledger`` is the frame's own budget ledger: the run's root and personas
+    always have one, steps only when they have a budget, user spans never.
+    ``accounted`` lists, innermost first, the ledgers a usage record must update:
+    this frame's and every enclosing one.
     """
 
-    __slots__ = (
-        "accounted",
-        "cost_pico",
-        "fired_thresholds",
-        "input_tokens",
-        "llm_calls",
-        "max_pico",
-        "max_tokens",
-        "output_tokens",
-        "parent",
-        "persona",
-        "root",
-        "run",
-        "step",
-    )
+    __slots__ = ("accounted", "ledger", "parent", "persona", "run", "step")
 
     def __init__(
         self,
@@ -66,97 +52,38 @@ class Frame(Span):
         kind: SpanKind,
         parent: Frame | None,
         run: Run,
-        max_tokens: int | None = None,
-        max_pico: int | None = None,
+        ledger: Ledger | None = None,
         metadata: dict[str, Any] | None = None,
-        *,
-        tracked: bool = False,
     ) -> None:
-        # Span.__init__'s assignments, inlined: this runs on every step call.
-        self.span_id = next(_span_ids)
-        self.parent_id = None if parent is None else parent.span_id
-        self.run_id = run.id
-        self.name = name
-        self.kind = kind
-        self.start_ns = time_ns()
-        self.end_ns = None
-        self._metadata = metadata or None
-        self.status = "unset"
-        self.error = None
+        Span.__init__(
+            self, name, kind, run.id, None if parent is None else parent.span_id, metadata
+        )
         self.parent = parent
         self.run = run
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cost_pico = 0
-        self.llm_calls = 0
-        self.max_tokens = max_tokens
-        self.max_pico = max_pico
-        self.fired_thresholds: set[int] | None = None
+        self.ledger = ledger
         if parent is None:
-            self.root: Frame = self
             self.step: StepFrame | None = None
             self.persona: PersonaFrame | None = None
-            self.accounted: tuple[Frame, ...] = (self,)
+            self.accounted: tuple[Ledger, ...] = () if ledger is None else (ledger,)
         else:
-            self.root = parent.root
             self.step = parent.step
             self.persona = parent.persona
-            tracked = tracked or max_tokens is not None or max_pico is not None
-            self.accounted = (self, *parent.accounted) if tracked else parent.accounted
-
-    @property
-    def has_budget(self) -> bool:
-        return self.max_tokens is not None or self.max_pico is not None
-
-    @property
-    def budget(self) -> Budget | None:
-        if not self.has_budget:
-            return None
-        max_usd = None if self.max_pico is None else self.max_pico / PICO_PER_USD
-        return Budget(self.max_tokens, max_usd)
-
-    def usage(self) -> Usage:
-        """Subtree usage (meaningful for budgeted frames and the run's root)."""
-        return Usage(
-            self.input_tokens, self.output_tokens, self.cost_pico / PICO_PER_USD, self.llm_calls
-        )
-
-    def budget_pct(self) -> float | None:
-        """Percent of the budget used: the larger of the token and USD fractions."""
-        pct: float | None = None
-        if self.max_tokens is not None:
-            pct = 100.0 * (self.input_tokens + self.output_tokens) / self.max_tokens
-        if self.max_pico is not None:
-            if self.max_pico == 0:
-                usd_pct = 0.0 if self.cost_pico == 0 else float("inf")
-            else:
-                usd_pct = 100.0 * self.cost_pico / self.max_pico
-            pct = usd_pct if pct is None else max(pct, usd_pct)
-        return pct
-
-
-def budget_limits(budget: Budget | None) -> tuple[int | None, int | None]:
-    """(max_tokens, max_usd in picodollars) of a budget, for frame construction."""
-    if budget is None:
-        return None, None
-    max_pico = None if budget.max_usd is None else usd_to_pico(budget.max_usd)
-    return budget.max_tokens, max_pico
+            self.accounted = parent.accounted if ledger is None else (ledger, *parent.accounted)
 
 
 class PersonaFrame(Frame):
     __slots__ = ("definition",)
 
     def __init__(self, definition: PersonaDefinition, parent: Frame) -> None:
-        max_tokens, max_pico = budget_limits(definition.budget)
+        # A persona always keeps a ledger: its span reports its subtree's usage.
+        ledger = Ledger("persona", definition.name, *budget_limits(definition.budget), self)
         super().__init__(
             definition.name,
             SpanKind.PERSONA,
             parent,
             parent.run,
-            max_tokens,
-            max_pico,
+            ledger,
             {"persona": definition.name},
-            tracked=True,  # a persona's span reports its subtree usage
         )
         self.definition = definition
         self.persona = self
@@ -167,7 +94,9 @@ class StepFrame(Frame):
 
     ``own_*`` are this step's own calls (the seed's per-step accounting, what
     its ledger row shows). The span metadata carries the seed's keys, written
-    on demand from the counters so the hot path never builds a dict.
+    on demand from the counters so the hot path never builds a dict. Built on
+    every step call, so ``__init__`` assigns every slot itself instead of
+    chaining to ``Frame`` and ``Span``.
     """
 
     __slots__ = (
@@ -181,12 +110,30 @@ class StepFrame(Frame):
         "record",
     )
 
+    kind = SpanKind.STEP  # a constant for steps: shadows the inherited slot
+
     def __init__(self, definition: StepDefinition, parent: Frame, limits: Limits) -> None:
-        Frame.__init__(
-            self, definition.name, SpanKind.STEP, parent, parent.run, limits[0], limits[1]
-        )
-        self.definition = definition
+        run = parent.run
+        self.span_id = next(_span_ids)
+        self.parent_id = parent.span_id
+        self.run_id = run.id
+        self.name = definition.name
+        self.start_ns = time_ns()
+        self.end_ns = None
+        self._metadata = None
+        self.status = "unset"
+        self.error = None
+        self.parent = parent
+        self.run = run
         self.step = self
+        self.persona = parent.persona
+        if limits is None:
+            self.ledger = None
+            self.accounted = parent.accounted
+        else:
+            self.ledger = ledger = Ledger("step", definition.name, *limits, self)
+            self.accounted = (ledger, *parent.accounted)
+        self.definition = definition
         self.own_input_tokens = 0
         self.own_output_tokens = 0
         self.own_cost_pico = 0
@@ -218,7 +165,23 @@ class StepFrame(Frame):
         return metadata
 
 
-Limits = tuple[int | None, int | None]
+Limits = tuple[int | None, int | None] | None
+"""A step's (max_tokens, max picodollars), computed once per definition; None
+for a step without a budget."""
+
+
+def budget_limits(budget: Budget | None) -> tuple[int | None, int | None]:
+    """(max_tokens, max_usd in picodollars) of a budget."""
+    if budget is None:
+        return None, None
+    max_pico = None if budget.max_usd is None else usd_to_pico(budget.max_usd)
+    return budget.max_tokens, max_pico
+
+
+def step_limits(definition: StepDefinition) -> Limits:
+    if definition.max_tokens is None and definition.max_usd is None:
+        return None
+    return budget_limits(definition.budget)
 
 
 _active: contextvars.ContextVar[Frame | None] = contextvars.ContextVar(
@@ -268,7 +231,7 @@ def snapshot_context() -> ContextSnapshot:
     ``restore_context`` puts the stacks back.
     """
     frame = _active.get()
-    _active.set(None if frame is None else frame.root)
+    _active.set(None if frame is None else frame.run.root)
     return ContextSnapshot(frame)
 
 

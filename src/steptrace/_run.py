@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _context
-from .budget import PICO_PER_USD, Budget, Usage
+from .budget import PICO_PER_USD, Budget, Ledger, Usage
 from .events import AgentEvent, LlmTraceEntry, summarize_events
 from .spans import Span, SpanKind, end_span, notify_start
 
@@ -138,17 +138,19 @@ class Run:
         """``running``, then ``completed`` or ``failed``."""
         self.error: str | None = None
         self.events: list[AgentEvent] = []
-        self.llm_trace: list[LlmTraceEntry] = []
+        self.raw_trace: list[tuple[Any, ...]] = []
+        """The trace log as recorded: one tuple of ``LlmTraceEntry`` fields a call."""
         self.spans: list[Span] = []
         """Every span of the run (run, personas, steps, user spans), in start order."""
         self.tracing_enabled = trace_llm
         self.lock = threading.Lock()
         self._token: Any = None
         self._ended_steps: list[_context.StepFrame] = []
-        max_tokens, max_pico = _context.budget_limits(self.budget)
+        self.ledger = Ledger("run", self.name, *_context.budget_limits(self.budget))
         self.root = _context.Frame(
-            self.name, SpanKind.RUN, None, self, max_tokens, max_pico, {"run.name": self.name}
+            self.name, SpanKind.RUN, None, self, self.ledger, {"run.name": self.name}
         )
+        self.ledger.owner = self.root
         self.opened(self.root)
 
     # -- frames owned by this run -----------------------------------------------
@@ -161,6 +163,13 @@ class Run:
     def step_ended(self, frame: _context.StepFrame) -> None:
         """Append an ended step to the ledger (list.append is atomic)."""
         self._ended_steps.append(frame)
+
+    @property
+    def llm_trace(self) -> list[LlmTraceEntry]:
+        """The LLM call trace log (a copy)."""
+        with self.lock:
+            raw = list(self.raw_trace)
+        return [LlmTraceEntry(*entry) for entry in raw]
 
     @property
     def completed_steps(self) -> list[CompletedStep]:
@@ -208,7 +217,7 @@ class Run:
         self.status = "completed" if error is None else "failed"
         if error is not None:
             self.error = f"{type(error).__name__}: {error}"
-        usage = self.root.usage()
+        usage = self.ledger.usage()
         span = self.root
         span.metadata.update(
             input_tokens=usage.input_tokens,
@@ -229,7 +238,7 @@ class Run:
     def usage(self) -> Usage:
         """Usage of the whole run so far."""
         with self.lock:
-            return self.root.usage()
+            return self.ledger.usage()
 
     def summary(self) -> dict[str, Any]:
         """Totals, step statuses, budget, and the seed's agent trace summary."""

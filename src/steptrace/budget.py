@@ -3,7 +3,8 @@
 ``Budget`` is a validated pair of limits (``None`` means off). Money is kept as
 integer picodollars (1e-12 USD) inside the accounting so that ten thousand
 calls of $0.0001 add up to exactly $1 and never trip a $1 budget by rounding
-drift; it is shown as float USD everywhere a user looks. ``PriceSource`` is the
+drift; it is shown as float USD everywhere a user looks. A ``Ledger`` is the
+running total of one budget scope. ``PriceSource`` is the
 protocol the LLM layer implements to price calls whose cost is not given; the
 core ships no prices of its own.
 """
@@ -14,6 +15,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from .errors import ScopeKind
 
 __all__ = ["Budget", "PriceSource", "Usage"]
 
@@ -110,6 +113,74 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+class Ledger:
+    """Usage totals of one budget scope (a run, a persona, or a step with a
+    budget), its limits in tokens and picodollars, and the threshold hooks it
+    has already fired. Mutated only under the owning run's lock."""
+
+    __slots__ = (
+        "cost_pico",
+        "fired_thresholds",
+        "input_tokens",
+        "kind",
+        "llm_calls",
+        "max_pico",
+        "max_tokens",
+        "name",
+        "output_tokens",
+        "owner",
+    )
+
+    def __init__(
+        self,
+        kind: ScopeKind,
+        name: str,
+        max_tokens: int | None,
+        max_pico: int | None,
+        owner: Any = None,
+    ) -> None:
+        self.kind: ScopeKind = kind
+        self.name = name
+        self.owner = owner
+        """The frame whose budget this is (for a step: to name it in errors)."""
+        self.max_tokens = max_tokens
+        self.max_pico = max_pico
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cost_pico = 0
+        self.llm_calls = 0
+        self.fired_thresholds: set[int] | None = None
+
+    @property
+    def has_budget(self) -> bool:
+        return self.max_tokens is not None or self.max_pico is not None
+
+    @property
+    def budget(self) -> Budget | None:
+        if not self.has_budget:
+            return None
+        max_usd = None if self.max_pico is None else pico_to_usd(self.max_pico)
+        return Budget(self.max_tokens, max_usd)
+
+    def usage(self) -> Usage:
+        return Usage(
+            self.input_tokens, self.output_tokens, pico_to_usd(self.cost_pico), self.llm_calls
+        )
+
+    def budget_pct(self) -> float | None:
+        """Percent of the budget used: the larger of the token and USD fractions."""
+        pct: float | None = None
+        if self.max_tokens is not None:
+            pct = 100.0 * (self.input_tokens + self.output_tokens) / self.max_tokens
+        if self.max_pico is not None:
+            if self.max_pico == 0:
+                usd_pct = 0.0 if self.cost_pico == 0 else math.inf
+            else:
+                usd_pct = 100.0 * self.cost_pico / self.max_pico
+            pct = usd_pct if pct is None else max(pct, usd_pct)
+        return pct
 
 
 @runtime_checkable

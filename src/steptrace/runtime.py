@@ -102,7 +102,7 @@ def _hook_context(frame: _StepFrame, event: HookEvent, **extra: Any) -> HookCont
             frame.own_cost_pico / PICO_PER_USD,
             frame.own_llm_calls,
         )
-        pct = frame.budget_pct()
+        pct = None if frame.ledger is None else frame.ledger.budget_pct()
     return HookContext(
         event=event,
         persona=frame.persona_name,
@@ -169,7 +169,7 @@ class _StepScope:
 
     def __init__(self, definition: StepDefinition) -> None:
         self.definition = definition
-        self.limits = _context.budget_limits(definition.budget)
+        self.limits = _context.step_limits(definition)
 
     def open(self) -> _StepFrame:
         parent = _get_frame() or active_frame()
@@ -572,7 +572,7 @@ def _open_persona(definition: PersonaDefinition) -> _PersonaFrame:
 
 def _close_persona(frame: _PersonaFrame, error: BaseException | None) -> None:
     with frame.run.lock:
-        usage = frame.usage()
+        usage = frame.ledger.usage()  # type: ignore[union-attr]  # personas always have one
     frame.metadata.update(
         status="completed" if error is None else "failed",
         input_tokens=usage.input_tokens,
@@ -627,8 +627,8 @@ def current_step() -> ActiveStep | None:
             cost_usd=pico_to_usd(step_frame.own_cost_pico),
             llm_calls=step_frame.own_llm_calls,
             last_model=step_frame.last_model,
-            budget=step_frame.budget,
-            budget_pct=step_frame.budget_pct(),
+            budget=None if step_frame.ledger is None else definition.budget,
+            budget_pct=None if step_frame.ledger is None else step_frame.ledger.budget_pct(),
             error_boundary=definition.error_boundary,
         )
 

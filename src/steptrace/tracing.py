@@ -31,7 +31,8 @@ __all__ = [
     "take_trace",
 ]
 
-_EVENT_TYPES: tuple[type, ...] = AgentEvent.__args__
+_EVENT_TYPES: frozenset[type] = frozenset(AgentEvent.__args__)
+_get_frame = _context.get_frame
 
 
 def enable_tracing(enabled: bool = True) -> None:
@@ -39,27 +40,17 @@ def enable_tracing(enabled: bool = True) -> None:
     current_run().tracing_enabled = enabled
 
 
-def trace_llm_call(entry: LlmTraceEntry) -> None:
-    """Append to the current run's trace log if tracing is enabled there."""
-    run = current_run()
-    if run.tracing_enabled:
-        with run.lock:
-            run.llm_trace.append(entry)
-
-
 def take_trace() -> list[LlmTraceEntry]:
     """Return the trace log and clear it."""
     run = current_run()
     with run.lock:
-        entries, run.llm_trace = run.llm_trace, []
-    return entries
+        raw, run.raw_trace = run.raw_trace, []
+    return [LlmTraceEntry(*entry) for entry in raw]
 
 
 def peek_trace() -> list[LlmTraceEntry]:
     """Return a copy of the trace log, leaving it in place."""
-    run = current_run()
-    with run.lock:
-        return list(run.llm_trace)
+    return current_run().llm_trace
 
 
 def peek_trace_summary() -> tuple[int, int, int, int]:
@@ -75,11 +66,15 @@ def peek_trace_summary() -> tuple[int, int, int, int]:
 
 def emit_event(event: AgentEvent) -> None:
     """Append an agent event to the current run."""
-    if not isinstance(event, _EVENT_TYPES):
+    if type(event) not in _EVENT_TYPES:
         raise TypeError(f"emit_event: expected an agent event (LlmCall, ...), got {event!r}")
-    run = current_run()
-    with run.lock:
+    run = (_get_frame() or active_frame()).run
+    lock = run.lock
+    lock.acquire()
+    try:
         run.events.append(event)
+    finally:
+        lock.release()
 
 
 def take_agent_trace() -> list[AgentEvent]:
