@@ -6,7 +6,14 @@ every LLM call's usage into the active step (``record_llm_usage``), and read bac
 what happened: the completed-step ledger, typed agent events, the LLM trace log
 and spans, all owned by a ``run()``. The core uses only the standard library;
 integrations live in subpackages installed through extras.
+
+The agent event types (``steptrace.events``) load on first use: they are frozen
+dataclasses, and ``dataclasses`` with the eight class builds would double the
+cost of ``import steptrace`` for programs that only use steps and budgets.
 """
+
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._accounting import arecord_llm_usage, check_budget, record_llm_usage
 from ._config import configure
@@ -30,20 +37,6 @@ from .errors import (
     StepTraceError,
     is_budget_exhausted,
     mark_escalated,
-)
-from .events import (
-    AgentEvent,
-    ContextCompaction,
-    LlmCall,
-    LlmTraceEntry,
-    LoopComplete,
-    LoopIntervention,
-    PhaseChange,
-    SchemaRetry,
-    ToolExecution,
-    ToolRejected,
-    event_from_dict,
-    summarize_events,
 )
 from .hooks import (
     HookContext,
@@ -86,6 +79,54 @@ from .tracing import (
 )
 
 __version__ = "0.1.0"
+
+_FROM_EVENTS = frozenset(
+    {
+        "AgentEvent",
+        "ContextCompaction",
+        "LlmCall",
+        "LlmTraceEntry",
+        "LoopComplete",
+        "LoopIntervention",
+        "PhaseChange",
+        "SchemaRetry",
+        "ToolExecution",
+        "ToolRejected",
+        "event_from_dict",
+        "summarize_events",
+    }
+)
+
+if _TYPE_CHECKING:
+    from .events import (
+        AgentEvent,
+        ContextCompaction,
+        LlmCall,
+        LlmTraceEntry,
+        LoopComplete,
+        LoopIntervention,
+        PhaseChange,
+        SchemaRetry,
+        ToolExecution,
+        ToolRejected,
+        event_from_dict,
+        summarize_events,
+    )
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _FROM_EVENTS:
+        from . import events
+
+        value = getattr(events, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'steptrace' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _FROM_EVENTS)
+
 
 __all__ = [
     "ActiveStep",

@@ -8,14 +8,11 @@ on the span it happened under, and re-raises only in strict mode (for tests).
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .budget import PriceSource
     from .spans import Span
-
-logger = logging.getLogger("steptrace")
 
 OBSERVER_ERRORS_KEY = "steptrace.observer_errors"
 
@@ -59,7 +56,9 @@ def configure(
 
 def report_observer_failure(what: str, exc: BaseException, span: Span | None) -> None:
     """Log and record a failure of observability code; raise it in strict mode."""
-    logger.error("steptrace: %s failed: %r", what, exc, exc_info=exc)
+    import logging  # deferred: ~4 ms at import, needed only when something failed
+
+    logging.getLogger("steptrace").error("steptrace: %s failed: %r", what, exc, exc_info=exc)
     if span is not None:
         errors = span.metadata.setdefault(OBSERVER_ERRORS_KEY, [])
         if isinstance(errors, list):

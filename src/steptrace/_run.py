@@ -18,20 +18,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _context
 from .budget import PICO_PER_USD, Budget, Ledger, Usage
-from .events import AgentEvent, LlmTraceEntry, summarize_events
+
+if TYPE_CHECKING:
+    from .events import AgentEvent, LlmTraceEntry
 from .spans import Span, SpanKind, end_span, notify_start
 
 __all__ = ["CompletedStep", "Run", "current_run", "run"]
 
 
-@dataclass(slots=True)
-class CompletedStep:
+class CompletedStep(NamedTuple):
     """One row of the completed-step ledger.
 
     The seed's fields first (``to_dict()`` starts with exactly those), then where
@@ -91,7 +91,7 @@ class CompletedStep:
         missing = [k for k in _SEED_STEP_KEYS if k not in data]
         if missing:
             raise ValueError(f"completed step: missing field(s) {missing}")
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        known = {k: data[k] for k in cls._fields if k in data}
         return cls(**known)
 
 
@@ -167,6 +167,8 @@ class Run:
     @property
     def llm_trace(self) -> list[LlmTraceEntry]:
         """The LLM call trace log (a copy)."""
+        from .events import LlmTraceEntry  # deferred: see the note in __init__
+
         with self.lock:
             raw = list(self.raw_trace)
         return [LlmTraceEntry(*entry) for entry in raw]
@@ -242,6 +244,8 @@ class Run:
 
     def summary(self) -> dict[str, Any]:
         """Totals, step statuses, budget, and the seed's agent trace summary."""
+        from .events import summarize_events  # deferred: see the note in __init__
+
         usage = self.usage()
         statuses = Counter(step.status for step in self.completed_steps)
         return {

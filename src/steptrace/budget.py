@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from ._records import FrozenRecord
 from .errors import ScopeKind
 
 __all__ = ["Budget", "PriceSource", "Usage"]
@@ -31,8 +31,7 @@ def pico_to_usd(pico: int) -> float:
     return pico / PICO_PER_USD
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
+class Budget(FrozenRecord):
     """Limits for a step, persona or run. ``None`` turns a limit off.
 
     ``max_tokens`` counts input plus output tokens and must be a positive
@@ -40,12 +39,14 @@ class Budget:
     its usage goes *strictly over* a limit.
     """
 
-    max_tokens: int | None = None
-    max_usd: float | None = None
+    __slots__ = ("max_tokens", "max_usd")
+    _fields = ("max_tokens", "max_usd")
+    max_tokens: int | None
+    max_usd: float | None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "max_tokens", _check_max_tokens(self.max_tokens, "Budget"))
-        object.__setattr__(self, "max_usd", _check_max_usd(self.max_usd, "Budget"))
+    def __init__(self, max_tokens: int | None = None, max_usd: float | None = None) -> None:
+        self._set("max_tokens", _check_max_tokens(max_tokens, "Budget"))
+        self._set("max_usd", _check_max_usd(max_usd, "Budget"))
 
     @property
     def is_unlimited(self) -> bool:
@@ -101,8 +102,7 @@ def _check_max_usd(value: object, owner: str) -> float | None:
     return float(value)
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """A snapshot of usage: tokens, priced cost in USD, and LLM calls."""
 
     input_tokens: int = 0

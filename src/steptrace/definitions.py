@@ -15,9 +15,9 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from ._records import FrozenRecord
 from .budget import Budget
 
 __all__ = [
@@ -59,33 +59,43 @@ class ErrorBoundary(enum.StrEnum):
         )
 
 
-@dataclass(frozen=True, slots=True)
-class StepDefinition:
+class StepDefinition(FrozenRecord):
     """A declared step (the seed's fields). Build it through ``@step`` or
     ``register_step_from_dict``; constructing it directly validates too."""
 
+    __slots__ = ("error_boundary", "function", "max_tokens", "max_usd", "model", "name")
+    _fields = ("name", "function", "model", "max_tokens", "max_usd", "error_boundary")
     name: str
     function: str
-    model: str | None = None
-    max_tokens: int | None = None
-    max_usd: float | None = None
-    error_boundary: ErrorBoundary = ErrorBoundary.FAIL
+    model: str | None
+    max_tokens: int | None
+    max_usd: float | None
+    error_boundary: ErrorBoundary
 
-    def __post_init__(self) -> None:
-        owner = f"step `{self.name}`"
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"step definition: name must be a non-empty string, got {self.name!r}")
-        if not isinstance(self.function, str) or not self.function:
-            raise ValueError(f"{owner}: function must be a non-empty string")
-        if self.model is not None and not isinstance(self.model, str):
-            raise TypeError(f"{owner}: model must be a string, got {self.model!r}")
-        if self.model == "":
-            object.__setattr__(self, "model", None)
-        budget = Budget.coerce({"max_tokens": self.max_tokens, "max_usd": self.max_usd}, owner)
+    def __init__(
+        self,
+        name: str,
+        function: str,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        max_usd: float | None = None,
+        error_boundary: ErrorBoundary | str = ErrorBoundary.FAIL,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"step definition: name must be a non-empty string, got {name!r}")
+        owner = f"step `{name}`"
+        if not isinstance(function, str) or not function:
+            raise ValueError(f"{owner}: function must be a non-empty string, got {function!r}")
+        if model is not None and not isinstance(model, str):
+            raise TypeError(f"{owner}: model must be a string, got {model!r}")
+        budget = Budget.coerce({"max_tokens": max_tokens, "max_usd": max_usd}, owner)
         assert budget is not None
-        object.__setattr__(self, "max_tokens", budget.max_tokens)
-        object.__setattr__(self, "max_usd", budget.max_usd)
-        object.__setattr__(self, "error_boundary", ErrorBoundary.parse(self.error_boundary, owner))
+        self._set("name", name)
+        self._set("function", function)
+        self._set("model", model or None)  # an empty model means no model
+        self._set("max_tokens", budget.max_tokens)
+        self._set("max_usd", budget.max_usd)
+        self._set("error_boundary", ErrorBoundary.parse(error_boundary, owner))
 
     @property
     def budget(self) -> Budget:
@@ -97,20 +107,23 @@ class StepDefinition:
         return self.error_boundary
 
 
-@dataclass(frozen=True, slots=True)
-class PersonaDefinition:
+class PersonaDefinition(FrozenRecord):
     """A declared persona: a name and an optional budget for each invocation."""
 
+    __slots__ = ("budget", "function", "name")
+    _fields = ("name", "function", "budget")
     name: str
     function: str
-    budget: Budget | None = None
+    budget: Budget | None
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(
-                f"persona definition: name must be a non-empty string, got {self.name!r}"
-            )
-        object.__setattr__(self, "budget", Budget.coerce(self.budget, f"persona `{self.name}`"))
+    def __init__(
+        self, name: str, function: str, budget: Budget | Mapping[str, Any] | None = None
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"persona definition: name must be a non-empty string, got {name!r}")
+        self._set("name", name)
+        self._set("function", function)
+        self._set("budget", Budget.coerce(budget, f"persona `{name}`"))
 
 
 _lock = threading.Lock()

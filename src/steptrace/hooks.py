@@ -23,8 +23,7 @@ import math
 import re
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
 
 from ._config import report_observer_failure
 from .budget import Usage
@@ -90,8 +89,7 @@ def parse_hook_event(event: HookEvent | str) -> tuple[HookEvent, float | None]:
     return parsed, pct
 
 
-@dataclass(frozen=True, slots=True)
-class HookContext:
+class HookContext(NamedTuple):
     """What a hook handler receives.
 
     ``scope`` says whose budget ``usage``/``budget_pct`` describe (``step`` for
@@ -120,8 +118,7 @@ H = TypeVar("H", bound=HookHandler)
 _hook_ids = itertools.count(1)
 
 
-@dataclass(frozen=True, slots=True)
-class HookRegistration:
+class HookRegistration(NamedTuple):
     persona_pattern: str
     step_name: str | None
     event: HookEvent

@@ -12,11 +12,13 @@ entry recorded concurrently.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _context
 from ._run import active_frame, current_run
-from .events import AgentEvent, LlmTraceEntry, summarize_events
+
+if TYPE_CHECKING:
+    from .events import AgentEvent, LlmTraceEntry
 from .spans import Span, SpanKind, end_span
 
 __all__ = [
@@ -31,7 +33,7 @@ __all__ = [
     "take_trace",
 ]
 
-_EVENT_TYPES: frozenset[type] = frozenset(AgentEvent.__args__)
+_event_types: frozenset[type] = frozenset()
 _get_frame = _context.get_frame
 
 
@@ -42,6 +44,8 @@ def enable_tracing(enabled: bool = True) -> None:
 
 def take_trace() -> list[LlmTraceEntry]:
     """Return the trace log and clear it."""
+    from .events import LlmTraceEntry  # deferred: see the note in __init__
+
     run = current_run()
     with run.lock:
         raw, run.raw_trace = run.raw_trace, []
@@ -66,7 +70,7 @@ def peek_trace_summary() -> tuple[int, int, int, int]:
 
 def emit_event(event: AgentEvent) -> None:
     """Append an agent event to the current run."""
-    if type(event) not in _EVENT_TYPES:
+    if type(event) not in _event_types and type(event) not in _load_event_types():
         raise TypeError(f"emit_event: expected an agent event (LlmCall, ...), got {event!r}")
     run = (_get_frame() or active_frame()).run
     lock = run.lock
@@ -75,6 +79,14 @@ def emit_event(event: AgentEvent) -> None:
         run.events.append(event)
     finally:
         lock.release()
+
+
+def _load_event_types() -> frozenset[type]:
+    global _event_types
+    from .events import AgentEvent  # deferred: see the note in __init__
+
+    _event_types = frozenset(AgentEvent.__args__)
+    return _event_types
 
 
 def take_agent_trace() -> list[AgentEvent]:
@@ -94,6 +106,8 @@ def peek_agent_trace() -> list[AgentEvent]:
 
 def agent_trace_summary() -> dict[str, Any]:
     """The seed's rolled-up summary of the current run's agent events."""
+    from .events import summarize_events  # deferred: see the note in __init__
+
     return summarize_events(peek_agent_trace())
 
 
