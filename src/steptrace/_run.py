@@ -145,7 +145,8 @@ class Run:
         self.tracing_enabled = trace_llm
         self.lock = threading.Lock()
         self._token: Any = None
-        self._ended_steps: list[_context.StepFrame] = []
+        self.ended_steps: list[_context.StepFrame] = []
+        """Ended step frames, in order; ``completed_steps`` is built from them."""
         self.ledger = Ledger("run", self.name, *_context.budget_limits(self.budget))
         self.root = _context.Frame(
             self.name, SpanKind.RUN, None, self, self.ledger, {"run.name": self.name}
@@ -160,10 +161,6 @@ class Run:
         self.spans.append(frame)
         notify_start(frame)
 
-    def step_ended(self, frame: _context.StepFrame) -> None:
-        """Append an ended step to the ledger (list.append is atomic)."""
-        self._ended_steps.append(frame)
-
     @property
     def llm_trace(self) -> list[LlmTraceEntry]:
         """The LLM call trace log (a copy)."""
@@ -176,7 +173,7 @@ class Run:
     @property
     def completed_steps(self) -> list[CompletedStep]:
         """The completed-step ledger, in the order steps ended."""
-        return [_ledger_row(frame) for frame in list(self._ended_steps)]
+        return [_ledger_row(frame) for frame in list(self.ended_steps)]
 
     # -- context management -----------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from time import time_ns
 from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 from . import _context
@@ -42,7 +43,7 @@ from .hooks import (
     matching_hooks,
     registered_hooks,
 )
-from .spans import describe_error, end_span, notify_start
+from .spans import describe_error, end_span, notify_end, notify_start
 
 __all__ = [
     "ActiveStep",
@@ -72,7 +73,7 @@ def _close_step(frame: _StepFrame, status: str, error: BaseException | None) -> 
     metadata and the ledger row are derived from the frame when read."""
     frame.outcome = status
     end_span(frame, None if error is None else _error_text(error))
-    frame.run.step_ended(frame)
+    frame.run.ended_steps.append(frame)
 
 
 def _error_text(error: BaseException) -> str:
@@ -158,9 +159,10 @@ async def _apost_step(frame: _StepFrame, status: str, error: BaseException | Non
 class _StepScope:
     """How a step opens, completes and fails; the wrappers below drive it.
 
-    ``open`` and ``complete`` are the hot path of every step call: with no
-    hooks and no span processors registered they do no more than build the
-    frame, stamp the times and append it to the run.
+    Opening is: build the frame, append it to the run's spans, then ``announce``
+    it (span processors' ``on_start``, ``PreStep`` hooks) only if any are
+    registered. Completing is: stamp the end, append to the ledger, then
+    ``announce_end`` likewise. ``_wrap_sync_step`` inlines both for the hot path.
     """
 
     __slots__ = ("definition", "limits")
@@ -173,8 +175,12 @@ class _StepScope:
         parent = _get_frame() or active_frame()
         frame = _StepFrame(self.definition, parent, self.limits)
         parent.run.spans.append(frame)
-        if _spans.processors:
-            notify_start(frame)
+        if _spans.processors or registered_hooks:
+            self.announce(frame)
+        return frame
+
+    def announce(self, frame: _StepFrame) -> None:
+        notify_start(frame)
         if registered_hooks:
             token = _context.set_frame(frame)
             try:
@@ -184,7 +190,6 @@ class _StepScope:
                 raise
             finally:
                 _reset(token)
-        return frame
 
     async def aopen(self) -> _StepFrame:
         parent = _get_frame() or active_frame()
@@ -202,16 +207,23 @@ class _StepScope:
         return frame
 
     def complete(self, frame: Any) -> None:
+        # end_span, inlined for the common case.
+        frame.end_ns = time_ns()
+        frame.status = "ok"
         frame.outcome = "completed"
-        end_span(frame)
-        frame.run.step_ended(frame)
+        frame.run.ended_steps.append(frame)
+        if _spans.processors or registered_hooks:
+            self.announce_end(frame)
+
+    def announce_end(self, frame: _StepFrame) -> None:
+        notify_end(frame)
         if registered_hooks:
             _post_step(frame, "completed", None)
 
     async def acomplete(self, frame: Any) -> None:
         frame.outcome = "completed"
         end_span(frame)
-        frame.run.step_ended(frame)
+        frame.run.ended_steps.append(frame)
         if registered_hooks:
             await _apost_step(frame, "completed", None)
 
@@ -298,9 +310,51 @@ def _wrap(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
         wrapper = _wrap_gen(fn, scope)
     elif is_coroutine:
         wrapper = _wrap_async(fn, scope)
+    elif isinstance(scope, _StepScope):
+        wrapper = _wrap_sync_step(fn, scope)
     else:
         wrapper = _wrap_sync(fn, scope)
     return functools.wraps(fn)(wrapper)
+
+
+def _wrap_sync_step(fn: Callable[..., Any], scope: _StepScope) -> Callable[..., Any]:
+    """``_wrap_sync`` for steps, with ``scope.open``/``complete`` inlined: this
+    is the path every plain step call takes."""
+    definition = scope.definition
+    limits = scope.limits
+    announce = scope.announce
+    announce_end = scope.announce_end
+    fail = scope.fail
+
+    def step_call(*args: Any, **kwargs: Any) -> Any:
+        parent = _get_frame() or active_frame()
+        frame = _StepFrame(definition, parent, limits)
+        run = parent.run
+        run.spans.append(frame)
+        if _spans.processors or registered_hooks:
+            announce(frame)
+        token = _set_frame(frame)
+        try:
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                _reset_frame(token)
+        except BaseException as exc:
+            error = fail(frame, exc)
+            if error is None:
+                return None
+            if error is exc:
+                raise
+            raise error from exc
+        frame.end_ns = time_ns()
+        frame.status = "ok"
+        frame.outcome = "completed"
+        run.ended_steps.append(frame)
+        if _spans.processors or registered_hooks:
+            announce_end(frame)
+        return result
+
+    return step_call
 
 
 def _wrap_sync(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
@@ -330,8 +384,12 @@ def _wrap_sync(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
 
 
 def _wrap_async(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
+    open_scope = scope.open
+    aopen_scope = scope.aopen
+
     async def scoped(*args: Any, **kwargs: Any) -> Any:
-        frame = await scope.aopen()
+        # Without hooks nothing needs awaiting: take the synchronous path.
+        frame = await aopen_scope() if registered_hooks else open_scope()
         token = _set_frame(frame)
         try:
             try:
@@ -346,7 +404,10 @@ def _wrap_async(fn: Callable[..., Any], scope: _Scope) -> Callable[..., Any]:
             if error is exc:
                 raise
             raise error from exc
-        await scope.acomplete(frame)
+        if registered_hooks:
+            await scope.acomplete(frame)
+        else:
+            scope.complete(frame)
         return result
 
     return scoped

@@ -213,6 +213,11 @@ def end_span(span: Span, error: BaseException | str | None = None) -> None:
     else:
         span.status = "error"
         span.error = error if isinstance(error, str) else describe_error(error)
+    notify_end(span)
+
+
+def notify_end(span: Span) -> None:
+    """Hand a just-ended span to every processor."""
     for processor in processors:
         try:
             processor.on_end(span)
