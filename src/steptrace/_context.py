@@ -38,13 +38,13 @@ class Frame(Span):
     """One scope on the active stack, and its span: the run's root, a persona, a
     step, or a user span.
 
-    ``ledger`` is the frame's own budget ledger: the run's root and personas
-    always have one, steps only when they have a budget, user spans never.
-    ``accounted`` lists, innermost first, the ledgers a usage record must update:
-    this frame's and every enclosing one.
+    ``accounted`` lists, innermost first, the budget ledgers a usage record must
+    update: this frame's own (the run's root and personas always have one, steps
+    only when they have a budget, user spans never) and every enclosing one.
+    Only what the hot path reads is stored; the rest is derived.
     """
 
-    __slots__ = ("accounted", "ledger", "parent", "persona", "run", "step")
+    __slots__ = ("accounted", "parent", "run", "step")
 
     def __init__(
         self,
@@ -60,15 +60,28 @@ class Frame(Span):
         )
         self.parent = parent
         self.run = run
-        self.ledger = ledger
         if parent is None:
             self.step: StepFrame | None = None
-            self.persona: PersonaFrame | None = None
             self.accounted: tuple[Ledger, ...] = () if ledger is None else (ledger,)
         else:
             self.step = parent.step
-            self.persona = parent.persona
             self.accounted = parent.accounted if ledger is None else (ledger, *parent.accounted)
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """This frame's own budget ledger, if it keeps one."""
+        accounted = self.accounted
+        return accounted[0] if accounted and accounted[0].owner is self else None
+
+    @property
+    def persona(self) -> PersonaFrame | None:
+        """The innermost persona frame enclosing (or being) this frame."""
+        frame: Frame | None = self
+        while frame is not None:
+            if isinstance(frame, PersonaFrame):
+                return frame
+            frame = frame.parent
+        return None
 
 
 class PersonaFrame(Frame):
@@ -86,7 +99,6 @@ class PersonaFrame(Frame):
             {"persona": definition.name},
         )
         self.definition = definition
-        self.persona = self
 
 
 class StepFrame(Frame):
@@ -107,7 +119,6 @@ class StepFrame(Frame):
         "own_input_tokens",
         "own_llm_calls",
         "own_output_tokens",
-        "record",
     )
 
     kind = SpanKind.STEP  # a constant for steps: shadows the inherited slot
@@ -126,13 +137,10 @@ class StepFrame(Frame):
         self.parent = parent
         self.run = run
         self.step = self
-        self.persona = parent.persona
         if limits is None:
-            self.ledger = None
             self.accounted = parent.accounted
         else:
-            self.ledger = ledger = Ledger("step", definition.name, *limits, self)
-            self.accounted = (ledger, *parent.accounted)
+            self.accounted = (Ledger("step", definition.name, *limits, self), *parent.accounted)
         self.definition = definition
         self.own_input_tokens = 0
         self.own_output_tokens = 0
@@ -141,8 +149,6 @@ class StepFrame(Frame):
         self.last_model: str | None = None
         self.outcome: str | None = None
         """The ledger status once ended: completed, failed, skipped, escalated."""
-        self.record: Any = None
-        """The ``CompletedStep`` built from this frame, once someone asked."""
 
     @property
     def persona_name(self) -> str | None:

@@ -147,6 +147,8 @@ class Run:
         self._token: Any = None
         self.ended_steps: list[_context.StepFrame] = []
         """Ended step frames, in order; ``completed_steps`` is built from them."""
+        self.ledger_rows: dict[int, CompletedStep] = {}
+        """Ledger rows already built, by span id."""
         self.ledger = Ledger("run", self.name, *_context.budget_limits(self.budget))
         self.root = _context.Frame(
             self.name, SpanKind.RUN, None, self, self.ledger, {"run.name": self.name}
@@ -268,10 +270,11 @@ _STATUSES = ("completed", "failed", "skipped", "escalated")
 
 def _ledger_row(frame: _context.StepFrame) -> CompletedStep:
     # Built on first request and kept: the hot path only appends the frame.
-    row = frame.record
+    rows = frame.run.ledger_rows
+    row = rows.get(frame.span_id)
     if row is None:
         definition = frame.definition
-        row = frame.record = CompletedStep(
+        row = rows[frame.span_id] = CompletedStep(
             definition.name,
             definition.function,
             frame.last_model or definition.model,
