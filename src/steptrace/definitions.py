@@ -221,17 +221,6 @@ def step_definition_for(function: str | Callable[..., Any]) -> StepDefinition | 
         return _steps.get(function)
 
 
-def persona_definition_for(function: str | Callable[..., Any]) -> PersonaDefinition | None:
-    """The persona definition registered for a function name or decorated callable."""
-    if not isinstance(function, str):
-        attached = getattr(function, "__steptrace_persona__", None)
-        if isinstance(attached, PersonaDefinition):
-            return attached
-        function = function_key(function)
-    with _lock:
-        return _personas.get(function)
-
-
 def is_tracked_function(function_name: str) -> bool:
     """True when a step or persona is registered under this function name."""
     with _lock:
