@@ -48,6 +48,10 @@ class Budget(FrozenRecord):
         self._set("max_tokens", _check_max_tokens(max_tokens, "Budget"))
         self._set("max_usd", _check_max_usd(max_usd, "Budget"))
 
+    @property
+    def is_unlimited(self) -> bool:
+        return self.max_tokens is None and self.max_usd is None
+
     def to_dict(self) -> dict[str, Any]:
         return {"max_tokens": self.max_tokens, "max_usd": self.max_usd}
 
