@@ -4,7 +4,15 @@
 
     StepTraceError                 base of everything steptrace raises on purpose
     ├── BudgetExhausted            a step, persona or run budget ran out (seed dict shape)
-    └── PricingUnknown             a USD budget is in force and the model has no price
+    ├── PricingUnknown             a USD budget is in force and the model has no price
+    ├── NoProviderConfigured       llm_call cannot tell which provider or model to use
+    ├── SchemaValidationFailed     the model's output failed its schema on every attempt
+    └── ProviderError              a model provider refused or failed a request
+        ├── AuthenticationFailed   bad or missing credentials (not retried)
+        ├── BadRequest             the provider rejected the request (not retried)
+        ├── RateLimited            429 / overloaded (retried with backoff)
+        ├── ProviderTimeout        the request timed out (retried)
+        └── ProviderUnavailable    connection failure or 5xx (retried)
 
 Bad step, persona, hook or budget metadata raises the builtin ``ValueError`` or
 ``TypeError``, with a message naming the step (or persona) and the field, because
@@ -21,8 +29,16 @@ import math
 from typing import Any, Literal
 
 __all__ = [
+    "AuthenticationFailed",
+    "BadRequest",
     "BudgetExhausted",
+    "NoProviderConfigured",
     "PricingUnknown",
+    "ProviderError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "SchemaValidationFailed",
     "StepTraceError",
     "is_budget_exhausted",
     "mark_escalated",
@@ -197,6 +213,116 @@ class PricingUnknown(StepTraceError):
 
 def _rebuild_pricing_unknown(model: str, scope: ScopeKind, scope_name: str) -> PricingUnknown:
     return PricingUnknown(model, scope=scope, scope_name=scope_name)
+
+
+class NoProviderConfigured(StepTraceError):
+    """``llm_call`` has no model, or no provider it may use for the model.
+
+    The message says what to configure; steptrace never falls back to the
+    offline scripted provider silently."""
+
+
+class SchemaValidationFailed(StepTraceError):
+    """The output failed ``output_schema`` on the first attempt and every retry.
+
+    ``errors`` holds each attempt's validation errors (attempt 0 first) and
+    ``raw_text`` the last attempt's output."""
+
+    def __init__(self, errors: list[list[str]], raw_text: str) -> None:
+        self.errors = errors
+        self.raw_text = raw_text
+        last = "; ".join(errors[-1]) if errors else "no errors recorded"
+        super().__init__(
+            f"output failed its schema on all {len(errors)} attempt(s); last errors: {last}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors, self.raw_text))
+
+
+class ProviderError(StepTraceError):
+    """A provider refused or failed a request, translated at the boundary.
+
+    ``retryable`` says whether ``llm_call`` retries it. The message never holds
+    a credential: providers pass it through ``redact`` before raising."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.status_code = status_code
+        self.request_id = request_id
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_provider_error,
+            (
+                type(self),
+                str(self),
+                self.provider,
+                self.model,
+                self.status_code,
+                self.request_id,
+                self.retry_after,
+            ),
+        )
+
+
+def _rebuild_provider_error(
+    cls: type[ProviderError],
+    message: str,
+    provider: str,
+    model: str | None,
+    status_code: int | None,
+    request_id: str | None,
+    retry_after: float | None,
+) -> ProviderError:
+    return cls(
+        message,
+        provider=provider,
+        model=model,
+        status_code=status_code,
+        request_id=request_id,
+        retry_after=retry_after,
+    )
+
+
+class AuthenticationFailed(ProviderError):
+    """Credentials missing, invalid or not allowed this model (401/403)."""
+
+
+class BadRequest(ProviderError):
+    """The provider rejected the request as malformed or unsupported (400/404/422)."""
+
+
+class RateLimited(ProviderError):
+    """Rate limited or overloaded (429, 529); retried after ``retry_after`` or backoff."""
+
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    """The request timed out; retried."""
+
+    retryable = True
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached or failed (connection error, 5xx); retried."""
+
+    retryable = True
 
 
 def is_budget_exhausted(err: BaseException) -> bool:

@@ -1,0 +1,189 @@
+"""The data that crosses the provider boundary, and what ``llm_call`` returns.
+
+``LlmRequest`` is what ``llm_call`` hands a provider (the model already stripped
+of any ``provider:`` prefix); ``LlmResponse`` is what a provider hands back,
+with the provider's own token counts. Both are provider-neutral: each provider
+module translates them to and from its SDK. ``LlmResult`` is the caller's view
+of a finished call, with the priced cost and parsed output.
+
+Token conventions (the same as the core's ``record_llm_usage``):
+``input_tokens`` counts every prompt token, cached ones included;
+``cache_read_tokens`` and ``cache_write_tokens`` say how many of them were read
+from or written to the provider's prompt cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "LlmRequest",
+    "LlmResponse",
+    "LlmResult",
+    "Message",
+    "Provider",
+    "ToolCall",
+    "ToolSpec",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolCall:
+    """A tool call the model asked for. ``arguments`` is the parsed JSON object
+    (empty when the model sent invalid JSON; ``raw_arguments`` keeps the text)."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    raw_arguments: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    """One chat message. ``tool_calls`` on assistant messages; ``tool_call_id``
+    on tool results."""
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def coerce(cls, value: Message | Mapping[str, Any], where: str) -> Message:
+        """Accept a ``Message`` or an OpenAI-style dict ``{"role": ..., "content": ...}``."""
+        if isinstance(value, Message):
+            return value
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{where}: expected a Message or a dict, got {type(value).__name__}")
+        role = value.get("role")
+        if role not in ("system", "user", "assistant", "tool"):
+            raise ValueError(
+                f"{where}: role must be system, user, assistant or tool, got {role!r}"
+            )
+        content = value.get("content", "")
+        if not isinstance(content, str):
+            raise TypeError(f"{where}: content must be a string, got {type(content).__name__}")
+        return cls(
+            role=role,
+            content=content,
+            tool_call_id=value.get("tool_call_id"),
+            name=value.get("name"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolSpec:
+    """A tool offered to the model: its name, description and JSON Schema."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LlmRequest:
+    """A provider-neutral completion request.
+
+    ``response_schema`` asks for native structured output when the provider has
+    it (``{"name": ..., "schema": {...}}``); the caller validates regardless.
+    When ``stream`` is true the provider must use its streaming API, call
+    ``on_text`` with each text delta as it arrives, and still return the whole
+    response with its usage. ``options`` passes provider-specific parameters.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    response_schema: Mapping[str, Any] | None = None
+    stream: bool = False
+    on_text: Callable[[str], None] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def fingerprint_data(self) -> dict[str, Any]:
+        """The request as plain data, for replay fingerprints and transcripts."""
+        return {
+            "model": self.model,
+            "messages": [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "tool_calls": [
+                        {"id": c.id, "name": c.name, "arguments": dict(c.arguments)}
+                        for c in m.tool_calls
+                    ],
+                    "tool_call_id": m.tool_call_id,
+                }
+                for m in self.messages
+            ],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "tools": [
+                {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}
+                for t in self.tools
+            ],
+            "response_schema": None if self.response_schema is None else dict(self.response_schema),
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LlmResponse:
+    """What a provider returns: the text, tool calls and its real usage."""
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    tool_calls: tuple[ToolCall, ...] = ()
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    response_id: str | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LlmResult:
+    """The result of ``llm_call``: the final attempt's output and the usage of
+    every attempt (schema retries included) summed."""
+
+    text: str
+    data: Any
+    """The validated output when ``output_schema`` was given, else None."""
+    tool_calls: tuple[ToolCall, ...]
+    model: str
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    cache_tokens: int
+    cost_usd: float | None
+    """Priced cost of all attempts; None when the price is unknown."""
+    duration_ms: int
+    response_id: str | None
+    attempts: int = 1
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model provider. Implementations: ``openai``, ``anthropic``,
+    ``scripted``, ``replay`` (``steptrace.llm.providers``).
+
+    Contract: translate ``LlmRequest`` to the provider's API and the response
+    back, with the provider's real token counts; raise ``ProviderError``
+    subclasses (never SDK exceptions) with messages free of credentials; do no
+    retrying (``llm_call`` retries what is retryable) and no accounting.
+    """
+
+    name: str
+
+    def complete(self, request: LlmRequest) -> LlmResponse: ...
+
+    async def acomplete(self, request: LlmRequest) -> LlmResponse: ...

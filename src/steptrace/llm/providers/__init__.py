@@ -1,0 +1,1 @@
+"""Provider implementations; each third-party SDK is imported only by its module."""

@@ -1,0 +1,151 @@
+"""A small real HTTP server on 127.0.0.1 for faking model APIs in tests.
+
+The official SDKs are exercised through their whole transport by pointing their
+``base_url`` at this server. It knows nothing about any API: API modules
+register a route (method + path) with a handler that receives the parsed JSON
+body and headers and returns a ``Reply``: a JSON body with a status code, or a
+server-sent-events stream. Every request is kept in ``requests`` so tests can
+assert on exactly what an SDK sent. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["FakeServer", "RecordedRequest", "Reply"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response: ``body`` as JSON with ``status``, or, when ``events`` is set, a
+    ``text/event-stream`` of ``(event name or None, data)`` pairs (data is JSON
+    unless it is a string, which is sent as is, e.g. ``[DONE]``)."""
+
+    status: int = 200
+    body: Any = None
+    events: Iterable[tuple[str | None, Any]] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+
+
+Handler = Callable[[RecordedRequest], Reply]
+
+
+class FakeServer:
+    """``with FakeServer() as server: ... server.url ...``; routes via ``route``."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str], Handler] = {}
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self._routes[(method.upper(), path)] = handler
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        if self._httpd is None:
+            raise RuntimeError("FakeServer is not running: use it as a context manager")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeServer:
+        server = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass  # keep test output clean
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self._dispatch("POST")
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._dispatch("GET")
+
+            def _dispatch(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body: Any = json.loads(raw) if raw else None
+                except json.JSONDecodeError:
+                    body = raw.decode("utf-8", "replace")
+                path = self.path.split("?", 1)[0]
+                request = RecordedRequest(
+                    method, path, {k.lower(): v for k, v in self.headers.items()}, body
+                )
+                with server._lock:
+                    server.requests.append(request)
+                handler = server._routes.get((method, path))
+                if handler is None:
+                    reply = Reply(404, {"error": {"message": f"no fake route {method} {path}"}})
+                else:
+                    try:
+                        reply = handler(request)
+                    except Exception as exc:  # a bug in a fake must show, not hang
+                        reply = Reply(500, {"error": {"message": f"fake handler failed: {exc}"}})
+                self._send(reply)
+
+            def _send(self, reply: Reply) -> None:
+                if reply.events is None:
+                    payload = json.dumps(reply.body).encode()
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                for event, data in reply.events:
+                    text = data if isinstance(data, str) else json.dumps(data)
+                    chunk = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
+                    self.wfile.write(chunk.encode())
+                    self.wfile.flush()
+                self.close_connection = True
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="steptrace-fake-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
