@@ -61,8 +61,8 @@ class FakeServer:
         """``http://127.0.0.1:PORT`` (no trailing slash)."""
         if self._httpd is None:
             raise RuntimeError("FakeServer is not running: use it as a context manager")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._httpd.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def start(self) -> FakeServer:
         server = self
