@@ -1,8 +1,10 @@
-"""Every test starts in a fresh default run, with no hooks, in strict mode.
+"""Every test starts in a fresh default run, with no hooks, in strict mode, and
+may reach no address outside the loopback range.
 
 Strict mode makes a failing hook or span processor raise, so a test cannot pass
 while observability code is silently broken; tests of the lenient behaviour
-switch it off themselves.
+switch it off themselves. The network guard fails any test that tried to
+connect elsewhere, even when an SDK swallowed the refusal and retried.
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ from collections.abc import Iterator
 import pytest
 
 import steptrace
+from steptrace.testing import block_network
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> Iterator[None]:
+    with block_network() as attempts:
+        yield
+    assert attempts == [], f"test tried to reach the network: {attempts}"
 
 
 @pytest.fixture(autouse=True)

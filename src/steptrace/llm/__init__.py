@@ -1,1 +1,50 @@
-"""steptrace.llm: ``llm_call`` with budgets, tracing and schema retry, over real providers."""
+"""steptrace.llm: model calls that respect every budget and leave a record.
+
+``llm_call``/``allm_call`` call a model through a ``Provider`` (OpenAI,
+Anthropic, any OpenAI-compatible server, the scripted provider, or replay of a
+recorded cassette): pre-flight budget check, retries of retryable provider
+errors, the provider's real usage and priced cost recorded into the active
+step, an ``LlmCall`` event and GenAI-attributed spans, and output-schema
+validation with re-prompting. ``instrument(client)`` gives an SDK client you
+already have the same accounting. Providers and SDKs load only when used.
+"""
+
+from ..errors import (
+    AuthenticationFailed,
+    BadRequest,
+    NoProviderConfigured,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    SchemaValidationFailed,
+)
+from ._call import DEFAULT_MAX_OUTPUT_TOKENS, allm_call, estimate_input_tokens, llm_call
+from ._config import RetryPolicy, configure
+from ._redact import redact
+from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
+
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "AuthenticationFailed",
+    "BadRequest",
+    "LlmRequest",
+    "LlmResponse",
+    "LlmResult",
+    "Message",
+    "NoProviderConfigured",
+    "Provider",
+    "ProviderError",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RetryPolicy",
+    "SchemaValidationFailed",
+    "ToolCall",
+    "ToolSpec",
+    "allm_call",
+    "configure",
+    "estimate_input_tokens",
+    "llm_call",
+    "redact",
+]

@@ -62,9 +62,7 @@ class Message:
             raise TypeError(f"{where}: expected a Message or a dict, got {type(value).__name__}")
         role = value.get("role")
         if role not in ("system", "user", "assistant", "tool"):
-            raise ValueError(
-                f"{where}: role must be system, user, assistant or tool, got {role!r}"
-            )
+            raise ValueError(f"{where}: role must be system, user, assistant or tool, got {role!r}")
         content = value.get("content", "")
         if not isinstance(content, str):
             raise TypeError(f"{where}: content must be a string, got {type(content).__name__}")

@@ -1,0 +1,382 @@
+"""``llm_call`` and ``allm_call``: one model call, budgeted, traced and validated.
+
+Each call: resolve the model and provider (``_config``), then per attempt
+refuse before sending if the worst case cannot fit the active budgets
+(``check_budget`` with a conservative input estimate and the output cap), send
+the request with retries of retryable provider errors (each request its own
+``chat <model>`` span with OpenTelemetry GenAI attributes, failed ones marked
+``error``), record the provider's real usage and priced cost into the active
+step (``record_llm_usage``), emit an ``LlmCall`` event, and when an
+``output_schema`` is given validate the answer: on failure re-prompt with the
+errors (the nudge) up to ``schema_retries`` times, one ``SchemaRetry`` event a
+retry, and raise ``SchemaValidationFailed`` after the last. ``_Call`` holds
+the logic; the sync and async functions only differ in how they wait.
+
+The input estimate needs no tokenizer and no network: ``ceil(characters / 3)``
+plus 4 tokens a message, an overestimate for English and code (which run at
+about 4 characters a token), so the pre-flight errs on refusing. A call
+without ``max_tokens`` is checked against ``DEFAULT_MAX_OUTPUT_TOKENS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .._accounting import arecord_llm_usage, check_budget, record_llm_usage
+from .._config import settings as core_settings
+from ..errors import ProviderError, SchemaValidationFailed
+from ..events import LlmCall, SchemaRetry
+from ..runtime import active_step_model_default
+from ..spans import Span, SpanKind
+from ..tracing import emit_event, span
+from . import _config
+from ._schema import OutputSchema, nudge
+from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolSpec
+
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "allm_call", "estimate_input_tokens", "llm_call"]
+
+logger = logging.getLogger("steptrace")
+
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+"""The output bound assumed by the pre-flight check of a call without max_tokens."""
+
+ESTIMATE_CHARS_PER_TOKEN = 3
+ESTIMATE_TOKENS_PER_MESSAGE = 4
+
+
+def estimate_input_tokens(request: LlmRequest) -> int:
+    """A conservative, offline bound on the request's prompt tokens."""
+    chars = 0
+    for message in request.messages:
+        chars += len(message.content)
+        for call in message.tool_calls:
+            chars += len(call.name) + len(json.dumps(dict(call.arguments)))
+    for tool in request.tools:
+        chars += len(tool.name) + len(tool.description) + len(json.dumps(dict(tool.parameters)))
+    if request.response_schema is not None:
+        chars += len(json.dumps(dict(request.response_schema)))
+    return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(
+        request.messages
+    )
+
+
+def _tool_spec(value: ToolSpec | Mapping[str, Any], index: int) -> ToolSpec:
+    if isinstance(value, ToolSpec):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        return ToolSpec(
+            name=value["name"],
+            description=str(value.get("description", "")),
+            parameters=value.get("parameters") or {"type": "object", "properties": {}},
+        )
+    raise TypeError(
+        f"llm_call: tools[{index}] must be a ToolSpec or a dict with a name, got {value!r}"
+    )
+
+
+class _Call:
+    """The state of one ``llm_call`` across its attempts (no I/O here)."""
+
+    def __init__(
+        self,
+        prompt: str | None,
+        system: str | None,
+        model: str | None,
+        messages: Sequence[Message | Mapping[str, Any]] | None,
+        output_schema: Any,
+        schema_retries: int,
+        max_tokens: int | None,
+        temperature: float | None,
+        provider: Provider | str | None,
+        tools: Sequence[ToolSpec | Mapping[str, Any]] | None,
+        on_text: Callable[[str], None] | None,
+    ) -> None:
+        if prompt is not None and not isinstance(prompt, str):
+            raise TypeError(f"llm_call: prompt must be a string, got {type(prompt).__name__}")
+        if system is not None and not isinstance(system, str):
+            raise TypeError(f"llm_call: system must be a string, got {type(system).__name__}")
+        if isinstance(schema_retries, bool) or not isinstance(schema_retries, int):
+            raise TypeError(f"llm_call: schema_retries must be an int, got {schema_retries!r}")
+        if schema_retries < 0:
+            raise ValueError(f"llm_call: schema_retries must be >= 0, got {schema_retries}")
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0
+        ):
+            raise ValueError(f"llm_call: max_tokens must be a positive int, got {max_tokens!r}")
+        built: list[Message] = []
+        if system is not None:
+            built.append(Message(role="system", content=system))
+        built.extend(
+            Message.coerce(m, f"llm_call: messages[{i}]") for i, m in enumerate(messages or ())
+        )
+        if prompt is not None:
+            built.append(Message(role="user", content=prompt))
+        if not any(m.role != "system" for m in built):
+            raise ValueError("llm_call: nothing to send: pass a prompt or messages")
+        self.messages = built
+        requested_model = model or active_step_model_default() or _config.settings.default_model
+        self.provider, self.model = _config.resolve(requested_model, provider)
+        self.schema = None if output_schema is None else OutputSchema.of(output_schema)
+        self.schema_retries = schema_retries
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.tools = tuple(_tool_spec(t, i) for i, t in enumerate(tools or ()))
+        self.on_text = on_text
+        self.errors: list[list[str]] = []
+        self.input_tokens = self.output_tokens = self.cache_tokens = self.duration_ms = 0
+        self.cost_usd: float | None = 0.0
+        self.attempt = 0
+
+    # -- per attempt --------------------------------------------------------------
+
+    def request(self) -> LlmRequest:
+        request = LlmRequest(
+            model=self.model,
+            messages=tuple(self.messages),
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            tools=self.tools,
+            response_schema=None if self.schema is None else self.schema.request_format,
+            stream=self.on_text is not None,
+            on_text=self.on_text,
+        )
+        check_budget(
+            self.model,
+            estimate_input_tokens(request),
+            self.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
+        )
+        return request
+
+    def request_span(self, request: LlmRequest) -> span:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": self.provider.name,
+            "gen_ai.request.model": self.model,
+        }
+        if request.max_tokens is not None:
+            attributes["gen_ai.request.max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            attributes["gen_ai.request.temperature"] = request.temperature
+        return span(f"chat {self.model}", kind=SpanKind.LLM_CALL, **attributes)
+
+    def retry_delay(self, error: ProviderError, retry: int, request_span: Span) -> float | None:
+        """Seconds to wait before retry number ``retry``, or None to give up."""
+        policy = _config.settings.retry
+        if not error.retryable or retry > policy.max_retries:
+            return None
+        delay = policy.delay(retry, error.retry_after)
+        request_span.set("steptrace.retry_in_s", delay)
+        logger.info(
+            "steptrace: %s %s failed (%s); retry %d of %d in %.2fs",
+            self.provider.name,
+            self.model,
+            type(error).__name__,
+            retry,
+            policy.max_retries,
+            delay,
+        )
+        return delay
+
+    def usage(self, response: LlmResponse, duration_ms: int, request_span: Span) -> dict[str, Any]:
+        """Describe the response on its span, emit ``LlmCall``, and return the
+        arguments for ``record_llm_usage`` (which the caller makes)."""
+        source = core_settings.price_source
+        cost = (
+            None
+            if source is None
+            else source.cost_usd(
+                self.model,
+                response.input_tokens,
+                response.output_tokens,
+                cache_read_tokens=response.cache_read_tokens,
+                cache_write_tokens=response.cache_write_tokens,
+            )
+        )
+        request_span.metadata.update(
+            {
+                "gen_ai.response.model": response.model,
+                "gen_ai.response.id": response.response_id,
+                "gen_ai.response.finish_reasons": [response.finish_reason or "unknown"],
+                "gen_ai.usage.input_tokens": response.input_tokens,
+                "gen_ai.usage.output_tokens": response.output_tokens,
+                "steptrace.cache_read_tokens": response.cache_read_tokens,
+                "steptrace.cost_usd": cost,
+            }
+        )
+        emit_event(
+            LlmCall(
+                call_id=response.response_id or uuid.uuid4().hex[:16],
+                model=self.model,
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cache_tokens=response.cache_read_tokens,
+                duration_ms=duration_ms,
+                iteration=0,
+            )
+        )
+        self.input_tokens += response.input_tokens
+        self.output_tokens += response.output_tokens
+        self.cache_tokens += response.cache_read_tokens
+        self.duration_ms += duration_ms
+        self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
+        return {
+            "model": self.model,
+            "input_tokens": response.input_tokens,
+            "output_tokens": response.output_tokens,
+            "cost_usd": cost,
+            "duration_ms": duration_ms,
+            "cache_tokens": response.cache_read_tokens,
+        }
+
+    def conclude(self, response: LlmResponse) -> LlmResult | None:
+        """The result, or None after queueing a schema retry; raises
+        ``SchemaValidationFailed`` after the last retry."""
+        data: Any = None
+        if self.schema is not None and not response.tool_calls:
+            data, errors = self.schema.validate(response.text)
+            if errors:
+                self.errors.append(errors)
+                if self.attempt >= self.schema_retries:
+                    raise SchemaValidationFailed(self.errors, response.text)
+                self.attempt += 1
+                emit_event(SchemaRetry(attempt=self.attempt, errors=tuple(errors), nudge_used=True))
+                self.messages.append(Message(role="assistant", content=response.text))
+                self.messages.append(Message(role="user", content=nudge(errors, self.schema)))
+                return None
+        return LlmResult(
+            text=response.text,
+            data=data,
+            tool_calls=response.tool_calls,
+            model=response.model,
+            provider=self.provider.name,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_tokens=self.cache_tokens,
+            cost_usd=self.cost_usd,
+            duration_ms=self.duration_ms,
+            response_id=response.response_id,
+            attempts=self.attempt + 1,
+        )
+
+
+def llm_call(
+    prompt: str | None = None,
+    system: str | None = None,
+    *,
+    model: str | None = None,
+    messages: Sequence[Message | Mapping[str, Any]] | None = None,
+    output_schema: Any = None,
+    schema_retries: int = 2,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    provider: Provider | str | None = None,
+    tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> LlmResult:
+    """Call a model once (plus schema retries), inside every active budget.
+
+    ``model``: explicit, else the active step's, else the configured default.
+    ``messages`` come after ``system`` and before ``prompt``. ``output_schema``:
+    a pydantic model, dataclass, TypedDict or JSON Schema dict; the validated
+    value is ``result.data``. ``on_text`` streams text deltas to a callback.
+    Raises ``BudgetExhausted`` (before sending when the worst case cannot fit),
+    ``SchemaValidationFailed``, ``ProviderError`` subclasses after retries, and
+    ``NoProviderConfigured``.
+    """
+    call = _Call(
+        prompt,
+        system,
+        model,
+        messages,
+        output_schema,
+        schema_retries,
+        max_tokens,
+        temperature,
+        provider,
+        tools,
+        on_text,
+    )
+    with span("llm_call", kind=SpanKind.CUSTOM, **{"gen_ai.request.model": call.model}) as outer:
+        while True:
+            request = call.request()
+            retry = 0
+            while True:
+                started = time.perf_counter()
+                try:
+                    with call.request_span(request) as request_span:
+                        response = call.provider.complete(request)
+                    break
+                except ProviderError as error:  # the request's span ended as an error
+                    retry += 1
+                    delay = call.retry_delay(error, retry, request_span)
+                    if delay is None:
+                        raise
+                time.sleep(delay)
+            duration_ms = round((time.perf_counter() - started) * 1000)
+            record_llm_usage(**call.usage(response, duration_ms, request_span))
+            result = call.conclude(response)
+            if result is not None:
+                outer.set("steptrace.attempts", result.attempts)
+                return result
+
+
+async def allm_call(
+    prompt: str | None = None,
+    system: str | None = None,
+    *,
+    model: str | None = None,
+    messages: Sequence[Message | Mapping[str, Any]] | None = None,
+    output_schema: Any = None,
+    schema_retries: int = 2,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    provider: Provider | str | None = None,
+    tools: Sequence[ToolSpec | Mapping[str, Any]] | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> LlmResult:
+    """``llm_call`` for async code (same arguments, same guarantees)."""
+    import asyncio  # deferred: only async callers pay for it, and they have it loaded
+
+    call = _Call(
+        prompt,
+        system,
+        model,
+        messages,
+        output_schema,
+        schema_retries,
+        max_tokens,
+        temperature,
+        provider,
+        tools,
+        on_text,
+    )
+    async with span(
+        "llm_call", kind=SpanKind.CUSTOM, **{"gen_ai.request.model": call.model}
+    ) as outer:
+        while True:
+            request = call.request()
+            retry = 0
+            while True:
+                started = time.perf_counter()
+                try:
+                    async with call.request_span(request) as request_span:
+                        response = await call.provider.acomplete(request)
+                    break
+                except ProviderError as error:  # the request's span ended as an error
+                    retry += 1
+                    delay = call.retry_delay(error, retry, request_span)
+                    if delay is None:
+                        raise
+                await asyncio.sleep(delay)
+            duration_ms = round((time.perf_counter() - started) * 1000)
+            await arecord_llm_usage(**call.usage(response, duration_ms, request_span))
+            result = call.conclude(response)
+            if result is not None:
+                outer.set("steptrace.attempts", result.attempts)
+                return result
