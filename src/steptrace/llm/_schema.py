@@ -15,7 +15,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, is_typeddict
+from typing import Any
 
 __all__ = ["OutputSchema", "nudge"]
 
@@ -78,7 +78,7 @@ class OutputSchema:
     def _from_type(cls, schema: type) -> OutputSchema:
         if not (
             dataclasses.is_dataclass(schema)
-            or is_typeddict(schema)
+            or hasattr(schema, "__required_keys__")  # any TypedDict, typing_extensions' too
             or hasattr(schema, "model_json_schema")
         ):
             raise TypeError(
