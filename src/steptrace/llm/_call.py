@@ -10,7 +10,9 @@ step (``record_llm_usage``), emit an ``LlmCall`` event, and when an
 ``output_schema`` is given validate the answer: on failure re-prompt with the
 errors (the nudge) up to ``schema_retries`` times, one ``SchemaRetry`` event a
 retry, and raise ``SchemaValidationFailed`` after the last. ``_Call`` holds
-the logic; the sync and async functions only differ in how they wait.
+the logic; the sync and async functions only differ in how they wait. Every
+request (first try, provider retry, schema retry) is one span under the caller's
+current span, as in the OpenTelemetry GenAI conventions.
 
 The input estimate needs no tokenizer and no network: ``ceil(characters / 3)``
 plus 4 tokens a message, an overestimate for English and code (which run at
@@ -158,6 +160,7 @@ class _Call:
             "gen_ai.operation.name": "chat",
             "gen_ai.system": self.provider.name,
             "gen_ai.request.model": self.model,
+            "steptrace.schema_attempt": self.attempt,
         }
         if request.max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
@@ -302,28 +305,26 @@ def llm_call(
         tools,
         on_text,
     )
-    with span("llm_call", kind=SpanKind.CUSTOM, **{"gen_ai.request.model": call.model}) as outer:
+    while True:
+        request = call.request()
+        retry = 0
         while True:
-            request = call.request()
-            retry = 0
-            while True:
-                started = time.perf_counter()
-                try:
-                    with call.request_span(request) as request_span:
-                        response = call.provider.complete(request)
-                    break
-                except ProviderError as error:  # the request's span ended as an error
-                    retry += 1
-                    delay = call.retry_delay(error, retry, request_span)
-                    if delay is None:
-                        raise
-                time.sleep(delay)
-            duration_ms = round((time.perf_counter() - started) * 1000)
-            record_llm_usage(**call.usage(response, duration_ms, request_span))
-            result = call.conclude(response)
-            if result is not None:
-                outer.set("steptrace.attempts", result.attempts)
-                return result
+            started = time.perf_counter()
+            try:
+                with call.request_span(request) as request_span:
+                    response = call.provider.complete(request)
+                break
+            except ProviderError as error:  # the request's span ended as an error
+                retry += 1
+                delay = call.retry_delay(error, retry, request_span)
+                if delay is None:
+                    raise
+            time.sleep(delay)
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        record_llm_usage(**call.usage(response, duration_ms, request_span))
+        result = call.conclude(response)
+        if result is not None:
+            return result
 
 
 async def allm_call(
@@ -356,27 +357,23 @@ async def allm_call(
         tools,
         on_text,
     )
-    async with span(
-        "llm_call", kind=SpanKind.CUSTOM, **{"gen_ai.request.model": call.model}
-    ) as outer:
+    while True:
+        request = call.request()
+        retry = 0
         while True:
-            request = call.request()
-            retry = 0
-            while True:
-                started = time.perf_counter()
-                try:
-                    async with call.request_span(request) as request_span:
-                        response = await call.provider.acomplete(request)
-                    break
-                except ProviderError as error:  # the request's span ended as an error
-                    retry += 1
-                    delay = call.retry_delay(error, retry, request_span)
-                    if delay is None:
-                        raise
-                await asyncio.sleep(delay)
-            duration_ms = round((time.perf_counter() - started) * 1000)
-            await arecord_llm_usage(**call.usage(response, duration_ms, request_span))
-            result = call.conclude(response)
-            if result is not None:
-                outer.set("steptrace.attempts", result.attempts)
-                return result
+            started = time.perf_counter()
+            try:
+                async with call.request_span(request) as request_span:
+                    response = await call.provider.acomplete(request)
+                break
+            except ProviderError as error:  # the request's span ended as an error
+                retry += 1
+                delay = call.retry_delay(error, retry, request_span)
+                if delay is None:
+                    raise
+            await asyncio.sleep(delay)
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        await arecord_llm_usage(**call.usage(response, duration_ms, request_span))
+        result = call.conclude(response)
+        if result is not None:
+            return result

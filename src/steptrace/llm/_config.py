@@ -83,7 +83,7 @@ def configure(
                 )
             settings.default_model = default_model
         if provider is not _UNSET:
-            if provider is not None and not isinstance(provider, Provider):
+            if provider is not None and not _is_provider(provider):
                 raise TypeError(
                     f"configure: provider must implement complete/acomplete, got {provider!r}"
                 )
@@ -91,7 +91,7 @@ def configure(
         if providers is not _UNSET:
             registered: dict[str, Provider] = {}
             for name, value in (providers or {}).items():
-                if not isinstance(value, Provider):
+                if not _is_provider(value):
                     raise TypeError(f"configure: providers[{name!r}] is not a provider: {value!r}")
                 registered[name] = value
             settings.providers = registered
@@ -108,6 +108,21 @@ def reset_configuration() -> None:
         settings.default_provider = None
         settings.providers = {}
         settings.retry = RetryPolicy()
+
+
+_provider_types: set[type] = set()
+
+
+def _is_provider(value: object) -> bool:
+    """``isinstance(value, Provider)``, remembered per type: the protocol check
+    costs tens of microseconds, and this runs on every call."""
+    kind = type(value)
+    if kind in _provider_types:
+        return True
+    if isinstance(value, Provider):
+        _provider_types.add(kind)
+        return True
+    return False
 
 
 def _builtin(name: str) -> Provider:
@@ -149,7 +164,7 @@ def resolve(model: str | None, provider: Provider | str | None) -> tuple[Provide
     if isinstance(provider, str):
         return _named(provider, model), (rest if rest and prefix == provider else model)
     if provider is not None:
-        if not isinstance(provider, Provider):
+        if not _is_provider(provider):
             raise TypeError(f"llm_call: provider must be a Provider or a name, got {provider!r}")
         return provider, model
     if rest and (prefix in settings.providers or prefix in ("openai", "anthropic")):

@@ -1,0 +1,127 @@
+"""What the LLM layer adds to a model call, against the bare call, in one run.
+
+Rows (median of repeated runs, microseconds per call):
+
+- scripted provider, bare: ``provider.complete(request)`` with a prebuilt
+  request; the floor for the next row.
+- ``llm_call`` on the same provider inside a step inside a run: request
+  building, pre-flight check, two spans, pricing, ``record_llm_usage``, the
+  ``LlmCall`` event. Added = this minus the bare row.
+- OpenAI SDK against the fake server on 127.0.0.1, bare client vs the same
+  client after ``instrument(client)``. Added = the difference; an HTTP round
+  trip dominates both, so this row is noisier than the first.
+
+The target (from the LLM issue) is under 25 microseconds added per call.
+Run: ``.venv/bin/python benchmarks/bench_llm.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import steptrace
+from steptrace import llm
+from steptrace.llm import LlmRequest, Message
+from steptrace.testing import ScriptedProvider
+
+TARGET_US = 25.0
+
+
+class FlatPrices:
+    def cost_usd(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float | None:
+        return (input_tokens + 4 * output_tokens) / 1_000_000
+
+
+def per_call_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        with steptrace.run("bench"):
+            started = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples.append((time.perf_counter() - started) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def scripted_rows(calls: int, repeats: int) -> tuple[float, float]:
+    provider = ScriptedProvider(lambda request: "The answer is forty-two, as computed.")
+    request = LlmRequest(model="m", messages=(Message(role="user", content="What is it?"),))
+
+    @steptrace.step(model="m")
+    def bare() -> None:
+        for _ in range(calls):
+            provider.complete(request)
+
+    @steptrace.step(model="m")
+    def traced() -> None:
+        for _ in range(calls):
+            llm.llm_call("What is it?", provider=provider)
+
+    return (
+        per_call_us(bare, 1, repeats) / calls,
+        per_call_us(traced, 1, repeats) / calls,
+    )
+
+
+def openai_rows(calls: int, repeats: int) -> tuple[float, float] | None:
+    try:
+        import openai
+
+        from steptrace.testing import FakeOpenAI  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    with FakeOpenAI() as fake:
+        client = openai.OpenAI(base_url=fake.url + "/v1", api_key="sk-bench", max_retries=0)
+
+        def create() -> None:
+            client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "What is it?"}]
+            )
+
+        @steptrace.step(model="gpt-4o-mini")
+        def loop() -> None:
+            for _ in range(calls):
+                create()
+
+        bare = per_call_us(loop, 1, repeats) / calls
+        llm.instrument(client)
+        instrumented = per_call_us(loop, 1, repeats) / calls
+        llm.uninstrument(client)
+    return bare, instrumented
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls (smoke run)")
+    args = parser.parse_args()
+    calls, repeats = (200, 3) if args.quick else (2000, 7)
+    steptrace.configure(price_source=FlatPrices())
+    print(f"steptrace LLM layer overhead; {repeats} repeats, median microseconds per call")
+    bare, traced = scripted_rows(calls, repeats)
+    rows = [("scripted provider, bare complete()", bare, None), ("llm_call", traced, traced - bare)]
+    http = openai_rows(max(calls // 10, 20), repeats)
+    if http is not None:
+        rows += [
+            ("OpenAI SDK to fake server, bare", http[0], None),
+            ("OpenAI SDK, instrumented", http[1], http[1] - http[0]),
+        ]
+    print(f"{'row':<40} {'us/call':>9} {'added':>9}  target {TARGET_US:g} us")
+    for label, value, added in rows:
+        verdict = "" if added is None else ("PASS" if added < TARGET_US else "FAIL")
+        shown = "" if added is None else f"{added:9.1f}"
+        print(f"{label:<40} {value:9.1f} {shown:>9}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""``instrument(client)``: steptrace accounting for an SDK client you already have.
+
+Dispatches on the client's package: an ``openai`` client (``OpenAI``,
+``AsyncOpenAI``, or a compatible subclass) goes to ``instrument_openai``, an
+``anthropic`` client to ``instrument_anthropic``. Each wraps that one
+instance's create method, so calls through it are budget-checked before
+sending, accounted, traced and evented like ``llm_call``; ``uninstrument``
+restores it. Nothing global is patched.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+__all__ = ["instrument", "uninstrument"]
+
+C = TypeVar("C")
+
+
+def _family(client: object) -> str:
+    for cls in type(client).__mro__:
+        root = cls.__module__.split(".", 1)[0]
+        if root in ("openai", "anthropic"):
+            return root
+    raise TypeError(
+        f"instrument: {type(client).__name__} is neither an openai nor an anthropic client"
+    )
+
+
+def instrument(client: C) -> C:
+    """Account every call made through ``client``; returns the same client."""
+    if _family(client) == "openai":
+        from .instrument_openai import instrument_openai
+
+        instrument_openai(client)
+    else:
+        from .instrument_anthropic import instrument_anthropic
+
+        instrument_anthropic(client)
+    return client
+
+
+def uninstrument(client: C) -> C:
+    """Undo ``instrument``; returns the same client."""
+    if _family(client) == "openai":
+        from .instrument_openai import uninstrument_openai
+
+        uninstrument_openai(client)
+    else:
+        from .instrument_anthropic import uninstrument_anthropic
+
+        uninstrument_anthropic(client)
+    return client
