@@ -7,6 +7,8 @@
     ├── PricingUnknown             a USD budget is in force and the model has no price
     ├── NoProviderConfigured       llm_call cannot tell which provider or model to use
     ├── SchemaValidationFailed     the model's output failed its schema on every attempt
+    ├── CassetteError              a replay cassette is malformed (llm.providers.replay)
+    ├── ReplayMissing              replay has no recorded answer for a request (same module)
     └── ProviderError              a model provider refused or failed a request
         ├── AuthenticationFailed   bad or missing credentials (not retried)
         ├── BadRequest             the provider rejected the request (not retried)

@@ -23,6 +23,9 @@ from ._call import DEFAULT_MAX_OUTPUT_TOKENS, allm_call, estimate_input_tokens, 
 from ._config import RetryPolicy, configure
 from ._redact import redact
 from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
+from .instrument import instrument, uninstrument
+from .providers.replay import RecordingProvider, ReplayMissing, ReplayProvider
+from .providers.scripted import ScriptedProvider
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
@@ -38,13 +41,19 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "RecordingProvider",
+    "ReplayMissing",
+    "ReplayProvider",
     "RetryPolicy",
     "SchemaValidationFailed",
+    "ScriptedProvider",
     "ToolCall",
     "ToolSpec",
     "allm_call",
     "configure",
     "estimate_input_tokens",
+    "instrument",
     "llm_call",
     "redact",
+    "uninstrument",
 ]
