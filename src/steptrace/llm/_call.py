@@ -127,7 +127,12 @@ class _Call:
         self.schema = None if output_schema is None else OutputSchema.of(output_schema)
         self.schema_retries = schema_retries
         self.max_tokens = max_tokens
-        self.temperature = temperature
+        if temperature is not None and (
+            isinstance(temperature, bool) or not isinstance(temperature, int | float)
+        ):
+            raise TypeError(f"llm_call: temperature must be a number, got {temperature!r}")
+        # 1 and 1.0 must fingerprint alike for replay.
+        self.temperature = None if temperature is None else float(temperature)
         self.tools = tuple(_tool_spec(t, i) for i, t in enumerate(tools or ()))
         self.on_text = on_text
         self.errors: list[list[str]] = []
