@@ -9,6 +9,8 @@ validation with re-prompting. ``instrument(client)`` gives an SDK client you
 already have the same accounting. Providers and SDKs load only when used.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ..errors import (
     AuthenticationFailed,
     BadRequest,
@@ -27,8 +29,31 @@ from .instrument import instrument, uninstrument
 from .providers.replay import RecordingProvider, ReplayMissing, ReplayProvider
 from .providers.scripted import ScriptedProvider
 
+if TYPE_CHECKING:
+    from .providers.anthropic import AnthropicProvider
+    from .providers.openai import OpenAIProvider
+
+_LAZY_PROVIDERS = {
+    "OpenAIProvider": ".providers.openai",
+    "AnthropicProvider": ".providers.anthropic",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The SDK-backed providers load their SDK: import them only when asked for.
+    module = _LAZY_PROVIDERS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'steptrace.llm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
+    "AnthropicProvider",
     "AuthenticationFailed",
     "BadRequest",
     "LlmRequest",
@@ -36,6 +61,7 @@ __all__ = [
     "LlmResult",
     "Message",
     "NoProviderConfigured",
+    "OpenAIProvider",
     "Provider",
     "ProviderError",
     "ProviderTimeout",

@@ -192,8 +192,9 @@ class _Call:
         return delay
 
     def usage(self, response: LlmResponse, duration_ms: int, request_span: Span) -> dict[str, Any]:
-        """Describe the response on its span, emit ``LlmCall``, and return the
-        arguments for ``record_llm_usage`` (which the caller makes)."""
+        """Describe the response on its (still open) span, emit ``LlmCall``, and
+        return the arguments for ``record_llm_usage`` (which the caller makes
+        after the span ends, so a budget error is not the request's error)."""
         source = core_settings.price_source
         cost = (
             None
@@ -318,6 +319,8 @@ def llm_call(
             try:
                 with call.request_span(request) as request_span:
                     response = call.provider.complete(request)
+                    duration_ms = round((time.perf_counter() - started) * 1000)
+                    usage = call.usage(response, duration_ms, request_span)
                 break
             except ProviderError as error:  # the request's span ended as an error
                 retry += 1
@@ -325,8 +328,7 @@ def llm_call(
                 if delay is None:
                     raise
             time.sleep(delay)
-        duration_ms = round((time.perf_counter() - started) * 1000)
-        record_llm_usage(**call.usage(response, duration_ms, request_span))
+        record_llm_usage(**usage)
         result = call.conclude(response)
         if result is not None:
             return result
@@ -370,6 +372,8 @@ async def allm_call(
             try:
                 async with call.request_span(request) as request_span:
                     response = await call.provider.acomplete(request)
+                    duration_ms = round((time.perf_counter() - started) * 1000)
+                    usage = call.usage(response, duration_ms, request_span)
                 break
             except ProviderError as error:  # the request's span ended as an error
                 retry += 1
@@ -377,8 +381,7 @@ async def allm_call(
                 if delay is None:
                     raise
             await asyncio.sleep(delay)
-        duration_ms = round((time.perf_counter() - started) * 1000)
-        await arecord_llm_usage(**call.usage(response, duration_ms, request_span))
+        await arecord_llm_usage(**usage)
         result = call.conclude(response)
         if result is not None:
             return result

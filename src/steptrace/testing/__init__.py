@@ -2,15 +2,35 @@
 provider, and a guard that fails a test which reaches a real network address."""
 
 from ..llm.providers.scripted import ScriptedProvider, count_tokens
+from ._fake_openai import (
+    FAKE_OPENAI_API_KEY,
+    FakeOpenAI,
+    FakeOpenAIRoutes,
+    OpenAIErrorReply,
+    OpenAIReply,
+    OpenAIScript,
+    OpenAIToolCall,
+    add_openai_routes,
+    count_openai_tokens,
+)
 from ._network import NetworkBlocked, block_network
 from ._server import FakeServer, RecordedRequest, Reply
 
 __all__ = [
+    "FAKE_OPENAI_API_KEY",
+    "FakeOpenAI",
+    "FakeOpenAIRoutes",
     "FakeServer",
     "NetworkBlocked",
+    "OpenAIErrorReply",
+    "OpenAIReply",
+    "OpenAIScript",
+    "OpenAIToolCall",
     "RecordedRequest",
     "Reply",
     "ScriptedProvider",
+    "add_openai_routes",
     "block_network",
+    "count_openai_tokens",
     "count_tokens",
 ]

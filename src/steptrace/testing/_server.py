@@ -120,17 +120,23 @@ class FakeServer:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                for event, data in reply.events:
-                    text = data if isinstance(data, str) else json.dumps(data)
-                    chunk = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
-                    self.wfile.write(chunk.encode())
-                    self.wfile.flush()
+                try:
+                    for event, data in reply.events:
+                        text = data if isinstance(data, str) else json.dumps(data)
+                        chunk = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
+                        self.wfile.write(chunk.encode())
+                        self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client closed the stream early
                 self.close_connection = True
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="steptrace-fake-server", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits up to one poll
+            name="steptrace-fake-server",
+            daemon=True,
         )
         self._thread.start()
         return self

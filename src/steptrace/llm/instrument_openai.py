@@ -1,0 +1,682 @@
+"""Budgets, spans and events for an ``openai.OpenAI`` / ``AsyncOpenAI`` client
+the user already has.
+
+``instrument_openai(client)`` wraps ``chat.completions.create`` (and
+``chat.completions.parse``) on that one client instance, never the SDK class,
+so every call through it gets what ``llm_call`` gives:
+
+- the model defaults to the active step's model when the caller leaves it out;
+- a pre-flight ``check_budget`` before anything is sent: the prompt estimate is
+  ``ceil(characters / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE``
+  per message (characters of message contents, assistant tool calls, tool
+  definitions and the response schema: a conservative bound for ordinary
+  text, no network needed; image and audio parts count by their JSON length,
+  which is not a bound), and the output bound is the request's
+  ``max_completion_tokens`` / ``max_tokens`` or ``DEFAULT_MAX_OUTPUT_TOKENS``;
+- a ``chat <model>`` span of kind ``llm_call`` with OpenTelemetry GenAI
+  attributes, an ``LlmCall`` event (``call_id`` the response id) and
+  ``record_llm_usage`` with the response's real token counts, cached prompt
+  tokens and the cost from the configured price source.
+
+Streaming too: ``stream=True`` forces ``stream_options.include_usage`` and
+returns a wrapper (sync or async) that passes every chunk through and does the
+accounting when the stream ends. A stream closed early, or broken by an error,
+records what is known: the usage chunk if it came, else the pre-flight input
+estimate and the streamed characters (span attribute
+``steptrace.usage_estimated``). A stream's span, event and usage belong to the
+step that made the call, wherever the stream is consumed (if that step has
+already ended, the usage goes to the scope where the stream ends, so ledger
+rows still add up); a budget exceeded by a stream is raised when the stream
+ends, except when the stream is only finalized by garbage collection (the
+usage is recorded, and the next call's pre-flight check refuses).
+
+SDK errors pass through unchanged (the caller catches ``openai`` exceptions);
+their spans record the message redacted. ``uninstrument_openai`` restores the
+original methods; both are idempotent. The SDK's ``chat.completions.stream()``
+helper goes through ``create`` and is covered; ``with_raw_response`` is covered
+when first used after instrumenting (the SDK caches it). Clients made later
+from this one (``client.with_options(...)``) are separate instances and are
+not instrumented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import json
+import time
+import uuid
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+)
+from typing import Any, TypeVar
+
+try:
+    import openai
+    from openai.resources.chat.completions import AsyncCompletions
+    from openai.types.chat import ChatCompletion
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "instrument_openai needs the openai SDK: pip install 'steptrace[openai]'"
+    ) from exc
+
+from .. import _context
+from .._accounting import arecord_llm_usage, check_budget, record_llm_usage
+from .._config import report_observer_failure
+from .._config import settings as core_settings
+from ..errors import BudgetExhausted, PricingUnknown
+from ..events import LlmCall
+from ..runtime import active_step_model_default
+from ..spans import Span, SpanKind, end_span
+from ..tracing import emit_event
+from ..tracing import span as _span
+from ._call import DEFAULT_MAX_OUTPUT_TOKENS
+from ._redact import redact
+
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "ESTIMATE_CHARS_PER_TOKEN",
+    "ESTIMATE_TOKENS_PER_MESSAGE",
+    "estimate_openai_input_tokens",
+    "instrument_openai",
+    "is_instrumented",
+    "uninstrument_openai",
+]
+
+ESTIMATE_CHARS_PER_TOKEN = 3
+"""Pre-flight estimate: English text runs ~4 characters a token; 3 errs high."""
+
+ESTIMATE_TOKENS_PER_MESSAGE = 4
+"""Pre-flight estimate: each message's framing costs ~3 tokens; 4 errs high."""
+
+_METHODS = ("create", "parse")
+_ABSENT = (openai.Omit, openai.NotGiven)
+_ORIGINAL = "_steptrace_original"
+
+ClientT = TypeVar("ClientT")
+
+
+def instrument_openai(client: ClientT) -> ClientT:
+    """Account, budget-check and trace every chat completion made through
+    ``client`` (an ``openai.OpenAI`` or ``AsyncOpenAI``). Returns the client."""
+    if not isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
+        raise TypeError(
+            f"instrument_openai: expected an openai.OpenAI or AsyncOpenAI client, got {client!r}"
+        )
+    completions = client.chat.completions
+    is_async = isinstance(completions, AsyncCompletions)
+    for method in _METHODS:
+        if _original(completions, method) is not None:
+            continue  # already instrumented
+        original = getattr(completions, method)
+        wrapper = _async_wrapper(original) if is_async else _sync_wrapper(original)
+        setattr(wrapper, _ORIGINAL, original)
+        setattr(completions, method, wrapper)
+    return client
+
+
+def uninstrument_openai(client: ClientT) -> ClientT:
+    """Undo ``instrument_openai`` on ``client`` (a no-op if it is not
+    instrumented). Returns the client."""
+    if not isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
+        raise TypeError(
+            f"uninstrument_openai: expected an openai.OpenAI or AsyncOpenAI client, got {client!r}"
+        )
+    completions = client.chat.completions
+    for method in _METHODS:
+        if _original(completions, method) is not None:
+            delattr(completions, method)
+    return client
+
+
+def is_instrumented(client: object) -> bool:
+    """Whether ``instrument_openai`` is in effect on ``client``."""
+    if not isinstance(client, openai.OpenAI | openai.AsyncOpenAI):
+        return False
+    return _original(client.chat.completions, "create") is not None
+
+
+def _original(completions: object, method: str) -> Any:
+    current = vars(completions).get(method)
+    return None if current is None else getattr(current, _ORIGINAL, None)
+
+
+def _content_chars(content: Any) -> int:
+    if type(content) is str:
+        return len(content)
+    if not isinstance(content, list | tuple):
+        return 0 if content is None else len(str(content))
+    total = 0
+    for part in content:
+        text = part.get("text") if isinstance(part, Mapping) else None
+        total += len(text) if isinstance(text, str) else len(json.dumps(part, default=str))
+    return total
+
+
+def _get(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
+
+
+def _schema_chars(response_format: Any) -> int:
+    if response_format is None or isinstance(response_format, _ABSENT):
+        return 0
+    if isinstance(response_format, type):  # a pydantic model given to parse()
+        schema = getattr(response_format, "model_json_schema", None)
+        return len(json.dumps(schema())) if callable(schema) else 0
+    return len(json.dumps(response_format, default=str))
+
+
+def estimate_openai_input_tokens(
+    messages: Any, tools: Any = None, response_format: Any = None
+) -> int:
+    """The pre-flight bound on a Chat Completions request's prompt tokens
+    (see the module docstring). ``messages`` items may be dicts or SDK objects."""
+    chars = 0
+    count = 0
+    if messages is None or isinstance(messages, _ABSENT):
+        messages = ()
+    for message in messages:
+        count += 1
+        if type(message) is dict:  # the common case, kept cheap
+            content = message.get("content")
+            calls = message.get("tool_calls")
+        else:
+            content = _get(message, "content")
+            calls = _get(message, "tool_calls")
+        chars += len(content) if type(content) is str else _content_chars(content)
+        for call in calls or ():
+            function = _get(call, "function")
+            if function is not None:
+                chars += len(str(_get(function, "name") or ""))
+                chars += len(str(_get(function, "arguments") or ""))
+    if tools and not isinstance(tools, _ABSENT):
+        chars += len(json.dumps(tools, default=str))
+    if response_format is not None:
+        chars += _schema_chars(response_format)
+    return -(-chars // ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * count
+
+
+def _one_shot(value: Any) -> bool:
+    """Whether ``value`` is an iterable that reading would use up."""
+    return not (value is None or type(value) is list or isinstance(value, (tuple, *_ABSENT)))
+
+
+class _Call:
+    """One instrumented call: its model, arguments and pre-flight figures."""
+
+    __slots__ = ("estimate", "kwargs", "max_output", "model", "started")
+
+    def __init__(self, model: str, kwargs: dict[str, Any]) -> None:
+        self.model = model
+        self.kwargs = kwargs
+        messages: Any = kwargs.get("messages")
+        if _one_shot(messages):
+            messages = kwargs["messages"] = list(messages)
+        tools: Any = kwargs.get("tools")
+        if _one_shot(tools):
+            tools = kwargs["tools"] = list(tools)
+        self.estimate = estimate_openai_input_tokens(messages, tools, kwargs.get("response_format"))
+        max_output = kwargs.get("max_completion_tokens")
+        if type(max_output) is not int:
+            max_output = kwargs.get("max_tokens")
+        self.max_output: int | None = (
+            max_output if type(max_output) is int and max_output > 0 else None
+        )
+        self.started = 0.0
+
+    @classmethod
+    def prepare(cls, kwargs: dict[str, Any]) -> _Call | None:
+        """Fill in the model and run the pre-flight check; None when there is
+        no model at all (the SDK then reports its own error)."""
+        model = kwargs.get("model")
+        if type(model) is not str or not model:
+            model = active_step_model_default()
+            if not model:
+                return None
+        call = cls(model, {**kwargs, "model": model})
+        check_budget(model, call.estimate, call.max_output or DEFAULT_MAX_OUTPUT_TOKENS)
+        if kwargs.get("stream") is True:
+            options = kwargs.get("stream_options")
+            options = dict(options) if isinstance(options, Mapping) else {}
+            call.kwargs["stream_options"] = {**options, "include_usage": True}
+        call.started = time.perf_counter()
+        return call
+
+    @property
+    def streaming(self) -> bool:
+        return self.kwargs.get("stream") is True
+
+    def open_span(self) -> _span:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": self.model,
+        }
+        if self.max_output is not None:
+            attributes["gen_ai.request.max_tokens"] = self.max_output
+        temperature = self.kwargs.get("temperature")
+        if type(temperature) is float or type(temperature) is int:
+            attributes["gen_ai.request.temperature"] = temperature
+        return _span(f"chat {self.model}", kind=SpanKind.LLM_CALL, **attributes)
+
+    def conclude(
+        self,
+        request_span: Span,
+        *,
+        usage: Any,
+        response_id: str | None,
+        response_model: str | None,
+        finish_reasons: list[str],
+        output_chars: int,
+    ) -> dict[str, Any]:
+        """Describe the response on its span, emit ``LlmCall``, and return the
+        arguments of ``record_llm_usage``. Without ``usage``, estimates."""
+        duration_ms = round((time.perf_counter() - self.started) * 1000)
+        if usage is not None:
+            input_tokens = usage.prompt_tokens or 0
+            output_tokens = usage.completion_tokens or 0
+            details = usage.prompt_tokens_details
+            cached = (details and details.cached_tokens) or 0
+        else:
+            input_tokens = self.estimate
+            output_tokens = -(-output_chars // ESTIMATE_CHARS_PER_TOKEN)
+            cached = 0
+            request_span.set("steptrace.usage_estimated", True)
+        source = core_settings.price_source
+        cost = (
+            None
+            if source is None
+            else source.cost_usd(self.model, input_tokens, output_tokens, cache_read_tokens=cached)
+        )
+        request_span.metadata.update(
+            {
+                "gen_ai.response.model": response_model or self.model,
+                "gen_ai.response.id": response_id,
+                "gen_ai.response.finish_reasons": finish_reasons or ["unknown"],
+                "gen_ai.usage.input_tokens": input_tokens,
+                "gen_ai.usage.output_tokens": output_tokens,
+                "steptrace.cache_read_tokens": cached,
+                "steptrace.cost_usd": cost,
+            }
+        )
+        emit_event(
+            LlmCall(
+                call_id=response_id or uuid.uuid4().hex[:16],
+                model=self.model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_tokens=cached,
+                duration_ms=duration_ms,
+                iteration=0,
+            )
+        )
+        return {
+            "model": self.model,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_usd": cost,
+            "duration_ms": duration_ms,
+            "cache_tokens": cached,
+        }
+
+    def conclude_completion(self, request_span: Span, result: Any) -> dict[str, Any] | None:
+        """``conclude`` for a whole response (None if it is not a chat completion)."""
+        completion = result
+        if not isinstance(completion, ChatCompletion):
+            parse = getattr(result, "parse", None)  # a with_raw_response response
+            completion = parse() if callable(parse) else None
+            if not isinstance(completion, ChatCompletion):
+                request_span.set("steptrace.unaccounted", type(result).__name__)
+                return None
+        choices = completion.choices
+        output_chars = 0
+        if completion.usage is None:  # only an estimate needs the text
+            for choice in choices:
+                message = choice.message
+                output_chars += len(message.content or "") + len(message.refusal or "")
+                for tool_call in message.tool_calls or ():
+                    output_chars += len(tool_call.model_dump_json())
+        return self.conclude(
+            request_span,
+            usage=completion.usage,
+            response_id=completion.id,
+            response_model=completion.model,
+            finish_reasons=[choice.finish_reason for choice in choices],
+            output_chars=output_chars,
+        )
+
+
+def _fail_span(request_span: Span, error: BaseException) -> None:
+    """End the span as failed, with the error's message redacted."""
+    text = redact(str(error))
+    end_span(request_span, f"{type(error).__name__}: {text}" if text else type(error).__name__)
+
+
+def _sync_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def instrumented(*args: Any, **kwargs: Any) -> Any:
+        call = _Call.prepare(kwargs)
+        if call is None:
+            return original(*args, **kwargs)
+        if call.streaming:
+            return _start_stream(call, original, args)
+        with call.open_span() as request_span:
+            try:
+                result = original(*args, **call.kwargs)
+            except BaseException as error:
+                _fail_span(request_span, error)
+                raise
+            usage = _observed(call.conclude_completion, request_span, result)
+        if usage is not None:
+            record_llm_usage(**usage)
+        return result
+
+    return instrumented
+
+
+def _async_wrapper(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(original)
+    async def instrumented(*args: Any, **kwargs: Any) -> Any:
+        call = _Call.prepare(kwargs)
+        if call is None:
+            return await original(*args, **kwargs)
+        if call.streaming:
+            return await _astart_stream(call, original, args)
+        async with call.open_span() as request_span:
+            try:
+                result = await original(*args, **call.kwargs)
+            except BaseException as error:
+                _fail_span(request_span, error)
+                raise
+            usage = _observed(call.conclude_completion, request_span, result)
+        if usage is not None:
+            await arecord_llm_usage(**usage)
+        return result
+
+    return instrumented
+
+
+def _observed(
+    conclude: Callable[[Span, Any], dict[str, Any] | None], request_span: Span, result: Any
+) -> dict[str, Any] | None:
+    """Run ``conclude``; a failure of steptrace's own code is reported, not raised
+    (except in strict mode), so the caller still gets the response."""
+    try:
+        return conclude(request_span, result)
+    except (BudgetExhausted, PricingUnknown):
+        raise
+    except Exception as exc:
+        report_observer_failure("instrument_openai accounting", exc, request_span)
+        return None
+
+
+# -- streams -----------------------------------------------------------------------
+
+
+def _start_stream(call: _Call, original: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    # The span is opened, and later closed, in a copy of the caller's context:
+    # it never becomes the caller's current span while the caller iterates, and
+    # the accounting goes to the step that made the call.
+    context = contextvars.copy_context()
+    span_manager = call.open_span()
+    request_span = context.run(span_manager.__enter__)
+    try:
+        raw = original(*args, **call.kwargs)
+    except BaseException as error:
+        _fail_span(request_span, error)
+        context.run(span_manager.__exit__, None, None, None)
+        raise
+    if not isinstance(raw, openai.Stream):
+        request_span.set("steptrace.unaccounted", type(raw).__name__)
+        context.run(span_manager.__exit__, None, None, None)
+        return raw
+    return InstrumentedStream(raw, _StreamState(call, context, span_manager, request_span))
+
+
+async def _astart_stream(
+    call: _Call, original: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+) -> Any:
+    context = contextvars.copy_context()
+    span_manager = call.open_span()
+    request_span = context.run(span_manager.__enter__)
+    try:
+        raw = await original(*args, **call.kwargs)
+    except BaseException as error:
+        _fail_span(request_span, error)
+        context.run(span_manager.__exit__, None, None, None)
+        raise
+    if not isinstance(raw, openai.AsyncStream):
+        request_span.set("steptrace.unaccounted", type(raw).__name__)
+        context.run(span_manager.__exit__, None, None, None)
+        return raw
+    return AsyncInstrumentedStream(raw, _StreamState(call, context, span_manager, request_span))
+
+
+class _StreamState:
+    """What a stream has shown so far, and the one-time accounting at its end."""
+
+    __slots__ = (
+        "call",
+        "context",
+        "done",
+        "finish_reasons",
+        "model",
+        "origin",
+        "output_chars",
+        "response_id",
+        "span",
+        "span_manager",
+        "usage",
+    )
+
+    def __init__(
+        self, call: _Call, context: contextvars.Context, span_manager: _span, request_span: Span
+    ) -> None:
+        self.call = call
+        self.context = context
+        self.span_manager = span_manager
+        self.span = request_span
+        self.origin = _context.get_frame()
+        self.done = False
+        self.usage: Any = None
+        self.response_id: str | None = None
+        self.model: str | None = None
+        self.finish_reasons: dict[int, str] = {}
+        self.output_chars = 0
+
+    def observe(self, chunk: Any) -> None:
+        try:
+            self.response_id = self.response_id or chunk.id
+            self.model = self.model or chunk.model
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+            for choice in chunk.choices:
+                delta = choice.delta
+                self.output_chars += len(delta.content or "") + len(delta.refusal or "")
+                for tool_call in delta.tool_calls or ():
+                    function = tool_call.function
+                    if function is not None:
+                        self.output_chars += len(function.name or "")
+                        self.output_chars += len(function.arguments or "")
+                if choice.finish_reason:
+                    self.finish_reasons[choice.index] = choice.finish_reason
+        except Exception as exc:
+            report_observer_failure("instrument_openai stream accounting", exc, self.span)
+
+    def _conclude(self, error: BaseException | None, early: bool) -> dict[str, Any] | None:
+        """In the call's context: describe the span, emit the event, end the span."""
+        try:
+            if early:
+                self.span.set("steptrace.stream_closed_early", True)
+            return self.call.conclude(
+                self.span,
+                usage=self.usage,
+                response_id=self.response_id,
+                response_model=self.model,
+                finish_reasons=[self.finish_reasons[i] for i in sorted(self.finish_reasons)],
+                output_chars=self.output_chars,
+            )
+        except Exception as exc:
+            report_observer_failure("instrument_openai stream accounting", exc, self.span)
+            return None
+        finally:
+            if error is not None:
+                _fail_span(self.span, error)
+            self.span_manager.__exit__(None, None, None)
+
+    def finish(
+        self, error: BaseException | None = None, *, early: bool = False, quiet: bool = False
+    ) -> None:
+        """Account the stream once. ``quiet``: a budget error is not raised (the
+        stream is being finalized where nobody can catch it)."""
+        if self.done:
+            return
+        self.done = True
+        usage = self.context.run(self._conclude, error, early)
+        if usage is None:
+            return
+        try:
+            if self._origin_open():
+                self.context.run(record_llm_usage, **usage)
+            else:
+                record_llm_usage(**usage)
+        except (BudgetExhausted, PricingUnknown):
+            if not quiet:
+                raise
+
+    def _origin_open(self) -> bool:
+        """Whether the step (or span) that made the call is still running. If it
+        has ended, the usage goes to the scope where the stream ends instead, so
+        that ledger rows still add up to the run's total."""
+        return self.origin is None or self.origin.end_ns is None
+
+    async def afinish(
+        self, error: BaseException | None = None, *, early: bool = False, quiet: bool = False
+    ) -> None:
+        """``finish`` for async streams: async threshold hooks run on this loop."""
+        if self.done:
+            return
+        self.done = True
+        usage = self.context.run(self._conclude, error, early)
+        if usage is None:
+            return
+        loop = asyncio.get_running_loop()
+        context = self.context if self._origin_open() else None
+        try:
+            await loop.create_task(arecord_llm_usage(**usage), context=context)
+        except (BudgetExhausted, PricingUnknown):
+            if not quiet:
+                raise
+
+
+class InstrumentedStream:
+    """A sync chat-completion stream that accounts for itself when it ends.
+
+    Iterates the SDK ``Stream``'s chunks unchanged; ``close()``, ``response``
+    and use as a context manager work as on the SDK stream."""
+
+    def __init__(self, stream: openai.Stream[Any], state: _StreamState) -> None:
+        self._stream = stream
+        self._state = state
+        self._chunks = self._iterate()
+
+    def _iterate(self) -> Generator[Any, None, None]:
+        state = self._state
+        try:
+            for chunk in self._stream:
+                state.observe(chunk)
+                yield chunk
+        except GeneratorExit:
+            state.finish(early=True, quiet=True)
+            raise
+        except BaseException as error:
+            state.finish(error, quiet=True)  # the stream's own error comes first
+            raise
+        state.finish()
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._chunks
+
+    def __next__(self) -> Any:
+        return next(self._chunks)
+
+    @property
+    def response(self) -> Any:
+        return self._stream.response
+
+    def close(self) -> None:
+        """Close the response; a stream not read to its end is accounted now."""
+        self._stream.close()
+        self._state.finish(early=True)
+        self._chunks.close()
+
+    def __enter__(self) -> InstrumentedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_stream", "_state", "_chunks"):
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
+class AsyncInstrumentedStream:
+    """An async chat-completion stream that accounts for itself when it ends."""
+
+    def __init__(self, stream: openai.AsyncStream[Any], state: _StreamState) -> None:
+        self._stream = stream
+        self._state = state
+        self._chunks = self._iterate()
+
+    async def _iterate(self) -> AsyncGenerator[Any, None]:
+        state = self._state
+        try:
+            async for chunk in self._stream:
+                state.observe(chunk)
+                yield chunk
+        except GeneratorExit:
+            state.finish(early=True, quiet=True)
+            raise
+        except BaseException as error:
+            await state.afinish(error, quiet=True)  # the stream's own error comes first
+            raise
+        await state.afinish()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._chunks
+
+    async def __anext__(self) -> Any:
+        return await self._chunks.__anext__()
+
+    @property
+    def response(self) -> Any:
+        return self._stream.response
+
+    async def close(self) -> None:
+        """Close the response; a stream not read to its end is accounted now."""
+        await self._stream.close()
+        await self._state.afinish(early=True)
+        await self._chunks.aclose()
+
+    async def aclose(self) -> None:
+        await self.close()
+
+    async def __aenter__(self) -> AsyncInstrumentedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_stream", "_state", "_chunks"):
+            raise AttributeError(name)
+        return getattr(self._stream, name)
