@@ -78,7 +78,7 @@ def openai_rows(calls: int, repeats: int) -> tuple[float, float] | None:
     try:
         import openai
 
-        from steptrace.testing import FakeOpenAI  # type: ignore[attr-defined]
+        from steptrace.testing import FakeOpenAI
     except ImportError:
         return None
     with FakeOpenAI() as fake:

@@ -2,6 +2,16 @@
 provider, and a guard that fails a test which reaches a real network address."""
 
 from ..llm.providers.scripted import ScriptedProvider, count_tokens
+from ._fake_anthropic import (
+    AnthropicErrorReply,
+    AnthropicReply,
+    AnthropicScript,
+    AnthropicToolUse,
+    FakeAnthropic,
+    FakeAnthropicRoutes,
+    add_anthropic_routes,
+    count_anthropic_tokens,
+)
 from ._fake_openai import (
     FAKE_OPENAI_API_KEY,
     FakeOpenAI,
@@ -18,6 +28,12 @@ from ._server import FakeServer, RecordedRequest, Reply
 
 __all__ = [
     "FAKE_OPENAI_API_KEY",
+    "AnthropicErrorReply",
+    "AnthropicReply",
+    "AnthropicScript",
+    "AnthropicToolUse",
+    "FakeAnthropic",
+    "FakeAnthropicRoutes",
     "FakeOpenAI",
     "FakeOpenAIRoutes",
     "FakeServer",
@@ -29,8 +45,10 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "ScriptedProvider",
+    "add_anthropic_routes",
     "add_openai_routes",
     "block_network",
+    "count_anthropic_tokens",
     "count_openai_tokens",
     "count_tokens",
 ]

@@ -11,6 +11,7 @@ assert on exactly what an SDK sent. Standard library only.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,13 @@ class RecordedRequest:
 
 
 Handler = Callable[[RecordedRequest], Reply]
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client hung up: an early-closed stream or a timeout test
+        super().handle_error(request, client_address)
 
 
 class FakeServer:
@@ -130,7 +138,7 @@ class FakeServer:
                     pass  # the client closed the stream early
                 self.close_connection = True
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), RequestHandler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
