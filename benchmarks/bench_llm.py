@@ -76,13 +76,11 @@ def scripted_rows(calls: int, repeats: int) -> tuple[float, float]:
 
 def openai_rows(calls: int, repeats: int) -> tuple[float, float] | None:
     try:
-        import openai
-
         from steptrace.testing import FakeOpenAI
     except ImportError:
         return None
-    with FakeOpenAI() as fake:
-        client = openai.OpenAI(base_url=fake.url + "/v1", api_key="sk-bench", max_retries=0)
+    with FakeOpenAI(lambda request: "The answer is forty-two, as computed.") as fake:
+        client = fake.client()
 
         def create() -> None:
             client.chat.completions.create(
