@@ -18,6 +18,7 @@ import uuid
 
 import steptrace
 from steptrace import LlmCall
+from steptrace.report import ledger_table
 
 # Illustrative list prices in USD per million tokens (input, output). The LLM
 # layer brings a maintained table; this example keeps to the core.
@@ -136,29 +137,6 @@ def report_step(context: steptrace.HookContext) -> None:
     print(f"  - step `{context.step}` {context.status}: {context.usage.total_tokens} tokens")
 
 
-def print_ledger(run: steptrace.Run) -> None:
-    header = (
-        f"{'step':<18} {'persona':<8} {'model':<17} {'status':<9} "
-        f"{'in':>6} {'out':>6} {'calls':>5} {'cost USD':>10} {'budget':>14}"
-    )
-    print(header)
-    print("-" * len(header))
-    for row in run.completed_steps:
-        if row.max_tokens is not None:
-            budget = f"{row.total_tokens}/{row.max_tokens} tok"
-        elif row.max_usd is not None:
-            budget = f"${row.cost_usd:.4f}/${row.max_usd:g}"
-        else:
-            budget = "-"
-        print(
-            f"{row.name:<18} {row.persona or '-':<8} {row.model or '-':<17} {row.status:<9} "
-            f"{row.input_tokens:>6} {row.output_tokens:>6} {row.llm_calls:>5} "
-            f"{row.cost_usd:>10.6f} {budget:>14}"
-        )
-        if row.error:
-            print(f"{'':<18} -> {row.error}")
-
-
 def main() -> None:
     steptrace.configure(price_source=ExamplePrices())
     with steptrace.run("market-brief", budget={"max_usd": 1.0}) as run:
@@ -166,7 +144,7 @@ def main() -> None:
         brief = analyst("cloud provider Q3")
     print(f"\nbrief: {brief}\n")
     print("completed-step ledger")
-    print_ledger(run)
+    print(ledger_table(run))
     print("\nrun summary")
     print(json.dumps(run.summary(), indent=2))
 
