@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev
-exec .venv/bin/python examples/budgeted_pipeline.py "$@"
+exec .venv/bin/python examples/research_brief.py "$@"

@@ -205,8 +205,9 @@ class PricingUnknown(StepTraceError):
         self.scope_name = scope_name
         super().__init__(
             f"no price known for model {model!r}, and {scope} `{scope_name}` has a max_usd "
-            "budget: configure a price source (steptrace.configure(price_source=...)) "
-            "or pass cost_usd explicitly"
+            "budget: add its price (steptrace.llm.PriceTable(overrides=...), with "
+            "pip install 'steptrace[prices]'), configure another price source "
+            "(steptrace.configure(price_source=...)), or pass cost_usd explicitly"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -1,8 +1,9 @@
 """LLM-layer tests start unconfigured, with no API keys in the environment and
-retries that do not sleep."""
+retries that do not sleep, and must not leak sockets."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -19,3 +20,6 @@ def fresh_llm_configuration(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     llm.configure(retry=llm.RetryPolicy(max_retries=2, base_delay_s=0.0))
     yield
     reset_configuration()
+    # An SDK client left unclosed leaks its socket; collect now so the
+    # ResourceWarning fails the test that leaked it, not a later one.
+    gc.collect()

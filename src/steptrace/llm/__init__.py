@@ -26,6 +26,7 @@ from ._config import RetryPolicy, configure
 from ._redact import redact
 from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
 from .instrument import instrument, uninstrument
+from .prices import ModelPrice, PriceTable, install_default_prices, price_info
 from .providers.replay import RecordingProvider, ReplayMissing, ReplayProvider
 from .providers.scripted import ScriptedProvider
 
@@ -60,8 +61,10 @@ __all__ = [
     "LlmResponse",
     "LlmResult",
     "Message",
+    "ModelPrice",
     "NoProviderConfigured",
     "OpenAIProvider",
+    "PriceTable",
     "Provider",
     "ProviderError",
     "ProviderTimeout",
@@ -78,8 +81,15 @@ __all__ = [
     "allm_call",
     "configure",
     "estimate_input_tokens",
+    "install_default_prices",
     "instrument",
     "llm_call",
+    "price_info",
     "redact",
     "uninstrument",
 ]
+
+# The maintained price table becomes the core's price source, unless one is
+# configured already or genai-prices is not installed (then prices stay unknown,
+# which a USD budget turns into PricingUnknown rather than a free call).
+install_default_prices()
