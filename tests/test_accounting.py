@@ -449,3 +449,26 @@ def test_totals_are_sums_and_exhaustion_fires_at_the_first_crossing(
         assert err.consumed_tokens == row.total_tokens
         assert err.consumed_cost_usd == row.cost_usd
         assert row.status == "failed"
+
+
+def test_cache_reads_and_writes_reach_the_price_source() -> None:
+    seen: list[tuple[int, int]] = []
+
+    class CachePrices:
+        def cost_usd(
+            self,
+            model: str,
+            input_tokens: int,
+            output_tokens: int,
+            *,
+            cache_read_tokens: int = 0,
+            cache_write_tokens: int = 0,
+        ) -> float | None:
+            seen.append((cache_read_tokens, cache_write_tokens))
+            return 0.001
+
+    steptrace.configure(price_source=CachePrices())
+    steptrace.record_llm_usage("m", 100, 5, cache_tokens=40, cache_write_tokens=30)
+    assert seen == [(40, 30)]
+    with pytest.raises(ValueError, match="cache_write_tokens must be >= 0"):
+        steptrace.record_llm_usage("m", 1, 1, cache_write_tokens=-1)

@@ -91,10 +91,17 @@ def _price(
     input_tokens: int,
     output_tokens: int,
     cache_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> float | None:
     if source is None:
         return None
-    return source.cost_usd(model, input_tokens, output_tokens, cache_read_tokens=cache_tokens)
+    return source.cost_usd(
+        model,
+        input_tokens,
+        output_tokens,
+        cache_read_tokens=cache_tokens,
+        cache_write_tokens=cache_write_tokens,
+    )
 
 
 def _exhausted(
@@ -171,13 +178,15 @@ def record_llm_usage(
     cost_usd: float | None = None,
     duration_ms: int = 0,
     cache_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> None:
     """Record one LLM call's usage in the active step and every enclosing budget.
 
     ``cost_usd=None`` asks the configured price source; an empty ``model`` means
-    the active step's model. ``cache_tokens`` are cache-read input tokens,
-    already counted in ``input_tokens``. Raises ``BudgetExhausted`` when a step,
-    persona or run budget is now strictly exceeded (after its
+    the active step's model. ``cache_tokens`` (cache reads) and
+    ``cache_write_tokens`` are parts of ``input_tokens``, priced at the cache
+    rates when the price source prices the call. Raises ``BudgetExhausted``
+    when a step, persona or run budget is now strictly exceeded (after its
     ``OnBudgetThreshold`` hooks ran), and ``PricingUnknown`` when the call could
     not be priced while a USD budget is in force. The usage is recorded before
     either is raised, and appears in the run's LLM trace log when tracing is on.
@@ -206,7 +215,16 @@ def record_llm_usage(
         model = step.definition.model or ""
     priced = True
     if cost_usd is None:
-        cost_usd = _price(settings.price_source, model, input_tokens, output_tokens, cache_tokens)
+        if type(cache_write_tokens) is not int or cache_write_tokens < 0:
+            _check_count("record_llm_usage", "cache_write_tokens", cache_write_tokens)
+        cost_usd = _price(
+            settings.price_source,
+            model,
+            input_tokens,
+            output_tokens,
+            cache_tokens,
+            cache_write_tokens,
+        )
         if cost_usd is None:
             priced = False
             cost_usd = 0.0
@@ -277,6 +295,7 @@ async def arecord_llm_usage(
     cost_usd: float | None = None,
     duration_ms: int = 0,
     cache_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> None:
     """``record_llm_usage`` for async code: async threshold hooks are awaited on
     this loop (before any exhaustion error is raised)."""
@@ -291,6 +310,7 @@ async def arecord_llm_usage(
             cost_usd=cost_usd,
             duration_ms=duration_ms,
             cache_tokens=cache_tokens,
+            cache_write_tokens=cache_write_tokens,
         )
     except (BudgetExhausted, PricingUnknown) as exc:
         error = exc
