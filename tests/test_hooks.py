@@ -34,6 +34,8 @@ def test_threshold_event_string_carries_its_percentage() -> None:
         "OnHandoffEmitted",
         "OnPersonaPaused",
         "OnPersonaResumed",
+        "PreToolUse",
+        "PostToolUse",
     ]
 
 

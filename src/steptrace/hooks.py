@@ -11,7 +11,9 @@ re-raises). Registrations are process-wide, like the decorators.
 Which event fires when is decided by the runtime: ``PreStep``/``PostStep``
 around every step, ``OnBudgetThreshold`` once per step invocation when its use
 reaches the percentage (before any exhaustion error), ``OnHandoffEmitted`` when
-a step escalates. The others are fired by the agent loop.
+a step escalates. The others are fired by the agent loop (``steptrace.agent``):
+``OnApprovalRequested`` for a tool that requires approval, ``PreToolUse`` and
+``PostToolUse`` around each tool call (their handlers may deny or rewrite).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class HookEvent(enum.StrEnum):
     ON_HANDOFF_EMITTED = "OnHandoffEmitted"
     ON_PERSONA_PAUSED = "OnPersonaPaused"
     ON_PERSONA_RESUMED = "OnPersonaResumed"
+    PRE_TOOL_USE = "PreToolUse"
+    POST_TOOL_USE = "PostToolUse"
 
 
 _THRESHOLD_RE = re.compile(r"^OnBudgetThreshold\(\s*([0-9]+(?:\.[0-9]+)?)\s*\)$")

@@ -1,0 +1,1 @@
+"""steptrace.agent: a budgeted, traced tool-using agent loop."""
