@@ -11,6 +11,9 @@ entry recorded concurrently.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +82,26 @@ def emit_event(event: AgentEvent) -> None:
         run.events.append(event)
     finally:
         lock.release()
+    for collected in _collectors.get():
+        collected.append(event)
+
+
+_collectors: contextvars.ContextVar[tuple[list[AgentEvent], ...]] = contextvars.ContextVar(
+    "steptrace_event_collectors", default=()
+)
+
+
+@contextlib.contextmanager
+def collect_events() -> Iterator[list[AgentEvent]]:
+    """Also collect, in a list, every event emitted in this context (and tasks
+    started from it) while the block runs: how an agent loop gets exactly its
+    own events when several loops share a run. Nested blocks each collect."""
+    collected: list[AgentEvent] = []
+    token = _collectors.set((*_collectors.get(), collected))
+    try:
+        yield collected
+    finally:
+        _collectors.reset(token)
 
 
 def _load_event_types() -> frozenset[type]:

@@ -22,6 +22,7 @@ without ``max_tokens`` is checked against ``DEFAULT_MAX_OUTPUT_TOKENS``.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import math
@@ -44,6 +45,11 @@ from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolS
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "allm_call", "estimate_input_tokens", "llm_call"]
 
 logger = logging.getLogger("steptrace")
+
+agent_iteration: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "steptrace_agent_iteration", default=0
+)
+"""The agent loop's iteration, stamped on ``LlmCall`` events (0 outside a loop)."""
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 """The output bound assumed by the pre-flight check of a call without max_tokens."""
@@ -226,7 +232,7 @@ class _Call:
                 output_tokens=response.output_tokens,
                 cache_tokens=response.cache_read_tokens,
                 duration_ms=duration_ms,
-                iteration=0,
+                iteration=agent_iteration.get(),
             )
         )
         self.input_tokens += response.input_tokens
