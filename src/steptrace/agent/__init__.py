@@ -1,1 +1,28 @@
-"""steptrace.agent: a budgeted, traced tool-using agent loop."""
+"""steptrace.agent: a budgeted, traced tool-using agent loop.
+
+``agent_loop``/``aagent_loop`` run a model with ``@tool`` functions until it
+answers without calling a tool, emitting every agent trace event of the seed:
+``LlmCall``, ``ToolExecution``, ``ToolRejected``, ``LoopIntervention``,
+``ContextCompaction``, ``PhaseChange``, ``LoopComplete`` and ``SchemaRetry``.
+"""
+
+from ._compaction import Compaction
+from ._loop import AgentResult, aagent_loop, agent_loop
+from ._loop_detection import LoopDetection
+from ._policy import NEXT_PHASE_TOOL, Phase, ToolPolicy
+from ._tools import MutationClass, Tool, ToolTimeout, tool
+
+__all__ = [
+    "NEXT_PHASE_TOOL",
+    "AgentResult",
+    "Compaction",
+    "LoopDetection",
+    "MutationClass",
+    "Phase",
+    "Tool",
+    "ToolPolicy",
+    "ToolTimeout",
+    "aagent_loop",
+    "agent_loop",
+    "tool",
+]

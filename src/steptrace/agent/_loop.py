@@ -1,0 +1,614 @@
+"""The agent loop: model turns and tool calls until done, inside every budget.
+
+Each iteration: move phase if its cap or exit condition says so
+(``PhaseChange``), compact the working transcript when it grows past the
+threshold (``ContextCompaction``), ask the model through ``allm_call`` with the
+tools the phase offers (``LlmCall``, ``SchemaRetry``), then handle each tool
+call in order: reject unknown tools, tools outside the phase or policy, invalid
+arguments, ``PreToolUse`` denials and refused approvals (``ToolRejected``, with
+a reason the model sees); skip calls the loop tracker has blocked
+(``LoopIntervention`` skip); run the rest concurrently with their timeouts
+(``ToolExecution``; a raising tool is an ``error`` result the model sees);
+let ``PostToolUse`` hooks rewrite results and the tracker warn or block
+(``LoopIntervention``). A turn without tool calls ends the loop ``done``.
+``LoopComplete`` is emitted on every exit, whatever the status.
+
+Budgets: a loop given ``budget=`` runs as a step of its own with
+``error_boundary`` (default ``continue``). When a budget runs out the loop
+stops cleanly: with ``continue`` on its own step the ``AgentResult`` (status
+``budget_exhausted``) is returned; otherwise the error propagates with the
+result attached as ``error.agent_result``. Other failures also carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._context import get_frame
+from ..budget import Budget, Usage
+from ..definitions import ErrorBoundary, StepDefinition
+from ..errors import BudgetExhausted
+from ..events import (
+    AgentEvent,
+    ContextCompaction,
+    LoopComplete,
+    LoopIntervention,
+    PhaseChange,
+    ToolExecution,
+    ToolRejected,
+    summarize_events,
+)
+from ..hooks import HookContext, HookEvent, adispatch, matching_hooks
+from ..llm._call import agent_iteration, allm_call
+from ..llm._redact import redact
+from ..llm._types import LlmResult, Message, Provider, ToolCall, ToolSpec
+from ..runtime import active_step_model_default, step
+from ..spans import SpanKind
+from ..tracing import collect_events, emit_event, span
+from ._compaction import Compaction, acompact, deterministic_summary
+from ._loop_detection import LoopDetection, LoopTracker
+from ._policy import NEXT_PHASE_TOOL, Phase, ToolPolicy
+from ._tools import Tool, ToolTimeout
+
+__all__ = ["AgentResult", "aagent_loop", "agent_loop"]
+
+Status = Literal["done", "max_iterations", "budget_exhausted", "rejected", "error", "cancelled"]
+
+
+@dataclass(frozen=True)
+class AgentResult:
+    """What an agent run produced and cost.
+
+    ``transcript`` is every message of the run, archived ones included;
+    ``messages`` the working transcript at the end (after compactions);
+    ``summary`` the seed-shaped rollup of this loop's own events.
+    """
+
+    status: Status
+    text: str
+    data: Any
+    iterations: int
+    transcript: tuple[Message, ...]
+    messages: tuple[Message, ...]
+    events: tuple[AgentEvent, ...]
+    summary: dict[str, Any]
+    usage: Usage
+    cost_usd: float | None
+
+
+@dataclass
+class _State:
+    """The loop's mutable state across iterations."""
+
+    messages: list[Message]
+    transcript: list[Message]
+    phases: Sequence[Phase]
+    phase_index: int = 0
+    phase_turns: int = 0
+    iteration: int = 0
+    tools_used: dict[str, None] = field(default_factory=dict)
+    successful_tools: dict[str, None] = field(default_factory=dict)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    llm_calls: int = 0
+    cost_usd: float | None = 0.0
+    text: str = ""
+    data: Any = None
+    rejected_turns: int = 0
+
+    @property
+    def phase(self) -> Phase | None:
+        return self.phases[self.phase_index] if self.phases else None
+
+    def add(self, message: Message) -> None:
+        self.messages.append(message)
+        self.transcript.append(message)
+
+    def count(self, result: LlmResult) -> None:
+        self.input_tokens += result.input_tokens
+        self.output_tokens += result.output_tokens
+        self.llm_calls += result.attempts
+        self.cost_usd = (
+            None
+            if result.cost_usd is None or self.cost_usd is None
+            else self.cost_usd + result.cost_usd
+        )
+
+
+_NEXT_PHASE_SPEC = ToolSpec(
+    name=NEXT_PHASE_TOOL,
+    description="Finish the current phase and move on to the next one.",
+    parameters={"type": "object", "properties": {}},
+)
+
+
+class _Loop:
+    """One agent run (no I/O of its own beyond the model and tool calls)."""
+
+    def __init__(
+        self,
+        task: str,
+        system: str | None,
+        tools: Sequence[Tool],
+        model: str | None,
+        max_iterations: int,
+        phases: Sequence[Phase] | None,
+        policy: ToolPolicy | None,
+        loop_detection: LoopDetection,
+        compaction: Compaction,
+        output_schema: Any,
+        provider: Provider | str | None,
+        max_rejected_turns: int,
+    ) -> None:
+        if not isinstance(task, str) or not task:
+            raise ValueError("agent_loop: task must be a non-empty string")
+        if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
+            raise TypeError(f"agent_loop: max_iterations must be an int, got {max_iterations!r}")
+        if max_iterations <= 0:
+            raise ValueError(f"agent_loop: max_iterations must be > 0, got {max_iterations}")
+        self.tools: dict[str, Tool] = {}
+        for tool in tools:
+            if not isinstance(tool, Tool):
+                raise TypeError(f"agent_loop: tools must be @tool functions, got {tool!r}")
+            if tool.name in self.tools or tool.name == NEXT_PHASE_TOOL:
+                raise ValueError(f"agent_loop: two tools are named `{tool.name}`")
+            self.tools[tool.name] = tool
+        phase_list = list(phases or ())
+        if len({p.name for p in phase_list}) != len(phase_list):
+            raise ValueError("agent_loop: phase names must be unique")
+        first: list[Message] = []
+        if system is not None:
+            first.append(Message(role="system", content=system))
+        first.append(Message(role="user", content=task))
+        self.state = _State(messages=list(first), transcript=list(first), phases=phase_list)
+        self.model = model
+        self.max_iterations = max_iterations
+        self.policy = policy or ToolPolicy()
+        self.tracker = LoopTracker(loop_detection)
+        self.compaction = compaction
+        self.output_schema = output_schema
+        self.provider = provider
+        self.max_rejected_turns = max_rejected_turns
+        self.started = time.perf_counter()
+
+    # -- phases ---------------------------------------------------------------------
+
+    def _advance(self, reason: str) -> bool:
+        state = self.state
+        if not state.phases or state.phase_index + 1 >= len(state.phases):
+            return False
+        before = state.phases[state.phase_index].name
+        state.phase_index += 1
+        state.phase_turns = 0
+        after = state.phases[state.phase_index].name
+        emit_event(PhaseChange(from_phase=before, to_phase=after, iteration=state.iteration))
+        note = f"Phase `{before}` is over ({reason}); now in phase `{after}`."
+        instructions = state.phases[state.phase_index].instructions
+        self.state.add(Message(role="user", content=f"{note} {instructions}".strip()))
+        return True
+
+    def _offered(self) -> list[ToolSpec]:
+        phase = self.state.phase
+        specs = [t.spec() for t in self.tools.values() if phase is None or phase.offers(t.name)]
+        if phase is not None and self.state.phase_index + 1 < len(self.state.phases):
+            specs.append(_NEXT_PHASE_SPEC)
+        return specs
+
+    # -- one model turn ---------------------------------------------------------------
+
+    async def turn(self) -> bool:
+        """One iteration; True when the loop is done."""
+        state = self.state
+        state.iteration += 1
+        phase = state.phase
+        cap = None if phase is None else phase.max_iterations
+        if cap is not None and state.phase_turns >= cap:
+            self._advance(f"its {cap}-turn cap was reached")
+        state.phase_turns += 1
+        await self._compact()
+        result = await allm_call(
+            messages=state.messages,
+            model=self.model,
+            tools=self._offered(),
+            output_schema=self.output_schema,
+            provider=self.provider,
+        )
+        state.count(result)
+        state.add(Message(role="assistant", content=result.text, tool_calls=result.tool_calls))
+        if not result.tool_calls:
+            state.text, state.data = result.text, result.data
+            return True
+        await self._tool_calls(result.tool_calls)
+        phase = state.phase
+        if phase is not None and phase.exit_when is not None and phase.exit_when(state.transcript):
+            self._advance("its exit condition was met")
+        return False
+
+    async def _summarize(self, archived: Sequence[Message]) -> str:
+        """The ``llm`` compaction strategy: a model call (budgeted and traced
+        like any other) that summarizes the archived turns."""
+        listing = deterministic_summary(archived, self.compaction.summary_max_chars * 4)
+        result = await allm_call(
+            "Summarize this earlier part of an agent's work for the agent itself: what "
+            "was learned, decided and done, and what is still open. Be brief and factual."
+            f"\n\n{listing}",
+            model=self.model,
+            provider=self.provider,
+            max_tokens=max(64, self.compaction.summary_max_chars // 3),
+        )
+        self.state.count(result)
+        return result.text
+
+    async def _compact(self) -> None:
+        if not self.compaction.enabled:
+            return
+        summarize = self._summarize if self.compaction.strategy == "llm" else None
+        model = self.model or active_step_model_default() or ""
+        outcome = await acompact(self.state.messages, self.compaction, model, summarize=summarize)
+        if outcome is None:
+            return
+        self.state.messages = list(outcome.messages)
+        emit_event(
+            ContextCompaction(
+                archived_messages=len(outcome.archived),
+                new_summary_len=len(outcome.summary),
+                iteration=self.state.iteration,
+            )
+        )
+
+    # -- tool calls -----------------------------------------------------------------
+
+    def _reject(self, call: ToolCall, reason: str) -> str:
+        emit_event(ToolRejected(tool_name=call.name, reason=reason, iteration=self.state.iteration))
+        return f"Tool call rejected: {reason}"
+
+    async def _hooks(self, event: HookEvent, payload: dict[str, Any]) -> list[Any]:
+        frame = get_frame()
+        persona = None if frame is None or frame.persona is None else frame.persona.name
+        step_name = None if frame is None or frame.step is None else frame.step.name
+        hooks = matching_hooks(event, persona, step_name, None)
+        if not hooks:
+            return []
+        context = HookContext(
+            event=event,
+            persona=persona,
+            step=step_name,
+            usage=Usage(),
+            run_id=None if frame is None else frame.run.id,
+            payload=payload,
+        )
+        return await adispatch(hooks, context, frame)
+
+    async def _admit(self, call: ToolCall) -> tuple[Tool, dict[str, Any]] | str:
+        """The tool and arguments to run, or the text answering a refused call."""
+        state = self.state
+        if call.name == NEXT_PHASE_TOOL and state.phases:
+            moved = self._advance("the model asked to move on")
+            return "Moved to the next phase." if moved else "This is already the last phase."
+        tool = self.tools.get(call.name)
+        if tool is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            return self._reject(call, f"unknown tool `{call.name}` (available: {known})")
+        phase = state.phase
+        if phase is not None and not phase.offers(tool.name):
+            return self._reject(
+                call, f"tool `{tool.name}` is not available in phase `{phase.name}`"
+            )
+        frame = get_frame()
+        persona = None if frame is None or frame.persona is None else frame.persona.name
+        denial = self.policy.denial(
+            tool.name, persona=persona, phase=None if phase is None else phase.name
+        )
+        if denial is not None:
+            return self._reject(call, denial)
+        kwargs, errors = tool.validate(call.arguments)
+        if kwargs is None:
+            return self._reject(call, "invalid arguments: " + "; ".join(errors))
+        for verdict in await self._hooks(
+            HookEvent.PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
+        ):
+            if verdict is False:
+                return self._reject(call, "denied by a PreToolUse hook")
+            if isinstance(verdict, Mapping):
+                kwargs, errors = tool.validate(verdict)
+                if kwargs is None:
+                    return self._reject(
+                        call, "a PreToolUse hook's arguments are invalid: " + "; ".join(errors)
+                    )
+        if tool.requires_approval:
+            verdicts = await self._hooks(
+                HookEvent.ON_APPROVAL_REQUESTED,
+                {"tool": tool.name, "arguments": kwargs, "call_id": call.id},
+            )
+            if not verdicts:
+                return self._reject(
+                    call, f"tool `{tool.name}` needs approval and no approver is registered"
+                )
+            if any(v is not True for v in verdicts):
+                return self._reject(call, f"approval for `{tool.name}` was denied")
+        return tool, kwargs
+
+    async def _execute(
+        self, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
+    ) -> tuple[str, str, int]:
+        """(result text, status, duration ms) of one tool run."""
+        started = time.perf_counter()
+        attributes = {
+            "gen_ai.tool.name": tool.name,
+            "gen_ai.tool.call.id": call.id,
+            "steptrace.classification": tool.classification,
+        }
+        async with span(f"tool {tool.name}", kind=SpanKind.TOOL, **attributes) as tool_span:
+            try:
+                text, status = await tool.ainvoke(kwargs), "ok"
+            except ToolTimeout as exc:
+                text, status = f"Tool error: {exc}", "error"
+            except Exception as exc:
+                text, status = f"Tool error: {type(exc).__name__}: {redact(str(exc))}", "error"
+            tool_span.set("steptrace.status", status)
+        return text, status, round((time.perf_counter() - started) * 1000)
+
+    async def _tool_calls(self, calls: Sequence[ToolCall]) -> None:
+        state = self.state
+        answers: list[str | None] = []
+        runs: list[tuple[int, ToolCall, Tool, dict[str, Any]]] = []
+        for index, call in enumerate(calls):
+            admitted = await self._admit(call)
+            if isinstance(admitted, str):
+                answers.append(admitted)
+                continue
+            tool, kwargs = admitted
+            skip = self.tracker.before_call(tool.name, kwargs)
+            if skip is not None:
+                emit_event(
+                    LoopIntervention(
+                        tool_name=tool.name,
+                        kind=skip.kind,
+                        count=skip.count,
+                        iteration=state.iteration,
+                    )
+                )
+                emit_event(
+                    ToolExecution(
+                        tool_name=tool.name,
+                        tool_use_id=call.id,
+                        duration_ms=0,
+                        status="rejected",
+                        classification=tool.classification,
+                        iteration=state.iteration,
+                    )
+                )
+                answers.append(skip.note)
+                continue
+            answers.append(None)
+            runs.append((index, call, tool, kwargs))
+        outcomes = await asyncio.gather(*(self._execute(c, t, k) for _, c, t, k in runs))
+        for (index, call, tool, kwargs), (text, status, duration_ms) in zip(
+            runs, outcomes, strict=True
+        ):
+            # Repeats are judged on what the tool returned, before hooks rewrite it.
+            intervention = self.tracker.after_call(tool.name, kwargs, text)
+            for rewrite in await self._hooks(
+                HookEvent.POST_TOOL_USE,
+                {
+                    "tool": tool.name,
+                    "arguments": kwargs,
+                    "call_id": call.id,
+                    "result": text,
+                    "status": status,
+                },
+            ):
+                if isinstance(rewrite, str):
+                    text = rewrite
+            if intervention is not None:
+                text = self.tracker.apply(text, intervention)
+                emit_event(
+                    LoopIntervention(
+                        tool_name=tool.name,
+                        kind=intervention.kind,
+                        count=intervention.count,
+                        iteration=state.iteration,
+                    )
+                )
+            emit_event(
+                ToolExecution(
+                    tool_name=tool.name,
+                    tool_use_id=call.id,
+                    duration_ms=duration_ms,
+                    status=status,
+                    classification=tool.classification,
+                    iteration=state.iteration,
+                )
+            )
+            state.tools_used.setdefault(tool.name)
+            if status == "ok":
+                state.successful_tools.setdefault(tool.name)
+            answers[index] = text
+        for call, answer in zip(calls, answers, strict=True):
+            state.add(
+                Message(role="tool", content=answer or "", tool_call_id=call.id, name=call.name)
+            )
+        if not runs and all(c.name != NEXT_PHASE_TOOL for c in calls):
+            state.rejected_turns += 1
+        else:
+            state.rejected_turns = 0
+
+    # -- the whole run ------------------------------------------------------------------
+
+    async def run(self) -> tuple[Status, BaseException | None]:
+        state = self.state
+        try:
+            while True:
+                if state.iteration >= self.max_iterations:
+                    return "max_iterations", None
+                token = agent_iteration.set(state.iteration + 1)
+                try:
+                    if await self.turn():
+                        return "done", None
+                finally:
+                    agent_iteration.reset(token)
+                if state.rejected_turns >= self.max_rejected_turns:
+                    return "rejected", None
+        except BudgetExhausted as exc:
+            return "budget_exhausted", exc
+        except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+            return "cancelled", exc
+        except Exception as exc:
+            return "error", exc
+
+    def complete(self, status: Status, events: list[AgentEvent]) -> AgentResult:
+        state = self.state
+        emit_event(
+            LoopComplete(
+                status=status,
+                iterations=state.iteration,
+                total_duration_ms=round((time.perf_counter() - self.started) * 1000),
+                tools_used=tuple(state.tools_used),
+                successful_tools=tuple(state.successful_tools),
+            )
+        )
+        return AgentResult(
+            status=status,
+            text=state.text,
+            data=state.data,
+            iterations=state.iteration,
+            transcript=tuple(state.transcript),
+            messages=tuple(state.messages),
+            events=tuple(events),
+            summary=summarize_events(events),
+            usage=Usage(
+                state.input_tokens, state.output_tokens, state.cost_usd or 0.0, state.llm_calls
+            ),
+            cost_usd=state.cost_usd,
+        )
+
+
+async def _run_loop(loop: _Loop) -> AgentResult:
+    with collect_events() as events:
+        status, error = await loop.run()
+        result = loop.complete(status, events)
+    if error is not None:
+        error.agent_result = result  # type: ignore[attr-defined]
+        raise error
+    return result
+
+
+async def aagent_loop(
+    task: str,
+    system: str | None = None,
+    *,
+    tools: Sequence[Tool] = (),
+    model: str | None = None,
+    max_iterations: int = 24,
+    phases: Sequence[Phase] | None = None,
+    tool_policy: ToolPolicy | None = None,
+    loop_detection: LoopDetection | None = None,
+    compaction: Compaction | None = None,
+    output_schema: Any = None,
+    budget: Budget | Mapping[str, Any] | None = None,
+    error_boundary: ErrorBoundary | str = ErrorBoundary.CONTINUE,
+    provider: Provider | str | None = None,
+    name: str = "agent_loop",
+    max_rejected_turns: int = 3,
+) -> AgentResult:
+    """Run a tool-using agent until it answers without calling a tool.
+
+    ``tools``: ``@tool`` functions. ``phases``: an ordered list of ``Phase``.
+    ``tool_policy``: allow/deny by glob, per persona and phase.
+    ``loop_detection``/``compaction``: thresholds (defaults on). ``budget``:
+    run the loop as a step named ``name`` with this budget and
+    ``error_boundary``. Returns an ``AgentResult``; see the module docstring for
+    how budget exhaustion and errors end the loop.
+    """
+    loop = _Loop(
+        task,
+        system,
+        tools,
+        model,
+        max_iterations,
+        phases,
+        tool_policy,
+        loop_detection or LoopDetection(),
+        compaction or Compaction(),
+        output_schema,
+        provider,
+        max_rejected_turns,
+    )
+    if budget is None:
+        return await _run_loop(loop)
+    holder: list[AgentResult] = []
+
+    async def as_step() -> AgentResult:
+        try:
+            result = await _run_loop(loop)
+        except BaseException as exc:
+            found = getattr(exc, "agent_result", None)
+            if isinstance(found, AgentResult):
+                holder.append(found)
+            raise
+        holder.append(result)
+        return result
+
+    limits = Budget.coerce(budget, f"agent_loop `{name}`")
+    assert limits is not None
+    definition = StepDefinition(
+        name=name,
+        function="agent_loop",
+        model=model,
+        max_tokens=limits.max_tokens,
+        max_usd=limits.max_usd,
+        error_boundary=error_boundary,
+    )
+    try:
+        outcome = await step(definition)(as_step)()
+    except BaseException as exc:
+        if holder and getattr(exc, "agent_result", None) is None:
+            exc.agent_result = holder[-1]  # type: ignore[attr-defined]
+        raise
+    return outcome if outcome is not None else holder[-1]
+
+
+def agent_loop(
+    task: str,
+    system: str | None = None,
+    *,
+    tools: Sequence[Tool] = (),
+    model: str | None = None,
+    max_iterations: int = 24,
+    phases: Sequence[Phase] | None = None,
+    tool_policy: ToolPolicy | None = None,
+    loop_detection: LoopDetection | None = None,
+    compaction: Compaction | None = None,
+    output_schema: Any = None,
+    budget: Budget | Mapping[str, Any] | None = None,
+    error_boundary: ErrorBoundary | str = ErrorBoundary.CONTINUE,
+    provider: Provider | str | None = None,
+    name: str = "agent_loop",
+    max_rejected_turns: int = 3,
+) -> AgentResult:
+    """``aagent_loop`` for synchronous code (runs it in a fresh event loop, in
+    this context: the run, step and persona carry over). From async code, await
+    ``aagent_loop`` instead."""
+    return asyncio.run(
+        aagent_loop(
+            task,
+            system,
+            tools=tools,
+            model=model,
+            max_iterations=max_iterations,
+            phases=phases,
+            tool_policy=tool_policy,
+            loop_detection=loop_detection,
+            compaction=compaction,
+            output_schema=output_schema,
+            budget=budget,
+            error_boundary=error_boundary,
+            provider=provider,
+            name=name,
+            max_rejected_turns=max_rejected_turns,
+        )
+    )
