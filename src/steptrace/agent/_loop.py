@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._config import report_observer_failure
 from .._context import get_frame
 from ..budget import Budget, Usage
 from ..definitions import ErrorBoundary, StepDefinition
@@ -44,6 +45,7 @@ from ..events import (
 )
 from ..hooks import HookContext, HookEvent, adispatch, matching_hooks
 from ..llm._call import agent_iteration, allm_call
+from ..llm._config import settings as llm_settings
 from ..llm._redact import redact
 from ..llm._types import LlmResult, Message, Provider, ToolCall, ToolSpec
 from ..runtime import active_step_model_default, step
@@ -592,23 +594,46 @@ def agent_loop(
 ) -> AgentResult:
     """``aagent_loop`` for synchronous code (runs it in a fresh event loop, in
     this context: the run, step and persona carry over). From async code, await
-    ``aagent_loop`` instead."""
-    return asyncio.run(
-        aagent_loop(
-            task,
-            system,
-            tools=tools,
-            model=model,
-            max_iterations=max_iterations,
-            phases=phases,
-            tool_policy=tool_policy,
-            loop_detection=loop_detection,
-            compaction=compaction,
-            output_schema=output_schema,
-            budget=budget,
-            error_boundary=error_boundary,
-            provider=provider,
-            name=name,
-            max_rejected_turns=max_rejected_turns,
-        )
-    )
+    ``aagent_loop`` instead. Async SDK clients that providers opened for that
+    event loop are closed with it."""
+
+    async def run_then_close() -> AgentResult:
+        try:
+            return await aagent_loop(
+                task,
+                system,
+                tools=tools,
+                model=model,
+                max_iterations=max_iterations,
+                phases=phases,
+                tool_policy=tool_policy,
+                loop_detection=loop_detection,
+                compaction=compaction,
+                output_schema=output_schema,
+                budget=budget,
+                error_boundary=error_boundary,
+                provider=provider,
+                name=name,
+                max_rejected_turns=max_rejected_turns,
+            )
+        finally:
+            await _close_loop_clients(provider)
+
+    return asyncio.run(run_then_close())
+
+
+async def _close_loop_clients(provider: Provider | str | None) -> None:
+    """Close the async clients providers opened for the ending event loop."""
+    candidates: list[object] = [] if provider is None or isinstance(provider, str) else [provider]
+    candidates.append(llm_settings.default_provider)
+    candidates.extend(llm_settings.providers.values())
+    seen: set[int] = set()
+    for candidate in candidates:
+        aclose = getattr(candidate, "aclose", None)
+        if candidate is None or id(candidate) in seen or not callable(aclose):
+            continue
+        seen.add(id(candidate))
+        try:
+            await aclose()
+        except Exception as exc:  # closing must not mask the run's outcome
+            report_observer_failure(f"closing {candidate!r}", exc, None)
