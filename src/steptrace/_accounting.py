@@ -322,6 +322,15 @@ async def arecord_llm_usage(
         raise error
 
 
+def limits_in_force() -> bool:
+    """Whether any scope active here has a token or USD limit (so a pre-flight
+    check could refuse anything)."""
+    frame = _get_frame() or active_frame()
+    return any(
+        ledger.max_tokens is not None or ledger.max_pico is not None for ledger in frame.accounted
+    )
+
+
 def check_budget(
     model: str,
     estimated_input_tokens: int,

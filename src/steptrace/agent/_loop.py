@@ -143,6 +143,7 @@ class _Loop:
         loop_detection: LoopDetection,
         compaction: Compaction,
         output_schema: Any,
+        max_tokens: int | None,
         provider: Provider | str | None,
         max_rejected_turns: int,
     ) -> None:
@@ -173,6 +174,7 @@ class _Loop:
         self.tracker = LoopTracker(loop_detection)
         self.compaction = compaction
         self.output_schema = output_schema
+        self.max_tokens = max_tokens
         self.provider = provider
         self.max_rejected_turns = max_rejected_turns
         self.started = time.perf_counter()
@@ -217,6 +219,7 @@ class _Loop:
             model=self.model,
             tools=self._offered(),
             output_schema=self.output_schema,
+            max_tokens=self.max_tokens,
             provider=self.provider,
         )
         state.count(result)
@@ -511,6 +514,7 @@ async def aagent_loop(
     loop_detection: LoopDetection | None = None,
     compaction: Compaction | None = None,
     output_schema: Any = None,
+    max_tokens: int | None = None,
     budget: Budget | Mapping[str, Any] | None = None,
     error_boundary: ErrorBoundary | str = ErrorBoundary.CONTINUE,
     provider: Provider | str | None = None,
@@ -521,7 +525,9 @@ async def aagent_loop(
 
     ``tools``: ``@tool`` functions. ``phases``: an ordered list of ``Phase``.
     ``tool_policy``: allow/deny by glob, per persona and phase.
-    ``loop_detection``/``compaction``: thresholds (defaults on). ``budget``:
+    ``loop_detection``/``compaction``: thresholds (defaults on). ``max_tokens``
+    caps each model turn's output (and is what each turn's pre-flight check
+    reserves; without it, 4,096). ``budget``:
     run the loop as a step named ``name`` with this budget and
     ``error_boundary``. Returns an ``AgentResult``; see the module docstring for
     how budget exhaustion and errors end the loop.
@@ -537,6 +543,7 @@ async def aagent_loop(
         loop_detection or LoopDetection(),
         compaction or Compaction(),
         output_schema,
+        max_tokens,
         provider,
         max_rejected_turns,
     )
@@ -586,6 +593,7 @@ def agent_loop(
     loop_detection: LoopDetection | None = None,
     compaction: Compaction | None = None,
     output_schema: Any = None,
+    max_tokens: int | None = None,
     budget: Budget | Mapping[str, Any] | None = None,
     error_boundary: ErrorBoundary | str = ErrorBoundary.CONTINUE,
     provider: Provider | str | None = None,
@@ -610,6 +618,7 @@ def agent_loop(
                 loop_detection=loop_detection,
                 compaction=compaction,
                 output_schema=output_schema,
+                max_tokens=max_tokens,
                 budget=budget,
                 error_boundary=error_boundary,
                 provider=provider,

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .._accounting import arecord_llm_usage, check_budget, record_llm_usage
+from .._accounting import arecord_llm_usage, check_budget, limits_in_force, record_llm_usage
 from .._config import settings as core_settings
 from ..errors import ProviderError, SchemaValidationFailed
 from ..events import LlmCall, SchemaRetry
@@ -58,15 +58,31 @@ ESTIMATE_CHARS_PER_TOKEN = 3
 ESTIMATE_TOKENS_PER_MESSAGE = 4
 
 
+_tool_chars: dict[int, tuple[ToolSpec, int]] = {}
+
+
+def _spec_chars(tool: ToolSpec) -> int:
+    # The same tool specs are offered turn after turn: measure each once. The
+    # entry holds the spec, so its id cannot be reused while cached.
+    cached = _tool_chars.get(id(tool))
+    if cached is not None and cached[0] is tool:
+        return cached[1]
+    chars = len(tool.name) + len(tool.description) + len(json.dumps(dict(tool.parameters)))
+    if len(_tool_chars) > 4096:
+        _tool_chars.clear()
+    _tool_chars[id(tool)] = (tool, chars)
+    return chars
+
+
 def estimate_input_tokens(request: LlmRequest) -> int:
     """A conservative, offline bound on the request's prompt tokens."""
     chars = 0
     for message in request.messages:
         chars += len(message.content)
         for call in message.tool_calls:
-            chars += len(call.name) + len(json.dumps(dict(call.arguments)))
+            chars += len(call.name) + len(call.raw_arguments or json.dumps(dict(call.arguments)))
     for tool in request.tools:
-        chars += len(tool.name) + len(tool.description) + len(json.dumps(dict(tool.parameters)))
+        chars += _spec_chars(tool)
     if request.response_schema is not None:
         chars += len(json.dumps(dict(request.response_schema)))
     return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(
@@ -120,9 +136,8 @@ class _Call:
         built: list[Message] = []
         if system is not None:
             built.append(Message(role="system", content=system))
-        built.extend(
-            Message.coerce(m, f"llm_call: messages[{i}]") for i, m in enumerate(messages or ())
-        )
+        for i, m in enumerate(messages or ()):
+            built.append(m if type(m) is Message else Message.coerce(m, f"llm_call: messages[{i}]"))
         if prompt is not None:
             built.append(Message(role="user", content=prompt))
         if not any(m.role != "system" for m in built):
@@ -159,11 +174,12 @@ class _Call:
             stream=self.on_text is not None,
             on_text=self.on_text,
         )
-        check_budget(
-            self.model,
-            estimate_input_tokens(request),
-            self.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
-        )
+        if limits_in_force():
+            check_budget(
+                self.model,
+                estimate_input_tokens(request),
+                self.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
+            )
         return request
 
     def request_span(self, request: LlmRequest) -> span:
@@ -173,6 +189,9 @@ class _Call:
             "gen_ai.request.model": self.model,
             "steptrace.schema_attempt": self.attempt,
         }
+        iteration = agent_iteration.get()
+        if iteration:
+            attributes["steptrace.agent.iteration"] = iteration
         if request.max_tokens is not None:
             attributes["gen_ai.request.max_tokens"] = request.max_tokens
         if request.temperature is not None:
