@@ -43,7 +43,7 @@ from ..events import (
     ToolRejected,
     summarize_events,
 )
-from ..hooks import HookContext, HookEvent, adispatch, matching_hooks
+from ..hooks import HookContext, HookEvent, adispatch, matching_hooks, registered_hooks
 from ..llm._call import agent_iteration, allm_call
 from ..llm._config import settings as llm_settings
 from ..llm._redact import redact
@@ -272,6 +272,8 @@ class _Loop:
         return f"Tool call rejected: {reason}"
 
     async def _hooks(self, event: HookEvent, payload: dict[str, Any]) -> list[Any]:
+        if event not in registered_hooks:  # the common case: no tool hooks at all
+            return []
         frame = get_frame()
         persona = None if frame is None or frame.persona is None else frame.persona.name
         step_name = None if frame is None or frame.step is None else frame.step.name

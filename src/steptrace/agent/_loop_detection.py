@@ -104,17 +104,18 @@ class LoopTracker:
     """The per-run loop detection state (one tracker per agent run; not
     thread-safe, the loop calls it from its own task)."""
 
-    __slots__ = ("_seen", "config")
+    __slots__ = ("_any_blocked", "_seen", "config")
 
     def __init__(self, config: LoopDetection) -> None:
         if not isinstance(config, LoopDetection):
             raise TypeError(f"LoopTracker: expected a LoopDetection, got {config!r}")
         self.config = config
         self._seen: dict[tuple[str, str], _Seen] = {}
+        self._any_blocked = False  # lets before_call skip the key until a block
 
     def before_call(self, tool_name: str, arguments: Mapping[str, Any]) -> Intervention | None:
         """``skip`` when this exact call was blocked earlier (do not run it), else None."""
-        if not self.config.enabled:
+        if not self.config.enabled or not self._any_blocked:
             return None
         seen = self._seen.get((tool_name, canonical_arguments(arguments)))
         if seen is None or not seen.blocked:
@@ -147,7 +148,7 @@ class LoopTracker:
             seen.count = 1
         count = seen.count
         if count >= config.block_after:
-            seen.blocked = True
+            seen.blocked = self._any_blocked = True
             return Intervention(
                 "block",
                 count,

@@ -40,7 +40,7 @@ from ..spans import Span, SpanKind
 from ..tracing import emit_event, span
 from . import _config
 from ._schema import OutputSchema, nudge
-from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolSpec
+from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "allm_call", "estimate_input_tokens", "llm_call"]
 
@@ -58,19 +58,24 @@ ESTIMATE_CHARS_PER_TOKEN = 3
 ESTIMATE_TOKENS_PER_MESSAGE = 4
 
 
-_tool_chars: dict[int, tuple[ToolSpec, int]] = {}
+_measured: dict[int, tuple[ToolSpec | ToolCall, int]] = {}
 
 
-def _spec_chars(tool: ToolSpec) -> int:
-    # The same tool specs are offered turn after turn: measure each once. The
-    # entry holds the spec, so its id cannot be reused while cached.
-    cached = _tool_chars.get(id(tool))
-    if cached is not None and cached[0] is tool:
+def _json_chars(item: ToolSpec | ToolCall) -> int:
+    """Characters a tool spec or tool call adds to a prompt, measured once per
+    object: the same specs are offered, and the same calls resent, every turn
+    of an agent loop. The entry holds the object, so its id is not reused while
+    cached."""
+    cached = _measured.get(id(item))
+    if cached is not None and cached[0] is item:
         return cached[1]
-    chars = len(tool.name) + len(tool.description) + len(json.dumps(dict(tool.parameters)))
-    if len(_tool_chars) > 4096:
-        _tool_chars.clear()
-    _tool_chars[id(tool)] = (tool, chars)
+    if isinstance(item, ToolSpec):
+        chars = len(item.name) + len(item.description) + len(json.dumps(dict(item.parameters)))
+    else:
+        chars = len(item.name) + len(item.raw_arguments or json.dumps(dict(item.arguments)))
+    if len(_measured) > 8192:
+        _measured.clear()
+    _measured[id(item)] = (item, chars)
     return chars
 
 
@@ -80,9 +85,9 @@ def estimate_input_tokens(request: LlmRequest) -> int:
     for message in request.messages:
         chars += len(message.content)
         for call in message.tool_calls:
-            chars += len(call.name) + len(call.raw_arguments or json.dumps(dict(call.arguments)))
+            chars += _json_chars(call)
     for tool in request.tools:
-        chars += _spec_chars(tool)
+        chars += _json_chars(tool)
     if request.response_schema is not None:
         chars += len(json.dumps(dict(request.response_schema)))
     return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(
