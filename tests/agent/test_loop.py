@@ -344,3 +344,53 @@ def test_cancellation_emits_loop_complete_and_propagates() -> None:
         result = asyncio.run(main())
     assert result.status == "cancelled"
     assert type(run.events[-1]).__name__ == "LoopComplete"
+
+
+def test_llm_compaction_summarizes_with_a_model_call_that_is_accounted() -> None:
+    def model(request: LlmRequest) -> Any:
+        prompt = request.messages[-1].content
+        if prompt.startswith("Summarize this earlier part"):
+            return "Read plan.md several times; nothing new."
+        if sum(1 for m in request.messages if m.role == "assistant") >= 5:
+            return "done"
+        return [call("read_file", path="plan.md")]
+
+    with steptrace.run() as run:
+        result = agent_loop(
+            "Study the plan.",
+            tools=[read_file],
+            model="m",
+            provider=ScriptedProvider(model),
+            compaction=Compaction(max_tokens=100, keep_last=2, strategy="llm"),
+            loop_detection=LoopDetection(enabled=False),
+        )
+    summaries = [m for m in result.messages if m.name == "steptrace_summary"]
+    assert summaries
+    assert "Read plan.md several times" in summaries[-1].content
+    compactions = events_of(result, ContextCompaction)
+    assert compactions[0].new_summary_len == len("Read plan.md several times; nothing new.")
+    assert result.usage.llm_calls == run.usage().llm_calls  # the summarizer is paid for
+
+
+def test_a_phase_ends_when_its_exit_condition_holds() -> None:
+    def plan_read(transcript: Sequence[Any]) -> bool:
+        return any(m.role == "tool" for m in transcript)
+
+    result = run_loop(
+        [[call("read_file", path="plan.md")], "acting now"],
+        phases=[Phase("plan", exit_when=plan_read), Phase("act")],
+    )
+    assert [(e.from_phase, e.to_phase) for e in events_of(result, PhaseChange)] == [("plan", "act")]
+    assert result.status == "done"
+
+
+def test_a_provider_error_ends_the_loop_as_error_with_the_result_attached() -> None:
+    from steptrace.llm import BadRequest
+
+    with pytest.raises(BadRequest) as caught:
+        run_loop([[call("read_file", path="notes.txt")], BadRequest("bad", provider="scripted")])
+    result: AgentResult = caught.value.agent_result  # type: ignore[attr-defined]
+    assert result.status == "error"
+    assert result.iterations == 2
+    assert kinds(result)[-1] == "LoopComplete"
+    assert result.summary["tool_executions"] == 1
