@@ -3,14 +3,10 @@
 Each iteration: move phase if its cap or exit condition says so
 (``PhaseChange``), compact the working transcript when it grows past the
 threshold (``ContextCompaction``), ask the model through ``allm_call`` with the
-tools the phase offers (``LlmCall``, ``SchemaRetry``), then handle each tool
-call in order: reject unknown tools, tools outside the phase or policy, invalid
-arguments, ``PreToolUse`` denials and refused approvals (``ToolRejected``, with
-a reason the model sees); skip calls the loop tracker has blocked
-(``LoopIntervention`` skip); run the rest concurrently with their timeouts
-(``ToolExecution``; a raising tool is an ``error`` result the model sees);
-let ``PostToolUse`` hooks rewrite results and the tracker warn or block
-(``LoopIntervention``). A turn without tool calls ends the loop ``done``.
+tools the phase offers (``LlmCall``, ``SchemaRetry``), then hand the turn's
+tool calls to the dispatcher (``_dispatch``: ``ToolRejected``,
+``ToolExecution``, ``LoopIntervention``). A turn without tool calls ends the
+loop ``done``.
 ``LoopComplete`` is emitted on every exit, whatever the status.
 
 Budgets: a loop given ``budget=`` runs as a step of its own with
@@ -25,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._config import report_observer_failure
-from .._context import get_frame
 from ..budget import Budget, Usage
 from ..definitions import ErrorBoundary, StepDefinition
 from ..errors import BudgetExhausted
@@ -37,24 +32,20 @@ from ..events import (
     AgentEvent,
     ContextCompaction,
     LoopComplete,
-    LoopIntervention,
     PhaseChange,
-    ToolExecution,
-    ToolRejected,
     summarize_events,
 )
-from ..hooks import HookContext, HookEvent, adispatch, matching_hooks, registered_hooks
 from ..llm._call import agent_iteration, allm_call
 from ..llm._config import settings as llm_settings
-from ..llm._redact import redact
-from ..llm._types import LlmResult, Message, Provider, ToolCall, ToolSpec
+from ..llm._types import Message, Provider, ToolSpec
 from ..runtime import active_step_model_default, step
-from ..spans import SpanKind
-from ..tracing import collect_events, emit_event, span
+from ..tracing import collect_events, emit_event
 from ._compaction import Compaction, acompact, deterministic_summary
+from ._dispatch import ToolDispatcher
 from ._loop_detection import LoopDetection, LoopTracker
 from ._policy import NEXT_PHASE_TOOL, Phase, ToolPolicy
-from ._tools import Tool, ToolTimeout
+from ._state import LoopState
+from ._tools import Tool
 
 __all__ = ["AgentResult", "aagent_loop", "agent_loop"]
 
@@ -80,45 +71,6 @@ class AgentResult:
     summary: dict[str, Any]
     usage: Usage
     cost_usd: float | None
-
-
-@dataclass
-class _State:
-    """The loop's mutable state across iterations."""
-
-    messages: list[Message]
-    transcript: list[Message]
-    phases: Sequence[Phase]
-    phase_index: int = 0
-    phase_turns: int = 0
-    iteration: int = 0
-    tools_used: dict[str, None] = field(default_factory=dict)
-    successful_tools: dict[str, None] = field(default_factory=dict)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    llm_calls: int = 0
-    cost_usd: float | None = 0.0
-    text: str = ""
-    data: Any = None
-    rejected_turns: int = 0
-
-    @property
-    def phase(self) -> Phase | None:
-        return self.phases[self.phase_index] if self.phases else None
-
-    def add(self, message: Message) -> None:
-        self.messages.append(message)
-        self.transcript.append(message)
-
-    def count(self, result: LlmResult) -> None:
-        self.input_tokens += result.input_tokens
-        self.output_tokens += result.output_tokens
-        self.llm_calls += result.attempts
-        self.cost_usd = (
-            None
-            if result.cost_usd is None or self.cost_usd is None
-            else self.cost_usd + result.cost_usd
-        )
 
 
 _NEXT_PHASE_SPEC = ToolSpec(
@@ -167,11 +119,16 @@ class _Loop:
         if system is not None:
             first.append(Message(role="system", content=system))
         first.append(Message(role="user", content=task))
-        self.state = _State(messages=list(first), transcript=list(first), phases=phase_list)
+        self.state = LoopState(messages=list(first), transcript=list(first), phases=phase_list)
         self.model = model
         self.max_iterations = max_iterations
-        self.policy = policy or ToolPolicy()
-        self.tracker = LoopTracker(loop_detection)
+        self.dispatcher = ToolDispatcher(
+            self.tools,
+            policy or ToolPolicy(),
+            LoopTracker(loop_detection),
+            self.state,
+            self._advance,
+        )
         self.compaction = compaction
         self.output_schema = output_schema
         self.max_tokens = max_tokens
@@ -227,7 +184,7 @@ class _Loop:
         if not result.tool_calls:
             state.text, state.data = result.text, result.data
             return True
-        await self._tool_calls(result.tool_calls)
+        await self.dispatcher.handle(result.tool_calls)
         phase = state.phase
         if phase is not None and phase.exit_when is not None and phase.exit_when(state.transcript):
             self._advance("its exit condition was met")
@@ -264,185 +221,6 @@ class _Loop:
                 iteration=self.state.iteration,
             )
         )
-
-    # -- tool calls -----------------------------------------------------------------
-
-    def _reject(self, call: ToolCall, reason: str) -> str:
-        emit_event(ToolRejected(tool_name=call.name, reason=reason, iteration=self.state.iteration))
-        return f"Tool call rejected: {reason}"
-
-    async def _hooks(self, event: HookEvent, payload: dict[str, Any]) -> list[Any]:
-        if event not in registered_hooks:  # the common case: no tool hooks at all
-            return []
-        frame = get_frame()
-        persona = None if frame is None or frame.persona is None else frame.persona.name
-        step_name = None if frame is None or frame.step is None else frame.step.name
-        hooks = matching_hooks(event, persona, step_name, None)
-        if not hooks:
-            return []
-        context = HookContext(
-            event=event,
-            persona=persona,
-            step=step_name,
-            usage=Usage(),
-            run_id=None if frame is None else frame.run.id,
-            payload=payload,
-        )
-        return await adispatch(hooks, context, frame)
-
-    async def _admit(self, call: ToolCall) -> tuple[Tool, dict[str, Any]] | str:
-        """The tool and arguments to run, or the text answering a refused call."""
-        state = self.state
-        if call.name == NEXT_PHASE_TOOL and state.phases:
-            moved = self._advance("the model asked to move on")
-            return "Moved to the next phase." if moved else "This is already the last phase."
-        tool = self.tools.get(call.name)
-        if tool is None:
-            known = ", ".join(sorted(self.tools)) or "none"
-            return self._reject(call, f"unknown tool `{call.name}` (available: {known})")
-        phase = state.phase
-        if phase is not None and not phase.offers(tool.name):
-            return self._reject(
-                call, f"tool `{tool.name}` is not available in phase `{phase.name}`"
-            )
-        frame = get_frame()
-        persona = None if frame is None or frame.persona is None else frame.persona.name
-        denial = self.policy.denial(
-            tool.name, persona=persona, phase=None if phase is None else phase.name
-        )
-        if denial is not None:
-            return self._reject(call, denial)
-        kwargs, errors = tool.validate(call.arguments)
-        if kwargs is None:
-            return self._reject(call, "invalid arguments: " + "; ".join(errors))
-        for verdict in await self._hooks(
-            HookEvent.PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
-        ):
-            if verdict is False:
-                return self._reject(call, "denied by a PreToolUse hook")
-            if isinstance(verdict, Mapping):
-                kwargs, errors = tool.validate(verdict)
-                if kwargs is None:
-                    return self._reject(
-                        call, "a PreToolUse hook's arguments are invalid: " + "; ".join(errors)
-                    )
-        if tool.requires_approval:
-            verdicts = await self._hooks(
-                HookEvent.ON_APPROVAL_REQUESTED,
-                {"tool": tool.name, "arguments": kwargs, "call_id": call.id},
-            )
-            if not verdicts:
-                return self._reject(
-                    call, f"tool `{tool.name}` needs approval and no approver is registered"
-                )
-            if any(v is not True for v in verdicts):
-                return self._reject(call, f"approval for `{tool.name}` was denied")
-        return tool, kwargs
-
-    async def _execute(
-        self, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
-    ) -> tuple[str, str, int]:
-        """(result text, status, duration ms) of one tool run."""
-        started = time.perf_counter()
-        attributes = {
-            "gen_ai.tool.name": tool.name,
-            "gen_ai.tool.call.id": call.id,
-            "steptrace.classification": tool.classification,
-        }
-        async with span(f"tool {tool.name}", kind=SpanKind.TOOL, **attributes) as tool_span:
-            try:
-                text, status = await tool.ainvoke(kwargs), "ok"
-            except ToolTimeout as exc:
-                text, status = f"Tool error: {exc}", "error"
-            except Exception as exc:
-                text, status = f"Tool error: {type(exc).__name__}: {redact(str(exc))}", "error"
-            tool_span.set("steptrace.status", status)
-        return text, status, round((time.perf_counter() - started) * 1000)
-
-    async def _tool_calls(self, calls: Sequence[ToolCall]) -> None:
-        state = self.state
-        answers: list[str | None] = []
-        runs: list[tuple[int, ToolCall, Tool, dict[str, Any]]] = []
-        for index, call in enumerate(calls):
-            admitted = await self._admit(call)
-            if isinstance(admitted, str):
-                answers.append(admitted)
-                continue
-            tool, kwargs = admitted
-            skip = self.tracker.before_call(tool.name, kwargs)
-            if skip is not None:
-                emit_event(
-                    LoopIntervention(
-                        tool_name=tool.name,
-                        kind=skip.kind,
-                        count=skip.count,
-                        iteration=state.iteration,
-                    )
-                )
-                emit_event(
-                    ToolExecution(
-                        tool_name=tool.name,
-                        tool_use_id=call.id,
-                        duration_ms=0,
-                        status="rejected",
-                        classification=tool.classification,
-                        iteration=state.iteration,
-                    )
-                )
-                answers.append(skip.note)
-                continue
-            answers.append(None)
-            runs.append((index, call, tool, kwargs))
-        outcomes = await asyncio.gather(*(self._execute(c, t, k) for _, c, t, k in runs))
-        for (index, call, tool, kwargs), (text, status, duration_ms) in zip(
-            runs, outcomes, strict=True
-        ):
-            # Repeats are judged on what the tool returned, before hooks rewrite it.
-            intervention = self.tracker.after_call(tool.name, kwargs, text)
-            for rewrite in await self._hooks(
-                HookEvent.POST_TOOL_USE,
-                {
-                    "tool": tool.name,
-                    "arguments": kwargs,
-                    "call_id": call.id,
-                    "result": text,
-                    "status": status,
-                },
-            ):
-                if isinstance(rewrite, str):
-                    text = rewrite
-            if intervention is not None:
-                text = self.tracker.apply(text, intervention)
-                emit_event(
-                    LoopIntervention(
-                        tool_name=tool.name,
-                        kind=intervention.kind,
-                        count=intervention.count,
-                        iteration=state.iteration,
-                    )
-                )
-            emit_event(
-                ToolExecution(
-                    tool_name=tool.name,
-                    tool_use_id=call.id,
-                    duration_ms=duration_ms,
-                    status=status,
-                    classification=tool.classification,
-                    iteration=state.iteration,
-                )
-            )
-            state.tools_used.setdefault(tool.name)
-            if status == "ok":
-                state.successful_tools.setdefault(tool.name)
-            answers[index] = text
-        for call, answer in zip(calls, answers, strict=True):
-            state.add(
-                Message(role="tool", content=answer or "", tool_call_id=call.id, name=call.name)
-            )
-        if not runs and all(c.name != NEXT_PHASE_TOOL for c in calls):
-            state.rejected_turns += 1
-        else:
-            state.rejected_turns = 0
 
     # -- the whole run ------------------------------------------------------------------
 

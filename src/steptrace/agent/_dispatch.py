@@ -1,0 +1,227 @@
+"""Tool dispatch: one model turn's tool calls, from admission to results.
+
+``ToolDispatcher.handle(calls)`` answers every tool call of a turn, in order:
+it rejects unknown tools, tools outside the phase or the policy, invalid
+arguments, ``PreToolUse`` denials and refused approvals (``ToolRejected``, with
+a reason the model sees); skips calls the loop tracker has blocked
+(``LoopIntervention`` skip); runs the rest concurrently with their timeouts
+(``ToolExecution``; a raising tool is an ``error`` result the model sees); and
+lets ``PostToolUse`` hooks rewrite results and the tracker warn or block
+(``LoopIntervention``). The built-in ``next_phase`` call moves the phase
+through the loop's ``advance`` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .._context import get_frame
+from ..budget import Usage
+from ..events import LoopIntervention, ToolExecution, ToolRejected
+from ..hooks import HookContext, HookEvent, adispatch, matching_hooks, registered_hooks
+from ..llm._redact import redact
+from ..llm._types import Message, ToolCall
+from ..spans import SpanKind
+from ..tracing import emit_event, span
+from ._loop_detection import LoopTracker
+from ._policy import NEXT_PHASE_TOOL, ToolPolicy
+from ._state import LoopState
+from ._tools import Tool, ToolTimeout
+
+__all__ = ["ToolDispatcher"]
+
+
+class ToolDispatcher:
+    """Answers the tool calls of an agent run's turns (see the module docstring)."""
+
+    def __init__(
+        self,
+        tools: Mapping[str, Tool],
+        policy: ToolPolicy,
+        tracker: LoopTracker,
+        state: LoopState,
+        advance: Callable[[str], bool],
+    ) -> None:
+        self.tools = tools
+        self.policy = policy
+        self.tracker = tracker
+        self.state = state
+        self.advance = advance
+
+    def reject(self, call: ToolCall, reason: str) -> str:
+        emit_event(ToolRejected(tool_name=call.name, reason=reason, iteration=self.state.iteration))
+        return f"Tool call rejected: {reason}"
+
+    async def _hooks(self, event: HookEvent, payload: dict[str, Any]) -> list[Any]:
+        if event not in registered_hooks:  # the common case: no tool hooks at all
+            return []
+        frame = get_frame()
+        persona = None if frame is None or frame.persona is None else frame.persona.name
+        step_name = None if frame is None or frame.step is None else frame.step.name
+        hooks = matching_hooks(event, persona, step_name, None)
+        if not hooks:
+            return []
+        context = HookContext(
+            event=event,
+            persona=persona,
+            step=step_name,
+            usage=Usage(),
+            run_id=None if frame is None else frame.run.id,
+            payload=payload,
+        )
+        return await adispatch(hooks, context, frame)
+
+    async def _admit(self, call: ToolCall) -> tuple[Tool, dict[str, Any]] | str:
+        """The tool and arguments to run, or the text answering a refused call."""
+        state = self.state
+        if call.name == NEXT_PHASE_TOOL and state.phases:
+            moved = self.advance("the model asked to move on")
+            return "Moved to the next phase." if moved else "This is already the last phase."
+        tool = self.tools.get(call.name)
+        if tool is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            return self.reject(call, f"unknown tool `{call.name}` (available: {known})")
+        phase = state.phase
+        if phase is not None and not phase.offers(tool.name):
+            return self.reject(call, f"tool `{tool.name}` is not available in phase `{phase.name}`")
+        frame = get_frame()
+        persona = None if frame is None or frame.persona is None else frame.persona.name
+        denial = self.policy.denial(
+            tool.name, persona=persona, phase=None if phase is None else phase.name
+        )
+        if denial is not None:
+            return self.reject(call, denial)
+        kwargs, errors = tool.validate(call.arguments)
+        if kwargs is None:
+            return self.reject(call, "invalid arguments: " + "; ".join(errors))
+        for verdict in await self._hooks(
+            HookEvent.PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
+        ):
+            if verdict is False:
+                return self.reject(call, "denied by a PreToolUse hook")
+            if isinstance(verdict, Mapping):
+                kwargs, errors = tool.validate(verdict)
+                if kwargs is None:
+                    return self.reject(
+                        call, "a PreToolUse hook's arguments are invalid: " + "; ".join(errors)
+                    )
+        if tool.requires_approval:
+            verdicts = await self._hooks(
+                HookEvent.ON_APPROVAL_REQUESTED,
+                {"tool": tool.name, "arguments": kwargs, "call_id": call.id},
+            )
+            if not verdicts:
+                return self.reject(
+                    call, f"tool `{tool.name}` needs approval and no approver is registered"
+                )
+            if any(v is not True for v in verdicts):
+                return self.reject(call, f"approval for `{tool.name}` was denied")
+        return tool, kwargs
+
+    async def _execute(
+        self, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
+    ) -> tuple[str, str, int]:
+        """(result text, status, duration ms) of one tool run."""
+        started = time.perf_counter()
+        attributes = {
+            "gen_ai.tool.name": tool.name,
+            "gen_ai.tool.call.id": call.id,
+            "steptrace.classification": tool.classification,
+        }
+        async with span(f"tool {tool.name}", kind=SpanKind.TOOL, **attributes) as tool_span:
+            try:
+                text, status = await tool.ainvoke(kwargs), "ok"
+            except ToolTimeout as exc:
+                text, status = f"Tool error: {exc}", "error"
+            except Exception as exc:
+                text, status = f"Tool error: {type(exc).__name__}: {redact(str(exc))}", "error"
+            tool_span.set("steptrace.status", status)
+        return text, status, round((time.perf_counter() - started) * 1000)
+
+    async def handle(self, calls: Sequence[ToolCall]) -> None:
+        state = self.state
+        answers: list[str | None] = []
+        runs: list[tuple[int, ToolCall, Tool, dict[str, Any]]] = []
+        for index, call in enumerate(calls):
+            admitted = await self._admit(call)
+            if isinstance(admitted, str):
+                answers.append(admitted)
+                continue
+            tool, kwargs = admitted
+            skip = self.tracker.before_call(tool.name, kwargs)
+            if skip is not None:
+                emit_event(
+                    LoopIntervention(
+                        tool_name=tool.name,
+                        kind=skip.kind,
+                        count=skip.count,
+                        iteration=state.iteration,
+                    )
+                )
+                emit_event(
+                    ToolExecution(
+                        tool_name=tool.name,
+                        tool_use_id=call.id,
+                        duration_ms=0,
+                        status="rejected",
+                        classification=tool.classification,
+                        iteration=state.iteration,
+                    )
+                )
+                answers.append(skip.note)
+                continue
+            answers.append(None)
+            runs.append((index, call, tool, kwargs))
+        outcomes = await asyncio.gather(*(self._execute(c, t, k) for _, c, t, k in runs))
+        for (index, call, tool, kwargs), (text, status, duration_ms) in zip(
+            runs, outcomes, strict=True
+        ):
+            # Repeats are judged on what the tool returned, before hooks rewrite it.
+            intervention = self.tracker.after_call(tool.name, kwargs, text)
+            for rewrite in await self._hooks(
+                HookEvent.POST_TOOL_USE,
+                {
+                    "tool": tool.name,
+                    "arguments": kwargs,
+                    "call_id": call.id,
+                    "result": text,
+                    "status": status,
+                },
+            ):
+                if isinstance(rewrite, str):
+                    text = rewrite
+            if intervention is not None:
+                text = self.tracker.apply(text, intervention)
+                emit_event(
+                    LoopIntervention(
+                        tool_name=tool.name,
+                        kind=intervention.kind,
+                        count=intervention.count,
+                        iteration=state.iteration,
+                    )
+                )
+            emit_event(
+                ToolExecution(
+                    tool_name=tool.name,
+                    tool_use_id=call.id,
+                    duration_ms=duration_ms,
+                    status=status,
+                    classification=tool.classification,
+                    iteration=state.iteration,
+                )
+            )
+            state.tools_used.setdefault(tool.name)
+            if status == "ok":
+                state.successful_tools.setdefault(tool.name)
+            answers[index] = text
+        for call, answer in zip(calls, answers, strict=True):
+            state.add(
+                Message(role="tool", content=answer or "", tool_call_id=call.id, name=call.name)
+            )
+        if not runs and all(c.name != NEXT_PHASE_TOOL for c in calls):
+            state.rejected_turns += 1
+        else:
+            state.rejected_turns = 0
