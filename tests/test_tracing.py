@@ -286,3 +286,32 @@ def test_reset_clears_both_logs_and_switches_tracing_off() -> None:
     assert peek_agent_trace() == []
     record_llm_usage("m", 1, 1)
     assert peek_trace() == []  # a fresh default run: tracing off again
+
+
+def test_each_event_remembers_the_span_it_was_emitted_under() -> None:
+    from steptrace import LlmCall
+
+    def event(n: int) -> LlmCall:
+        return LlmCall(
+            call_id=str(n),
+            model="m",
+            input_tokens=1,
+            output_tokens=1,
+            cache_tokens=0,
+            duration_ms=0,
+            iteration=n,
+        )
+
+    @steptrace.step
+    def inner() -> None:
+        steptrace.emit_event(event(2))
+
+    with steptrace.run() as run:
+        steptrace.emit_event(event(1))
+        with steptrace.span("work") as work:
+            inner()
+        step_span = next(s for s in run.spans if s.name == "inner")
+        assert run.events_by_span() == [(run.root.span_id, event(1)), (step_span.span_id, event(2))]
+        assert step_span.parent_id == work.span_id
+        steptrace.take_agent_trace()
+        assert run.events_by_span() == []

@@ -138,6 +138,8 @@ class Run:
         """``running``, then ``completed`` or ``failed``."""
         self.error: str | None = None
         self.events: list[AgentEvent] = []
+        self.event_span_ids: list[int] = []
+        """For each event, the id of the span that was current when it was emitted."""
         self.raw_trace: list[tuple[Any, ...]] = []
         """The trace log as recorded: one tuple of ``LlmTraceEntry`` fields a call."""
         self.spans: list[Span] = []
@@ -162,6 +164,11 @@ class Run:
         """Record a frame just created in this run and show it to span processors."""
         self.spans.append(frame)
         notify_start(frame)
+
+    def events_by_span(self) -> list[tuple[int, AgentEvent]]:
+        """``(span id, event)`` for every event, in order (for exporters)."""
+        with self.lock:
+            return list(zip(self.event_span_ids, self.events, strict=True))
 
     @property
     def llm_trace(self) -> list[LlmTraceEntry]:

@@ -75,11 +75,13 @@ def emit_event(event: AgentEvent) -> None:
     """Append an agent event to the current run."""
     if type(event) not in _event_types and type(event) not in _load_event_types():
         raise TypeError(f"emit_event: expected an agent event (LlmCall, ...), got {event!r}")
-    run = (_get_frame() or active_frame()).run
+    frame = _get_frame() or active_frame()
+    run = frame.run
     lock = run.lock
     lock.acquire()
     try:
         run.events.append(event)
+        run.event_span_ids.append(frame.span_id)
     finally:
         lock.release()
     for collected in _collectors.get():
@@ -117,6 +119,7 @@ def take_agent_trace() -> list[AgentEvent]:
     run = current_run()
     with run.lock:
         events, run.events = run.events, []
+        run.event_span_ids = []
     return events
 
 
