@@ -1,0 +1,201 @@
+"""Offline files of one run: steptrace's JSON lines and OTLP/JSON traces.
+
+Standard library only, so ``export_run`` works without the ``otel`` extra.
+This module owns both file formats; the names and attributes of spans in the
+OTLP file come from ``_semconv``, the same mapping the live bridge uses.
+
+``jsonl``: one JSON object a line, each with a ``type``: first the run
+(``{"type": "run", "version": 1, ...run.summary(), "started_at", "ended_at",
+"error", "metadata"}``), then every span (``{"type": "span",
+...span.to_dict()}``, in start order), every agent event with the span it was
+emitted under (``{"type": "event", "span_id": 7, "event": {...}}``), every
+completed-step ledger row (``{"type": "completed_step", ...row.to_dict()}``)
+and every LLM trace log entry (``{"type": "llm_trace", ...entry.to_dict()}``).
+Values JSON cannot hold are written as their ``str()``.
+
+``otlp-json``: the OTLP/JSON encoding of a trace export request
+(``resourceSpans`` -> ``scopeSpans`` -> ``spans``), readable by an
+OpenTelemetry Collector's ``otlpjsonfile`` receiver and by anything that
+takes OTLP over HTTP with JSON. Ids are derived, so exporting a run twice
+gives the same file: the trace id is the first 16 bytes of
+``sha256("steptrace trace <run id>")`` and a span's id the first 8 bytes of
+``sha256("steptrace span <run id> <span id>")``, in lowercase hex. Times are
+decimal strings of Unix nanoseconds. A span still open at export (the default
+run's root, say) ends at the export time and carries ``steptrace.open =
+true``. Agent events have no clock of their own: each is stamped with the end
+of its span.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._semconv import AttributeValue, describe, event_attributes, event_name
+
+if TYPE_CHECKING:
+    from .._run import Run
+    from ..events import AgentEvent
+
+__all__ = ["export_run", "jsonl_records", "otlp_json", "otlp_span_id", "otlp_trace_id"]
+
+ExportFormat = Literal["jsonl", "otlp-json"]
+JSONL_VERSION = 1
+
+_SPAN_KIND_INTERNAL = 1
+_SPAN_KIND_CLIENT = 3
+_STATUS_UNSET = 0
+_STATUS_ERROR = 2
+
+
+def export_run(
+    run: Run,
+    path: str | os.PathLike[str],
+    format: ExportFormat = "jsonl",
+    *,
+    service_name: str = "steptrace",
+) -> Path:
+    """Write ``run`` to ``path`` as ``jsonl`` or ``otlp-json``; return the path.
+
+    ``service_name`` is the OTLP resource's ``service.name``. A run still
+    going is written as it stands. See the module docstring for both formats.
+    """
+    if format not in ("jsonl", "otlp-json"):
+        raise ValueError(f"export_run: format must be 'jsonl' or 'otlp-json', got {format!r}")
+    target = Path(path)
+    with target.open("w", encoding="utf-8", newline="\n") as out:
+        if format == "jsonl":
+            for record in jsonl_records(run):
+                out.write(_dumps(record))
+                out.write("\n")
+        else:
+            out.write(_dumps(otlp_json(run, service_name=service_name)))
+            out.write("\n")
+    return target
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def jsonl_records(run: Run) -> Iterator[dict[str, Any]]:
+    """The records of the ``jsonl`` format, in file order."""
+    yield {
+        "type": "run",
+        "version": JSONL_VERSION,
+        **run.summary(),
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "error": run.error,
+        "metadata": dict(run.metadata),
+    }
+    for span in list(run.spans):
+        yield {"type": "span", **span.to_dict()}
+    for span_id, event in run.events_by_span():
+        yield {"type": "event", "span_id": span_id, "event": event.to_dict()}
+    for row in run.completed_steps:
+        yield {"type": "completed_step", **row.to_dict()}
+    for entry in run.llm_trace:
+        yield {"type": "llm_trace", **entry.to_dict()}
+
+
+def otlp_trace_id(run_id: str) -> str:
+    """The OTLP trace id (32 hex digits) of a run's file export."""
+    return _nonzero(hashlib.sha256(f"steptrace trace {run_id}".encode()).hexdigest()[:32])
+
+
+def otlp_span_id(run_id: str, span_id: int) -> str:
+    """The OTLP span id (16 hex digits) of a steptrace span in a file export."""
+    return _nonzero(hashlib.sha256(f"steptrace span {run_id} {span_id}".encode()).hexdigest()[:16])
+
+
+def _nonzero(hex_id: str) -> str:
+    # An all-zero id is invalid in OTLP; a hash gives one with odds of 2**-64.
+    return hex_id if hex_id.strip("0") else hex_id[:-1] + "1"
+
+
+def otlp_json(run: Run, *, service_name: str = "steptrace") -> dict[str, Any]:
+    """The run as an OTLP/JSON ``ExportTraceServiceRequest`` (a JSON-ready dict)."""
+    from .. import __version__
+
+    spans = list(run.spans)
+    known = {span.span_id for span in spans}
+    events: dict[int, list[AgentEvent]] = {}
+    for span_id, event in run.events_by_span():
+        # An event under a span the run does not hold goes to the run's root.
+        owner = span_id if span_id in known else run.root.span_id
+        events.setdefault(owner, []).append(event)
+    trace_id = otlp_trace_id(run.id)
+    now = time.time_ns()
+    encoded: list[dict[str, Any]] = []
+    for span in spans:
+        described = describe(span)
+        attributes = dict(described.attributes)
+        end_ns = span.end_ns
+        if end_ns is None:
+            end_ns = max(now, span.start_ns)
+            attributes["steptrace.open"] = True
+        item: dict[str, Any] = {
+            "traceId": trace_id,
+            "spanId": otlp_span_id(run.id, span.span_id),
+        }
+        if span.parent_id is not None and span.parent_id in known:
+            item["parentSpanId"] = otlp_span_id(run.id, span.parent_id)
+        item.update(
+            name=described.name,
+            kind=_SPAN_KIND_CLIENT if described.client else _SPAN_KIND_INTERNAL,
+            startTimeUnixNano=str(span.start_ns),
+            endTimeUnixNano=str(end_ns),
+            attributes=_key_values(attributes),
+            events=[
+                {
+                    "timeUnixNano": str(end_ns),
+                    "name": event_name(event),
+                    "attributes": _key_values(event_attributes(event)),
+                }
+                for event in events.get(span.span_id, ())
+            ],
+            status=(
+                {"code": _STATUS_UNSET}
+                if described.error is None
+                else {"code": _STATUS_ERROR, "message": described.error}
+            ),
+        )
+        encoded.append(item)
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _key_values({"service.name": service_name})},
+                "scopeSpans": [
+                    {"scope": {"name": "steptrace", "version": __version__}, "spans": encoded}
+                ],
+            }
+        ]
+    }
+
+
+def _key_values(attributes: dict[str, AttributeValue]) -> list[dict[str, Any]]:
+    return [{"key": key, "value": _any_value(value)} for key, value in attributes.items()]
+
+
+def _any_value(value: AttributeValue | str | bool | int | float) -> dict[str, Any]:
+    """An OTLP ``AnyValue`` in the JSON mapping (int64 as a decimal string)."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return {"doubleValue": value}
+        return {
+            "doubleValue": "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        }
+    if isinstance(value, str):
+        return {"stringValue": value}
+    return {"arrayValue": {"values": [_any_value(item) for item in value]}}
