@@ -21,6 +21,7 @@ from opentelemetry.trace import StatusCode
 import steptrace
 import steptrace.export
 from steptrace import PhaseChange, SpanKind
+from steptrace.agent import agent_loop
 from steptrace.export import OpenTelemetryExporter
 from steptrace.llm import llm_call
 from steptrace.testing import ScriptedProvider
@@ -421,3 +422,17 @@ except ImportError as exc:
     assert result.returncode == 0, result.stderr
     assert "pip install 'steptrace[otel]'" in result.stdout
     assert (tmp_path / "run.json").read_text().startswith('{"resourceSpans"')
+
+
+def test_an_agent_loop_without_a_budget_is_an_invoke_agent_span_too(otel: Otel) -> None:
+    with steptrace.run("plain-agent"):
+        agent_loop(
+            "Say hi.", model="gpt-4o-mini", provider=ScriptedProvider(["hi"]), name="greeter"
+        )
+    [agent] = named(otel.spans(), "invoke_agent greeter")
+    [chat] = named(otel.spans(), "chat gpt-4o-mini")
+    assert attributes_of(agent)["gen_ai.operation.name"] == "invoke_agent"
+    assert chat.parent is not None
+    assert agent.context is not None
+    assert chat.parent.span_id == agent.context.span_id
+    assert [e.name for e in agent.events] == ["steptrace.loop_complete"]

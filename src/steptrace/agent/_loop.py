@@ -39,7 +39,8 @@ from ..llm._call import agent_iteration, allm_call
 from ..llm._config import settings as llm_settings
 from ..llm._types import Message, Provider, ToolSpec
 from ..runtime import active_step_model_default, step
-from ..tracing import collect_events, emit_event
+from ..spans import SpanKind
+from ..tracing import collect_events, emit_event, span
 from ._compaction import Compaction, acompact, deterministic_summary
 from ._dispatch import ToolDispatcher
 from ._loop_detection import LoopDetection, LoopTracker
@@ -328,7 +329,15 @@ async def aagent_loop(
         max_rejected_turns,
     )
     if budget is None:
-        return await _run_loop(loop)
+        # No step of its own, but a span: the loop's events and requests group
+        # under it (an ``invoke_agent`` span once exported).
+        agent_span = span(
+            name,
+            kind=SpanKind.CUSTOM,
+            **{"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name},
+        )
+        async with agent_span:
+            return await _run_loop(loop)
     holder: list[AgentResult] = []
 
     async def as_step() -> AgentResult:

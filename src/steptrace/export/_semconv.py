@@ -190,7 +190,10 @@ def describe(span: Span) -> Described:
     else:
         if isinstance(span, Frame):
             _enclosing(span, attributes)
-        if kind is SpanKind.LLM_CALL:
+        if attributes.get("gen_ai.operation.name") == "invoke_agent":
+            # An agent loop without a budget of its own opens a plain span.
+            name = f"invoke_agent {attributes.get('gen_ai.agent.name', name)}"
+        elif kind is SpanKind.LLM_CALL:
             operation = attributes.setdefault("gen_ai.operation.name", "chat")
             system = attributes.get("gen_ai.system")
             if system is not None:
