@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Set up and run the core benchmark (about 30 s). Extra arguments go to it,
-# e.g. --quick, --json PATH, --check.
+# Set up and run every benchmark (about 90 s; --quick for a smoke run): the
+# core, the LLM layer and the agent loop, each printing its figures against
+# baselines measured in the same run. For a single benchmark's own options,
+# run it directly: .venv/bin/python benchmarks/bench_core.py --help
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev
-exec .venv/bin/python benchmarks/bench_core.py "$@"
+quick=()
+[ "${1:-}" = "--quick" ] && quick=(--quick)
+for bench in bench_core bench_llm bench_agent; do
+    echo "== benchmarks/$bench.py"
+    .venv/bin/python "benchmarks/$bench.py" "${quick[@]}"
+    echo
+done
