@@ -4,7 +4,6 @@ behaviour, and the summary agreeing with the events."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -163,20 +162,29 @@ def test_repeated_identical_calls_warn_then_block_then_skip() -> None:
 
 
 def test_tool_calls_in_one_turn_run_concurrently_and_answer_in_order() -> None:
+    arrived: list[str] = []
+    both_here = asyncio.Event()
+
+    @tool(classification="read_only", timeout=5)
+    async def meet(who: str) -> str:
+        """Wait until both callers have arrived (only possible if they run together)."""
+        arrived.append(who)
+        if len(arrived) == 2:
+            both_here.set()
+        await both_here.wait()
+        return f"{who} met {len(arrived) - 1} other"
+
     calls = [
-        call("slow_lookup", key="a"),
-        ToolCall(id="second", name="slow_lookup", arguments={"key": "b"}),
+        ToolCall(id="first", name="meet", arguments={"who": "a"}),
+        ToolCall(id="second", name="meet", arguments={"who": "b"}),
     ]
-    started = time.perf_counter()
-    result = run_loop([calls, "both found"])
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.38  # two 0.2 s tools, run together
+    result = run_loop([calls, "both met"], tools=[meet])
+    # Run one after the other, the first call would wait for the second until
+    # its timeout and end as an error.
+    assert [e.status for e in events_of(result, ToolExecution)] == ["ok", "ok"]
     answers = [m.content for m in result.transcript if m.role == "tool"]
-    assert answers == ["value of a", "value of b"]
-    assert [m.tool_call_id for m in result.transcript if m.role == "tool"] == [
-        "call_slow_lookup_1",
-        "second",
-    ]
+    assert answers == ["a met 1 other", "b met 1 other"]
+    assert [m.tool_call_id for m in result.transcript if m.role == "tool"] == ["first", "second"]
 
 
 def test_a_raising_tool_and_a_timeout_are_error_results_the_model_sees() -> None:

@@ -1,0 +1,124 @@
+"""The run store's relational schema and its numbered migrations.
+
+This module owns the table layout shared by every ``RunStore`` backend and the
+rule for evolving it: ``MIGRATIONS[n - 1]`` is migration ``n``, a list of SQL
+statements; the ``schema_version`` table records every migration applied.
+``migrate(conn)`` applies the pending ones in one write transaction
+(``BEGIN IMMEDIATE``, so two processes opening a new file at once serialize
+and the second finds nothing left to do). Migrations are append-only: never
+edit a released one, add the next.
+
+Tables (migration 1):
+
+- ``runs``: one row a run, its header and totals (``metadata`` and ``budget``
+  are JSON text);
+- ``spans``: every ended span, keyed by (run, span id), ``parent_id`` linking
+  the tree;
+- ``events``: the agent events in emission order (``seq``), each with the span
+  it was emitted in and its ``to_dict()`` shape as JSON;
+- ``completed_steps``: the completed-step ledger in order, each row the
+  ``CompletedStep.to_dict()`` shape as JSON.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+__all__ = ["MIGRATIONS", "current_version", "migrate"]
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            error TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            budget TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            llm_calls INTEGER NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX runs_by_start ON runs (started_at DESC)",
+        "CREATE INDEX runs_by_name_start ON runs (name, started_at DESC)",
+        """
+        CREATE TABLE spans (
+            run_id TEXT NOT NULL,
+            span_id INTEGER NOT NULL,
+            parent_id INTEGER,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            start_ns INTEGER NOT NULL,
+            end_ns INTEGER,
+            status TEXT NOT NULL,
+            error TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (run_id, span_id)
+        )
+        """,
+        """
+        CREATE TABLE events (
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            span_id INTEGER,
+            type TEXT NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )
+        """,
+        "CREATE INDEX events_by_run_type ON events (run_id, type, seq)",
+        """
+        CREATE TABLE completed_steps (
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )
+        """,
+    ),
+)
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The highest migration applied to this database (0 for an empty one)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every pending migration in one transaction; return the new version.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``), so this
+    function controls the transaction. Idempotent: a database already at the
+    latest version is left untouched.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        version = current_version(conn)
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                (number, time.time()),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return max(version, len(MIGRATIONS))

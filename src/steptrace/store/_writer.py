@@ -1,0 +1,345 @@
+"""The background writer: live runs into a ``RunStore``, off the run's hot path.
+
+``StoreWriter`` is a steptrace ``SpanProcessor``. Its callbacks run on the
+run's own threads, so they only append small records (references to the span,
+event or step frame, plus a number) to a bounded queue; a daemon thread drains
+the queue, turns the records into rows (``to_dict()``, the ledger row, the
+run's totals) and writes them in batched transactions: a batch closes after
+about ``interval`` seconds or ``max_batch`` records, or at once when someone
+flushes. What is recorded, per run:
+
+- the run row at the root's start (``running``) and at its end (status, error,
+  totals from ``run.usage()``), and when the writer first sees a run it joined
+  mid-way;
+- every span when it ends;
+- the run's new agent events and completed steps, read at every span start and
+  end of the run from its append-only lists (``run.events``,
+  ``run.event_span_ids``, ``run.ended_steps``) without the run's lock, as the
+  OpenTelemetry exporter does, so a callback can never deadlock a thread that
+  holds that lock.
+
+Default runs (steps called outside any ``steptrace.run()``) never end and are
+not recorded. At the run root's end the writer flushes, waiting at most
+``run_end_timeout`` seconds; it also flushes at interpreter exit (``atexit``).
+Nothing reaches the run: a full queue drops the record (counted in
+``dropped``, logged once), a failed batch is rolled back by the store, counted
+in ``failures`` and logged (the first with its traceback). A run whose process
+died stays ``running`` in the store (marking it ``interrupted`` is future work).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .. import _config
+from .._context import StepFrame
+from .._run import _ledger_row
+from ._protocol import EventRow, RunRow, RunStore, SpanRow, StepRow, WriteBatch
+
+if TYPE_CHECKING:
+    from .._run import Run
+    from ..events import AgentEvent
+    from ..spans import Span
+
+__all__ = ["StoreWriter"]
+
+logger = logging.getLogger("steptrace.store")
+
+_FLUSH = object()
+_STOP = object()
+
+# Records, built on the run's thread (kept tiny): (number, kind, payload...).
+_RUN_START = 0
+_RUN_END = 1
+_SPAN = 2
+_EVENT = 3
+_STEP = 4
+
+
+class _RunCursor:
+    """How far the writer has read one run's event log and ledger."""
+
+    __slots__ = ("event_seq", "events", "events_read", "ids", "steps_read")
+
+    def __init__(self) -> None:
+        self.events: list[AgentEvent] | None = None
+        self.ids: list[int] | None = None
+        self.events_read = 0
+        self.event_seq = 0
+        """Events recorded so far: keeps counting when ``take_agent_trace()``
+        swaps in fresh lists."""
+        self.steps_read = 0
+
+
+class StoreWriter:
+    """A ``SpanProcessor`` writing every run of this process to ``store``.
+
+    Register it with ``steptrace.add_span_processor(writer)``; ``close()`` it
+    (after removing it) to flush and stop its thread. The store is not closed
+    by the writer. ``queue_size`` bounds the records waiting to be written.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        queue_size: int = 10_000,
+        interval: float = 0.1,
+        max_batch: int = 500,
+        run_end_timeout: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.interval = interval
+        self.max_batch = max_batch
+        self.run_end_timeout = run_end_timeout
+        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
+        self._runs: weakref.WeakKeyDictionary[Run, _RunCursor] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._done = threading.Condition(threading.Lock())
+        self._numbered = 0
+        self._handled = 0
+        self.dropped = 0
+        """Records dropped because the queue was full."""
+        self.failures = 0
+        """Batches (or callbacks) that failed; each logged, none reached a run."""
+        self.written = 0
+        """Records committed to the store."""
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._drain, name="steptrace-store-writer", daemon=True
+        )
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- the SpanProcessor protocol -------------------------------------------------
+
+    def on_start(self, span: Span) -> None:
+        try:
+            run: Run | None = getattr(span, "run", None)
+            if run is None or run.is_default:
+                return
+            records: list[tuple[Any, ...]] = []
+            self._collect(run, span is run.root, records)
+            self._enqueue(records)
+        except Exception as exc:
+            self._failed("on_start", exc)
+
+    def on_end(self, span: Span) -> None:
+        try:
+            run: Run | None = getattr(span, "run", None)
+            if run is None or run.is_default:
+                return
+            records: list[tuple[Any, ...]] = []
+            self._collect(run, False, records)
+            records.append((_SPAN, span))
+            is_root = span is run.root
+            if is_root:
+                records.append((_RUN_END, run))
+            self._enqueue(records)
+            if is_root:
+                with self._lock:
+                    self._runs.pop(run, None)
+                self.flush(self.run_end_timeout)
+        except Exception as exc:
+            self._failed("on_end", exc)
+
+    # -- flushing and closing -----------------------------------------------------
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until every record enqueued so far is handled (at most ``timeout``
+        seconds; ``0`` only asks the thread to write now). True when all were
+        handled and no batch failed meanwhile."""
+        with self._done:
+            target = self._numbered
+            failures = self.failures
+            if self._handled >= target:
+                return True
+        if not self._thread.is_alive():
+            return False
+        try:
+            self._queue.put_nowait(_FLUSH)
+        except queue.Full:
+            pass  # the thread has a full batch to write anyway
+        if timeout == 0:
+            return False
+        with self._done:
+            reached = self._done.wait_for(lambda: self._handled >= target, timeout)
+            return reached and self.failures == failures
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush, then stop the writer thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self.flush(timeout)
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            logger.warning("steptrace: store writer queue still full at close")
+        self._thread.join(timeout)
+
+    # -- the run's side: collect and enqueue ---------------------------------------
+
+    def _collect(self, run: Run, starting: bool, records: list[tuple[Any, ...]]) -> None:
+        """Records for a run's header (when new) and its new events and steps."""
+        with self._lock:
+            cursor = self._runs.get(run)
+            if cursor is None:
+                cursor = self._runs[run] = _RunCursor()
+                records.append((_RUN_START, run))
+            elif starting:
+                records.append((_RUN_START, run))
+            events, ids = run.events, run.event_span_ids
+            if cursor.events is not events or cursor.ids is not ids:
+                cursor.events, cursor.ids, cursor.events_read = events, ids, 0
+            # An event is appended before its span id: only paired entries count.
+            count = min(len(events), len(ids))
+            for index in range(cursor.events_read, count):
+                records.append((_EVENT, run.id, cursor.event_seq, ids[index], events[index]))
+                cursor.event_seq += 1
+            cursor.events_read = max(count, cursor.events_read)
+            ended = run.ended_steps
+            records.extend(
+                (_STEP, run.id, index, ended[index])
+                for index in range(cursor.steps_read, len(ended))
+            )
+            cursor.steps_read = max(len(ended), cursor.steps_read)
+
+    def _enqueue(self, records: list[tuple[Any, ...]]) -> None:
+        put = self._queue.put_nowait
+        for record in records:
+            with self._done:
+                try:
+                    put((self._numbered + 1, record))
+                except queue.Full:
+                    self.dropped += 1
+                    first = self.dropped == 1
+                else:
+                    self._numbered += 1
+                    continue
+            if first:
+                logger.warning(
+                    "steptrace: run store queue full (%d records); dropping records",
+                    self._queue.maxsize,
+                )
+
+    def _failed(self, where: str, exc: Exception) -> None:
+        with self._done:
+            self.failures += 1
+            first = self.failures == 1
+        if first:
+            logger.warning("steptrace: run store %s failed", where, exc_info=exc)
+        else:
+            logger.debug("steptrace: run store %s failed: %r", where, exc)
+        if _config.settings.strict and where.startswith("on_"):
+            raise exc
+
+    # -- the writer thread --------------------------------------------------------
+
+    def _drain(self) -> None:
+        get = self._queue.get
+        while True:
+            items: list[tuple[int, tuple[Any, ...]]] = []
+            stop = False
+            item = get()
+            deadline = time.monotonic() + self.interval
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                if item is _FLUSH:
+                    break
+                items.append(item)
+                remaining = deadline - time.monotonic()
+                if len(items) >= self.max_batch or remaining <= 0:
+                    break
+                try:
+                    item = get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if items:
+                self._write(items)
+            if stop:
+                return
+
+    def _write(self, items: list[tuple[int, tuple[Any, ...]]]) -> None:
+        try:
+            batch = _build(record for _, record in items)
+            self.store.write(batch)
+        except Exception as exc:
+            self._failed("write", exc)
+        else:
+            self.written += len(items)
+        with self._done:
+            self._handled = max(self._handled, items[-1][0])
+            self._done.notify_all()
+
+
+def _build(records: Any) -> WriteBatch:
+    batch = WriteBatch()
+    for record in records:
+        kind = record[0]
+        if kind == _SPAN:
+            span: Span = record[1]
+            data = span.to_dict()
+            batch.spans.append(
+                SpanRow(
+                    run_id=data["run_id"],
+                    span_id=data["span_id"],
+                    parent_id=data["parent_id"],
+                    name=data["name"],
+                    kind=data["kind"],
+                    start_ns=data["start_ns"],
+                    end_ns=data["end_ns"],
+                    status=data["status"],
+                    error=data["error"],
+                    metadata=data["metadata"],
+                )
+            )
+        elif kind == _EVENT:
+            _, run_id, seq, span_id, event = record
+            batch.events.append(
+                EventRow(run_id=run_id, seq=seq, span_id=span_id, data=event.to_dict())
+            )
+        elif kind == _STEP:
+            _, run_id, seq, frame = record
+            assert isinstance(frame, StepFrame)
+            batch.steps.append(StepRow(run_id=run_id, seq=seq, data=_ledger_row(frame).to_dict()))
+        else:
+            batch.runs.append(_run_row(record[1], ended=kind == _RUN_END))
+    return batch
+
+
+def _run_row(run: Run, *, ended: bool) -> RunRow:
+    budget = None if run.budget is None else run.budget.to_dict()
+    if not ended:
+        return RunRow(
+            id=run.id,
+            name=run.name,
+            status="running",
+            started_at=run.started_at,
+            metadata=dict(run.metadata),
+            budget=budget,
+        )
+    usage = run.usage()
+    return RunRow(
+        id=run.id,
+        name=run.name,
+        status=run.status,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        error=run.error,
+        metadata=dict(run.metadata),
+        budget=budget,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_usd=usage.cost_usd,
+        llm_calls=usage.llm_calls,
+    )

@@ -1,0 +1,274 @@
+"""The SQLite run store and its background writer, against real files."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import steptrace
+from steptrace import LlmCall, PhaseChange
+from steptrace.store import SQLiteStore, StoreWriter, WriteBatch, migrate
+from steptrace.store._schema import MIGRATIONS, current_version
+
+
+@steptrace.step(model="m-small", budget={"max_tokens": 50}, error_boundary="continue")
+def capped() -> str:
+    steptrace.record_llm_usage("m-small", 40, 20, cost_usd=0.002)
+    return "never"
+
+
+@steptrace.step(model="m-large")
+def plain() -> str:
+    steptrace.record_llm_usage("m-large", 7, 3, cost_usd=0.01)
+    steptrace.emit_event(
+        LlmCall(
+            call_id="c1",
+            model="m-large",
+            input_tokens=7,
+            output_tokens=3,
+            cache_tokens=0,
+            duration_ms=4,
+            iteration=1,
+        )
+    )
+    return "ok"
+
+
+@steptrace.persona("analyst")
+def analyst() -> None:
+    plain()
+    with steptrace.span("lookup"):
+        steptrace.emit_event(PhaseChange(from_phase="plan", to_phase="act", iteration=1))
+    capped()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore(tmp_path / "runs.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def writer(store: SQLiteStore) -> Iterator[StoreWriter]:
+    active = StoreWriter(store)
+    steptrace.add_span_processor(active)
+    yield active
+    steptrace.remove_span_processor(active)
+    active.close()
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
+        return {name for (name,) in rows}
+
+
+def test_migrations_create_the_schema_once(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "runs.db"
+    SQLiteStore(path).close()
+    assert {"runs", "spans", "events", "completed_steps", "schema_version"} <= _tables(path)
+    assert {"runs_by_start", "events_by_run_type"} <= _tables(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert current_version(conn) == len(MIGRATIONS)
+        assert migrate(conn) == len(MIGRATIONS)  # idempotent
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (1,)
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        conn.close()
+    SQLiteStore(path).close()  # reopening migrates nothing and keeps the tables
+
+
+def test_a_run_reads_back_as_recorded(store: SQLiteStore, writer: StoreWriter) -> None:
+    with steptrace.run("nightly", budget={"max_usd": 1.0}, metadata={"team": "a"}) as run:
+        analyst()
+        plain()
+    # The run's end flushed: no explicit flush needed.
+    stored = store.get_run(run.id)
+    assert stored is not None
+    assert stored.status == "completed"
+    assert stored.name == "nightly"
+    assert stored.run.metadata == {"team": "a"}
+    assert stored.events == run.events
+    assert stored.event_span_ids == run.event_span_ids
+    assert stored.completed_steps == run.completed_steps
+    assert [s.status for s in stored.completed_steps] == ["completed", "skipped", "completed"]
+    expected = run.summary()
+    got = stored.summary
+    assert got.pop("duration_ms") == pytest.approx(expected.pop("duration_ms"), abs=0.01)
+    assert got == expected
+    assert {s.span_id: (s.parent_id, s.name, s.kind, s.status) for s in stored.spans} == {
+        s.span_id: (s.parent_id, s.name, s.kind.value, s.status) for s in run.spans
+    }
+    assert [s.metadata for s in stored.spans] == [s.to_dict()["metadata"] for s in run.spans]
+    (root,) = stored.children(None)
+    assert root.kind == "run"
+    assert [c.name for c in stored.children(root.span_id)] == [
+        "analyst",
+        "plain",
+    ]
+    assert writer.failures == 0
+    assert writer.dropped == 0
+
+
+def test_a_failed_run_and_a_running_one(store: SQLiteStore, writer: StoreWriter) -> None:
+    failed = steptrace.run("broken")
+
+    def crash() -> None:
+        with failed:
+            plain()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        crash()
+    live = steptrace.run("live").__enter__()
+    try:
+        plain()
+        assert writer.flush(5)
+        stored = store.get_run(live.id)
+        assert stored is not None
+        assert stored.status == "running"
+        assert len(stored.completed_steps) == 1
+        assert stored.summary["duration_ms"] is None
+    finally:
+        live.__exit__(None, None, None)
+    broken = store.get_run(failed.id)
+    assert broken is not None
+    assert broken.status == "failed"
+    assert broken.run.error == "RuntimeError: boom"
+    assert store.get_run("nope") is None
+
+
+def test_list_runs_filters_and_pages(store: SQLiteStore, writer: StoreWriter) -> None:
+    ids = []
+    for i in range(5):
+        with steptrace.run("even" if i % 2 == 0 else "odd") as run:
+            plain()
+        ids.append(run.id)
+        time.sleep(0.002)  # distinct start times
+    newest_first = ids[::-1]
+    assert [r.id for r in store.list_runs()] == newest_first
+    assert [r.id for r in store.list_runs(limit=2, offset=1)] == newest_first[1:3]
+    assert [r.id for r in store.list_runs(name="odd")] == [ids[3], ids[1]]
+    assert store.list_runs(status="failed") == []
+    assert len(store.list_runs(name="even", status="completed")) == 3
+    first = store.list_runs(limit=1)[0]
+    assert (first.llm_calls, first.input_tokens, first.cost_usd) == (1, 7, 0.01)
+
+
+class BlockingStore(SQLiteStore):
+    """A store whose writes wait until released."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+
+    def write(self, batch: WriteBatch) -> None:
+        self.release.wait(10)
+        super().write(batch)
+
+
+def test_the_run_thread_only_enqueues(tmp_path: Path) -> None:
+    store = BlockingStore(tmp_path / "runs.db")
+    writer = StoreWriter(store, run_end_timeout=0)
+    steptrace.add_span_processor(writer)
+    try:
+        with steptrace.run("fast") as run:
+            for _ in range(20):
+                analyst()
+        # Every write is still held back (a write waits up to 10 s for release):
+        # the run finished without waiting for one, or this would hold its row.
+        assert not store.release.is_set()
+        assert store.list_runs() == []
+        store.release.set()
+        assert writer.flush(5)
+        stored = store.get_run(run.id)
+        assert stored is not None
+        assert len(stored.completed_steps) == 40
+    finally:
+        steptrace.remove_span_processor(writer)
+        store.release.set()
+        writer.close()
+        store.close()
+
+
+class BrokenStore(SQLiteStore):
+    def write(self, batch: WriteBatch) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_a_broken_store_does_not_break_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BrokenStore(tmp_path / "runs.db")
+    writer = StoreWriter(store)
+    steptrace.add_span_processor(writer)
+    try:
+        with steptrace.run("unlucky") as run:
+            analyst()
+        with steptrace.run("again"):
+            plain()
+        assert run.status == "completed"
+        assert len(run.completed_steps) == 2
+        assert writer.flush(5) is True  # nothing new to flush
+        assert writer.failures >= 2
+        assert writer.written == 0
+        warnings = [r for r in caplog.records if r.name == "steptrace.store"]
+        assert len([r for r in warnings if r.levelname == "WARNING"]) == 1
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+        store.close()
+
+
+def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    store = BlockingStore(tmp_path / "runs.db")
+    writer = StoreWriter(store, queue_size=5, run_end_timeout=0)
+    steptrace.add_span_processor(writer)
+    try:
+        with steptrace.run("flood"):
+            for _ in range(10):
+                plain()
+        assert writer.dropped > 0
+    finally:
+        steptrace.remove_span_processor(writer)
+        store.release.set()
+        writer.close()
+        store.close()
+
+
+def _child_run(path: str, name: str) -> str:
+    steptrace.configure(strict=True)
+    store = SQLiteStore(path)
+    writer = StoreWriter(store)
+    steptrace.add_span_processor(writer)
+    try:
+        with steptrace.run(name) as run:
+            for _ in range(20):
+                analyst()
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+        store.close()
+    return run.id
+
+
+def test_two_processes_write_to_one_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        ids = pool.starmap(_child_run, [(path, "worker-a"), (path, "worker-b")])
+    with SQLiteStore(path) as store:
+        assert {r.name for r in store.list_runs()} == {"worker-a", "worker-b"}
+        for run_id in ids:
+            stored = store.get_run(run_id)
+            assert stored is not None
+            assert stored.status == "completed"
+            assert len(stored.completed_steps) == 40
+            assert len(stored.events) == 40
