@@ -36,7 +36,6 @@ import os
 import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -51,6 +50,7 @@ if (_SRC / "steptrace").is_dir() and str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
 import steptrace  # noqa: E402
+from _machine import load_average, revision  # noqa: E402
 from steptrace.agent import (  # noqa: E402
     AgentResult,
     Compaction,
@@ -477,34 +477,6 @@ async def profile(iterations: int, runs: int, top: int) -> list[str]:
 # -- report ----------------------------------------------------------------------------------
 
 
-def _revision() -> str:
-    """The checkout's git commit, ``+dirty`` when ``src/`` has local changes."""
-    root = Path(steptrace.__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def _verdict(passed: bool | None) -> str:
     return {True: "PASS", False: "FAIL", None: ""}[passed]
 
@@ -548,13 +520,13 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
     long_repeats = 1 if args.quick else 3
     steptrace.configure(price_source=FlatPrices())
     print(
-        f"steptrace {steptrace.__version__} ({_revision()}) agent loop benchmark, "
+        f"steptrace {steptrace.__version__} ({revision()}) agent loop benchmark, "
         f"{Path(steptrace.__file__).parent}"
     )
     print(
         f"Python {platform.python_version()} ({platform.python_implementation()}) on "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs; "
-        f"load average {_load()} before"
+        f"load average {load_average()} before"
     )
     print(
         "aagent_loop on the scripted provider in a fresh steptrace.run(), 3 tool calls a turn "
@@ -582,7 +554,7 @@ async def main_async(args: argparse.Namespace) -> list[Row]:
         for line in await profile(iterations, 5 if args.quick else 40, 15):
             print(line)
     print()
-    print(f"load average {_load()} after")
+    print(f"load average {load_average()} after")
     return rows
 
 

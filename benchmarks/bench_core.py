@@ -43,6 +43,7 @@ if (_SRC / "steptrace").is_dir() and str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
 import steptrace  # noqa: E402
+from _machine import load_average, revision  # noqa: E402
 from steptrace import CompletedStep, LlmCall, Span  # noqa: E402
 
 # -- targets (from the issue) -------------------------------------------------------
@@ -691,34 +692,6 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _revision() -> str:
-    """The checkout's git commit, ``+dirty`` when it has local changes, or ``unknown``."""
-    root = Path(steptrace.__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 @dataclass
 class Machine:
     revision: str
@@ -821,17 +794,17 @@ def main(argv: list[str] | None = None) -> int:
         gc_enabled=args.gc,
     )
     machine = Machine(
-        revision=_revision(),
+        revision=revision(),
         python=f"{platform.python_version()} ({platform.python_implementation()})",
         platform=f"{platform.system()} {platform.machine()}",
         cpus=os.cpu_count(),
-        load_before=_load(),
+        load_before=load_average(),
     )
     steptrace.reset()
     rows = timing_rows(cfg)
     imp = measure_import(cfg.import_runs)
     mem = measure_memory(cfg.memory_steps)
-    machine.load_after = _load()
+    machine.load_after = load_average()
     by_key = {row.key: row for row in rows}
     checks = evaluate(by_key, imp, mem)
     print_report(cfg, machine, rows, checks, imp, mem)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
 from .spans import Span, SpanKind, end_span, notify_start
 
-__all__ = ["CompletedStep", "Run", "current_run", "run"]
+__all__ = ["CompletedStep", "EventCursor", "Run", "current_run", "run"]
 
 
 class CompletedStep(NamedTuple):
@@ -182,7 +182,7 @@ class Run:
     @property
     def completed_steps(self) -> list[CompletedStep]:
         """The completed-step ledger, in the order steps ended."""
-        return [_ledger_row(frame) for frame in list(self.ended_steps)]
+        return [ledger_row(frame) for frame in list(self.ended_steps)]
 
     # -- context management -----------------------------------------------------
 
@@ -275,7 +275,37 @@ class Run:
 _STATUSES = ("completed", "failed", "skipped", "escalated")
 
 
-def _ledger_row(frame: _context.StepFrame) -> CompletedStep:
+class EventCursor:
+    """Reads a run's events, with the span each was emitted under, a little at a
+    time, for span processors (exporters, the store writer).
+
+    ``read()`` returns the ``(span id, event)`` pairs emitted since the last
+    call. It takes no lock, so a processor called while the run's lock is held
+    elsewhere cannot deadlock: it relies on ``emit_event`` appending the event
+    before its span id (only complete pairs are returned) and on
+    ``take_agent_trace`` swapping in new lists rather than clearing them
+    (a swap is seen, and reading starts over on the new lists). Not
+    thread-safe itself: callers serialize their own reads.
+    """
+
+    __slots__ = ("_events", "_ids", "_read", "_run")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._events: list[AgentEvent] | None = None
+        self._ids: list[int] | None = None
+        self._read = 0
+
+    def read(self) -> list[tuple[int, AgentEvent]]:
+        events, ids = self._run.events, self._run.event_span_ids
+        if self._events is not events or self._ids is not ids:
+            self._events, self._ids, self._read = events, ids, 0
+        count = min(len(events), len(ids))
+        start, self._read = self._read, max(count, self._read)
+        return list(zip(ids[start:count], events[start:count], strict=True))
+
+
+def ledger_row(frame: _context.StepFrame) -> CompletedStep:
     # Built on first request and kept: the hot path only appends the frame.
     rows = frame.run.ledger_rows
     row = rows.get(frame.span_id)

@@ -58,6 +58,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from .. import _config
 from .._context import Frame
+from .._run import EventCursor
 from ..spans import Span, SpanKind
 from ._semconv import describe, event_attributes, event_name
 
@@ -81,12 +82,10 @@ def _scope_version() -> str:
 class _RunEvents:
     """What the exporter has read of one run's event log."""
 
-    __slots__ = ("cursor", "events", "ids", "pending")
+    __slots__ = ("cursor", "pending")
 
-    def __init__(self) -> None:
-        self.events: list[AgentEvent] | None = None
-        self.ids: list[int] | None = None
-        self.cursor = 0
+    def __init__(self, run: Run) -> None:
+        self.cursor = EventCursor(run)
         self.pending: dict[int, list[tuple[int, AgentEvent]]] = {}
         """Events not yet attached, by span id, each with the time first seen."""
 
@@ -205,20 +204,9 @@ class OpenTelemetryExporter:
         with self._lock:
             state = self._runs.get(run)
             if state is None:
-                state = self._runs[run] = _RunEvents()
-            # take_agent_trace() swaps in new lists: start over on them.
-            events, ids = run.events, run.event_span_ids
-            if state.events is not events or state.ids is not ids:
-                state.events, state.ids, state.cursor = events, ids, 0
-            # An event is appended before its span id: count only paired entries.
-            count = min(len(events), len(ids))
-            if count > state.cursor:
-                pending = state.pending
-                for span_id, event in zip(
-                    ids[state.cursor : count], events[state.cursor : count], strict=True
-                ):
-                    pending.setdefault(span_id, []).append((now, event))
-                state.cursor = count
+                state = self._runs[run] = _RunEvents(run)
+            for span_id, event in state.cursor.read():
+                state.pending.setdefault(span_id, []).append((now, event))
         return state
 
     def _events_of(self, run: Run, span: Span) -> list[tuple[int, AgentEvent]]:

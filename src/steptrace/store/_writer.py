@@ -39,12 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._context import StepFrame
-from .._run import _ledger_row
+from .._run import EventCursor, ledger_row
 from ._protocol import EventRow, RunRow, RunStore, SpanRow, StepRow, WriteBatch
 
 if TYPE_CHECKING:
     from .._run import Run
-    from ..events import AgentEvent
     from ..spans import Span
 
 __all__ = ["StoreWriter"]
@@ -65,12 +64,10 @@ _STEP = 4
 class _RunCursor:
     """How far the writer has read one run's event log and ledger."""
 
-    __slots__ = ("event_seq", "events", "events_read", "ids", "steps_read")
+    __slots__ = ("event_seq", "events", "steps_read")
 
-    def __init__(self) -> None:
-        self.events: list[AgentEvent] | None = None
-        self.ids: list[int] | None = None
-        self.events_read = 0
+    def __init__(self, run: Run) -> None:
+        self.events = EventCursor(run)
         self.event_seq = 0
         """Events recorded so far: keeps counting when ``take_agent_trace()``
         swaps in fresh lists."""
@@ -192,19 +189,13 @@ class StoreWriter:
         with self._lock:
             cursor = self._runs.get(run)
             if cursor is None:
-                cursor = self._runs[run] = _RunCursor()
+                cursor = self._runs[run] = _RunCursor(run)
                 records.append((_RUN_START, run))
             elif starting:
                 records.append((_RUN_START, run))
-            events, ids = run.events, run.event_span_ids
-            if cursor.events is not events or cursor.ids is not ids:
-                cursor.events, cursor.ids, cursor.events_read = events, ids, 0
-            # An event is appended before its span id: only paired entries count.
-            count = min(len(events), len(ids))
-            for index in range(cursor.events_read, count):
-                records.append((_EVENT, run.id, cursor.event_seq, ids[index], events[index]))
+            for span_id, event in cursor.events.read():
+                records.append((_EVENT, run.id, cursor.event_seq, span_id, event))
                 cursor.event_seq += 1
-            cursor.events_read = max(count, cursor.events_read)
             ended = run.ended_steps
             records.extend(
                 (_STEP, run.id, index, ended[index])
@@ -311,7 +302,7 @@ def _build(records: Any) -> WriteBatch:
         elif kind == _STEP:
             _, run_id, seq, frame = record
             assert isinstance(frame, StepFrame)
-            batch.steps.append(StepRow(run_id=run_id, seq=seq, data=_ledger_row(frame).to_dict()))
+            batch.steps.append(StepRow(run_id=run_id, seq=seq, data=ledger_row(frame).to_dict()))
         else:
             batch.runs.append(_run_row(record[1], ended=kind == _RUN_END))
     return batch
