@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import math
+from time import time as _time
 from typing import Any
 
 from . import _context
@@ -257,6 +258,7 @@ def record_llm_usage(
                 exceeded = _exhausted(frame, ledger, "max_usd", pico_to_usd(ledger.max_pico))
         if run.tracing_enabled:
             # A plain tuple: LlmTraceEntry objects are built when the log is read.
+            # The frame and wall time after its fields are for the run store.
             run.raw_trace.append(
                 (
                     model,
@@ -265,6 +267,8 @@ def record_llm_usage(
                     duration_ms,
                     cost_usd if priced else None,
                     cache_tokens,
+                    frame,
+                    _time(),
                 )
             )
         if registered_hooks and _THRESHOLD in registered_hooks:

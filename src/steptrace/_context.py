@@ -18,13 +18,25 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import os
 from collections.abc import Callable
 from time import time_ns
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from . import spans as _spans
 from .budget import PICO_PER_USD, Budget, Ledger, usd_to_pico
 from .spans import Span, SpanKind
-from .spans import span_ids as _span_ids
+
+# Bound here for the hot path; rebound in a forked child after ``spans`` reseeds.
+_span_ids = _spans.span_ids
+
+
+def _rebind_span_ids() -> None:
+    global _span_ids
+    _span_ids = _spans.span_ids
+
+
+os.register_at_fork(after_in_child=_rebind_span_ids)
 
 if TYPE_CHECKING:
     from ._run import Run

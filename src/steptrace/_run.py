@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
 from .spans import Span, SpanKind, end_span, notify_start
 
-__all__ = ["CompletedStep", "EventCursor", "Run", "current_run", "run"]
+__all__ = ["CompletedStep", "EventCursor", "Run", "TraceCursor", "current_run", "run"]
 
 
 class CompletedStep(NamedTuple):
@@ -141,7 +141,8 @@ class Run:
         self.event_span_ids: list[int] = []
         """For each event, the id of the span that was current when it was emitted."""
         self.raw_trace: list[tuple[Any, ...]] = []
-        """The trace log as recorded: one tuple of ``LlmTraceEntry`` fields a call."""
+        """The trace log as recorded: one tuple a call, the ``LlmTraceEntry``
+        fields, then the frame that recorded it and the wall time (``time.time()``)."""
         self.spans: list[Span] = []
         """Every span of the run (run, personas, steps, user spans), in start order."""
         self.tracing_enabled = trace_llm
@@ -173,11 +174,9 @@ class Run:
     @property
     def llm_trace(self) -> list[LlmTraceEntry]:
         """The LLM call trace log (a copy)."""
-        from .events import LlmTraceEntry  # deferred: see the note in __init__
-
         with self.lock:
             raw = list(self.raw_trace)
-        return [LlmTraceEntry(*entry) for entry in raw]
+        return trace_entries(raw)
 
     @property
     def completed_steps(self) -> list[CompletedStep]:
@@ -303,6 +302,33 @@ class EventCursor:
         count = min(len(events), len(ids))
         start, self._read = self._read, max(count, self._read)
         return list(zip(ids[start:count], events[start:count], strict=True))
+
+
+class TraceCursor:
+    """Reads a run's raw LLM trace log a little at a time, like ``EventCursor``
+    (no lock; a ``take_trace`` swap is seen and reading starts over). Each item
+    is the raw tuple: ``LlmTraceEntry`` fields, the recording frame, wall time."""
+
+    __slots__ = ("_read", "_run", "_trace")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._trace: list[tuple[Any, ...]] | None = None
+        self._read = 0
+
+    def read(self) -> list[tuple[Any, ...]]:
+        trace = self._run.raw_trace
+        if self._trace is not trace:
+            self._trace, self._read = trace, 0
+        start, self._read = self._read, max(len(trace), self._read)
+        return trace[start : self._read]
+
+
+def trace_entries(raw: list[tuple[Any, ...]]) -> list[LlmTraceEntry]:
+    """``LlmTraceEntry`` objects from raw trace tuples (their first six fields)."""
+    from .events import LlmTraceEntry  # deferred: see the note in __init__
+
+    return [LlmTraceEntry(*entry[:6]) for entry in raw]
 
 
 def ledger_row(frame: _context.StepFrame) -> CompletedStep:

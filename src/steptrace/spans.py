@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import enum
 import itertools
+import os
 import threading
 import time
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from ._config import report_observer_failure
 
@@ -42,8 +44,23 @@ class SpanKind(enum.StrEnum):
     CUSTOM = "custom"
 
 
+def _fresh_span_ids() -> itertools.count[int]:
+    # Each process counts from its own random base below 2**52 (exact as a
+    # JavaScript number), so spans that processes write into one run (see
+    # ``steptrace.extract``) do not collide; a forked child starts a new base.
+    return itertools.count((int.from_bytes(os.urandom(4), "big") << 20) | 1)
+
+
 # next() on itertools.count is atomic under the GIL: ids are unique across threads.
-span_ids = itertools.count(1)
+span_ids = _fresh_span_ids()
+
+
+def _reseed_after_fork() -> None:
+    global span_ids
+    span_ids = _fresh_span_ids()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 class Span:
@@ -140,6 +157,21 @@ class SpanProcessor(Protocol):
     def on_end(self, span: Span) -> None: ...
 
 
+class TranscriptProcessor(Protocol):
+    """A span processor that also wants the content of LLM calls (the run store).
+
+    ``on_transcript(span, content)`` is called on the caller's thread, while an
+    ``llm_call`` request's span is still open, for each request that got a
+    response; ``content()`` builds ``(request data, response data)`` (the
+    cassette shapes), so a processor that queues it pays for that work off the
+    caller's thread. A processor has this method or not: nothing registers it.
+    """
+
+    def on_transcript(
+        self, span: Span, content: Callable[[], tuple[dict[str, Any], dict[str, Any]]]
+    ) -> None: ...
+
+
 class InMemorySpanCollector:
     """A processor that keeps every ended span in a list (for tests and tools)."""
 
@@ -175,6 +207,8 @@ class InMemorySpanCollector:
 
 # Copy-on-write tuple: readers on the hot path take it without a lock.
 processors: tuple[SpanProcessor, ...] = ()
+transcript_processors: tuple[TranscriptProcessor, ...] = ()
+"""The registered processors that have ``on_transcript``."""
 _processors_lock = threading.Lock()
 
 
@@ -185,6 +219,7 @@ def add_span_processor(processor: SpanProcessor) -> None:
     global processors
     with _processors_lock:
         processors = (*processors, processor)
+        _update_transcript_processors()
 
 
 def remove_span_processor(processor: SpanProcessor) -> None:
@@ -192,6 +227,27 @@ def remove_span_processor(processor: SpanProcessor) -> None:
     global processors
     with _processors_lock:
         processors = tuple(p for p in processors if p is not processor)
+        _update_transcript_processors()
+
+
+def _update_transcript_processors() -> None:
+    global transcript_processors
+    transcript_processors = tuple(
+        cast("TranscriptProcessor", processor)
+        for processor in processors
+        if callable(getattr(processor, "on_transcript", None))
+    )
+
+
+def notify_transcript(
+    span: Span, content: Callable[[], tuple[dict[str, Any], dict[str, Any]]]
+) -> None:
+    """Offer an LLM request's content to the processors that want it."""
+    for processor in transcript_processors:
+        try:
+            processor.on_transcript(span, content)
+        except Exception as exc:
+            report_observer_failure(f"span processor {processor!r}.on_transcript", exc, span)
 
 
 def notify_start(span: Span) -> None:

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _context
-from ._run import active_frame, current_run
+from ._run import active_frame, current_run, trace_entries
 
 if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
@@ -47,12 +47,10 @@ def enable_tracing(enabled: bool = True) -> None:
 
 def take_trace() -> list[LlmTraceEntry]:
     """Return the trace log and clear it."""
-    from .events import LlmTraceEntry  # deferred: see the note in __init__
-
     run = current_run()
     with run.lock:
         raw, run.raw_trace = run.raw_trace, []
-    return [LlmTraceEntry(*entry) for entry in raw]
+    return trace_entries(raw)
 
 
 def peek_trace() -> list[LlmTraceEntry]:

@@ -78,7 +78,7 @@ def test_migrations_create_the_schema_once(tmp_path: Path) -> None:
     try:
         assert current_version(conn) == len(MIGRATIONS)
         assert migrate(conn) == len(MIGRATIONS)  # idempotent
-        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         conn.close()

@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._context import get_frame
+from .._redact import redact
 from ..budget import Usage
 from ..events import LoopIntervention, ToolExecution, ToolRejected
 from ..hooks import HookContext, HookEvent, adispatch, matching_hooks, registered_hooks
-from ..llm._redact import redact
 from ..llm._types import Message, ToolCall
 from ..spans import SpanKind
 from ..tracing import emit_event, span

@@ -11,6 +11,7 @@ already have the same accounting. Providers and SDKs load only when used.
 
 from typing import TYPE_CHECKING, Any
 
+from .._redact import redact
 from ..errors import (
     AuthenticationFailed,
     BadRequest,
@@ -23,7 +24,6 @@ from ..errors import (
 )
 from ._call import DEFAULT_MAX_OUTPUT_TOKENS, allm_call, estimate_input_tokens, llm_call
 from ._config import RetryPolicy, configure
-from ._redact import redact
 from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
 from .instrument import instrument, uninstrument
 from .prices import ModelPrice, PriceTable, install_default_prices, price_info

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .. import spans as _spans
 from .._accounting import arecord_llm_usage, check_budget, limits_in_force, record_llm_usage
 from .._config import settings as core_settings
 from ..errors import ProviderError, SchemaValidationFailed
@@ -41,6 +42,7 @@ from ..tracing import emit_event, span
 from . import _config
 from ._schema import OutputSchema, nudge
 from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
+from .providers._cassette import response_to_dict
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "allm_call", "estimate_input_tokens", "llm_call"]
 
@@ -221,7 +223,9 @@ class _Call:
         )
         return delay
 
-    def usage(self, response: LlmResponse, duration_ms: int, request_span: Span) -> dict[str, Any]:
+    def usage(
+        self, request: LlmRequest, response: LlmResponse, duration_ms: int, request_span: Span
+    ) -> dict[str, Any]:
         """Describe the response on its (still open) span, emit ``LlmCall``, and
         return the arguments for ``record_llm_usage`` (which the caller makes
         after the span ends, so a budget error is not the request's error)."""
@@ -248,6 +252,10 @@ class _Call:
                 "steptrace.cost_usd": cost,
             }
         )
+        if _spans.transcript_processors:
+            _spans.notify_transcript(
+                request_span, lambda: (request.fingerprint_data(), response_to_dict(response))
+            )
         emit_event(
             LlmCall(
                 call_id=response.response_id or uuid.uuid4().hex[:16],
@@ -350,7 +358,7 @@ def llm_call(
                 with call.request_span(request) as request_span:
                     response = call.provider.complete(request)
                     duration_ms = round((time.perf_counter() - started) * 1000)
-                    usage = call.usage(response, duration_ms, request_span)
+                    usage = call.usage(request, response, duration_ms, request_span)
                 break
             except ProviderError as error:  # the request's span ended as an error
                 retry += 1
@@ -403,7 +411,7 @@ async def allm_call(
                 async with call.request_span(request) as request_span:
                     response = await call.provider.acomplete(request)
                     duration_ms = round((time.perf_counter() - started) * 1000)
-                    usage = call.usage(response, duration_ms, request_span)
+                    usage = call.usage(request, response, duration_ms, request_span)
                 break
             except ProviderError as error:  # the request's span ended as an error
                 retry += 1

@@ -24,10 +24,10 @@ import openai
 from .. import _context
 from .._accounting import arecord_llm_usage, record_llm_usage
 from .._config import report_observer_failure
+from .._redact import redact
 from ..errors import BudgetExhausted, PricingUnknown
 from ..spans import Span, end_span
 from ..tracing import span as _span
-from ._redact import redact
 
 __all__ = [
     "AsyncInstrumentedStream",

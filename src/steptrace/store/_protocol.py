@@ -13,21 +13,28 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .._run import CompletedStep
-    from ..events import AgentEvent
+    from ..events import AgentEvent, LlmTraceEntry
 
 __all__ = [
+    "AGGREGATE_KEYS",
+    "Aggregate",
+    "AggregateKey",
     "EventRow",
+    "LlmCallRow",
     "RunRow",
     "RunStore",
     "SpanRow",
     "StepRow",
     "StoredRun",
+    "TranscriptRow",
     "WriteBatch",
 ]
+
+RUN_STATUSES = ("running", "completed", "failed", "interrupted")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,7 +44,8 @@ class RunRow:
     id: str
     name: str
     status: str
-    """``running``, ``completed`` or ``failed``."""
+    """``running``, ``completed``, ``failed`` or ``interrupted`` (its process
+    died before the run ended)."""
     started_at: float
     ended_at: float | None = None
     error: str | None = None
@@ -47,6 +55,15 @@ class RunRow:
     output_tokens: int = 0
     cost_usd: float = 0.0
     llm_calls: int = 0
+    pid: int | None = None
+    host: str | None = None
+    """The process (and machine) writing the run while it runs."""
+    heartbeat_at: float | None = None
+    """When that process last said it was alive (``time.time()``)."""
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,17 +101,107 @@ class StepRow:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LlmCallRow:
+    """The ``seq``-th entry of a run's LLM call trace log, with where it was
+    charged (``span_id`` of the recording step, persona or run span; the
+    innermost step's and persona's names) and its wall time ``at``."""
+
+    run_id: str
+    seq: int
+    span_id: int | None
+    step: str | None
+    persona: str | None
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_tokens: int
+    cost_usd: float | None
+    """``None`` when no price was known."""
+    duration_ms: int
+    at: float
+
+    def entry(self) -> LlmTraceEntry:
+        """The seed's trace log entry for this row."""
+        from ..events import LlmTraceEntry
+
+        return LlmTraceEntry(
+            self.model,
+            self.input_tokens,
+            self.output_tokens,
+            self.duration_ms,
+            self.cost_usd,
+            self.cache_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscriptRow:
+    """The content of one ``llm_call`` request, keyed by its ``chat`` span.
+
+    ``request`` is ``LlmRequest.fingerprint_data()`` and ``response`` the
+    cassette's response shape, both with credentials redacted; both are
+    ``None`` when the writer was told to store no content."""
+
+    run_id: str
+    span_id: int
+    request: dict[str, Any] | None
+    response: dict[str, Any] | None
+
+
 @dataclass(slots=True)
 class WriteBatch:
-    """Rows to write in one transaction. A row whose key exists replaces it."""
+    """Rows to write in one transaction. A row whose key exists replaces it.
+
+    ``heartbeats`` are ``(run id, time)``: set the run's ``heartbeat_at`` if it
+    is still ``running`` (nothing else of the row changes)."""
 
     runs: list[RunRow] = field(default_factory=list)
     spans: list[SpanRow] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
     steps: list[StepRow] = field(default_factory=list)
+    llm_calls: list[LlmCallRow] = field(default_factory=list)
+    transcripts: list[TranscriptRow] = field(default_factory=list)
+    heartbeats: list[tuple[str, float]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.runs) + len(self.spans) + len(self.events) + len(self.steps)
+        return (
+            len(self.runs)
+            + len(self.spans)
+            + len(self.events)
+            + len(self.steps)
+            + len(self.llm_calls)
+            + len(self.transcripts)
+            + len(self.heartbeats)
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFilter:
+    """The filters of ``list_runs``/``count_runs`` (``None`` means any), as
+    backends pass them to ``_queries.run_filter_clause``."""
+
+    name: str | None = None
+    status: str | None = None
+    persona: str | None = None
+    started_after: float | None = None
+    started_before: float | None = None
+
+
+AggregateKey = Literal["model", "persona", "step", "day"]
+AGGREGATE_KEYS: tuple[AggregateKey, ...] = ("model", "persona", "step", "day")
+
+
+class Aggregate(NamedTuple):
+    """Usage summed over LLM calls sharing one key (a model, a persona, a step
+    name, or a UTC day ``YYYY-MM-DD``; ``None`` for calls outside any persona
+    or step)."""
+
+    key: str | None
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +215,8 @@ class StoredRun:
     event_span_ids: list[int | None]
     """For each event, the span it was emitted in."""
     completed_steps: list[CompletedStep]
+    llm_calls: list[LlmCallRow]
+    """The LLM call trace log, in order."""
     summary: dict[str, Any]
     """``Run.summary()``'s keys, recomputed from the stored rows."""
 
@@ -122,6 +231,11 @@ class StoredRun:
     @property
     def status(self) -> str:
         return self.run.status
+
+    @property
+    def llm_trace(self) -> list[LlmTraceEntry]:
+        """The seed's LLM call trace log, as ``Run.llm_trace`` gave it."""
+        return [row.entry() for row in self.llm_calls]
 
     def children(self, span_id: int | None) -> list[SpanRow]:
         """The spans whose parent is ``span_id`` (``None``: the roots)."""
@@ -157,11 +271,12 @@ def summarize(
 
 @runtime_checkable
 class RunStore(Protocol):
-    """Where runs are kept. Implementations: ``SQLiteStore``.
+    """Where runs are kept. Implementations: ``SQLiteStore``, ``PostgresStore``.
 
     Contract: thread-safe; ``write`` applies a whole batch in one transaction
     or nothing of it (and raises), so a failure never damages what is already
-    stored; reads never see half a batch.
+    stored; reads never see half a batch. Opening a store applies pending
+    migrations and marks runs whose process died ``interrupted``.
     """
 
     def write(self, batch: WriteBatch) -> None:
@@ -173,14 +288,82 @@ class RunStore(Protocol):
         *,
         name: str | None = None,
         status: str | None = None,
+        persona: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRow]:
-        """Runs, newest start first, optionally filtered, one page."""
+        """Runs matching every filter given, newest start first, one page.
+
+        ``persona``: runs with a span of that persona. ``started_after``
+        (inclusive) and ``started_before`` (exclusive) bound ``started_at``
+        in ``time.time()`` seconds."""
+        ...
+
+    def count_runs(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        persona: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
+    ) -> int:
+        """How many runs match the filters (as ``list_runs``), for paging."""
         ...
 
     def get_run(self, run_id: str) -> StoredRun | None:
-        """One run with its spans, events, ledger and summary; ``None`` if unknown."""
+        """One run with its spans, events, ledger, trace log and summary;
+        ``None`` if unknown."""
+        ...
+
+    def run_ids(self, prefix: str = "", *, limit: int = 50) -> list[str]:
+        """Ids of runs starting with ``prefix``, newest first (to resolve a
+        shortened id or suggest near matches)."""
+        ...
+
+    def events(
+        self,
+        run_id: str,
+        *,
+        types: Sequence[str] | None = None,
+        after_seq: int = -1,
+        limit: int = 1000,
+    ) -> list[EventRow]:
+        """One page of a run's events in order: those after ``after_seq`` whose
+        ``type`` is in ``types`` (any when ``None``). Page on with the last
+        row's ``seq``."""
+        ...
+
+    def event_counts(self, run_id: str) -> dict[str, int]:
+        """How many events of each type the run has."""
+        ...
+
+    def transcripts(
+        self, run_id: str, span_ids: Sequence[int] | None = None
+    ) -> list[TranscriptRow]:
+        """The run's LLM call transcripts (those of ``span_ids`` only, if given),
+        in span order."""
+        ...
+
+    def aggregate(
+        self,
+        by: AggregateKey,
+        *,
+        run_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Aggregate]:
+        """LLM usage summed by ``by`` over every stored call (one run's with
+        ``run_id``; ``since`` inclusive and ``until`` exclusive bound the call
+        time), most expensive first."""
+        ...
+
+    def mark_interrupted(self, *, stale_after: float = ...) -> list[str]:
+        """Mark ``running`` runs whose process is gone ``interrupted`` and return
+        their ids: a process on this host that no longer exists, or any run
+        whose heartbeat is older than ``stale_after`` seconds."""
         ...
 
     def close(self) -> None:

@@ -8,6 +8,11 @@ statements; the ``schema_version`` table records every migration applied.
 and the second finds nothing left to do). Migrations are append-only: never
 edit a released one, add the next.
 
+The statements use only SQL that SQLite and PostgreSQL both accept, with
+types that mean the same in both (``BIGINT`` ids and nanoseconds, ``DOUBLE
+PRECISION`` seconds and dollars, JSON as ``TEXT``), so every backend applies
+the very same list; each backend has its own ``migrate`` for its driver.
+
 Tables (migration 1):
 
 - ``runs``: one row a run, its header and totals (``metadata`` and ``budget``
@@ -18,6 +23,17 @@ Tables (migration 1):
   it was emitted in and its ``to_dict()`` shape as JSON;
 - ``completed_steps``: the completed-step ledger in order, each row the
   ``CompletedStep.to_dict()`` shape as JSON.
+
+Migration 2:
+
+- ``runs`` gains ``pid``, ``host`` and ``heartbeat_at``: the process writing a
+  running run, so the next open can mark a run whose process died
+  ``interrupted`` (``_liveness``);
+- ``llm_calls``: the LLM call trace log, one row a recorded call, with the
+  step and persona it was charged to and its wall time (for aggregates);
+- ``transcripts``: each ``llm_call`` request's content (request and response
+  as the cassette shapes, redacted), keyed by its ``chat`` span;
+- indexes for filtering runs by status and persona.
 """
 
 from __future__ import annotations
@@ -34,15 +50,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             status TEXT NOT NULL,
-            started_at REAL NOT NULL,
-            ended_at REAL,
+            started_at DOUBLE PRECISION NOT NULL,
+            ended_at DOUBLE PRECISION,
             error TEXT,
             metadata TEXT NOT NULL DEFAULT '{}',
             budget TEXT,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            cost_usd REAL NOT NULL DEFAULT 0,
-            llm_calls INTEGER NOT NULL DEFAULT 0
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+            llm_calls BIGINT NOT NULL DEFAULT 0
         )
         """,
         "CREATE INDEX runs_by_start ON runs (started_at DESC)",
@@ -50,12 +66,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """
         CREATE TABLE spans (
             run_id TEXT NOT NULL,
-            span_id INTEGER NOT NULL,
-            parent_id INTEGER,
+            span_id BIGINT NOT NULL,
+            parent_id BIGINT,
             name TEXT NOT NULL,
             kind TEXT NOT NULL,
-            start_ns INTEGER NOT NULL,
-            end_ns INTEGER,
+            start_ns BIGINT NOT NULL,
+            end_ns BIGINT,
             status TEXT NOT NULL,
             error TEXT,
             metadata TEXT NOT NULL DEFAULT '{}',
@@ -65,8 +81,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """
         CREATE TABLE events (
             run_id TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            span_id INTEGER,
+            seq BIGINT NOT NULL,
+            span_id BIGINT,
             type TEXT NOT NULL,
             data TEXT NOT NULL,
             PRIMARY KEY (run_id, seq)
@@ -76,9 +92,43 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """
         CREATE TABLE completed_steps (
             run_id TEXT NOT NULL,
-            seq INTEGER NOT NULL,
+            seq BIGINT NOT NULL,
             data TEXT NOT NULL,
             PRIMARY KEY (run_id, seq)
+        )
+        """,
+    ),
+    (
+        "ALTER TABLE runs ADD COLUMN pid BIGINT",
+        "ALTER TABLE runs ADD COLUMN host TEXT",
+        "ALTER TABLE runs ADD COLUMN heartbeat_at DOUBLE PRECISION",
+        "CREATE INDEX runs_by_status_start ON runs (status, started_at DESC)",
+        "CREATE INDEX spans_by_kind_name ON spans (kind, name, run_id)",
+        """
+        CREATE TABLE llm_calls (
+            run_id TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            span_id BIGINT,
+            step TEXT,
+            persona TEXT,
+            model TEXT NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            cache_tokens BIGINT NOT NULL DEFAULT 0,
+            cost_usd DOUBLE PRECISION,
+            duration_ms BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )
+        """,
+        "CREATE INDEX llm_calls_by_at ON llm_calls (at)",
+        """
+        CREATE TABLE transcripts (
+            run_id TEXT NOT NULL,
+            span_id BIGINT NOT NULL,
+            request TEXT,
+            response TEXT,
+            PRIMARY KEY (run_id, span_id)
         )
         """,
     ),

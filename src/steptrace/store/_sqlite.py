@@ -6,11 +6,8 @@ holds it for one short statement group), opened in autocommit mode so each
 write-ahead logging (readers never block the writer), a 5 s busy timeout (so
 several processes writing to one file wait their turn instead of failing) and
 no foreign keys (rows of a run arrive in any order). Opening a store creates
-the file and its directory and applies pending migrations (``_schema``).
-
-Not done yet: a run whose process died stays ``running``; marking such runs
-``interrupted`` on the next open needs a liveness record (pid and host, or a
-heartbeat) that this schema does not hold yet.
+the file and its directory, applies pending migrations (``_schema``) and marks
+runs whose process died ``interrupted`` (``_liveness``).
 """
 
 from __future__ import annotations
@@ -19,12 +16,33 @@ import json
 import os
 import sqlite3
 import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._run import CompletedStep
-from ..events import AgentEvent, event_from_dict
-from ._protocol import RunRow, SpanRow, StoredRun, WriteBatch, summarize
+from ._liveness import STALE_AFTER, interrupted_runs
+from ._protocol import (
+    Aggregate,
+    AggregateKey,
+    EventRow,
+    RunFilter,
+    RunRow,
+    StoredRun,
+    TranscriptRow,
+    WriteBatch,
+)
+from ._queries import (
+    CALL_COLUMNS,
+    RUN_COLUMNS,
+    SPAN_COLUMNS,
+    aggregate_query,
+    dumps,
+    loads_or_none,
+    run_filter_clause,
+    run_row,
+    stored_run,
+)
 from ._schema import migrate
 
 __all__ = ["SQLiteStore", "default_store_path"]
@@ -37,21 +55,15 @@ def default_store_path() -> Path:
     return Path(os.environ.get("STEPTRACE_STORE", ".steptrace/runs.db"))
 
 
-def _dumps(value: Any) -> str:
-    # Metadata is user data: anything JSON cannot encode is stored as its str().
-    return json.dumps(value, default=str, separators=(",", ":"))
-
-
-_RUN_COLUMNS = (
-    "id, name, status, started_at, ended_at, error, metadata, budget, "
-    "input_tokens, output_tokens, cost_usd, llm_calls"
-)
+_DAY = "strftime('%Y-%m-%d', at, 'unixepoch')"
 
 
 class SQLiteStore:
     """A ``RunStore`` in one SQLite file (``path``; ``":memory:"`` for tests)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, stale_after: float = STALE_AFTER
+    ) -> None:
         target = default_store_path() if path is None else Path(path)
         if str(target) != ":memory:":
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +85,7 @@ class SQLiteStore:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
+        self.mark_interrupted(stale_after=stale_after)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -87,8 +100,8 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             r.id,
@@ -97,12 +110,15 @@ class SQLiteStore:
                             r.started_at,
                             r.ended_at,
                             r.error,
-                            _dumps(r.metadata),
-                            None if r.budget is None else _dumps(r.budget),
+                            dumps(r.metadata),
+                            None if r.budget is None else dumps(r.budget),
                             r.input_tokens,
                             r.output_tokens,
                             r.cost_usd,
                             r.llm_calls,
+                            r.pid,
+                            r.host,
+                            r.heartbeat_at,
                         )
                         for r in batch.runs
                     ],
@@ -122,7 +138,7 @@ class SQLiteStore:
                             s.end_ns,
                             s.status,
                             s.error,
-                            _dumps(s.metadata),
+                            dumps(s.metadata),
                         )
                         for s in batch.spans
                     ],
@@ -131,13 +147,52 @@ class SQLiteStore:
                     "INSERT OR REPLACE INTO events (run_id, seq, span_id, type, data) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [
-                        (e.run_id, e.seq, e.span_id, str(e.data.get("type")), _dumps(e.data))
+                        (e.run_id, e.seq, e.span_id, str(e.data.get("type")), dumps(e.data))
                         for e in batch.events
                     ],
                 )
                 conn.executemany(
                     "INSERT OR REPLACE INTO completed_steps (run_id, seq, data) VALUES (?, ?, ?)",
-                    [(c.run_id, c.seq, _dumps(c.data)) for c in batch.steps],
+                    [(c.run_id, c.seq, dumps(c.data)) for c in batch.steps],
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO llm_calls (run_id, seq, span_id, step, persona, "
+                    "model, input_tokens, output_tokens, cache_tokens, cost_usd, duration_ms, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            c.run_id,
+                            c.seq,
+                            c.span_id,
+                            c.step,
+                            c.persona,
+                            c.model,
+                            c.input_tokens,
+                            c.output_tokens,
+                            c.cache_tokens,
+                            c.cost_usd,
+                            c.duration_ms,
+                            c.at,
+                        )
+                        for c in batch.llm_calls
+                    ],
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO transcripts (run_id, span_id, request, response) "
+                    "VALUES (?, ?, ?, ?)",
+                    [
+                        (
+                            t.run_id,
+                            t.span_id,
+                            None if t.request is None else dumps(t.request),
+                            None if t.response is None else dumps(t.response),
+                        )
+                        for t in batch.transcripts
+                    ],
+                )
+                conn.executemany(
+                    "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
+                    [(at, run_id) for run_id, at in batch.heartbeats],
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -146,30 +201,89 @@ class SQLiteStore:
 
     # -- reading ------------------------------------------------------------------
 
+    def mark_interrupted(self, *, stale_after: float = STALE_AFTER) -> list[str]:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                running = conn.execute(
+                    "SELECT id, pid, host, heartbeat_at, started_at FROM runs "
+                    "WHERE status = 'running'"
+                ).fetchall()
+                gone = interrupted_runs(running, now=time.time(), stale_after=stale_after)
+                conn.executemany(
+                    "UPDATE runs SET status = 'interrupted', "
+                    "ended_at = COALESCE(heartbeat_at, started_at) "
+                    "WHERE id = ? AND status = 'running'",
+                    [(run_id,) for run_id in gone],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return gone
+
+    # -- reading ------------------------------------------------------------------
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._connection().execute(sql, params).fetchall()
+
     def list_runs(
         self,
         *,
         name: str | None = None,
         status: str | None = None,
+        persona: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRow]:
-        where: list[str] = []
-        params: list[Any] = []
-        if name is not None:
-            where.append("name = ?")
-            params.append(name)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-        sql = (
-            f"SELECT {_RUN_COLUMNS} FROM runs{clause} "
-            "ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?"
+        clause, params = run_filter_clause(
+            RunFilter(
+                name=name,
+                status=status,
+                persona=persona,
+                started_after=started_after,
+                started_before=started_before,
+            )
         )
-        with self._lock:
-            rows = self._connection().execute(sql, (*params, limit, offset)).fetchall()
-        return [_run_row(row) for row in rows]
+        rows = self._read(
+            f"SELECT {RUN_COLUMNS} FROM runs{clause} "
+            "ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [run_row(row) for row in rows]
+
+    def count_runs(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        persona: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
+    ) -> int:
+        clause, params = run_filter_clause(
+            RunFilter(
+                name=name,
+                status=status,
+                persona=persona,
+                started_after=started_after,
+                started_before=started_before,
+            )
+        )
+        return int(self._read(f"SELECT COUNT(*) FROM runs{clause}", params)[0][0])
+
+    def run_ids(self, prefix: str = "", *, limit: int = 50) -> list[str]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._read(
+            "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' "
+            "ORDER BY started_at DESC, id DESC LIMIT ?",
+            (escaped + "%", limit),
+        )
+        return [run_id for (run_id,) in rows]
 
     def get_run(self, run_id: str) -> StoredRun | None:
         with self._lock:
@@ -178,11 +292,10 @@ class SQLiteStore:
             conn.execute("BEGIN")
             try:
                 head = conn.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
                 ).fetchone()
                 spans = conn.execute(
-                    "SELECT run_id, span_id, parent_id, name, kind, start_ns, end_ns, status, "
-                    "error, metadata FROM spans WHERE run_id = ? ORDER BY start_ns, span_id",
+                    f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = ? ORDER BY start_ns, span_id",
                     (run_id,),
                 ).fetchall()
                 events = conn.execute(
@@ -191,35 +304,75 @@ class SQLiteStore:
                 steps = conn.execute(
                     "SELECT data FROM completed_steps WHERE run_id = ? ORDER BY seq", (run_id,)
                 ).fetchall()
+                calls = conn.execute(
+                    f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = ? ORDER BY seq",
+                    (run_id,),
+                ).fetchall()
             finally:
                 conn.execute("COMMIT")
-        if head is None:
-            return None
-        run = _run_row(head)
-        typed: list[AgentEvent] = [event_from_dict(json.loads(data)) for _, data in events]
-        ledger = [CompletedStep.from_dict(json.loads(data)) for (data,) in steps]
-        return StoredRun(
-            run=run,
-            spans=[
-                SpanRow(
-                    run_id=r[0],
-                    span_id=r[1],
-                    parent_id=r[2],
-                    name=r[3],
-                    kind=r[4],
-                    start_ns=r[5],
-                    end_ns=r[6],
-                    status=r[7],
-                    error=r[8],
-                    metadata=json.loads(r[9]),
-                )
-                for r in spans
-            ],
-            events=typed,
-            event_span_ids=[span_id for span_id, _ in events],
-            completed_steps=ledger,
-            summary=summarize(run, typed, ledger),
+        return None if head is None else stored_run(head, spans, events, steps, calls)
+
+    def events(
+        self,
+        run_id: str,
+        *,
+        types: Sequence[str] | None = None,
+        after_seq: int = -1,
+        limit: int = 1000,
+    ) -> list[EventRow]:
+        sql = "SELECT run_id, seq, span_id, data FROM events WHERE run_id = ? AND seq > ?"
+        params: list[Any] = [run_id, after_seq]
+        if types is not None:
+            if not types:
+                return []
+            sql += f" AND type IN ({', '.join('?' * len(types))})"
+            params.extend(types)
+        rows = self._read(sql + " ORDER BY seq LIMIT ?", (*params, limit))
+        return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
+
+    def event_counts(self, run_id: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT type, COUNT(*) FROM events WHERE run_id = ? GROUP BY type ORDER BY type",
+            (run_id,),
         )
+        return {kind: int(count) for kind, count in rows}
+
+    def transcripts(
+        self, run_id: str, span_ids: Sequence[int] | None = None
+    ) -> list[TranscriptRow]:
+        sql = "SELECT run_id, span_id, request, response FROM transcripts WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if span_ids is not None:
+            if not span_ids:
+                return []
+            sql += f" AND span_id IN ({', '.join('?' * len(span_ids))})"
+            params.extend(span_ids)
+        rows = self._read(sql + " ORDER BY span_id", params)
+        return [
+            TranscriptRow(
+                run_id=r[0],
+                span_id=r[1],
+                request=loads_or_none(r[2]),
+                response=loads_or_none(r[3]),
+            )
+            for r in rows
+        ]
+
+    def aggregate(
+        self,
+        by: AggregateKey,
+        *,
+        run_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Aggregate]:
+        sql, params = aggregate_query(
+            by, day_expression=_DAY, run_id=run_id, since=since, until=until
+        )
+        return [
+            Aggregate(key, int(calls), int(inp), int(out), float(cost))
+            for key, calls, inp, out, cost in self._read(sql, params)
+        ]
 
     def close(self) -> None:
         with self._lock:
@@ -235,20 +388,3 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
-
-
-def _run_row(row: tuple[Any, ...]) -> RunRow:
-    return RunRow(
-        id=row[0],
-        name=row[1],
-        status=row[2],
-        started_at=row[3],
-        ended_at=row[4],
-        error=row[5],
-        metadata=json.loads(row[6]),
-        budget=None if row[7] is None else json.loads(row[7]),
-        input_tokens=row[8],
-        output_tokens=row[9],
-        cost_usd=row[10],
-        llm_calls=row[11],
-    )

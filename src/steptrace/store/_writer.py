@@ -12,35 +12,51 @@ flushes. What is recorded, per run:
   totals from ``run.usage()``), and when the writer first sees a run it joined
   mid-way;
 - every span when it ends;
-- the run's new agent events and completed steps, read at every span start and
-  end of the run from its append-only lists (``run.events``,
-  ``run.event_span_ids``, ``run.ended_steps``) without the run's lock, as the
-  OpenTelemetry exporter does, so a callback can never deadlock a thread that
-  holds that lock.
+- the run's new agent events, completed steps and LLM trace entries, read at
+  every span start and end of the run from its append-only lists
+  (``EventCursor``, ``run.ended_steps``, ``TraceCursor``) without the run's
+  lock, as the OpenTelemetry exporter does, so a callback can never deadlock a
+  thread that holds that lock;
+- each ``llm_call`` request's content (``on_transcript``), redacted, or only
+  its place when ``capture_content`` is off;
+- while a run is open, a heartbeat every ``HEARTBEAT_INTERVAL`` seconds, so a
+  store opened after this process died can tell the run was ``interrupted``.
 
 Default runs (steps called outside any ``steptrace.run()``) never end and are
 not recorded. At the run root's end the writer flushes, waiting at most
 ``run_end_timeout`` seconds; it also flushes at interpreter exit (``atexit``).
 Nothing reaches the run: a full queue drops the record (counted in
 ``dropped``, logged once), a failed batch is rolled back by the store, counted
-in ``failures`` and logged (the first with its traceback). A run whose process
-died stays ``running`` in the store (marking it ``interrupted`` is future work).
+in ``failures`` and logged (the first with its traceback).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import _config
-from .._context import StepFrame
-from .._run import EventCursor, ledger_row
-from ._protocol import EventRow, RunRow, RunStore, SpanRow, StepRow, WriteBatch
+from .._context import Frame, StepFrame
+from .._redact import redacted
+from .._run import EventCursor, TraceCursor, active_frame, ledger_row
+from ._liveness import HEARTBEAT_INTERVAL, this_host
+from ._protocol import (
+    EventRow,
+    LlmCallRow,
+    RunRow,
+    RunStore,
+    SpanRow,
+    StepRow,
+    TranscriptRow,
+    WriteBatch,
+)
 
 if TYPE_CHECKING:
     from .._run import Run
@@ -59,12 +75,14 @@ _RUN_END = 1
 _SPAN = 2
 _EVENT = 3
 _STEP = 4
+_CALL = 5
+_TRANSCRIPT = 6
 
 
 class _RunCursor:
     """How far the writer has read one run's event log and ledger."""
 
-    __slots__ = ("event_seq", "events", "steps_read")
+    __slots__ = ("call_seq", "event_seq", "events", "steps_read", "trace")
 
     def __init__(self, run: Run) -> None:
         self.events = EventCursor(run)
@@ -72,6 +90,8 @@ class _RunCursor:
         """Events recorded so far: keeps counting when ``take_agent_trace()``
         swaps in fresh lists."""
         self.steps_read = 0
+        self.trace = TraceCursor(run)
+        self.call_seq = 0
 
 
 class StoreWriter:
@@ -80,18 +100,27 @@ class StoreWriter:
     Register it with ``steptrace.add_span_processor(writer)``; ``close()`` it
     (after removing it) to flush and stop its thread. The store is not closed
     by the writer. ``queue_size`` bounds the records waiting to be written.
+    ``capture_content=False`` stores no prompt or response text at all (only
+    that a call had a transcript); the default stores it with credentials
+    redacted.
     """
 
     def __init__(
         self,
         store: RunStore,
         *,
+        capture_content: bool = True,
         queue_size: int = 10_000,
         interval: float = 0.1,
         max_batch: int = 500,
         run_end_timeout: float = 2.0,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
     ) -> None:
         self.store = store
+        self.capture_content = capture_content
+        self.heartbeat_interval = heartbeat_interval
+        self._open_runs: dict[str, None] = {}
+        """Ids of the runs this writer saw start and not end (heartbeats)."""
         self.interval = interval
         self.max_batch = max_batch
         self.run_end_timeout = run_end_timeout
@@ -146,6 +175,16 @@ class StoreWriter:
         except Exception as exc:
             self._failed("on_end", exc)
 
+    def on_transcript(
+        self, span: Span, content: Callable[[], tuple[dict[str, Any], dict[str, Any]]]
+    ) -> None:
+        try:
+            if active_frame().run.is_default:
+                return
+            self._enqueue([(_TRANSCRIPT, span.run_id, span.span_id, content)])
+        except Exception as exc:
+            self._failed("on_transcript", exc)
+
     # -- flushing and closing -----------------------------------------------------
 
     def flush(self, timeout: float | None = 5.0) -> bool:
@@ -196,6 +235,9 @@ class StoreWriter:
             for span_id, event in cursor.events.read():
                 records.append((_EVENT, run.id, cursor.event_seq, span_id, event))
                 cursor.event_seq += 1
+            for entry in cursor.trace.read():
+                records.append((_CALL, run.id, cursor.call_seq, entry))
+                cursor.call_seq += 1
             ended = run.ended_steps
             records.extend(
                 (_STEP, run.id, index, ended[index])
@@ -236,10 +278,17 @@ class StoreWriter:
 
     def _drain(self) -> None:
         get = self._queue.get
+        next_heartbeat = time.monotonic() + self.heartbeat_interval
         while True:
             items: list[tuple[int, tuple[Any, ...]]] = []
             stop = False
-            item = get()
+            try:
+                item = get(timeout=max(0.0, next_heartbeat - time.monotonic()))
+            except queue.Empty:
+                item = _FLUSH
+            if time.monotonic() >= next_heartbeat:
+                next_heartbeat = time.monotonic() + self.heartbeat_interval
+                self._heartbeat()
             deadline = time.monotonic() + self.interval
             while True:
                 if item is _STOP:
@@ -260,9 +309,19 @@ class StoreWriter:
             if stop:
                 return
 
+    def _heartbeat(self) -> None:
+        open_runs = list(self._open_runs)
+        if not open_runs:
+            return
+        now = time.time()
+        try:
+            self.store.write(WriteBatch(heartbeats=[(run_id, now) for run_id in open_runs]))
+        except Exception as exc:
+            self._failed("heartbeat", exc)
+
     def _write(self, items: list[tuple[int, tuple[Any, ...]]]) -> None:
         try:
-            batch = _build(record for _, record in items)
+            batch = self._build(record for _, record in items)
             self.store.write(batch)
         except Exception as exc:
             self._failed("write", exc)
@@ -272,40 +331,81 @@ class StoreWriter:
             self._handled = max(self._handled, items[-1][0])
             self._done.notify_all()
 
-
-def _build(records: Any) -> WriteBatch:
-    batch = WriteBatch()
-    for record in records:
-        kind = record[0]
-        if kind == _SPAN:
-            span: Span = record[1]
-            data = span.to_dict()
-            batch.spans.append(
-                SpanRow(
-                    run_id=data["run_id"],
-                    span_id=data["span_id"],
-                    parent_id=data["parent_id"],
-                    name=data["name"],
-                    kind=data["kind"],
-                    start_ns=data["start_ns"],
-                    end_ns=data["end_ns"],
-                    status=data["status"],
-                    error=data["error"],
-                    metadata=data["metadata"],
+    def _build(self, records: Any) -> WriteBatch:
+        batch = WriteBatch()
+        for record in records:
+            kind = record[0]
+            if kind == _TRANSCRIPT:
+                _, run_id, span_id, content = record
+                request: dict[str, Any] | None = None
+                response: dict[str, Any] | None = None
+                if self.capture_content:
+                    request, response = redacted(content())
+                batch.transcripts.append(
+                    TranscriptRow(
+                        run_id=run_id, span_id=span_id, request=request, response=response
+                    )
                 )
+            elif kind == _CALL:
+                batch.llm_calls.append(_call_row(record[1], record[2], record[3]))
+            elif kind == _RUN_START:
+                self._open_runs[record[1].id] = None
+                batch.runs.append(_run_row(record[1], ended=False))
+            elif kind == _RUN_END:
+                self._open_runs.pop(record[1].id, None)
+                batch.runs.append(_run_row(record[1], ended=True))
+            else:
+                _add_row(batch, record)
+        return batch
+
+
+def _call_row(run_id: str, seq: int, entry: tuple[Any, ...]) -> LlmCallRow:
+    model, input_tokens, output_tokens, duration_ms, cost_usd, cache_tokens, frame, at = entry
+    assert isinstance(frame, Frame)
+    step = frame.step
+    persona = frame.persona
+    return LlmCallRow(
+        run_id=run_id,
+        seq=seq,
+        span_id=frame.span_id,
+        step=None if step is None else step.name,
+        persona=None if persona is None else persona.name,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_tokens=cache_tokens,
+        cost_usd=cost_usd,
+        duration_ms=duration_ms,
+        at=at,
+    )
+
+
+def _add_row(batch: WriteBatch, record: tuple[Any, ...]) -> None:
+    kind = record[0]
+    if kind == _SPAN:
+        span: Span = record[1]
+        data = span.to_dict()
+        batch.spans.append(
+            SpanRow(
+                run_id=data["run_id"],
+                span_id=data["span_id"],
+                parent_id=data["parent_id"],
+                name=data["name"],
+                kind=data["kind"],
+                start_ns=data["start_ns"],
+                end_ns=data["end_ns"],
+                status=data["status"],
+                error=data["error"],
+                metadata=data["metadata"],
             )
-        elif kind == _EVENT:
-            _, run_id, seq, span_id, event = record
-            batch.events.append(
-                EventRow(run_id=run_id, seq=seq, span_id=span_id, data=event.to_dict())
-            )
-        elif kind == _STEP:
-            _, run_id, seq, frame = record
-            assert isinstance(frame, StepFrame)
-            batch.steps.append(StepRow(run_id=run_id, seq=seq, data=ledger_row(frame).to_dict()))
-        else:
-            batch.runs.append(_run_row(record[1], ended=kind == _RUN_END))
-    return batch
+        )
+    elif kind == _EVENT:
+        _, run_id, seq, span_id, event = record
+        batch.events.append(EventRow(run_id=run_id, seq=seq, span_id=span_id, data=event.to_dict()))
+    elif kind == _STEP:
+        _, run_id, seq, frame = record
+        assert isinstance(frame, StepFrame)
+        batch.steps.append(StepRow(run_id=run_id, seq=seq, data=ledger_row(frame).to_dict()))
 
 
 def _run_row(run: Run, *, ended: bool) -> RunRow:
@@ -318,6 +418,9 @@ def _run_row(run: Run, *, ended: bool) -> RunRow:
             started_at=run.started_at,
             metadata=dict(run.metadata),
             budget=budget,
+            pid=os.getpid(),
+            host=this_host(),
+            heartbeat_at=time.time(),
         )
     usage = run.usage()
     return RunRow(
@@ -333,4 +436,7 @@ def _run_row(run: Run, *, ended: bool) -> RunRow:
         output_tokens=usage.output_tokens,
         cost_usd=usage.cost_usd,
         llm_calls=usage.llm_calls,
+        pid=os.getpid(),
+        host=this_host(),
+        heartbeat_at=run.ended_at,
     )

@@ -47,8 +47,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from steptrace._redact import redact, redacted
 from steptrace.errors import StepTraceError
-from steptrace.llm._redact import redact
 from steptrace.llm._types import LlmResponse, ToolCall
 
 __all__ = [
@@ -198,17 +198,6 @@ def _count(obj: Mapping[str, Any], key: str, where: str, *, required: bool = Fal
     value = obj.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise CassetteError(f"{where}.{key}: expected a non-negative integer, got {_show(value)}")
-    return value
-
-
-def redacted(value: Any) -> Any:
-    """``value`` with every string (dict keys included) passed through ``redact``."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {(redact(k) if isinstance(k, str) else k): redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redacted(v) for v in value]
     return value
 
 

@@ -52,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the Anthropic provider needs the anthropic SDK: pip install 'steptrace[anthropic]'"
     ) from exc
 
+from ..._redact import redact
 from ...errors import (
     AuthenticationFailed,
     BadRequest,
@@ -60,7 +61,6 @@ from ...errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from .._redact import redact
 from .._types import LlmRequest, LlmResponse, Message, ToolCall
 
 __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_TIMEOUT_S", "AnthropicProvider"]

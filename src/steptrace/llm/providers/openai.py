@@ -53,6 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the OpenAI provider needs the openai SDK: pip install 'steptrace[openai]'"
     ) from exc
 
+from ..._redact import redact
 from ...errors import (
     AuthenticationFailed,
     BadRequest,
@@ -61,7 +62,6 @@ from ...errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from .._redact import redact
 from .._types import LlmRequest, LlmResponse, Message, ToolCall
 
 __all__ = ["DEFAULT_TIMEOUT_S", "OpenAIProvider", "translate_error"]

@@ -2,16 +2,19 @@
 
 ``redact`` replaces anything that looks like an API key or bearer token, and
 the literal values of the usual credential environment variables, with
-``[REDACTED]``. Providers pass every provider error message through it before
-raising; transcripts pass through it before they are stored.
+``[REDACTED]``; ``redacted`` does it to every string of JSON-shaped data.
+Providers pass every provider error message through it before raising;
+cassettes and stored transcripts pass through it before they are written.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["redact"]
+__all__ = ["redact", "redacted"]
 
 _PATTERNS = re.compile(
     r"(sk-ant-[A-Za-z0-9_\-]{8,}"  # Anthropic keys
@@ -32,3 +35,14 @@ def redact(text: str) -> str:
         if value and len(value) >= 8:
             text = text.replace(value, REDACTED)
     return _PATTERNS.sub(REDACTED, text)
+
+
+def redacted(value: Any) -> Any:
+    """``value`` with every string (dict keys included) passed through ``redact``."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {(redact(k) if isinstance(k, str) else k): redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redacted(v) for v in value]
+    return value

@@ -1,0 +1,195 @@
+"""SQL and row mapping shared by every backend: columns, run filters, usage
+aggregates, and turning result tuples back into rows and ``StoredRun``.
+
+Queries are written with ``?`` placeholders; a backend whose driver uses
+another style converts them (``PostgresStore`` turns ``?`` into ``%s``). The
+one expression that differs between dialects, a call's UTC day, is passed in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from .._run import CompletedStep
+from ..events import AgentEvent, event_from_dict
+from ._protocol import (
+    AGGREGATE_KEYS,
+    AggregateKey,
+    LlmCallRow,
+    RunFilter,
+    RunRow,
+    SpanRow,
+    StoredRun,
+    summarize,
+)
+
+__all__ = [
+    "CALL_COLUMNS",
+    "RUN_COLUMNS",
+    "SPAN_COLUMNS",
+    "aggregate_query",
+    "dumps",
+    "loads_or_none",
+    "run_filter_clause",
+    "run_row",
+    "stored_run",
+]
+
+RUN_COLUMNS = (
+    "id, name, status, started_at, ended_at, error, metadata, budget, "
+    "input_tokens, output_tokens, cost_usd, llm_calls, pid, host, heartbeat_at"
+)
+SPAN_COLUMNS = "run_id, span_id, parent_id, name, kind, start_ns, end_ns, status, error, metadata"
+
+
+def dumps(value: Any) -> str:
+    # Metadata is user data: anything JSON cannot encode is stored as its str().
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def loads_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def run_filter_clause(where: RunFilter) -> tuple[str, list[Any]]:
+    """A ``WHERE ...`` clause (or ``""``) over ``runs`` and its parameters."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if where.name is not None:
+        conditions.append("name = ?")
+        params.append(where.name)
+    if where.status is not None:
+        conditions.append("status = ?")
+        params.append(where.status)
+    if where.persona is not None:
+        conditions.append(
+            "EXISTS (SELECT 1 FROM spans WHERE spans.kind = 'persona' "
+            "AND spans.name = ? AND spans.run_id = runs.id)"
+        )
+        params.append(where.persona)
+    if where.started_after is not None:
+        conditions.append("started_at >= ?")
+        params.append(where.started_after)
+    if where.started_before is not None:
+        conditions.append("started_at < ?")
+        params.append(where.started_before)
+    return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), params
+
+
+def aggregate_query(
+    by: AggregateKey,
+    *,
+    day_expression: str,
+    run_id: str | None,
+    since: float | None,
+    until: float | None,
+) -> tuple[str, list[Any]]:
+    """``SELECT key, calls, input, output, cost`` over ``llm_calls``, grouped
+    (days in order, other keys most expensive first)."""
+    if by not in AGGREGATE_KEYS:
+        raise ValueError(f"aggregate: by must be one of {', '.join(AGGREGATE_KEYS)}, got {by!r}")
+    key = day_expression if by == "day" else by
+    conditions: list[str] = []
+    params: list[Any] = []
+    if run_id is not None:
+        conditions.append("run_id = ?")
+        params.append(run_id)
+    if since is not None:
+        conditions.append("at >= ?")
+        params.append(since)
+    if until is not None:
+        conditions.append("at < ?")
+        params.append(until)
+    clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    # Days read best in order; everything else most expensive first.
+    order = "k" if by == "day" else "5 DESC, 2 DESC, k"
+    return (
+        f"SELECT {key} AS k, COUNT(*), COALESCE(SUM(input_tokens), 0), "
+        "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0) "
+        f"FROM llm_calls{clause} GROUP BY k ORDER BY {order}",
+        params,
+    )
+
+
+CALL_COLUMNS = (
+    "run_id, seq, span_id, step, persona, model, input_tokens, output_tokens, "
+    "cache_tokens, cost_usd, duration_ms, at"
+)
+
+
+def _call_row(row: tuple[Any, ...]) -> LlmCallRow:
+    return LlmCallRow(
+        run_id=row[0],
+        seq=row[1],
+        span_id=row[2],
+        step=row[3],
+        persona=row[4],
+        model=row[5],
+        input_tokens=row[6],
+        output_tokens=row[7],
+        cache_tokens=row[8],
+        cost_usd=row[9],
+        duration_ms=row[10],
+        at=row[11],
+    )
+
+
+def _span_row(row: tuple[Any, ...]) -> SpanRow:
+    return SpanRow(
+        run_id=row[0],
+        span_id=row[1],
+        parent_id=row[2],
+        name=row[3],
+        kind=row[4],
+        start_ns=row[5],
+        end_ns=row[6],
+        status=row[7],
+        error=row[8],
+        metadata=json.loads(row[9]),
+    )
+
+
+def run_row(row: tuple[Any, ...]) -> RunRow:
+    return RunRow(
+        id=row[0],
+        name=row[1],
+        status=row[2],
+        started_at=row[3],
+        ended_at=row[4],
+        error=row[5],
+        metadata=json.loads(row[6]),
+        budget=None if row[7] is None else json.loads(row[7]),
+        input_tokens=row[8],
+        output_tokens=row[9],
+        cost_usd=row[10],
+        llm_calls=row[11],
+        pid=row[12],
+        host=row[13],
+        heartbeat_at=row[14],
+    )
+
+
+def stored_run(
+    head: tuple[Any, ...],
+    spans: Sequence[tuple[Any, ...]],
+    events: Sequence[tuple[Any, ...]],
+    steps: Sequence[tuple[Any, ...]],
+    calls: Sequence[tuple[Any, ...]],
+) -> StoredRun:
+    """A ``StoredRun`` from a run's rows: ``RUN_COLUMNS``, ``SPAN_COLUMNS``,
+    ``(span_id, data)`` events, ``(data,)`` ledger rows, ``CALL_COLUMNS``."""
+    run = run_row(head)
+    loads = json.loads
+    typed: list[AgentEvent] = [event_from_dict(loads(data)) for _, data in events]
+    ledger = [CompletedStep.from_dict(loads(data)) for (data,) in steps]
+    return StoredRun(
+        run=run,
+        spans=[_span_row(row) for row in spans],
+        events=typed,
+        event_span_ids=[span_id for span_id, _ in events],
+        completed_steps=ledger,
+        llm_calls=[_call_row(row) for row in calls],
+        summary=summarize(run, typed, ledger),
+    )
