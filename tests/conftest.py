@@ -9,12 +9,16 @@ connect elsewhere, even when an SDK swallowed the refusal and retried.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 
 import pytest
 
 import steptrace
 from steptrace.testing import block_network
+
+from ._services import MissingService, local_postgres, local_redis
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +43,29 @@ def collector() -> Iterator[steptrace.InMemorySpanCollector]:
     steptrace.add_span_processor(spans)
     yield spans
     steptrace.remove_span_processor(spans)
+
+
+def _service(start: Callable[[], contextlib.AbstractContextManager[str]]) -> Iterator[str]:
+    try:
+        manager = start()
+        url = manager.__enter__()
+    except MissingService as missing:
+        if os.environ.get("STEPTRACE_REQUIRE_SERVICES") == "1":
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
+    try:
+        yield url
+    finally:
+        manager.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on 127.0.0.1 for this test session."""
+    yield from _service(local_postgres)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis server on 127.0.0.1 for this test session."""
+    yield from _service(local_redis)

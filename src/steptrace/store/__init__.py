@@ -1,23 +1,39 @@
 """Durable runs: the ``RunStore`` protocol, the SQLite store and the background writer.
 
 ``steptrace.store`` keeps runs (header and totals), their span trees, agent
-events and completed-step ledgers in a database, written while runs go by a
-``StoreWriter`` span processor and read back as ``StoredRun`` objects::
+events, completed-step ledgers, LLM call logs and transcripts in a database,
+written while runs go by a ``StoreWriter`` span processor and read back as
+``StoredRun`` objects::
 
-    store = SQLiteStore(default_store_path())
-    writer = StoreWriter(store)
-    steptrace.add_span_processor(writer)
+    writer = steptrace.store.record_runs()     # .steptrace/runs.db, or $STEPTRACE_STORE
+    ...
+    store = steptrace.store.open_store()
+    store.list_runs(status="failed")
 
 Only the standard library is used; nothing here runs until it is imported.
 """
 
-from ._protocol import EventRow, RunRow, RunStore, SpanRow, StepRow, StoredRun, WriteBatch
+from ._open import open_store, record_runs, store_location
+from ._protocol import (
+    Aggregate,
+    EventRow,
+    LlmCallRow,
+    RunRow,
+    RunStore,
+    SpanRow,
+    StepRow,
+    StoredRun,
+    TranscriptRow,
+    WriteBatch,
+)
 from ._schema import migrate
 from ._sqlite import SQLiteStore, default_store_path
 from ._writer import StoreWriter
 
 __all__ = [
+    "Aggregate",
     "EventRow",
+    "LlmCallRow",
     "RunRow",
     "RunStore",
     "SQLiteStore",
@@ -25,7 +41,11 @@ __all__ = [
     "StepRow",
     "StoreWriter",
     "StoredRun",
+    "TranscriptRow",
     "WriteBatch",
     "default_store_path",
     "migrate",
+    "open_store",
+    "record_runs",
+    "store_location",
 ]

@@ -50,9 +50,16 @@ __all__ = ["SQLiteStore", "default_store_path"]
 BUSY_TIMEOUT_MS = 5000
 
 
+_DEFAULT_PATH = ".steptrace/runs.db"
+
+
 def default_store_path() -> Path:
-    """``$STEPTRACE_STORE``, else ``.steptrace/runs.db`` under the working directory."""
-    return Path(os.environ.get("STEPTRACE_STORE", ".steptrace/runs.db"))
+    """``$STEPTRACE_STORE`` when it is a file path, else ``.steptrace/runs.db``
+    under the working directory."""
+    configured = os.environ.get("STEPTRACE_STORE", "")
+    if configured and "://" not in configured:
+        return Path(configured)
+    return Path(_DEFAULT_PATH)
 
 
 _DAY = "strftime('%Y-%m-%d', at, 'unixepoch')"

@@ -46,6 +46,7 @@ from .. import _config
 from .._context import Frame, StepFrame
 from .._redact import redacted
 from .._run import EventCursor, TraceCursor, active_frame, ledger_row
+from ..spans import remove_span_processor
 from ._liveness import HEARTBEAT_INTERVAL, this_host
 from ._protocol import (
     EventRow,
@@ -207,6 +208,13 @@ class StoreWriter:
         with self._done:
             reached = self._done.wait_for(lambda: self._handled >= target, timeout)
             return reached and self.failures == failures
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Unregister from span processors, flush, stop the thread, and close
+        the store: the end of ``record_runs``."""
+        remove_span_processor(self)
+        self.close(timeout)
+        self.store.close()
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush, then stop the writer thread. Idempotent."""
