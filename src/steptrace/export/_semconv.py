@@ -28,6 +28,9 @@ a step's seed metadata reads ``steptrace.persona``, ``steptrace.model``,
 ``steptrace.output_tokens``, ``steptrace.cost_usd``, and a user span's
 ``source="web"`` reads ``steptrace.source``. Added from the frames:
 
+The facts "added from the frames" below come from ``span_context`` (core),
+which the run store also keeps, so a stored span reads exactly as it did live.
+
 - every span: ``steptrace.span.kind`` (run, persona, step, llm_call, tool,
   custom), ``steptrace.span.id`` (the steptrace span id, an int; with
   ``steptrace.run.id`` it maps an exported span back to the stored one);
@@ -66,7 +69,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
-from .._context import Frame, PersonaFrame, StepFrame
+from .._span_context import AGENT_FUNCTION, span_context
 from ..spans import Span, SpanKind
 
 if TYPE_CHECKING:
@@ -77,6 +80,7 @@ __all__ = [
     "Described",
     "attribute_value",
     "describe",
+    "describe_parts",
     "event_attributes",
     "event_name",
 ]
@@ -151,49 +155,66 @@ def _budget(attributes: dict[str, AttributeValue], max_tokens: Any, max_usd: Any
 
 
 def describe(span: Span) -> Described:
-    """Name, kind, attributes and error status of ``span`` (see the module docstring)."""
+    """Name, kind, attributes and error status of a live ``span`` (see the
+    module docstring)."""
+    return describe_parts(
+        kind=span.kind.value,
+        name=span.name,
+        span_id=span.span_id,
+        run_id=span.run_id,
+        metadata=span.metadata,
+        status=span.status,
+        error=span.error,
+        context=span_context(span),
+    )
+
+
+def describe_parts(
+    *,
+    kind: str,
+    name: str,
+    span_id: int,
+    run_id: str,
+    metadata: Mapping[str, Any],
+    status: str,
+    error: str | None,
+    context: Mapping[str, Any],
+) -> Described:
+    """``describe`` from a span's fields and ``span_context`` facts: the same
+    for a live span and for one read back from the run store."""
     attributes: dict[str, AttributeValue] = {
-        "steptrace.span.kind": span.kind.value,
-        "steptrace.span.id": span.span_id,
-        "steptrace.run.id": span.run_id,
+        "steptrace.span.kind": kind,
+        "steptrace.span.id": span_id,
+        "steptrace.run.id": run_id,
     }
-    for key, value in span.metadata.items():
-        name = key if key.startswith(_PASS_THROUGH) else "steptrace." + key
-        _put(attributes, name, value)
-    name = span.name
-    kind = span.kind
-    error = (span.error or "error") if span.status == "error" else None
-    if isinstance(span, StepFrame):
-        definition = span.definition
-        attributes["steptrace.step"] = definition.name
-        attributes["steptrace.step.function"] = definition.function
-        attributes["steptrace.step.error_boundary"] = definition.error_boundary.value
-        _budget(attributes, definition.max_tokens, definition.max_usd)
-        if definition.function == "agent_loop":
-            name = f"invoke_agent {definition.name}"
+    for key, value in metadata.items():
+        _put(attributes, key if key.startswith(_PASS_THROUGH) else "steptrace." + key, value)
+    failure = (error or "error") if status == "error" else None
+    _budget(attributes, context.get("max_tokens"), context.get("max_usd"))
+    if kind == SpanKind.STEP.value:
+        attributes["steptrace.step"] = context.get("step", name)
+        _put(attributes, "steptrace.step.function", context.get("function"))
+        _put(attributes, "steptrace.step.error_boundary", context.get("error_boundary"))
+        if context.get("function") == AGENT_FUNCTION:
+            agent = context.get("step", name)
+            name = f"invoke_agent {agent}"
             attributes["gen_ai.operation.name"] = "invoke_agent"
-            attributes["gen_ai.agent.name"] = definition.name
-            _put(attributes, "gen_ai.request.model", span.last_model or definition.model)
-            if span.outcome is not None:
-                attributes["gen_ai.usage.input_tokens"] = span.own_input_tokens
-                attributes["gen_ai.usage.output_tokens"] = span.own_output_tokens
-    elif isinstance(span, PersonaFrame):
-        budget = span.definition.budget
-        if budget is not None:
-            _budget(attributes, budget.max_tokens, budget.max_usd)
-    elif kind is SpanKind.RUN and isinstance(span, Frame) and span.run.root is span:
-        run = span.run
-        if run.budget is not None:
-            _budget(attributes, run.budget.max_tokens, run.budget.max_usd)
-        for key, value in run.metadata.items():
+            attributes["gen_ai.agent.name"] = agent
+            _put(attributes, "gen_ai.request.model", context.get("agent_model"))
+            _put(attributes, "gen_ai.usage.input_tokens", context.get("agent_input_tokens"))
+            _put(attributes, "gen_ai.usage.output_tokens", context.get("agent_output_tokens"))
+    elif kind == SpanKind.RUN.value:
+        for key, value in (context.get("run_metadata") or {}).items():
             _put(attributes, f"steptrace.run.metadata.{key}", value)
-    else:
-        if isinstance(span, Frame):
-            _enclosing(span, attributes)
+    elif kind != SpanKind.PERSONA.value:
+        if "step" in context:
+            attributes.setdefault("steptrace.step", context["step"])
+        if "persona" in context:
+            attributes.setdefault("steptrace.persona", context["persona"])
         if attributes.get("gen_ai.operation.name") == "invoke_agent":
             # An agent loop without a budget of its own opens a plain span.
             name = f"invoke_agent {attributes.get('gen_ai.agent.name', name)}"
-        elif kind is SpanKind.LLM_CALL:
+        elif kind == SpanKind.LLM_CALL.value:
             operation = attributes.setdefault("gen_ai.operation.name", "chat")
             system = attributes.get("gen_ai.system")
             if system is not None:
@@ -201,29 +222,20 @@ def describe(span: Span) -> Described:
             model = attributes.get("gen_ai.request.model")
             if isinstance(model, str):
                 name = f"{operation} {model}"
-        elif kind is SpanKind.TOOL:
+        elif kind == SpanKind.TOOL.value:
             tool = attributes.get("gen_ai.tool.name")
             if not isinstance(tool, str):
                 tool = name.removeprefix("tool ")
                 attributes["gen_ai.tool.name"] = tool
             attributes["gen_ai.operation.name"] = "execute_tool"
             name = f"execute_tool {tool}"
-            if error is None and attributes.get("steptrace.status") == "error":
-                error = f"tool `{tool}` failed"
-    if error is not None:
-        attributes["steptrace.error"] = error
-        match = _ERROR_TYPE.match(error)
+            if failure is None and attributes.get("steptrace.status") == "error":
+                failure = f"tool `{tool}` failed"
+    if failure is not None:
+        attributes["steptrace.error"] = failure
+        match = _ERROR_TYPE.match(failure)
         attributes["error.type"] = match.group(1) if match else "_OTHER"
-    return Described(name, kind is SpanKind.LLM_CALL, attributes, error)
-
-
-def _enclosing(frame: Frame, attributes: dict[str, AttributeValue]) -> None:
-    step = frame.step
-    if step is not None:
-        attributes.setdefault("steptrace.step", step.name)
-    persona = frame.persona
-    if persona is not None:
-        attributes.setdefault("steptrace.persona", persona.name)
+    return Described(name, kind == SpanKind.LLM_CALL.value, attributes, failure)
 
 
 def event_name(event: AgentEvent) -> str:

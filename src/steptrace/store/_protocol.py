@@ -80,6 +80,8 @@ class SpanRow:
     status: str
     error: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    """What the live frame knew (``steptrace._span_context.span_context``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,6 +34,7 @@ __all__ = [
     "loads_or_none",
     "run_filter_clause",
     "run_row",
+    "span_row",
     "stored_run",
 ]
 
@@ -41,7 +42,9 @@ RUN_COLUMNS = (
     "id, name, status, started_at, ended_at, error, metadata, budget, "
     "input_tokens, output_tokens, cost_usd, llm_calls, pid, host, heartbeat_at"
 )
-SPAN_COLUMNS = "run_id, span_id, parent_id, name, kind, start_ns, end_ns, status, error, metadata"
+SPAN_COLUMNS = (
+    "run_id, span_id, parent_id, name, kind, start_ns, end_ns, status, error, metadata, context"
+)
 
 
 def dumps(value: Any) -> str:
@@ -136,7 +139,7 @@ def _call_row(row: tuple[Any, ...]) -> LlmCallRow:
     )
 
 
-def _span_row(row: tuple[Any, ...]) -> SpanRow:
+def span_row(row: tuple[Any, ...]) -> SpanRow:
     return SpanRow(
         run_id=row[0],
         span_id=row[1],
@@ -148,6 +151,7 @@ def _span_row(row: tuple[Any, ...]) -> SpanRow:
         status=row[7],
         error=row[8],
         metadata=json.loads(row[9]),
+        context=json.loads(row[10]),
     )
 
 
@@ -186,7 +190,7 @@ def stored_run(
     ledger = [CompletedStep.from_dict(loads(data)) for (data,) in steps]
     return StoredRun(
         run=run,
-        spans=[_span_row(row) for row in spans],
+        spans=[span_row(row) for row in spans],
         events=typed,
         event_span_ids=[span_id for span_id, _ in events],
         completed_steps=ledger,

@@ -29,6 +29,8 @@ Migration 2:
 - ``runs`` gains ``pid``, ``host`` and ``heartbeat_at``: the process writing a
   running run, so the next open can mark a run whose process died
   ``interrupted`` (``_liveness``);
+- ``spans`` gains ``context``: the span's frame facts (``span_context``), so
+  exporters describe a stored span as they did the live one;
 - ``llm_calls``: the LLM call trace log, one row a recorded call, with the
   step and persona it was charged to and its wall time (for aggregates);
 - ``transcripts``: each ``llm_call`` request's content (request and response
@@ -102,6 +104,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN pid BIGINT",
         "ALTER TABLE runs ADD COLUMN host TEXT",
         "ALTER TABLE runs ADD COLUMN heartbeat_at DOUBLE PRECISION",
+        "ALTER TABLE spans ADD COLUMN context TEXT NOT NULL DEFAULT '{}'",
         "CREATE INDEX runs_by_status_start ON runs (status, started_at DESC)",
         "CREATE INDEX spans_by_kind_name ON spans (kind, name, run_id)",
         """

@@ -131,9 +131,8 @@ class SQLiteStore:
                     ],
                 )
                 conn.executemany(
-                    "INSERT OR REPLACE INTO spans (run_id, span_id, parent_id, name, kind, "
-                    "start_ns, end_ns, status, error, metadata) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO spans ({SPAN_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (
                             s.run_id,
@@ -146,6 +145,7 @@ class SQLiteStore:
                             s.status,
                             s.error,
                             dumps(s.metadata),
+                            dumps(s.context),
                         )
                         for s in batch.spans
                     ],

@@ -46,6 +46,7 @@ from .. import _config
 from .._context import Frame, StepFrame
 from .._redact import redacted
 from .._run import EventCursor, TraceCursor, active_frame, ledger_row
+from .._span_context import span_context
 from ..spans import remove_span_processor
 from ._liveness import HEARTBEAT_INTERVAL, this_host
 from ._protocol import (
@@ -405,6 +406,7 @@ def _add_row(batch: WriteBatch, record: tuple[Any, ...]) -> None:
                 status=data["status"],
                 error=data["error"],
                 metadata=data["metadata"],
+                context=span_context(span),
             )
         )
     elif kind == _EVENT:
