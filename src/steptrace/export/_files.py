@@ -2,7 +2,9 @@
 
 Standard library only, so ``export_run`` works without the ``otel`` extra.
 This module owns both file formats; the names and attributes of spans in the
-OTLP file come from ``_semconv``, the same mapping the live bridge uses.
+OTLP file come from ``_semconv``, the same mapping the live bridge uses. A run
+may be a live ``Run`` or one read back from the run store (``StoredRun``,
+which carries each span's frame facts): both give the same file.
 
 ``jsonl``: one JSON object a line, each with a ``type``: first the run
 (``{"type": "run", "version": 1, ...run.summary(), "started_at", "ended_at",
@@ -33,15 +35,17 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
-from ._semconv import AttributeValue, describe, event_attributes, event_name
+from .._run import Run
+from .._span_context import span_context
+from ._semconv import AttributeValue, describe_parts, event_attributes, event_name
 
 if TYPE_CHECKING:
-    from .._run import Run
-    from ..events import AgentEvent
+    from .._run import CompletedStep
+    from ..events import AgentEvent, LlmTraceEntry
 
 __all__ = ["export_run", "jsonl_records", "otlp_json", "otlp_span_id", "otlp_trace_id"]
 
@@ -54,14 +58,172 @@ _STATUS_UNSET = 0
 _STATUS_ERROR = 2
 
 
+class _StoredSpan(Protocol):
+    @property
+    def span_id(self) -> int: ...
+    @property
+    def parent_id(self) -> int | None: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def start_ns(self) -> int: ...
+    @property
+    def end_ns(self) -> int | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+    @property
+    def context(self) -> dict[str, Any]: ...
+
+
+class _StoredHeader(Protocol):
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def ended_at(self) -> float | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+
+class StoredRunLike(Protocol):
+    """What ``export_run`` reads of a run from the store (``StoredRun``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def run(self) -> _StoredHeader: ...
+    @property
+    def spans(self) -> Sequence[_StoredSpan]: ...
+    @property
+    def events(self) -> Sequence[AgentEvent]: ...
+    @property
+    def event_span_ids(self) -> Sequence[int | None]: ...
+    @property
+    def completed_steps(self) -> Sequence[CompletedStep]: ...
+    @property
+    def llm_trace(self) -> list[LlmTraceEntry]: ...
+    @property
+    def summary(self) -> dict[str, Any]: ...
+
+
+class _SpanView(NamedTuple):
+    span_id: int
+    parent_id: int | None
+    run_id: str
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int | None
+    status: str
+    error: str | None
+    metadata: Mapping[str, Any]
+    context: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self._asdict()
+        del data["context"]
+        data["metadata"] = dict(self.metadata)
+        return data
+
+
+class _RunView(NamedTuple):
+    """A live or stored run, as the file formats read it."""
+
+    id: str
+    summary: dict[str, Any]
+    started_at: float
+    ended_at: float | None
+    error: str | None
+    metadata: dict[str, Any]
+    spans: list[_SpanView]
+    events: list[tuple[int | None, AgentEvent]]
+    completed_steps: Sequence[CompletedStep]
+    llm_trace: list[LlmTraceEntry]
+    root_span_id: int | None
+
+
+def _view(run: Run | StoredRunLike) -> _RunView:
+    if isinstance(run, Run):
+        spans = [
+            _SpanView(
+                s.span_id,
+                s.parent_id,
+                s.run_id,
+                s.name,
+                s.kind.value,
+                s.start_ns,
+                s.end_ns,
+                s.status,
+                s.error,
+                s.metadata,
+                span_context(s),
+            )
+            for s in list(run.spans)
+        ]
+        return _RunView(
+            run.id,
+            run.summary(),
+            run.started_at,
+            run.ended_at,
+            run.error,
+            dict(run.metadata),
+            spans,
+            list(run.events_by_span()),
+            run.completed_steps,
+            run.llm_trace,
+            run.root.span_id,
+        )
+    stored = [
+        _SpanView(
+            s.span_id,
+            s.parent_id,
+            s.run_id,
+            s.name,
+            s.kind,
+            s.start_ns,
+            s.end_ns,
+            s.status,
+            s.error,
+            s.metadata,
+            s.context,
+        )
+        for s in run.spans
+    ]
+    roots = [s.span_id for s in stored if s.kind == "run" and s.parent_id is None]
+    header = run.run
+    return _RunView(
+        run.id,
+        run.summary,
+        header.started_at,
+        header.ended_at,
+        header.error,
+        dict(header.metadata),
+        stored,
+        list(zip(run.event_span_ids, run.events, strict=True)),
+        run.completed_steps,
+        run.llm_trace,
+        roots[0] if roots else None,
+    )
+
+
 def export_run(
-    run: Run,
+    run: Run | StoredRunLike,
     path: str | os.PathLike[str],
     format: ExportFormat = "jsonl",
     *,
     service_name: str = "steptrace",
 ) -> Path:
-    """Write ``run`` to ``path`` as ``jsonl`` or ``otlp-json``; return the path.
+    """Write ``run`` (a live ``Run`` or a ``StoredRun`` from the run store) to
+    ``path`` as ``jsonl`` or ``otlp-json``; return the path.
 
     ``service_name`` is the OTLP resource's ``service.name``. A run still
     going is written as it stands. See the module docstring for both formats.
@@ -84,24 +246,25 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-def jsonl_records(run: Run) -> Iterator[dict[str, Any]]:
+def jsonl_records(run: Run | StoredRunLike) -> Iterator[dict[str, Any]]:
     """The records of the ``jsonl`` format, in file order."""
+    view = _view(run)
     yield {
         "type": "run",
         "version": JSONL_VERSION,
-        **run.summary(),
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-        "error": run.error,
-        "metadata": dict(run.metadata),
+        **view.summary,
+        "started_at": view.started_at,
+        "ended_at": view.ended_at,
+        "error": view.error,
+        "metadata": view.metadata,
     }
-    for span in list(run.spans):
+    for span in view.spans:
         yield {"type": "span", **span.to_dict()}
-    for span_id, event in run.events_by_span():
+    for span_id, event in view.events:
         yield {"type": "event", "span_id": span_id, "event": event.to_dict()}
-    for row in run.completed_steps:
+    for row in view.completed_steps:
         yield {"type": "completed_step", **row.to_dict()}
-    for entry in run.llm_trace:
+    for entry in view.llm_trace:
         yield {"type": "llm_trace", **entry.to_dict()}
 
 
@@ -120,22 +283,32 @@ def _nonzero(hex_id: str) -> str:
     return hex_id if hex_id.strip("0") else hex_id[:-1] + "1"
 
 
-def otlp_json(run: Run, *, service_name: str = "steptrace") -> dict[str, Any]:
+def otlp_json(run: Run | StoredRunLike, *, service_name: str = "steptrace") -> dict[str, Any]:
     """The run as an OTLP/JSON ``ExportTraceServiceRequest`` (a JSON-ready dict)."""
     from .. import __version__
 
-    spans = list(run.spans)
+    view = _view(run)
+    spans = view.spans
     known = {span.span_id for span in spans}
-    events: dict[int, list[AgentEvent]] = {}
-    for span_id, event in run.events_by_span():
+    events: dict[int | None, list[AgentEvent]] = {}
+    for span_id, event in view.events:
         # An event under a span the run does not hold goes to the run's root.
-        owner = span_id if span_id in known else run.root.span_id
+        owner = span_id if span_id in known else view.root_span_id
         events.setdefault(owner, []).append(event)
-    trace_id = otlp_trace_id(run.id)
+    trace_id = otlp_trace_id(view.id)
     now = time.time_ns()
     encoded: list[dict[str, Any]] = []
     for span in spans:
-        described = describe(span)
+        described = describe_parts(
+            kind=span.kind,
+            name=span.name,
+            span_id=span.span_id,
+            run_id=span.run_id,
+            metadata=span.metadata,
+            status=span.status,
+            error=span.error,
+            context=span.context,
+        )
         attributes = dict(described.attributes)
         end_ns = span.end_ns
         if end_ns is None:
@@ -143,10 +316,10 @@ def otlp_json(run: Run, *, service_name: str = "steptrace") -> dict[str, Any]:
             attributes["steptrace.open"] = True
         item: dict[str, Any] = {
             "traceId": trace_id,
-            "spanId": otlp_span_id(run.id, span.span_id),
+            "spanId": otlp_span_id(view.id, span.span_id),
         }
         if span.parent_id is not None and span.parent_id in known:
-            item["parentSpanId"] = otlp_span_id(run.id, span.parent_id)
+            item["parentSpanId"] = otlp_span_id(view.id, span.parent_id)
         item.update(
             name=described.name,
             kind=_SPAN_KIND_CLIENT if described.client else _SPAN_KIND_INTERNAL,
