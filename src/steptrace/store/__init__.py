@@ -11,7 +11,11 @@ written while runs go by a ``StoreWriter`` span processor and read back as
     store.list_runs(status="failed")
 
 Only the standard library is used; nothing here runs until it is imported.
+``PostgresStore`` (a ``postgresql://`` URL, extra ``steptrace[postgres]``) is
+loaded on first use, so importing this package never imports psycopg.
 """
+
+from typing import TYPE_CHECKING
 
 from ._open import open_store, record_runs, store_location
 from ._protocol import (
@@ -30,10 +34,14 @@ from ._schema import migrate
 from ._sqlite import SQLiteStore, default_store_path
 from ._writer import StoreWriter
 
+if TYPE_CHECKING:
+    from ._postgres import PostgresStore
+
 __all__ = [
     "Aggregate",
     "EventRow",
     "LlmCallRow",
+    "PostgresStore",
     "RunRow",
     "RunStore",
     "SQLiteStore",
@@ -49,3 +57,11 @@ __all__ = [
     "record_runs",
     "store_location",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

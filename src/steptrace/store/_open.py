@@ -38,7 +38,10 @@ def open_store(target: str | os.PathLike[str] | None = None) -> RunStore:
     """Open the store at ``target`` (a SQLite path or a ``postgresql://`` URL)."""
     location = store_location(target)
     if is_database_url(location):
-        raise NotImplementedError("the PostgreSQL store is being added")  # replaced by issue 5
+        # Imported here: only a database URL needs psycopg (steptrace[postgres]).
+        from ._postgres import PostgresStore
+
+        return PostgresStore(location)
     return SQLiteStore(Path(location))
 
 

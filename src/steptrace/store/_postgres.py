@@ -1,0 +1,580 @@
+"""The PostgreSQL run store: one database shared by every worker of a fleet.
+
+``PostgresStore`` keeps the very same tables as ``SQLiteStore`` (``_schema``'s
+migrations, applied verbatim by this module's ``migrate``, which serializes
+concurrent openers with a transaction-scoped advisory lock) and shares its SQL
+and row mapping (``_queries``; ``?`` placeholders become ``%s``). Connections
+come from a small pool owned by the store: each call borrows one connection
+for one short statement group, so the writer thread never waits behind a slow
+read, a connection the server dropped is discarded and replaced on the next
+call (the store recovers when the database comes back), and a child process
+forked with an open store makes its own connections instead of sharing the
+parent's sockets. Every ``write`` is one transaction of upserts; ``get_run``
+reads in one repeatable-read snapshot. psycopg 3 (``steptrace[postgres]``) is
+imported when a store is opened, never at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._liveness import STALE_AFTER, interrupted_runs
+from ._protocol import (
+    Aggregate,
+    AggregateKey,
+    EventRow,
+    RunFilter,
+    RunRow,
+    StoredRun,
+    TranscriptRow,
+    WriteBatch,
+)
+from ._queries import (
+    CALL_COLUMNS,
+    RUN_COLUMNS,
+    SPAN_COLUMNS,
+    aggregate_query,
+    dumps,
+    loads_or_none,
+    run_filter_clause,
+    run_row,
+    stored_run,
+)
+from ._schema import MIGRATIONS
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresStore", "migrate", "redact_url"]
+
+INSTALL_HINT = "pip install 'steptrace[postgres]'"
+
+# Any constant works as long as every steptrace opener uses the same one
+# ("Steptrac" in ASCII, below 2**63 so it fits a BIGINT).
+MIGRATION_LOCK = 0x5374657074726163
+
+# A call's UTC day, formatted as SQLite's strftime('%Y-%m-%d', at, 'unixepoch').
+_DAY = "to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+SPAN_KEY = ("run_id", "span_id")
+SEQ_KEY = ("run_id", "seq")
+EVENT_COLUMNS = "run_id, seq, span_id, type, data"
+STEP_COLUMNS = "run_id, seq, data"
+TRANSCRIPT_COLUMNS = "run_id, span_id, request, response"
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise ImportError(
+            f"the PostgreSQL run store needs psycopg 3: {INSTALL_HINT}", name=exc.name
+        ) from exc
+    return psycopg
+
+
+@functools.lru_cache(maxsize=256)
+def _pg(sql: str) -> str:
+    """``sql`` written with ``?`` placeholders, in psycopg's ``%s`` style."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _upsert(table: str, columns: str, key: tuple[str, ...]) -> str:
+    names = [name.strip() for name in columns.split(",")]
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in names if name not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+_UPSERT_RUN = _upsert("runs", RUN_COLUMNS, ("id",))
+_UPSERT_SPAN = _upsert("spans", SPAN_COLUMNS, SPAN_KEY)
+_UPSERT_EVENT = _upsert("events", EVENT_COLUMNS, SEQ_KEY)
+_UPSERT_STEP = _upsert("completed_steps", STEP_COLUMNS, SEQ_KEY)
+_UPSERT_CALL = _upsert("llm_calls", CALL_COLUMNS, SEQ_KEY)
+_UPSERT_TRANSCRIPT = _upsert("transcripts", TRANSCRIPT_COLUMNS, SPAN_KEY)
+_HEARTBEAT = "UPDATE runs SET heartbeat_at = %s WHERE id = %s AND status = 'running'"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` query
+    parameter) replaced by ``***``, for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hosts = netloc.rpartition("@")
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            netloc = f"{userinfo}@{hosts}"
+        query = "&".join(
+            f"{name}=***" if name.lower() == "password" else f"{name}={value}"
+            for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        )
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparsable database URL>"
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    """Apply every pending migration in one transaction; return the new version.
+
+    ``conn`` must be in autocommit mode, so this function controls the
+    transaction. Openers of one database take turns (an advisory lock held
+    until commit), so the second finds nothing left to do. Idempotent.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        if not (exists and exists[0]):
+            conn.execute(
+                "CREATE TABLE schema_version ("
+                "version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        version = int(row[0]) if row else 0
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
+                (number, time.time()),
+            )
+    return max(version, len(MIGRATIONS))
+
+
+class _PoolClosed(RuntimeError):
+    pass
+
+
+class _Pool:
+    """At most ``size`` connections, each lent to one caller at a time.
+
+    Connections are made on demand; one that comes back broken or inside a
+    transaction is closed instead of reused. After a fork the child starts
+    with no connections: the inherited ones talk over the parent's sockets,
+    so they are set aside unclosed (closing would end the parent's sessions).
+    """
+
+    def __init__(self, connect: Any, size: int, idle_status: Any) -> None:
+        self._connect = connect
+        self._idle_status = idle_status
+        self._size = size
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lent = 0
+        self._pid = os.getpid()
+        self._inherited: list[psycopg.Connection[Any]] = []
+        self._closed = False
+        self._available = threading.Condition(threading.Lock())
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        conn = self._take()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
+
+    def _take(self) -> psycopg.Connection[Any]:
+        with self._available:
+            if os.getpid() != self._pid:
+                self._inherited.extend(self._idle)
+                self._idle, self._lent, self._pid = [], 0, os.getpid()
+            while True:
+                if self._closed:
+                    raise _PoolClosed
+                if self._idle:
+                    self._lent += 1
+                    return self._idle.pop()
+                if self._lent < self._size:
+                    self._lent += 1
+                    break
+                self._available.wait()
+        try:
+            conn: psycopg.Connection[Any] = self._connect()
+        except BaseException:
+            with self._available:
+                self._lent -= 1
+                self._available.notify()
+            raise
+        return conn
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        reusable = (
+            not conn.closed
+            and not conn.broken
+            and conn.info.transaction_status == self._idle_status
+        )
+        with self._available:
+            if os.getpid() != self._pid:  # lent before a fork: not ours to count
+                return
+            self._lent -= 1
+            if reusable and not self._closed:
+                self._idle.append(conn)
+                conn = None  # type: ignore[assignment]
+            self._available.notify()
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        with self._available:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._available.notify_all()
+        if os.getpid() == self._pid:
+            for conn in idle:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+
+class PostgresStore:
+    """A ``RunStore`` in a PostgreSQL database (``url``: ``postgresql://...``).
+
+    The tables live in the connection's default schema (set another with
+    ``?options=-csearch_path%3Dmyschema`` in the URL). ``pool_size`` bounds
+    the connections this store opens; ``connect_timeout`` (seconds) bounds
+    each attempt. An unreachable server raises ``ConnectionError`` naming the
+    URL, its password redacted.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stale_after: float = STALE_AFTER,
+        pool_size: int = 4,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError(f"PostgresStore: pool_size must be at least 1, got {pool_size!r}")
+        self._psycopg = _psycopg()
+        self._conninfo = url
+        self.url = redact_url(url)
+        """The database URL, password redacted."""
+        self._connect_timeout = max(1, round(connect_timeout))
+        self._pool: _Pool | None = _Pool(
+            self._new_connection, pool_size, self._psycopg.pq.TransactionStatus.IDLE
+        )
+        try:
+            with self._connection() as conn:
+                migrate(conn)
+            self.mark_interrupted(stale_after=stale_after)
+        except BaseException:
+            self.close()
+            raise
+
+    def _new_connection(self) -> psycopg.Connection[Any]:
+        try:
+            conn: psycopg.Connection[Any] = self._psycopg.connect(
+                self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
+            )
+        except self._psycopg.OperationalError as exc:
+            reason = str(exc).strip().replace("\n\t", " ").replace("\n", " ")
+            raise ConnectionError(f"PostgresStore: cannot connect to {self.url}: {reason}") from exc
+        except self._psycopg.ProgrammingError as exc:  # a malformed URL
+            raise ValueError(f"PostgresStore: bad database URL {self.url}: {exc}") from exc
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        pool = self._pool
+        try:
+            if pool is None:
+                raise _PoolClosed
+            with pool.connection() as conn:
+                yield conn
+        except _PoolClosed:
+            raise RuntimeError(f"PostgresStore({self.url!r}) is closed") from None
+
+    # -- writing ------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+            if batch.runs:
+                cur.executemany(
+                    _UPSERT_RUN,
+                    [
+                        (
+                            r.id,
+                            r.name,
+                            r.status,
+                            r.started_at,
+                            r.ended_at,
+                            r.error,
+                            dumps(r.metadata),
+                            None if r.budget is None else dumps(r.budget),
+                            r.input_tokens,
+                            r.output_tokens,
+                            r.cost_usd,
+                            r.llm_calls,
+                            r.pid,
+                            r.host,
+                            r.heartbeat_at,
+                        )
+                        for r in batch.runs
+                    ],
+                )
+            if batch.spans:
+                cur.executemany(
+                    _UPSERT_SPAN,
+                    [
+                        (
+                            s.run_id,
+                            s.span_id,
+                            s.parent_id,
+                            s.name,
+                            s.kind,
+                            s.start_ns,
+                            s.end_ns,
+                            s.status,
+                            s.error,
+                            dumps(s.metadata),
+                        )
+                        for s in batch.spans
+                    ],
+                )
+            if batch.events:
+                cur.executemany(
+                    _UPSERT_EVENT,
+                    [
+                        (e.run_id, e.seq, e.span_id, str(e.data.get("type")), dumps(e.data))
+                        for e in batch.events
+                    ],
+                )
+            if batch.steps:
+                cur.executemany(
+                    _UPSERT_STEP, [(c.run_id, c.seq, dumps(c.data)) for c in batch.steps]
+                )
+            if batch.llm_calls:
+                cur.executemany(
+                    _UPSERT_CALL,
+                    [
+                        (
+                            c.run_id,
+                            c.seq,
+                            c.span_id,
+                            c.step,
+                            c.persona,
+                            c.model,
+                            c.input_tokens,
+                            c.output_tokens,
+                            c.cache_tokens,
+                            c.cost_usd,
+                            c.duration_ms,
+                            c.at,
+                        )
+                        for c in batch.llm_calls
+                    ],
+                )
+            if batch.transcripts:
+                cur.executemany(
+                    _UPSERT_TRANSCRIPT,
+                    [
+                        (
+                            t.run_id,
+                            t.span_id,
+                            None if t.request is None else dumps(t.request),
+                            None if t.response is None else dumps(t.response),
+                        )
+                        for t in batch.transcripts
+                    ],
+                )
+            if batch.heartbeats:
+                cur.executemany(_HEARTBEAT, [(at, run_id) for run_id, at in batch.heartbeats])
+
+    def mark_interrupted(self, *, stale_after: float = STALE_AFTER) -> list[str]:
+        with self._connection() as conn:
+            running = conn.execute(
+                "SELECT id, pid, host, heartbeat_at, started_at FROM runs WHERE status = 'running'"
+            ).fetchall()
+            gone = interrupted_runs(running, now=time.time(), stale_after=stale_after)
+            if not gone:
+                return []
+            # One statement, touching only the dead runs' rows; ``status`` is
+            # checked again so a run that ended meanwhile keeps its status, and
+            # RETURNING tells which rows this opener (not a concurrent one) marked.
+            marked = conn.execute(
+                "UPDATE runs SET status = 'interrupted', "
+                "ended_at = COALESCE(heartbeat_at, started_at) "
+                "WHERE id = ANY(%s) AND status = 'running' RETURNING id",
+                (gone,),
+            ).fetchall()
+        done = {run_id for (run_id,) in marked}
+        return [run_id for run_id in gone if run_id in done]
+
+    # -- reading ------------------------------------------------------------------
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def list_runs(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        persona: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[RunRow]:
+        clause, params = run_filter_clause(
+            RunFilter(
+                name=name,
+                status=status,
+                persona=persona,
+                started_after=started_after,
+                started_before=started_before,
+            )
+        )
+        # Ties order by the id's bytes, as SQLite does, whatever the collation.
+        rows = self._read(
+            _pg(
+                f"SELECT {RUN_COLUMNS} FROM runs{clause} "
+                'ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT ? OFFSET ?'
+            ),
+            (*params, limit, offset),
+        )
+        return [run_row(row) for row in rows]
+
+    def count_runs(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        persona: str | None = None,
+        started_after: float | None = None,
+        started_before: float | None = None,
+    ) -> int:
+        clause, params = run_filter_clause(
+            RunFilter(
+                name=name,
+                status=status,
+                persona=persona,
+                started_after=started_after,
+                started_before=started_before,
+            )
+        )
+        return int(self._read(_pg(f"SELECT COUNT(*) FROM runs{clause}"), params)[0][0])
+
+    def run_ids(self, prefix: str = "", *, limit: int = 50) -> list[str]:
+        # starts_with takes the prefix literally: no LIKE wildcards to escape.
+        rows = self._read(
+            "SELECT id FROM runs WHERE starts_with(id, %s) "
+            'ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT %s',
+            (prefix, limit),
+        )
+        return [run_id for (run_id,) in rows]
+
+    def get_run(self, run_id: str) -> StoredRun | None:
+        with self._connection() as conn, conn.transaction():
+            # One snapshot: the run's rows as of a single commit.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            head = conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,)
+            ).fetchone()
+            if head is None:
+                return None
+            spans = conn.execute(
+                f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = %s ORDER BY start_ns, span_id",
+                (run_id,),
+            ).fetchall()
+            events = conn.execute(
+                "SELECT span_id, data FROM events WHERE run_id = %s ORDER BY seq", (run_id,)
+            ).fetchall()
+            steps = conn.execute(
+                "SELECT data FROM completed_steps WHERE run_id = %s ORDER BY seq", (run_id,)
+            ).fetchall()
+            calls = conn.execute(
+                f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = %s ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        return stored_run(head, spans, events, steps, calls)
+
+    def events(
+        self,
+        run_id: str,
+        *,
+        types: Sequence[str] | None = None,
+        after_seq: int = -1,
+        limit: int = 1000,
+    ) -> list[EventRow]:
+        sql = "SELECT run_id, seq, span_id, data FROM events WHERE run_id = %s AND seq > %s"
+        params: list[Any] = [run_id, after_seq]
+        if types is not None:
+            if not types:
+                return []
+            sql += " AND type = ANY(%s)"
+            params.append(list(types))
+        rows = self._read(sql + " ORDER BY seq LIMIT %s", (*params, limit))
+        return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
+
+    def event_counts(self, run_id: str) -> dict[str, int]:
+        rows = self._read(
+            "SELECT type, COUNT(*) FROM events WHERE run_id = %s "
+            'GROUP BY type ORDER BY type COLLATE "C"',
+            (run_id,),
+        )
+        return {kind: int(count) for kind, count in rows}
+
+    def transcripts(
+        self, run_id: str, span_ids: Sequence[int] | None = None
+    ) -> list[TranscriptRow]:
+        sql = "SELECT run_id, span_id, request, response FROM transcripts WHERE run_id = %s"
+        params: list[Any] = [run_id]
+        if span_ids is not None:
+            if not span_ids:
+                return []
+            sql += " AND span_id = ANY(%s::bigint[])"
+            params.append(list(span_ids))
+        rows = self._read(sql + " ORDER BY span_id", params)
+        return [
+            TranscriptRow(
+                run_id=r[0],
+                span_id=r[1],
+                request=loads_or_none(r[2]),
+                response=loads_or_none(r[3]),
+            )
+            for r in rows
+        ]
+
+    def aggregate(
+        self,
+        by: AggregateKey,
+        *,
+        run_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[Aggregate]:
+        sql, params = aggregate_query(
+            by, day_expression=_DAY, run_id=run_id, since=since, until=until
+        )
+        return [
+            Aggregate(key, int(calls), int(inp), int(out), float(cost))
+            for key, calls, inp, out, cost in self._read(_pg(sql), params)
+        ]
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
