@@ -45,10 +45,21 @@ class _Event:
     def to_dict(self) -> dict[str, Any]:
         """The seed's serde shape: ``type`` first, then the fields in order."""
         out: dict[str, Any] = {"type": self.type}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+        # Field names are looked up once a class: exporters and the store call
+        # this for every event.
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(
+                f.name
+                for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            )
+        for name in names:
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

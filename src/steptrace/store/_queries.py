@@ -47,9 +47,13 @@ SPAN_COLUMNS = (
 )
 
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+# Metadata is user data: anything JSON cannot encode is stored as its str().
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
-    # Metadata is user data: anything JSON cannot encode is stored as its str().
-    return json.dumps(value, default=str, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def loads_or_none(text: str | None) -> Any:

@@ -1,0 +1,389 @@
+"""Run store benchmark: ingest rates, the cost to the run's thread, loading a big run.
+
+Run ``python benchmarks/bench_store.py`` (``--quick`` for a smoke run;
+``--no-postgres`` to skip PostgreSQL). Rows:
+
+- ingest: agent events written through ``store.write`` in batches of 500 (the
+  writer's batch size), events per second, into SQLite (a WAL file in a temp
+  dir) and into PostgreSQL (a throwaway local server, started as the tests
+  start it; skipped when it is not installed). Baseline in the same run:
+  ``json.dumps`` of the same events, the least any store must do per event.
+- run thread: a loop of steps, each recording one LLM call and emitting two
+  agent events, timed on the run's thread with no store, then with a
+  ``StoreWriter`` attached (the final flush is timed apart); slowdown = with /
+  without - 1. Three settings: the writer's callbacks alone (its store holds
+  every write back, so only what the run's thread does for the store is
+  measured); CPU-bound steps with the writer writing meanwhile (both threads
+  share one GIL: this is the writer's whole CPU cost, not the run thread's
+  work); and steps that each wait 1 ms as a real step waits for its model
+  (the writer works while the run waits).
+- load: ``get_run`` of a stored run of 100,000 events (with 1,000 steps and
+  their spans and ledger rows): the span tree, typed events, ledger and the
+  recomputed summary, against the time to fetch the same rows as raw tuples.
+
+Targets (issue 5): at least 100,000 events/s into SQLite in batches, the run's
+thread slowed by under 5% (checked on the callbacks-only and waiting rows; the
+CPU-bound row is printed to show the writer's whole cost), loading a
+100,000-event run in under 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+_ROOT = Path(__file__).resolve().parents[1]
+for extra in (_ROOT / "src", _ROOT):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+import steptrace  # noqa: E402
+from _machine import load_average, revision  # noqa: E402
+from steptrace import LlmCall, ToolExecution  # noqa: E402
+from steptrace.store import (  # noqa: E402
+    EventRow,
+    RunRow,
+    RunStore,
+    SpanRow,
+    SQLiteStore,
+    StepRow,
+    StoreWriter,
+    WriteBatch,
+)
+
+INGEST_MIN_PER_S = 100_000
+SLOWDOWN_MAX = 0.05
+LOAD_MAX_S = 1.0
+BATCH = 500
+
+
+def _event(i: int) -> dict[str, Any]:
+    if i % 2:
+        return ToolExecution(
+            tool_name="search",
+            tool_use_id=f"c{i}",
+            duration_ms=3,
+            status="ok",
+            classification="read_only",
+            iteration=i // 10,
+        ).to_dict()
+    return LlmCall(
+        call_id=f"r{i}",
+        model="gpt-4o-mini",
+        input_tokens=1200,
+        output_tokens=80,
+        cache_tokens=0,
+        duration_ms=450,
+        iteration=i // 10,
+    ).to_dict()
+
+
+def _batches(run_id: str, events: int) -> list[WriteBatch]:
+    return [
+        WriteBatch(
+            events=[
+                EventRow(run_id=run_id, seq=i, span_id=1, data=_event(i))
+                for i in range(start, min(events, start + BATCH))
+            ]
+        )
+        for start in range(0, events, BATCH)
+    ]
+
+
+def ingest_rate(store: RunStore, events: int) -> float:
+    """Events per second written in batches of ``BATCH``."""
+    batches = _batches("ingest-" + str(time.time_ns()), events)
+    started = time.perf_counter()
+    for batch in batches:
+        store.write(batch)
+    return events / (time.perf_counter() - started)
+
+
+def dumps_rate(events: int) -> float:
+    data = [_event(i) for i in range(events)]
+    started = time.perf_counter()
+    for item in data:
+        json.dumps(item, separators=(",", ":"))
+    return events / (time.perf_counter() - started)
+
+
+@steptrace.step(model="gpt-4o-mini")
+def _work(i: int) -> None:
+    steptrace.record_llm_usage("gpt-4o-mini", 1200, 80, cost_usd=0.0002)
+    steptrace.emit_event(
+        LlmCall(
+            call_id=f"r{i}",
+            model="gpt-4o-mini",
+            input_tokens=1200,
+            output_tokens=80,
+            cache_tokens=0,
+            duration_ms=450,
+            iteration=i,
+        )
+    )
+    steptrace.emit_event(
+        ToolExecution(
+            tool_name="search",
+            tool_use_id=f"c{i}",
+            duration_ms=3,
+            status="ok",
+            classification="read_only",
+            iteration=i,
+        )
+    )
+
+
+def _run_loop(steps: int, pause: float) -> float:
+    started = time.perf_counter()
+    with steptrace.run("bench"):
+        for i in range(steps):
+            _work(i)
+            if pause:
+                time.sleep(pause)
+    return time.perf_counter() - started
+
+
+class _HeldStore(SQLiteStore):
+    """A store whose writes wait until released: only the callbacks run."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+
+    def write(self, batch: WriteBatch) -> None:
+        self.release.wait()
+        super().write(batch)
+
+
+def run_thread_cost(
+    store: SQLiteStore, steps: int, repeats: int, pause: float
+) -> tuple[float, float, float, int]:
+    """(seconds without store, seconds with, flush seconds, records written),
+    medians over alternating repeats."""
+    without: list[float] = []
+    with_store: list[float] = []
+    flushes: list[float] = []
+    written = 0
+    _run_loop(min(steps, 1000), pause)  # warm up
+    for _ in range(repeats):
+        without.append(_run_loop(steps, pause))
+        writer = StoreWriter(store, run_end_timeout=0, queue_size=10_000_000)
+        steptrace.add_span_processor(writer)
+        try:
+            with_store.append(_run_loop(steps, pause))
+        finally:
+            steptrace.remove_span_processor(writer)
+        if isinstance(store, _HeldStore):
+            store.release.set()
+        started = time.perf_counter()
+        writer.close(120)
+        flushes.append(time.perf_counter() - started)
+        if isinstance(store, _HeldStore):
+            store.release.clear()
+        written = writer.written
+        assert writer.failures == 0
+        assert writer.dropped == 0
+    return (
+        statistics.median(without),
+        statistics.median(with_store),
+        statistics.median(flushes),
+        written,
+    )
+
+
+def big_run(store: RunStore, events: int, steps: int) -> str:
+    run_id = "big-" + str(time.time_ns())
+    now = time.time()
+    store.write(
+        WriteBatch(
+            runs=[
+                RunRow(
+                    id=run_id,
+                    name="big",
+                    status="completed",
+                    started_at=now - 60,
+                    ended_at=now,
+                    llm_calls=events // 2,
+                )
+            ],
+            spans=[
+                SpanRow(
+                    run_id=run_id,
+                    span_id=1,
+                    parent_id=None,
+                    name="big",
+                    kind="run",
+                    start_ns=0,
+                    end_ns=10**9,
+                    status="ok",
+                    error=None,
+                )
+            ]
+            + [
+                SpanRow(
+                    run_id=run_id,
+                    span_id=2 + i,
+                    parent_id=1,
+                    name="work",
+                    kind="step",
+                    start_ns=i,
+                    end_ns=i + 1,
+                    status="ok",
+                    error=None,
+                    metadata={"model": "gpt-4o-mini", "status": "completed"},
+                )
+                for i in range(steps)
+            ],
+            steps=[
+                StepRow(
+                    run_id=run_id,
+                    seq=i,
+                    data={
+                        "name": "work",
+                        "function": "work",
+                        "model": "gpt-4o-mini",
+                        "input_tokens": 1200,
+                        "output_tokens": 80,
+                        "cost_usd": 0.0002,
+                        "llm_calls": 1,
+                        "status": "completed",
+                        "error": None,
+                        "span_id": 2 + i,
+                        "parent_span_id": 1,
+                    },
+                )
+                for i in range(steps)
+            ],
+        )
+    )
+    for batch in _batches(run_id, events):
+        store.write(WriteBatch(events=[_with_run(row, run_id) for row in batch.events]))
+    return run_id
+
+
+def _with_run(row: EventRow, run_id: str) -> EventRow:
+    return EventRow(run_id=run_id, seq=row.seq, span_id=2 + row.seq % 1000, data=row.data)
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def _postgres(enabled: bool) -> Iterator[str | None]:
+    if not enabled:
+        yield None
+        return
+    from tests._services import MissingService, local_postgres
+
+    try:
+        with local_postgres() as url:
+            yield url
+    except MissingService as missing:
+        print(f"  (PostgreSQL skipped: {missing})")
+        yield None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
+    parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL rows")
+    args = parser.parse_args()
+    events = 20_000 if args.quick else 100_000
+    # Long enough for the writer (waking every 0.1 s) to work during the loop.
+    steps = 20_000 if args.quick else 100_000
+    repeats = 1 if args.quick else 3
+    print(f"steptrace {revision()} · load {load_average()} · python {sys.version.split()[0]}")
+    failures: list[str] = []
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = dumps_rate(events)
+        print(f"baseline json.dumps of one event      {base:>12,.0f} events/s")
+        with SQLiteStore(Path(tmp) / "ingest.db") as sqlite_store:
+            rate = ingest_rate(sqlite_store, events)
+        print(
+            f"ingest into SQLite (batches of {BATCH})  {rate:>12,.0f} events/s  "
+            f"({rate / base:.2f}x json.dumps; target >= {INGEST_MIN_PER_S:,})"
+        )
+        if rate < INGEST_MIN_PER_S:
+            failures.append("SQLite ingest")
+        with _postgres(not args.no_postgres) as url:
+            if url is not None:
+                from steptrace.store import open_store
+
+                pg = open_store(url)
+                try:
+                    pg_rate = ingest_rate(pg, events)
+                finally:
+                    pg.close()
+                print(
+                    f"ingest into PostgreSQL                {pg_rate:>12,.0f} events/s  "
+                    f"({pg_rate / base:.2f}x json.dumps)"
+                )
+
+        settings = [
+            ("callbacks only (writes held back)", _HeldStore(Path(tmp) / "held.db"), steps, 0.0),
+            ("CPU-bound, writer writing (one GIL)", SQLiteStore(Path(tmp) / "cpu.db"), steps, 0.0),
+            ("steps waiting 1 ms for a model", SQLiteStore(Path(tmp) / "io.db"), steps // 20, 1e-3),
+        ]
+        print(f"run thread, steps of 1 LLM call + 2 events, {repeats} repeat(s), medians:")
+        for label, store, count, pause in settings:
+            try:
+                plain, recorded, flush, written = run_thread_cost(store, count, repeats, pause)
+            finally:
+                store.close()
+            slowdown = recorded / plain - 1
+            print(
+                f"  {label:<38} {count:>7,} steps: {plain * 1e3:8.1f} ms without, "
+                f"{recorded * 1e3:8.1f} ms with store ({slowdown:+6.1%}); "
+                f"final flush {flush * 1e3:.0f} ms, {written:,} records"
+            )
+            if slowdown >= SLOWDOWN_MAX and "CPU-bound" not in label:
+                failures.append(f"run thread slowdown ({label})")
+
+        with SQLiteStore(Path(tmp) / "big.db") as big_store:
+            run_id = big_run(big_store, events, 1_000)
+
+            def raw() -> None:
+                with big_store._lock:
+                    conn = big_store._connection()
+                    conn.execute("SELECT span_id, data FROM events WHERE run_id = ?", (run_id,))
+                    conn.execute(
+                        "SELECT span_id, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+                    ).fetchall()
+
+            def load() -> None:
+                stored = big_store.get_run(run_id)
+                assert stored is not None
+                assert len(stored.events) == events
+
+            raw_s = _median_time(raw, repeats)
+            load_s = _median_time(load, repeats)
+        print(
+            f"load a run of {events:,} events: get_run {load_s * 1e3:.0f} ms "
+            f"({load_s / raw_s:.1f}x fetching the raw rows, {raw_s * 1e3:.0f} ms; "
+            f"target < {LOAD_MAX_S:.0f} s)"
+        )
+        if load_s >= LOAD_MAX_S and not args.quick:
+            failures.append("load")
+
+    print("targets missed: " + ", ".join(failures) if failures else "all targets met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
