@@ -169,25 +169,37 @@ _EVENT_TYPES: dict[str, type[_Event]] = {
 
 
 def _check_value(event_type: str, name: str, annotation: str, value: Any) -> Any:
-    where = f"{event_type}.{name}"
+    # The fast checks come first: the run store reads back many events.
     if annotation == "int":
+        if type(value) is int and value >= 0:
+            return value
         if type(value) is not int:
-            raise TypeError(f"{where}: expected an integer, got {value!r}")
-        if value < 0:
-            raise ValueError(f"{where}: expected a non-negative integer, got {value}")
-        return value
+            raise TypeError(f"{event_type}.{name}: expected an integer, got {value!r}")
+        raise ValueError(f"{event_type}.{name}: expected a non-negative integer, got {value}")
     if annotation == "str":
         if not isinstance(value, str):
-            raise TypeError(f"{where}: expected a string, got {value!r}")
+            raise TypeError(f"{event_type}.{name}: expected a string, got {value!r}")
         return value
     if annotation == "bool":
         if not isinstance(value, bool):
-            raise TypeError(f"{where}: expected true or false, got {value!r}")
+            raise TypeError(f"{event_type}.{name}: expected true or false, got {value!r}")
         return value
     # tuple[str, ...]: JSON gives a list.
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{where}: expected a list of strings, got {value!r}")
+        raise TypeError(f"{event_type}.{name}: expected a list of strings, got {value!r}")
     return tuple(value)
+
+
+_SCHEMAS: dict[type, tuple[tuple[tuple[str, str], ...], frozenset[str]]] = {}
+"""Per event class: its fields' (name, annotation) and the keys its dict may have."""
+
+
+def _schema(cls: type) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        fields = tuple((f.name, str(f.type)) for f in dataclasses.fields(cls))
+        schema = _SCHEMAS[cls] = (fields, frozenset(name for name, _ in fields) | {"type"})
+    return schema
 
 
 def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
@@ -204,16 +216,14 @@ def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
         raise ValueError(
             f"agent event: unknown type {event_type!r}; expected one of {sorted(_EVENT_TYPES)}"
         )
+    fields, allowed = _schema(cls)
+    if not allowed.issuperset(data):
+        raise ValueError(f"{event_type}: unexpected field(s) {sorted(set(data) - allowed)}")
     kwargs: dict[str, Any] = {}
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    known = {f.name for f in fields}
-    extra = sorted(set(data) - known - {"type"})
-    if extra:
-        raise ValueError(f"{event_type}: unexpected field(s) {extra}")
-    for f in fields:
-        if f.name not in data:
-            raise ValueError(f"{event_type}: missing field {f.name!r}")
-        kwargs[f.name] = _check_value(event_type, f.name, str(f.type), data[f.name])
+    for name, annotation in fields:
+        if name not in data:
+            raise ValueError(f"{event_type}: missing field {name!r}")
+        kwargs[name] = _check_value(event_type, name, annotation, data[name])
     return cls(**kwargs)  # type: ignore[return-value]
 
 
