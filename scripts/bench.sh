@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh dev
 quick=()
 [ "${1:-}" = "--quick" ] && quick=(--quick)
-for bench in bench_core bench_llm bench_agent; do
+for bench in bench_core bench_llm bench_agent bench_store; do
     echo "== benchmarks/$bench.py"
     .venv/bin/python "benchmarks/$bench.py" "${quick[@]}"
     echo
