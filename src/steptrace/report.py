@@ -8,9 +8,18 @@ the examples and the CLI; no colour, no terminal control, standard library only.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ._run import CompletedStep, Run
 
 __all__ = ["ledger_table", "totals_line"]
+
+
+class HasLedger(Protocol):
+    """A live ``Run`` or a ``StoredRun`` read back from the run store."""
+
+    @property
+    def completed_steps(self) -> list[CompletedStep]: ...
 
 
 def _budget_use(row: CompletedStep) -> str:
@@ -21,7 +30,7 @@ def _budget_use(row: CompletedStep) -> str:
     return "-"
 
 
-def ledger_table(run: Run) -> str:
+def ledger_table(run: HasLedger) -> str:
     """The run's completed-step ledger as an aligned text table."""
     header = (
         f"{'step':<20} {'persona':<10} {'model':<18} {'status':<9} "

@@ -1,0 +1,198 @@
+"""``steptrace runs``: the table of recent runs, filtered, with a totals line.
+
+Columns: id, name, status, persona(s), started, duration, tokens, cost. The
+personas of a run are those its LLM calls were charged to (one small
+aggregate query a row). ``--since`` takes a span back from now (``30m``,
+``2h``, ``7d``, ``1w``) or a date or time (``2026-11-21``,
+``2026-11-21T14:00``, local time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+from ..store import RunRow, RunStore
+from ._common import open_existing_store, print_json
+from ._render import (
+    Style,
+    format_duration,
+    format_time,
+    format_tokens,
+    format_usd,
+    table,
+    wants_colour,
+)
+
+__all__ = ["add_parser", "parse_since"]
+
+_STATUSES = ("running", "completed", "failed", "interrupted")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+EXAMPLES = """\
+examples:
+  steptrace runs                          the 20 most recent runs
+  steptrace runs --status failed --since 1d
+  steptrace runs --name nightly --limit 100
+  steptrace runs --persona analyst --json
+"""
+
+
+def add_parser(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "runs",
+        help="list recent runs",
+        description="List stored runs, newest first, with their usage and a totals line.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--name", help="only runs with this name")
+    parser.add_argument("--status", choices=_STATUSES, help="only runs with this status")
+    parser.add_argument("--persona", help="only runs with a span of this persona")
+    parser.add_argument(
+        "--since",
+        type=parse_since,
+        metavar="WHEN",
+        help="only runs started since WHEN: 30m, 2h, 7d, 1w, or a date/time like "
+        "2026-11-21 or 2026-11-21T14:00 (local time)",
+    )
+    parser.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N", help="show at most N runs (20)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=run_runs)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_since(text: str, *, now: float | None = None) -> float:
+    """``time.time()`` seconds for a ``--since`` value (see the module docstring)."""
+    value = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", value)
+    if match:
+        amount, unit = match.groups()
+        return (time.time() if now is None else now) - float(amount) * _UNITS[unit]
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a time: use 30m, 2h, 7d, 1w, or a date/time like "
+            "2026-11-21 or 2026-11-21T14:00"
+        ) from None
+
+
+def _personas(store: RunStore, run_id: str) -> list[str]:
+    return sorted(a.key for a in store.aggregate("persona", run_id=run_id) if a.key is not None)
+
+
+def _run_json(run: RunRow, personas: list[str]) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "personas": personas,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "duration_s": run.duration_s,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cost_usd": run.cost_usd,
+        "llm_calls": run.llm_calls,
+        "error": run.error,
+        "metadata": run.metadata,
+    }
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    store = open_existing_store(args.store)
+    try:
+        filters: dict[str, Any] = {
+            "name": args.name,
+            "status": args.status,
+            "persona": args.persona,
+            "started_after": args.since,
+        }
+        runs = store.list_runs(**filters, limit=args.limit)
+        matching = store.count_runs(**filters)
+        personas = {run.id: _personas(store, run.id) for run in runs}
+    finally:
+        store.close()
+    if args.json:
+        print_json(
+            {
+                "runs": [_run_json(run, personas[run.id]) for run in runs],
+                "shown": len(runs),
+                "matching": matching,
+                "totals": _totals(runs),
+            }
+        )
+        return 0
+    style = Style(wants_colour(sys.stdout, args.color))
+    if not runs:
+        filtered = any(v is not None for v in filters.values())
+        print("no runs match these filters" if filtered else "no runs stored yet")
+        return 0
+    now = time.time()
+    rows = []
+    painters = []
+    for run in runs:
+        duration = run.duration_s
+        if duration is None and run.status == "running":
+            duration = now - run.started_at
+        rows.append(
+            [
+                run.id,
+                run.name,
+                run.status,
+                ", ".join(personas[run.id]) or "-",
+                format_time(run.started_at),
+                format_duration(duration),
+                format_tokens(run.input_tokens + run.output_tokens),
+                format_usd(run.cost_usd),
+            ]
+        )
+        painters.append(
+            [None, None, lambda text, s=run.status: style.status(s, text), None, None, None]
+        )
+    print(
+        table(
+            ["ID", "NAME", "STATUS", "PERSONAS", "STARTED", "DURATION", "TOKENS", "COST"],
+            rows,
+            right=(5, 6, 7),
+            painters=painters,
+            style=style,
+        )
+    )
+    totals = _totals(runs)
+    shown = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
+    of = f" (of {matching} matching; --limit shows more)" if matching > len(runs) else ""
+    print(
+        style.paint(
+            f"{shown}{of}: {totals['llm_calls']:,} LLM calls, "
+            f"{format_tokens(totals['input_tokens'])} tokens in, "
+            f"{format_tokens(totals['output_tokens'])} out, {format_usd(totals['cost_usd'])}",
+            "bold",
+        )
+    )
+    return 0
+
+
+def _totals(runs: list[RunRow]) -> dict[str, Any]:
+    return {
+        "llm_calls": sum(r.llm_calls for r in runs),
+        "input_tokens": sum(r.input_tokens for r in runs),
+        "output_tokens": sum(r.output_tokens for r in runs),
+        "cost_usd": round(sum(r.cost_usd for r in runs), 12),
+    }
