@@ -1,7 +1,7 @@
 """The package's layers import only downwards.
 
 The core (``steptrace/*.py``) imports no subpackage; ``llm`` builds on the core
-only; ``agent`` on ``llm`` and the core; ``export`` and ``store`` on the core
+only; ``agent`` on ``llm`` and the core; ``export``, ``store`` and ``shared`` on the core
 (and read what the others record); ``testing`` serves tests of everything.
 Checked on the source's import statements, so a cycle cannot creep in through
 a lazy import either.
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "steptrace"
-SUBPACKAGES = {"llm", "agent", "export", "store", "testing"}
+SUBPACKAGES = {"llm", "agent", "export", "store", "testing", "shared"}
 
 # What each layer may import from the other layers (the core is always allowed).
 ALLOWED: dict[str, set[str]] = {
@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "agent": {"llm"},
     "export": set(),
     "store": set(),
+    "shared": set(),
     "testing": {"llm"},
 }
 

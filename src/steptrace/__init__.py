@@ -18,7 +18,9 @@ from typing import Any as _Any
 from ._accounting import arecord_llm_usage, check_budget, record_llm_usage
 from ._config import configure
 from ._context import ContextSnapshot, bind, restore_context, snapshot_context
+from ._propagation import extract, inject
 from ._run import CompletedStep, Run, current_run, run
+from ._shared import SharedBudget
 from .budget import Budget, PriceSource, Usage
 from .definitions import (
     ErrorBoundary,
@@ -151,6 +153,7 @@ __all__ = [
     "PricingUnknown",
     "Run",
     "SchemaRetry",
+    "SharedBudget",
     "Span",
     "SpanKind",
     "SpanProcessor",
@@ -174,6 +177,8 @@ __all__ = [
     "emit_event",
     "enable_tracing",
     "event_from_dict",
+    "extract",
+    "inject",
     "is_budget_exhausted",
     "is_tracked_function",
     "mark_escalated",

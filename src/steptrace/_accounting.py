@@ -20,7 +20,7 @@ import math
 from time import time as _time
 from typing import Any
 
-from . import _context
+from . import _context, _reservations
 from ._config import settings
 from ._run import active_frame
 from .budget import PICO_PER_USD, Ledger, PriceSource, pico_to_usd, usd_to_pico
@@ -276,6 +276,11 @@ def record_llm_usage(
     finally:
         lock.release()
 
+    if frame.shared:
+        # The one test the hot path makes for shared budgets (see _reservations).
+        problem = _reservations.settle(frame, model, input_tokens + output_tokens, pico, priced)
+        if exceeded is None:
+            exceeded = problem
     if exceeded is None and not priced:
         unpriced = next((led for led in frame.accounted if led.max_pico is not None), None)
         if unpriced is not None:
@@ -327,12 +332,12 @@ async def arecord_llm_usage(
 
 
 def limits_in_force() -> bool:
-    """Whether any scope active here has a token or USD limit (so a pre-flight
-    check could refuse anything)."""
+    """Whether any scope active here has a token or USD limit, local or shared
+    (so a pre-flight check could refuse anything)."""
     frame = _get_frame() or active_frame()
     return any(
         ledger.max_tokens is not None or ledger.max_pico is not None for ledger in frame.accounted
-    )
+    ) or any(budget.has_limit for budget, _ in frame.shared)
 
 
 def check_budget(
@@ -349,6 +354,10 @@ def check_budget(
     ``BudgetExhausted`` with ``preflight=True`` naming the first scope, innermost
     first, that it would push over a limit (an already exhausted scope included),
     or ``PricingUnknown`` when a USD budget is in force and no price is known.
+    Then, when shared budgets are in force, reserves the worst case in their
+    pools (settled by the next ``record_llm_usage`` in this context), raising
+    ``BudgetExhausted`` with ``scope="shared"`` when a pool cannot fit it and
+    ``SharedPoolUnavailable`` when a pool cannot be reached.
     """
     _check_count("check_budget", "estimated_input_tokens", estimated_input_tokens)
     _check_count("check_budget", "max_output_tokens", max_output_tokens)
@@ -379,3 +388,5 @@ def check_budget(
                     pico_to_usd(ledger.max_pico),
                     projected=pico_to_usd(worst_pico),
                 )
+    if frame.shared:
+        _reservations.reserve(frame, model, estimated_input_tokens, max_output_tokens, price)

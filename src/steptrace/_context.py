@@ -40,7 +40,12 @@ os.register_at_fork(after_in_child=_rebind_span_ids)
 
 if TYPE_CHECKING:
     from ._run import Run
+    from ._shared import SharedBudget
     from .definitions import PersonaDefinition, StepDefinition
+
+SharedInForce = tuple[tuple["SharedBudget", "Frame"], ...]
+"""The shared budgets a frame's usage draws from, innermost first, each with
+the frame that declared it."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,10 +58,12 @@ class Frame(Span):
     ``accounted`` lists, innermost first, the budget ledgers a usage record must
     update: this frame's own (the run's root and personas always have one, steps
     only when they have a budget, user spans never) and every enclosing one.
+    ``shared`` lists likewise the shared budgets in force (empty almost always:
+    the accounting tests it once and otherwise never looks at shared budgets).
     Only what the hot path reads is stored; the rest is derived.
     """
 
-    __slots__ = ("accounted", "parent", "run", "step")
+    __slots__ = ("accounted", "parent", "run", "shared", "step")
 
     def __init__(
         self,
@@ -66,18 +73,22 @@ class Frame(Span):
         run: Run,
         ledger: Ledger | None = None,
         metadata: dict[str, Any] | None = None,
+        shared: tuple[SharedBudget, ...] = (),
     ) -> None:
         Span.__init__(
             self, name, kind, run.id, None if parent is None else parent.span_id, metadata
         )
         self.parent = parent
         self.run = run
+        own: SharedInForce = tuple((budget, self) for budget in shared)
         if parent is None:
             self.step: StepFrame | None = None
             self.accounted: tuple[Ledger, ...] = () if ledger is None else (ledger,)
+            self.shared: SharedInForce = own
         else:
             self.step = parent.step
             self.accounted = parent.accounted if ledger is None else (ledger, *parent.accounted)
+            self.shared = (*own, *parent.shared) if own else parent.shared
 
     @property
     def ledger(self) -> Ledger | None:
@@ -109,6 +120,7 @@ class PersonaFrame(Frame):
             parent.run,
             ledger,
             {"persona": definition.name},
+            definition.shared,
         )
         self.definition = definition
 
@@ -153,6 +165,8 @@ class StepFrame(Frame):
             self.accounted = parent.accounted
         else:
             self.accounted = (Ledger("step", definition.name, *limits, self), *parent.accounted)
+        shared = definition.shared
+        self.shared = (*((b, self) for b in shared), *parent.shared) if shared else parent.shared
         self.definition = definition
         self.own_input_tokens = 0
         self.own_output_tokens = 0

@@ -22,7 +22,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _context
-from .budget import PICO_PER_USD, Budget, Ledger, Usage
+from ._reservations import release_pending
+from ._shared import BudgetSpec, SharedBudget, split_budget
+from .budget import PICO_PER_USD, Ledger, Usage
 
 if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
@@ -108,29 +110,62 @@ _SEED_STEP_KEYS = (
 )
 
 
+def _record_seq_base() -> int:
+    # 2**24 records a part; 38 random bits keep parts of one run apart (odds of
+    # a clash about 1 in 5,000 among 10,000 parts of a single run).
+    return (2**8 + int.from_bytes(os.urandom(5), "big") % (2**38 - 2**8)) << 24
+
+
 def _new_run_id() -> str:
     # Sortable by start time, readable, and unique enough for a local store.
     return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(4).hex()
 
 
+class Continuation(NamedTuple):
+    """Where a run continued in this process came from (``steptrace.extract``)."""
+
+    run_id: str
+    parent_span_id: int
+    traceparent: str
+    """The W3C ``traceparent`` of the span it continues (for OpenTelemetry)."""
+
+
 class Run:
-    """One execution's record and budget scope. Create with ``steptrace.run()``."""
+    """One execution's record and budget scope. Create with ``steptrace.run()``.
+
+    A run continued in another process (``steptrace.extract``) is a ``Run`` too,
+    with the same ``id``, ``is_continuation`` set, and a root span whose parent
+    is the span that called ``inject``; ``continuation`` says where it came from.
+    """
 
     def __init__(
         self,
         name: str | None = None,
         *,
-        budget: Budget | Mapping[str, Any] | None = None,
+        budget: BudgetSpec = None,
         metadata: Mapping[str, Any] | None = None,
         trace_llm: bool = True,
         _default: bool = False,
+        _continues: Continuation | None = None,
+        _shared: tuple[SharedBudget, ...] = (),
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"run: name must be a string, got {name!r}")
-        self.id = _new_run_id()
+        self.id = _new_run_id() if _continues is None else _continues.run_id
         self.name = name or ("default" if _default else "run")
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.budget = Budget.coerce(budget, f"run `{self.name}`")
+        self.budget, shared = split_budget(budget, f"run `{self.name}`")
+        self.shared_budgets: tuple[SharedBudget, ...] = (*shared, *_shared)
+        """The shared budgets of the whole run (``budget=``, or a carrier's)."""
+        self.continuation = _continues
+        self.is_continuation = _continues is not None
+        """True for the part of a run carried on in this process by ``extract``:
+        the run's header (status, totals) belongs to the process that opened it,
+        so a store writer records only this part's spans, events and calls."""
+        self.record_seq_base = 0 if _continues is None else _record_seq_base()
+        """Where this part of the run numbers its events, ledger rows and LLM calls
+        in a store: 0 for the run's own process, a random base at or above 2**32
+        for each continuation, so parts written into one store never collide."""
         self.is_default = _default
         self.started_at = time.time()
         self.ended_at: float | None = None
@@ -154,8 +189,18 @@ class Run:
         """Ledger rows already built, by span id."""
         self.ledger = Ledger("run", self.name, *_context.budget_limits(self.budget))
         self.root = _context.Frame(
-            self.name, SpanKind.RUN, None, self, self.ledger, {"run.name": self.name}
+            self.name,
+            SpanKind.RUN,
+            None,
+            self,
+            self.ledger,
+            {"run.name": self.name},
+            self.shared_budgets,
         )
+        if _continues is not None:
+            # The root hangs under the span that called inject() in the other process.
+            self.root.parent_id = _continues.parent_span_id
+            self.root.metadata["steptrace.continuation"] = True
         self.ledger.owner = self.root
         self.opened(self.root)
 
@@ -220,6 +265,8 @@ class Run:
         """Close the run record (called on leaving the ``with`` block)."""
         if self.ended_at is not None:
             return
+        if self.root.shared:
+            release_pending()  # a hold of a call that never reported back
         self.ended_at = time.time()
         self.status = "completed" if error is None else "failed"
         if error is not None:
@@ -264,6 +311,11 @@ class Run:
             "cost_usd": usage.cost_usd,
             "steps": {s: statuses.get(s, 0) for s in _STATUSES},
             "budget": None if self.budget is None else self.budget.to_dict(),
+            **(
+                {"shared_budgets": [b.describe() for b in self.shared_budgets]}
+                if self.shared_budgets
+                else {}
+            ),
             "agent": summarize_events(self.events),
         }
 
@@ -362,13 +414,14 @@ def ledger_row(frame: _context.StepFrame) -> CompletedStep:
 def run(
     name: str | None = None,
     *,
-    budget: Budget | Mapping[str, Any] | None = None,
+    budget: BudgetSpec = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Run:
     """Open a run: ``with steptrace.run("nightly", budget={"max_usd": 2}) as r:``.
 
     The run's budget caps everything inside it; usage counts against it as well
-    as against every enclosing step and persona budget.
+    as against every enclosing step and persona budget. ``budget`` may also be a
+    ``SharedBudget`` or a list of one local budget and shared ones.
     """
     return Run(name, budget=budget, metadata=metadata)
 

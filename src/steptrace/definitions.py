@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._records import FrozenRecord
+from ._shared import SharedBudget, split_budget
 from .budget import Budget
 
 __all__ = [
@@ -60,17 +61,19 @@ class ErrorBoundary(enum.StrEnum):
 
 
 class StepDefinition(FrozenRecord):
-    """A declared step (the seed's fields). Build it through ``@step`` or
-    ``register_step_from_dict``; constructing it directly validates too."""
+    """A declared step (the seed's fields, then the shared budgets it draws
+    from). Build it through ``@step`` or ``register_step_from_dict``;
+    constructing it directly validates too."""
 
-    __slots__ = ("error_boundary", "function", "max_tokens", "max_usd", "model", "name")
-    _fields = ("name", "function", "model", "max_tokens", "max_usd", "error_boundary")
+    __slots__ = ("error_boundary", "function", "max_tokens", "max_usd", "model", "name", "shared")
+    _fields = ("name", "function", "model", "max_tokens", "max_usd", "error_boundary", "shared")
     name: str
     function: str
     model: str | None
     max_tokens: int | None
     max_usd: float | None
     error_boundary: ErrorBoundary
+    shared: tuple[SharedBudget, ...]
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class StepDefinition(FrozenRecord):
         max_tokens: int | None = None,
         max_usd: float | None = None,
         error_boundary: ErrorBoundary | str = ErrorBoundary.FAIL,
+        shared: tuple[SharedBudget, ...] = (),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"step definition: name must be a non-empty string, got {name!r}")
@@ -96,6 +100,7 @@ class StepDefinition(FrozenRecord):
         self._set("max_tokens", budget.max_tokens)
         self._set("max_usd", budget.max_usd)
         self._set("error_boundary", ErrorBoundary.parse(error_boundary, owner))
+        self._set("shared", _check_shared(shared, owner))
 
     @property
     def budget(self) -> Budget:
@@ -107,23 +112,44 @@ class StepDefinition(FrozenRecord):
         return self.error_boundary
 
 
-class PersonaDefinition(FrozenRecord):
-    """A declared persona: a name and an optional budget for each invocation."""
+def _check_shared(shared: object, owner: str) -> tuple[SharedBudget, ...]:
+    if not isinstance(shared, tuple) or not all(isinstance(s, SharedBudget) for s in shared):
+        raise TypeError(f"{owner}: shared must be a tuple of SharedBudget, got {shared!r}")
+    return shared
 
-    __slots__ = ("budget", "function", "name")
-    _fields = ("name", "function", "budget")
+
+class PersonaDefinition(FrozenRecord):
+    """A declared persona: a name and an optional budget for each invocation
+    (a local ``Budget`` in ``budget``, shared budgets in ``shared``; ``budget``
+    also accepts what ``@persona(budget=...)`` does and splits it)."""
+
+    __slots__ = ("budget", "function", "name", "shared")
+    _fields = ("name", "function", "budget", "shared")
     name: str
     function: str
     budget: Budget | None
+    shared: tuple[SharedBudget, ...]
 
     def __init__(
-        self, name: str, function: str, budget: Budget | Mapping[str, Any] | None = None
+        self,
+        name: str,
+        function: str,
+        budget: Budget
+        | Mapping[str, Any]
+        | SharedBudget
+        | list[Any]
+        | tuple[Any, ...]
+        | None = None,
+        shared: tuple[SharedBudget, ...] = (),
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"persona definition: name must be a non-empty string, got {name!r}")
+        owner = f"persona `{name}`"
+        local, more = split_budget(budget, owner)
         self._set("name", name)
         self._set("function", function)
-        self._set("budget", Budget.coerce(budget, f"persona `{name}`"))
+        self._set("budget", local)
+        self._set("shared", (*more, *_check_shared(shared, owner)))
 
 
 _lock = threading.Lock()

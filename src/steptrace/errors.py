@@ -5,6 +5,7 @@
     StepTraceError                 base of everything steptrace raises on purpose
     ├── BudgetExhausted            a step, persona or run budget ran out (seed dict shape)
     ├── PricingUnknown             a USD budget is in force and the model has no price
+    ├── SharedPoolUnavailable      a shared budget's pool (Redis, PostgreSQL) cannot be reached
     ├── NoProviderConfigured       llm_call cannot tell which provider or model to use
     ├── SchemaValidationFailed     the model's output failed its schema on every attempt
     ├── CassetteError              a replay cassette is malformed (llm.providers.replay)
@@ -42,12 +43,15 @@ __all__ = [
     "ProviderUnavailable",
     "RateLimited",
     "SchemaValidationFailed",
+    "SharedPoolUnavailable",
     "StepTraceError",
     "is_budget_exhausted",
     "mark_escalated",
 ]
 
 ScopeKind = Literal["step", "persona", "run"]
+ErrorScope = Literal["step", "persona", "run", "shared"]
+"""Whose budget an error names: a scope's, or a ``SharedBudget``'s (``shared``)."""
 LimitName = Literal["max_tokens", "max_usd"]
 
 
@@ -59,8 +63,9 @@ class BudgetExhausted(StepTraceError):
     """A budget ran out: raised after the call that crossed it, or before a call
     whose worst case cannot fit (``preflight=True``).
 
-    ``scope`` says whose budget it was (``step``, ``persona`` or ``run``);
-    ``scope_name`` names that step, persona or run. ``step`` and ``function``
+    ``scope`` says whose budget it was (``step``, ``persona``, ``run``, or
+    ``shared`` for a ``SharedBudget``); ``scope_name`` names that step, persona
+    or run, or the shared budget's key. ``step`` and ``function``
     name the innermost step at the time, as in the seed.
     """
 
@@ -74,7 +79,7 @@ class BudgetExhausted(StepTraceError):
         consumed_tokens: float,
         consumed_cost_usd: float,
         error_boundary: str = "fail",
-        scope: ScopeKind = "step",
+        scope: ErrorScope = "step",
         scope_name: str | None = None,
         preflight: bool = False,
         projected: float | None = None,
@@ -92,7 +97,7 @@ class BudgetExhausted(StepTraceError):
         self.consumed_tokens = float(consumed_tokens)
         self.consumed_cost_usd = float(consumed_cost_usd)
         self.error_boundary = error_boundary
-        self.scope: ScopeKind = scope
+        self.scope: ErrorScope = scope
         self.scope_name = step if scope_name is None else scope_name
         self.preflight = preflight
         self.projected = projected
@@ -200,9 +205,9 @@ class PricingUnknown(StepTraceError):
     happened are recorded before this is raised, so nothing is lost.
     """
 
-    def __init__(self, model: str, *, scope: ScopeKind, scope_name: str) -> None:
+    def __init__(self, model: str, *, scope: ErrorScope, scope_name: str) -> None:
         self.model = model
-        self.scope: ScopeKind = scope
+        self.scope: ErrorScope = scope
         self.scope_name = scope_name
         super().__init__(
             f"no price known for model {model!r}, and {scope} `{scope_name}` has a max_usd "
@@ -215,8 +220,29 @@ class PricingUnknown(StepTraceError):
         return (_rebuild_pricing_unknown, (self.model, self.scope, self.scope_name))
 
 
-def _rebuild_pricing_unknown(model: str, scope: ScopeKind, scope_name: str) -> PricingUnknown:
+def _rebuild_pricing_unknown(model: str, scope: ErrorScope, scope_name: str) -> PricingUnknown:
     return PricingUnknown(model, scope=scope, scope_name=scope_name)
+
+
+class SharedPoolUnavailable(StepTraceError):
+    """The pool holding a shared budget (Redis, PostgreSQL) could not be reached.
+
+    Shared budgets fail closed: no call is let through while a hard limit cannot
+    be checked. ``url`` names the pool with any password masked; ``key`` is the
+    shared budget's key.
+    """
+
+    def __init__(self, url: str, key: str, detail: str) -> None:
+        self.url = url
+        self.key = key
+        self.detail = detail
+        super().__init__(
+            f"shared budget `{key}`: its pool {url} is unreachable ({detail}); "
+            "steptrace fails closed and refuses calls while a shared limit cannot be checked"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.key, self.detail))
 
 
 class NoProviderConfigured(StepTraceError):

@@ -16,12 +16,13 @@ the innermost active scopes; ``reset`` starts a context afresh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple, ParamSpec, TypeVar, overload
 
 from . import _context
 from ._run import new_default_run
 from ._scopes import PersonaScope, StepScope
+from ._shared import BudgetSpec, split_budget
 from ._wrappers import wrap
 from .budget import Budget, pico_to_usd
 from .definitions import (
@@ -60,7 +61,7 @@ def step(
     name: str | StepDefinition | None = None,
     *,
     model: str | None = None,
-    budget: Budget | Mapping[str, Any] | None = None,
+    budget: BudgetSpec = None,
     error_boundary: ErrorBoundary | str = "fail",
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
@@ -69,14 +70,15 @@ def step(
     name: Any = None,
     *,
     model: str | None = None,
-    budget: Budget | Mapping[str, Any] | None = None,
+    budget: BudgetSpec = None,
     error_boundary: ErrorBoundary | str = "fail",
 ) -> Any:
     """Declare a function as a step: ``@step(model="gpt-4o-mini", budget={"max_tokens": 2000})``.
 
     ``name`` defaults to the function's name. ``model`` is the default model of
     every LLM call inside the step. ``budget`` is a ``Budget`` or a dict with
-    ``max_tokens``/``max_usd``. ``error_boundary`` is ``fail`` (default),
+    ``max_tokens``/``max_usd``, a ``SharedBudget``, or a list of one local
+    budget and shared ones. ``error_boundary`` is ``fail`` (default),
     ``continue`` (the call returns None when the budget runs out) or
     ``escalate``. Works on plain, async, generator and async generator functions
     and methods; ``@step`` without parentheses takes every default. Passing a
@@ -96,7 +98,7 @@ def _decorate_step(
     fn: Callable[P, R],
     name: str | StepDefinition | None,
     model: str | None,
-    budget: Budget | Mapping[str, Any] | None,
+    budget: BudgetSpec,
     error_boundary: ErrorBoundary | str,
 ) -> Callable[P, R]:
     if not callable(fn):
@@ -109,7 +111,7 @@ def _decorate_step(
             raise ValueError(f"step `{function}`: name must be a non-empty string, got {name!r}")
         step_name: str = name or str(getattr(fn, "__name__", function))
         owner = f"step `{step_name}`"
-        checked = Budget.coerce(budget, owner)
+        checked, shared = split_budget(budget, owner)
         if model is not None and not isinstance(model, str):
             raise TypeError(f"{owner}: model must be a string, got {model!r}")
         definition = StepDefinition(
@@ -119,6 +121,7 @@ def _decorate_step(
             max_tokens=None if checked is None else checked.max_tokens,
             max_usd=None if checked is None else checked.max_usd,
             error_boundary=ErrorBoundary.parse(error_boundary, owner),
+            shared=shared,
         )
     register_step(definition.function, definition)
     wrapper = wrap(fn, StepScope(definition))
@@ -132,11 +135,11 @@ def persona(fn: Callable[P, R], /) -> Callable[P, R]: ...
 
 @overload
 def persona(
-    name: str | None = None, *, budget: Budget | Mapping[str, Any] | None = None
+    name: str | None = None, *, budget: BudgetSpec = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
-def persona(name: Any = None, *, budget: Budget | Mapping[str, Any] | None = None) -> Any:
+def persona(name: Any = None, *, budget: BudgetSpec = None) -> Any:
     """Declare a function as a persona: steps called inside run under its name.
 
     ``budget`` caps everything done in one invocation, nested steps included.
@@ -152,9 +155,7 @@ def persona(name: Any = None, *, budget: Budget | Mapping[str, Any] | None = Non
     return decorate
 
 
-def _decorate_persona(
-    fn: Callable[P, R], name: str | None, budget: Budget | Mapping[str, Any] | None
-) -> Callable[P, R]:
+def _decorate_persona(fn: Callable[P, R], name: str | None, budget: BudgetSpec) -> Callable[P, R]:
     if not callable(fn):
         raise TypeError(f"@persona must decorate a function, got {fn!r}")
     function = function_key(fn)
@@ -164,7 +165,7 @@ def _decorate_persona(
     definition = PersonaDefinition(
         name=persona_name,
         function=function,
-        budget=Budget.coerce(budget, f"persona `{persona_name}`"),
+        budget=budget,
     )
     register_persona(function, definition)
     return wrap(fn, PersonaScope(definition))

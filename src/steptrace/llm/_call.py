@@ -34,6 +34,7 @@ from typing import Any
 from .. import spans as _spans
 from .._accounting import arecord_llm_usage, check_budget, limits_in_force, record_llm_usage
 from .._config import settings as core_settings
+from .._reservations import release_pending
 from ..errors import ProviderError, SchemaValidationFailed
 from ..events import LlmCall, SchemaRetry
 from ..runtime import active_step_model_default
@@ -364,6 +365,7 @@ def llm_call(
                 retry += 1
                 delay = call.retry_delay(error, retry, request_span)
                 if delay is None:
+                    release_pending()  # the call never happened: free its shared hold
                     raise
             time.sleep(delay)
         record_llm_usage(**usage)
@@ -417,6 +419,7 @@ async def allm_call(
                 retry += 1
                 delay = call.retry_delay(error, retry, request_span)
                 if delay is None:
+                    release_pending()  # the call never happened: free its shared hold
                     raise
             await asyncio.sleep(delay)
         await arecord_llm_usage(**usage)
