@@ -23,8 +23,8 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._liveness import STALE_AFTER, interrupted_runs
 from ._protocol import (
@@ -53,7 +53,11 @@ from ._schema import MIGRATIONS
 if TYPE_CHECKING:
     import psycopg
 
+    Connection = psycopg.Connection[tuple[Any, ...]]
+
 __all__ = ["PostgresStore", "migrate", "redact_url"]
+
+_T = TypeVar("_T")
 
 INSTALL_HINT = "pip install 'steptrace[postgres]'"
 
@@ -125,7 +129,7 @@ def redact_url(url: str) -> str:
         return "<unparsable database URL>"
 
 
-def migrate(conn: psycopg.Connection[Any]) -> int:
+def migrate(conn: Connection) -> int:
     """Apply every pending migration in one transaction; return the new version.
 
     ``conn`` must be in autocommit mode, so this function controls the
@@ -165,26 +169,27 @@ class _Pool:
     so they are set aside unclosed (closing would end the parent's sessions).
     """
 
-    def __init__(self, connect: Any, size: int, idle_status: Any) -> None:
+    def __init__(self, connect: Callable[[], Connection], size: int, idle_status: Any) -> None:
         self._connect = connect
         self._idle_status = idle_status
         self._size = size
-        self._idle: list[psycopg.Connection[Any]] = []
+        self._idle: list[Connection] = []
         self._lent = 0
         self._pid = os.getpid()
-        self._inherited: list[psycopg.Connection[Any]] = []
+        self._inherited: list[Connection] = []
         self._closed = False
         self._available = threading.Condition(threading.Lock())
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        conn = self._take()
+    def connection(self) -> Iterator[tuple[Connection, bool]]:
+        """A connection for the ``with`` block, and whether it was used before."""
+        conn, reused = self._take()
         try:
-            yield conn
+            yield conn, reused
         finally:
             self._give_back(conn)
 
-    def _take(self) -> psycopg.Connection[Any]:
+    def _take(self) -> tuple[Connection, bool]:
         with self._available:
             if os.getpid() != self._pid:
                 self._inherited.extend(self._idle)
@@ -194,21 +199,20 @@ class _Pool:
                     raise _PoolClosed
                 if self._idle:
                     self._lent += 1
-                    return self._idle.pop()
+                    return self._idle.pop(), True
                 if self._lent < self._size:
                     self._lent += 1
                     break
                 self._available.wait()
         try:
-            conn: psycopg.Connection[Any] = self._connect()
+            return self._connect(), False
         except BaseException:
             with self._available:
                 self._lent -= 1
                 self._available.notify()
             raise
-        return conn
 
-    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+    def _give_back(self, conn: Connection) -> None:
         reusable = (
             not conn.closed
             and not conn.broken
@@ -218,13 +222,12 @@ class _Pool:
             if os.getpid() != self._pid:  # lent before a fork: not ours to count
                 return
             self._lent -= 1
+            self._available.notify()
             if reusable and not self._closed:
                 self._idle.append(conn)
-                conn = None  # type: ignore[assignment]
-            self._available.notify()
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+                return
+        with contextlib.suppress(Exception):
+            conn.close()
 
     def close(self) -> None:
         with self._available:
@@ -240,11 +243,14 @@ class _Pool:
 class PostgresStore:
     """A ``RunStore`` in a PostgreSQL database (``url``: ``postgresql://...``).
 
-    The tables live in the connection's default schema (set another with
+    The tables live in the connection's default schema (choose another with
     ``?options=-csearch_path%3Dmyschema`` in the URL). ``pool_size`` bounds
     the connections this store opens; ``connect_timeout`` (seconds) bounds
     each attempt. An unreachable server raises ``ConnectionError`` naming the
-    URL, its password redacted.
+    URL, its password redacted. A call whose pooled connection turns out to
+    have been closed by the server (a restart, an idle timeout) is retried
+    once on a new connection: reads are side-effect free and every write is
+    an upsert, so running it twice leaves the same rows.
     """
 
     def __init__(
@@ -266,157 +272,158 @@ class PostgresStore:
             self._new_connection, pool_size, self._psycopg.pq.TransactionStatus.IDLE
         )
         try:
-            with self._connection() as conn:
-                migrate(conn)
+            self._call(migrate)
             self.mark_interrupted(stale_after=stale_after)
         except BaseException:
             self.close()
             raise
 
-    def _new_connection(self) -> psycopg.Connection[Any]:
+    def _new_connection(self) -> Connection:
         try:
-            conn: psycopg.Connection[Any] = self._psycopg.connect(
+            conn: Connection = self._psycopg.connect(
                 self._conninfo, autocommit=True, connect_timeout=self._connect_timeout
             )
         except self._psycopg.OperationalError as exc:
-            reason = str(exc).strip().replace("\n\t", " ").replace("\n", " ")
+            reason = " ".join(str(exc).split())
             raise ConnectionError(f"PostgresStore: cannot connect to {self.url}: {reason}") from exc
         except self._psycopg.ProgrammingError as exc:  # a malformed URL
-            raise ValueError(f"PostgresStore: bad database URL {self.url}: {exc}") from exc
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"PostgresStore: bad database URL {self.url}: {reason}") from exc
         return conn
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        pool = self._pool
-        try:
+    def _call(self, work: Callable[[Connection], _T]) -> _T:
+        """``work(conn)`` on a pooled connection; once more on a new one if the
+        pooled connection had been closed by the server."""
+        while True:
+            pool = self._pool
             if pool is None:
-                raise _PoolClosed
-            with pool.connection() as conn:
-                yield conn
-        except _PoolClosed:
-            raise RuntimeError(f"PostgresStore({self.url!r}) is closed") from None
+                raise RuntimeError(f"PostgresStore({self.url!r}) is closed")
+            try:
+                with pool.connection() as (conn, reused):
+                    try:
+                        return work(conn)
+                    except self._psycopg.OperationalError:
+                        if not (reused and conn.broken):
+                            raise
+                        # A stale pooled connection (now discarded): try again.
+            except _PoolClosed:
+                raise RuntimeError(f"PostgresStore({self.url!r}) is closed") from None
 
     # -- writing ------------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> None:
-        with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            if batch.runs:
-                cur.executemany(
-                    _UPSERT_RUN,
-                    [
-                        (
-                            r.id,
-                            r.name,
-                            r.status,
-                            r.started_at,
-                            r.ended_at,
-                            r.error,
-                            dumps(r.metadata),
-                            None if r.budget is None else dumps(r.budget),
-                            r.input_tokens,
-                            r.output_tokens,
-                            r.cost_usd,
-                            r.llm_calls,
-                            r.pid,
-                            r.host,
-                            r.heartbeat_at,
-                        )
-                        for r in batch.runs
-                    ],
-                )
-            if batch.spans:
-                cur.executemany(
-                    _UPSERT_SPAN,
-                    [
-                        (
-                            s.run_id,
-                            s.span_id,
-                            s.parent_id,
-                            s.name,
-                            s.kind,
-                            s.start_ns,
-                            s.end_ns,
-                            s.status,
-                            s.error,
-                            dumps(s.metadata),
-                        )
-                        for s in batch.spans
-                    ],
-                )
-            if batch.events:
-                cur.executemany(
-                    _UPSERT_EVENT,
-                    [
-                        (e.run_id, e.seq, e.span_id, str(e.data.get("type")), dumps(e.data))
-                        for e in batch.events
-                    ],
-                )
-            if batch.steps:
-                cur.executemany(
-                    _UPSERT_STEP, [(c.run_id, c.seq, dumps(c.data)) for c in batch.steps]
-                )
-            if batch.llm_calls:
-                cur.executemany(
-                    _UPSERT_CALL,
-                    [
-                        (
-                            c.run_id,
-                            c.seq,
-                            c.span_id,
-                            c.step,
-                            c.persona,
-                            c.model,
-                            c.input_tokens,
-                            c.output_tokens,
-                            c.cache_tokens,
-                            c.cost_usd,
-                            c.duration_ms,
-                            c.at,
-                        )
-                        for c in batch.llm_calls
-                    ],
-                )
-            if batch.transcripts:
-                cur.executemany(
-                    _UPSERT_TRANSCRIPT,
-                    [
-                        (
-                            t.run_id,
-                            t.span_id,
-                            None if t.request is None else dumps(t.request),
-                            None if t.response is None else dumps(t.response),
-                        )
-                        for t in batch.transcripts
-                    ],
-                )
-            if batch.heartbeats:
-                cur.executemany(_HEARTBEAT, [(at, run_id) for run_id, at in batch.heartbeats])
+        runs = [
+            (
+                r.id,
+                r.name,
+                r.status,
+                r.started_at,
+                r.ended_at,
+                r.error,
+                dumps(r.metadata),
+                None if r.budget is None else dumps(r.budget),
+                r.input_tokens,
+                r.output_tokens,
+                r.cost_usd,
+                r.llm_calls,
+                r.pid,
+                r.host,
+                r.heartbeat_at,
+            )
+            for r in batch.runs
+        ]
+        spans = [
+            (
+                s.run_id,
+                s.span_id,
+                s.parent_id,
+                s.name,
+                s.kind,
+                s.start_ns,
+                s.end_ns,
+                s.status,
+                s.error,
+                dumps(s.metadata),
+                dumps(s.context),
+            )
+            for s in batch.spans
+        ]
+        events = [
+            (e.run_id, e.seq, e.span_id, str(e.data.get("type")), dumps(e.data))
+            for e in batch.events
+        ]
+        steps = [(c.run_id, c.seq, dumps(c.data)) for c in batch.steps]
+        calls = [
+            (
+                c.run_id,
+                c.seq,
+                c.span_id,
+                c.step,
+                c.persona,
+                c.model,
+                c.input_tokens,
+                c.output_tokens,
+                c.cache_tokens,
+                c.cost_usd,
+                c.duration_ms,
+                c.at,
+            )
+            for c in batch.llm_calls
+        ]
+        transcripts = [
+            (
+                t.run_id,
+                t.span_id,
+                None if t.request is None else dumps(t.request),
+                None if t.response is None else dumps(t.response),
+            )
+            for t in batch.transcripts
+        ]
+        heartbeats = [(at, run_id) for run_id, at in batch.heartbeats]
+        statements: list[tuple[str, Sequence[tuple[Any, ...]]]] = [
+            (_UPSERT_RUN, runs),
+            (_UPSERT_SPAN, spans),
+            (_UPSERT_EVENT, events),
+            (_UPSERT_STEP, steps),
+            (_UPSERT_CALL, calls),
+            (_UPSERT_TRANSCRIPT, transcripts),
+            (_HEARTBEAT, heartbeats),
+        ]
+
+        def write(conn: Connection) -> None:
+            with conn.transaction(), conn.cursor() as cursor:
+                for sql, rows in statements:
+                    if rows:
+                        cursor.executemany(sql, rows)
+
+        self._call(write)
 
     def mark_interrupted(self, *, stale_after: float = STALE_AFTER) -> list[str]:
-        with self._connection() as conn:
+        def mark(conn: Connection) -> list[str]:
             running = conn.execute(
                 "SELECT id, pid, host, heartbeat_at, started_at FROM runs WHERE status = 'running'"
             ).fetchall()
             gone = interrupted_runs(running, now=time.time(), stale_after=stale_after)
             if not gone:
                 return []
-            # One statement, touching only the dead runs' rows; ``status`` is
+            # One statement touching only the dead runs' rows; ``status`` is
             # checked again so a run that ended meanwhile keeps its status, and
-            # RETURNING tells which rows this opener (not a concurrent one) marked.
+            # RETURNING tells which rows this call (not a concurrent one) marked.
             marked = conn.execute(
                 "UPDATE runs SET status = 'interrupted', "
                 "ended_at = COALESCE(heartbeat_at, started_at) "
                 "WHERE id = ANY(%s) AND status = 'running' RETURNING id",
                 (gone,),
             ).fetchall()
-        done = {run_id for (run_id,) in marked}
-        return [run_id for run_id in gone if run_id in done]
+            done = {run_id for (run_id,) in marked}
+            return [run_id for run_id in gone if run_id in done]
+
+        return self._call(mark)
 
     # -- reading ------------------------------------------------------------------
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._connection() as conn:
-            return conn.execute(sql, params).fetchall()
+        return self._call(lambda conn: conn.execute(sql, params).fetchall())
 
     def list_runs(
         self,
@@ -438,7 +445,7 @@ class PostgresStore:
                 started_before=started_before,
             )
         )
-        # Ties order by the id's bytes, as SQLite does, whatever the collation.
+        # Ties go by the id's bytes, as in SQLite, whatever the database's collation.
         rows = self._read(
             _pg(
                 f"SELECT {RUN_COLUMNS} FROM runs{clause} "
@@ -478,29 +485,33 @@ class PostgresStore:
         return [run_id for (run_id,) in rows]
 
     def get_run(self, run_id: str) -> StoredRun | None:
-        with self._connection() as conn, conn.transaction():
-            # One snapshot: the run's rows as of a single commit.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            head = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,)
-            ).fetchone()
-            if head is None:
-                return None
-            spans = conn.execute(
-                f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = %s ORDER BY start_ns, span_id",
-                (run_id,),
-            ).fetchall()
-            events = conn.execute(
-                "SELECT span_id, data FROM events WHERE run_id = %s ORDER BY seq", (run_id,)
-            ).fetchall()
-            steps = conn.execute(
-                "SELECT data FROM completed_steps WHERE run_id = %s ORDER BY seq", (run_id,)
-            ).fetchall()
-            calls = conn.execute(
-                f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = %s ORDER BY seq",
-                (run_id,),
-            ).fetchall()
-        return stored_run(head, spans, events, steps, calls)
+        def read(conn: Connection) -> StoredRun | None:
+            with conn.transaction():
+                # One snapshot: the run's rows as of a single commit.
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                head = conn.execute(
+                    f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,)
+                ).fetchone()
+                if head is None:
+                    return None
+                spans = conn.execute(
+                    f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = %s "
+                    "ORDER BY start_ns, span_id",
+                    (run_id,),
+                ).fetchall()
+                events = conn.execute(
+                    "SELECT span_id, data FROM events WHERE run_id = %s ORDER BY seq", (run_id,)
+                ).fetchall()
+                steps = conn.execute(
+                    "SELECT data FROM completed_steps WHERE run_id = %s ORDER BY seq", (run_id,)
+                ).fetchall()
+                calls = conn.execute(
+                    f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = %s ORDER BY seq",
+                    (run_id,),
+                ).fetchall()
+            return stored_run(head, spans, events, steps, calls)
+
+        return self._call(read)
 
     def events(
         self,
@@ -515,7 +526,7 @@ class PostgresStore:
         if types is not None:
             if not types:
                 return []
-            sql += " AND type = ANY(%s)"
+            sql += " AND type = ANY(%s::text[])"
             params.append(list(types))
         rows = self._read(sql + " ORDER BY seq LIMIT %s", (*params, limit))
         return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
@@ -560,6 +571,7 @@ class PostgresStore:
         sql, params = aggregate_query(
             by, day_expression=_DAY, run_id=run_id, since=since, until=until
         )
+        # SUM over BIGINT is NUMERIC in PostgreSQL (a Decimal): int() it.
         return [
             Aggregate(key, int(calls), int(inp), int(out), float(cost))
             for key, calls, inp, out, cost in self._read(_pg(sql), params)

@@ -110,8 +110,10 @@ def aggregate_query(
         conditions.append("at < ?")
         params.append(until)
     clause = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    # Days read best in order; everything else most expensive first.
-    order = "k" if by == "day" else "5 DESC, 2 DESC, k"
+    # Days read best in order; everything else most expensive first. Calls
+    # outside any persona or step (NULL) come first among equals, in every
+    # dialect (PostgreSQL would otherwise put NULL last, SQLite first).
+    order = "k" if by == "day" else "5 DESC, 2 DESC, k NULLS FIRST"
     return (
         f"SELECT {key} AS k, COUNT(*), COALESCE(SUM(input_tokens), 0), "
         "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0) "

@@ -284,11 +284,11 @@ class SQLiteStore:
         return int(self._read(f"SELECT COUNT(*) FROM runs{clause}", params)[0][0])
 
     def run_ids(self, prefix: str = "", *, limit: int = 50) -> list[str]:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # Not LIKE: SQLite's LIKE ignores ASCII case, and the prefix is literal.
         rows = self._read(
-            "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' "
+            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? "
             "ORDER BY started_at DESC, id DESC LIMIT ?",
-            (escaped + "%", limit),
+            (len(prefix), prefix, limit),
         )
         return [run_id for (run_id,) in rows]
 
