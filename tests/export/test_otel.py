@@ -116,7 +116,7 @@ def test_tools_and_agent_loops_follow_the_genai_convention(otel: Otel) -> None:
     assert attributes["gen_ai.request.model"] == "gpt-4o"
     assert attributes["gen_ai.usage.input_tokens"] == row.input_tokens > 0
     assert attributes["gen_ai.usage.output_tokens"] == row.output_tokens > 0
-    assert attributes["steptrace.step.function"] == "agent_loop"
+    assert attributes["steptrace.function"] == "agent_loop"
     assert attributes["steptrace.budget.max_tokens"] == 20_000
     assert attributes["steptrace.llm_calls"] == 2
 
@@ -133,8 +133,8 @@ def test_steps_personas_and_runs_carry_steptrace_attributes(otel: Otel) -> None:
         "steptrace.span.id": row.span_id,
         "steptrace.run.id": run.id,
         "steptrace.step": "plan",
-        "steptrace.step.function": "run_scenario.<locals>.plan",
-        "steptrace.step.error_boundary": "fail",
+        "steptrace.function": "run_scenario.<locals>.plan",
+        "steptrace.error_boundary": "fail",
         "steptrace.persona": "writer",
         "steptrace.model": "gpt-4o",
         "steptrace.status": "completed",

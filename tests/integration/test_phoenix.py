@@ -19,6 +19,7 @@ type`` to ``application/json`` (checked with Phoenix 20.26).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ import steptrace.store
 from steptrace import CompletedStep
 from steptrace.agent import agent_loop, tool
 from steptrace.events import AgentEvent
-from steptrace.export import OpenTelemetryExporter
+from steptrace.export import OpenTelemetryExporter, otlp_json
 from steptrace.llm import ToolCall, llm_call
 from steptrace.store import SpanRow, StoredRun
 from steptrace.testing import ScriptedProvider, block_network
@@ -49,8 +50,8 @@ pytestmark = [
 
 NOTE = "Buy milk and bread."
 PERSONA_MAX_USD = 2.0
-"""The persona's budget: the store keeps no persona definitions, so the
-exported value is compared with this one."""
+OUR_NAMESPACES = ("gen_ai.", "steptrace.", "error.")
+"""Attributes steptrace sets; Phoenix adds its own (``llm.*``, ``tool.*``)."""
 PHOENIX_KINDS = {"chat": "LLM", "execute_tool": "TOOL", "invoke_agent": "AGENT"}
 """How Phoenix classifies spans by ``gen_ai.operation.name``: proof that it
 recognized the GenAI conventions rather than merely storing the keys."""
@@ -208,6 +209,7 @@ def assert_same_instant(phoenix_time: str, stored_ns: int | None, what: str) -> 
 class Exchange:
     """The run as stored, and the spans Phoenix served back for it."""
 
+    project: str
     stored: StoredRun
     received: list[dict[str, Any]]
 
@@ -251,7 +253,7 @@ def exchange(phoenix: PhoenixServer, tmp_path_factory: pytest.TempPathFactory) -
             steptrace.reset()
             steptrace.configure(strict=False, price_source=None)
     assert attempts == [], f"the exchange tried to reach the network: {attempts}"
-    return Exchange(stored, received)
+    return Exchange(project, stored, received)
 
 
 def test_every_stored_span_arrives_once_in_one_trace_under_its_parent(
@@ -300,6 +302,9 @@ def test_attributes_equal_the_stored_values(exchange: Exchange) -> None:
         # keys of requests and tools (model, usage), tokens, cost and status.
         for key, value in row.metadata.items():
             assert attributes[exported_key(key)] == as_json(value), (row.name, key)
+        # Budgets of the run, persona or step the span is (absent: no limit).
+        assert attributes.get("steptrace.budget.max_tokens") == row.context.get("max_tokens")
+        assert attributes.get("steptrace.budget.max_usd") == row.context.get("max_usd")
         if sid in steps:
             step = steps[sid]
             assert attributes["steptrace.step"] == step.name
@@ -331,7 +336,60 @@ def test_attributes_equal_the_stored_values(exchange: Exchange) -> None:
     assert run_attributes["steptrace.llm_calls"] == stored.run.llm_calls == 4
     assert run_attributes["steptrace.run.metadata.ticket"] == stored.run.metadata["ticket"]
     [persona] = [row for row in stored.spans if row.kind == "persona"]
-    assert exported[persona.span_id]["attributes"]["steptrace.budget.max_usd"] == PERSONA_MAX_USD
+    persona_attributes = exported[persona.span_id]["attributes"]
+    assert persona_attributes["steptrace.budget.max_usd"] == PERSONA_MAX_USD
+    assert "steptrace.budget.max_tokens" not in persona_attributes
+
+
+def test_no_attribute_name_is_also_a_namespace(exchange: Exchange) -> None:
+    """OpenTelemetry's naming rule, which backends that nest attributes by dots
+    rely on: with ``a.b`` set, no ``a.b.c`` may exist."""
+    names = {name for span in exchange.received for name in span["attributes"]}
+    ours = sorted(name for name in names if name.startswith(OUR_NAMESPACES))
+    assert ours
+    assert [(a, b) for a in ours for b in ours if b.startswith(a + ".")] == []
+
+
+def test_phoenix_finds_spans_by_steptrace_attributes(
+    exchange: Exchange, phoenix: PhoenixServer
+) -> None:
+    [agent] = [span for span in exchange.received if span["name"].startswith("invoke_agent")]
+    for query in (
+        "steptrace.function:agent_loop",
+        "steptrace.error_boundary:continue",
+        "steptrace.budget.max_tokens:20000",
+        "gen_ai.agent.name:researcher",
+    ):
+        found = phoenix.get_json(
+            f"/v1/projects/{exchange.project}/spans", attribute=query, limit="1000"
+        )
+        assert [span["context"] for span in found["data"]] == [agent["context"]], query
+
+
+def test_phoenix_holds_what_export_run_writes_for_the_stored_run(exchange: Exchange) -> None:
+    """The live path (SDK spans over OTLP/protobuf) and the offline one
+    (``otlp_json`` of the run read back from the store) agree span for span:
+    name, kind, every steptrace and GenAI attribute, status and events."""
+    request = otlp_json(exchange.stored)
+    [resource] = request["resourceSpans"]
+    [scope] = resource["scopeSpans"]
+    offline = {
+        decode_attributes(span["attributes"])["steptrace.span.id"]: span for span in scope["spans"]
+    }
+    exported = exchange.exported
+    assert sorted(offline) == sorted(exported)
+    for sid, written in offline.items():
+        span = exported[sid]
+        ours = {k: v for k, v in span["attributes"].items() if k.startswith(OUR_NAMESPACES)}
+        assert span["name"] == written["name"]
+        assert ours == as_json(decode_attributes(written["attributes"])), span["name"]
+        assert span["status_code"] == OTLP_STATUS[written["status"]["code"]], span["name"]
+        assert span["status_message"] == written["status"].get("message", "")
+        received_events = [(event["name"], event["attributes"]) for event in span["events"]]
+        assert received_events == [
+            (event["name"], as_json(decode_attributes(event["attributes"])))
+            for event in written["events"]
+        ], span["name"]
 
 
 def test_agent_events_arrive_as_span_events_of_their_span(exchange: Exchange) -> None:
@@ -354,6 +412,24 @@ def test_errors_are_error_statuses_with_the_recorded_text(exchange: Exchange) ->
         assert_status(exported[sid], row)
     errors = [span["name"] for span in exchange.received if span["status_code"] == "ERROR"]
     assert errors == ["execute_tool read_file"]
+
+
+OTLP_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+def decode_attributes(key_values: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """OTLP/JSON ``KeyValue`` list to a dict of Python values."""
+    return {item["key"]: decode_any_value(item["value"]) for item in key_values}
+
+
+def decode_any_value(value: Mapping[str, Any]) -> Any:
+    [(kind, raw)] = value.items()
+    if kind == "intValue":
+        return int(raw)
+    if kind == "arrayValue":
+        return [decode_any_value(item) for item in raw.get("values", [])]
+    assert kind in ("stringValue", "boolValue", "doubleValue"), kind
+    return raw
 
 
 def expected_name(row: SpanRow, agent_step_ids: set[int | None]) -> str:

@@ -34,9 +34,12 @@ which the run store also keeps, so a stored span reads exactly as it did live.
 - every span: ``steptrace.span.kind`` (run, persona, step, llm_call, tool,
   custom), ``steptrace.span.id`` (the steptrace span id, an int; with
   ``steptrace.run.id`` it maps an exported span back to the stored one);
-- a step: ``steptrace.step`` (its name), ``steptrace.step.function``,
-  ``steptrace.step.error_boundary``; an ``invoke_agent`` step also
-  ``gen_ai.agent.name``, ``gen_ai.request.model`` and ``gen_ai.usage.*``;
+- a step: ``steptrace.step`` (its name), ``steptrace.function``,
+  ``steptrace.error_boundary``; an ``invoke_agent`` step also
+  ``gen_ai.agent.name``, ``gen_ai.request.model`` and ``gen_ai.usage.*``.
+  (Not ``steptrace.step.function``: a name must not also be a namespace, as
+  OpenTelemetry's naming rules say; backends that nest attributes by dots,
+  Arize Phoenix for one, cannot query a key below a leaf);
 - spans inside a step or persona (LLM requests, tools, user spans):
   ``steptrace.step`` and ``steptrace.persona`` of the innermost enclosing ones;
 - a run, persona or step with a budget: ``steptrace.budget.max_tokens`` and
@@ -193,8 +196,8 @@ def describe_parts(
     _budget(attributes, context.get("max_tokens"), context.get("max_usd"))
     if kind == SpanKind.STEP.value:
         attributes["steptrace.step"] = context.get("step", name)
-        _put(attributes, "steptrace.step.function", context.get("function"))
-        _put(attributes, "steptrace.step.error_boundary", context.get("error_boundary"))
+        _put(attributes, "steptrace.function", context.get("function"))
+        _put(attributes, "steptrace.error_boundary", context.get("error_boundary"))
         if context.get("function") == AGENT_FUNCTION:
             agent = context.get("step", name)
             name = f"invoke_agent {agent}"
