@@ -10,7 +10,10 @@ turns it into rows, writing them in batched transactions of at most
 
 - the run row at the root's start (``running``, with this process's pid and
   host), at its end (status, error, totals from ``run.usage()``), and when
-  the writer first sees a run it joined mid-way;
+  the writer first sees a run it joined mid-way; never for a continuation
+  (``steptrace.extract`` in a worker), whose spans, events, steps and calls
+  go under the run, numbered from its ``record_seq_base``, while the run's
+  header stays the opener's;
 - every span when it ends, with its frame facts (``span_context``);
 - the run's new agent events, completed steps and LLM trace entries, read by
   the writer thread from the run's append-only lists (``EventCursor``,
@@ -87,16 +90,19 @@ class _Flush:
 class _RunCursor:
     """How far the writer has read one run's event log, ledger and trace log."""
 
-    __slots__ = ("call_seq", "event_seq", "events", "steps_read", "trace")
+    __slots__ = ("call_seq", "event_seq", "events", "seq_base", "steps_read", "trace")
 
     def __init__(self, run: Run) -> None:
         self.events = EventCursor(run)
-        self.event_seq = 0
+        # A continuation (steptrace.extract) numbers its rows from its own base,
+        # so the parts of one run that several processes write never collide.
+        self.seq_base = run.record_seq_base
+        self.event_seq = self.seq_base
         """Events recorded so far: keeps counting when ``take_agent_trace()``
         swaps in fresh lists."""
         self.steps_read = 0
         self.trace = TraceCursor(run)
-        self.call_seq = 0
+        self.call_seq = self.seq_base
 
 
 class StoreWriter:
@@ -301,7 +307,7 @@ class StoreWriter:
         cursor = self._cursor(run, batch)
         batch.spans.append(_span_row(span))
         records = 1 + self._read_run(run, cursor, batch)
-        if span is run.root:
+        if span is run.root and not run.is_continuation:
             self._open_runs.pop(run.id, None)
             batch.runs.append(_run_row(run, ended=True))
             records += 1
@@ -311,8 +317,9 @@ class StoreWriter:
         cursor = self._runs.get(run)
         if cursor is None:
             cursor = self._runs[run] = _RunCursor(run)
-            self._open_runs[run.id] = None
-            batch.runs.append(_run_row(run, ended=False))
+            if not run.is_continuation:  # the run's header is its opener's to write
+                self._open_runs[run.id] = None
+                batch.runs.append(_run_row(run, ended=False))
         return cursor
 
     def _read_run(self, run: Run, cursor: _RunCursor, batch: WriteBatch) -> int:
@@ -328,7 +335,11 @@ class StoreWriter:
         ended = run.ended_steps
         for index in range(cursor.steps_read, len(ended)):
             frame = ended[index]
-            batch.steps.append(StepRow(run_id=run_id, seq=index, data=ledger_row(frame).to_dict()))
+            batch.steps.append(
+                StepRow(
+                    run_id=run_id, seq=cursor.seq_base + index, data=ledger_row(frame).to_dict()
+                )
+            )
         cursor.steps_read = max(len(ended), cursor.steps_read)
         for entry in cursor.trace.read():
             batch.llm_calls.append(_call_row(run_id, cursor.call_seq, entry))
