@@ -18,6 +18,7 @@ type`` to ``application/json`` (checked with Phoenix 20.26).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ def count_words(text: str) -> int:
 def run_scenario() -> steptrace.Run:
     """Run ``phoenix-demo`` (budget) -> persona ``writer`` (budget) -> step
     ``plan`` (budget, one LLM request), then agent loop ``researcher``
-    (budget): two tool calls in one turn (one fails), one more, an answer."""
+    (budget): two tool calls in one turn (one fails), one more, an answer;
+    then step ``publish`` fails (the persona carries on without it)."""
     planner = ScriptedProvider(["1. read the note 2. count its words 3. answer"])
     agent_model = ScriptedProvider(
         [
@@ -106,10 +108,14 @@ def run_scenario() -> steptrace.Run:
     def plan() -> str:
         return llm_call("Plan the work.", provider=planner).text
 
+    @steptrace.step
+    def publish(text: str) -> None:
+        raise ValueError(f"no channel for {len(text)} characters")
+
     @steptrace.persona("writer", budget={"max_usd": PERSONA_MAX_USD})
     def writer() -> str:
         plan()
-        return agent_loop(
+        answer = agent_loop(
             "Read the note and count its words.",
             tools=[read_file, count_words],
             model="gpt-4o",
@@ -118,6 +124,9 @@ def run_scenario() -> steptrace.Run:
             budget={"max_tokens": 20_000},
             name="researcher",
         ).text
+        with contextlib.suppress(ValueError):
+            publish(answer)
+        return answer
 
     with steptrace.run(
         "phoenix-demo",
@@ -259,7 +268,7 @@ def exchange(phoenix: PhoenixServer, tmp_path_factory: pytest.TempPathFactory) -
 def test_every_stored_span_arrives_once_in_one_trace_under_its_parent(
     exchange: Exchange,
 ) -> None:
-    assert len(exchange.received) == len(exchange.stored.spans) == 11
+    assert len(exchange.received) == len(exchange.stored.spans) == 12
     exported, rows = exchange.exported, exchange.rows
     assert sorted(exported) == sorted(rows)
     assert len({span["context"]["trace_id"] for span in exchange.received}) == 1
@@ -285,7 +294,7 @@ def test_names_times_and_kinds_follow_the_genai_mapping(exchange: Exchange) -> N
         if operation is not None:
             assert span["span_kind"] == PHOENIX_KINDS[operation], row.name
     assert sorted(span["name"] for span in exchange.received) == sorted(
-        ["phoenix-demo", "writer", "plan", "invoke_agent researcher"]
+        ["phoenix-demo", "writer", "plan", "invoke_agent researcher", "publish"]
         + ["chat gpt-4o"] * 4
         + ["execute_tool read_file"] * 2
         + ["execute_tool count_words"]
@@ -411,7 +420,11 @@ def test_errors_are_error_statuses_with_the_recorded_text(exchange: Exchange) ->
     for sid, row in exchange.rows.items():
         assert_status(exported[sid], row)
     errors = [span["name"] for span in exchange.received if span["status_code"] == "ERROR"]
-    assert errors == ["execute_tool read_file"]
+    assert sorted(errors) == ["execute_tool read_file", "publish"]
+    [publish] = [span for span in exchange.received if span["name"] == "publish"]
+    assert publish["status_message"].startswith("ValueError: no channel for")
+    assert publish["attributes"]["error.type"] == "ValueError"
+    assert publish["attributes"]["steptrace.status"] == "failed"
 
 
 OTLP_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
