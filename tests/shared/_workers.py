@@ -114,6 +114,37 @@ def continue_run(carrier: dict[str, Any], store_path: str, tokens: int) -> dict[
         writer.stop()
 
 
+def continue_run_in_otel(carrier: dict[str, Any]) -> list[tuple[str, int, int, int | None]]:
+    """A worker exporting live to OpenTelemetry: continue the carrier's run and
+    return each finished span as (name, trace id, span id, parent span id)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from steptrace.export import OpenTelemetryExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    steptrace.add_span_processor(OpenTelemetryExporter(provider))
+
+    @steptrace.step(name="worker_step")
+    def work() -> None:
+        pass
+
+    with steptrace.extract(carrier):
+        work()
+    return [
+        (
+            span.name,
+            span.context.trace_id,
+            span.context.span_id,
+            None if span.parent is None else span.parent.span_id,
+        )
+        for span in memory.get_finished_spans()
+    ]
+
+
 def kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 

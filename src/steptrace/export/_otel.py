@@ -15,7 +15,10 @@ buffering and nothing waits for a parent that may never end. Consequences:
 
 - one trace per run: the run's root span starts a trace (or joins the
   OpenTelemetry span current where the run was opened, e.g. a web request's),
-  and every span of the run descends from it;
+  and every span of the run descends from it; a run continued in another
+  process (``steptrace.extract``) joins that trace: its root's parent is the
+  span the carrier's ``traceparent`` names, which ``steptrace.inject`` takes
+  from this exporter (``traceparent(span)``) when it has the span open;
 - a span whose parent is not open in the exporter (the processor was added
   mid-run, or a detached task outlived its parent) hangs under its nearest
   open ancestor, else starts a trace of its own; a span the exporter never saw
@@ -158,12 +161,26 @@ class OpenTelemetryExporter:
         self._open[span.span_id] = started
         return started
 
+    def traceparent(self, span: Span) -> str | None:
+        """The W3C ``traceparent`` of ``span``'s OpenTelemetry span while it is
+        open here (``steptrace.inject`` puts it in the carrier), else None."""
+        otel_span = self._open.get(span.span_id)
+        if otel_span is None:
+            return None
+        context = otel_span.get_span_context()
+        if not context.is_valid:
+            return None
+        return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+
     def _parent_of(self, span: Span) -> otel_trace.Span | None:
         if span.parent_id is None:
             return None
         found = self._open.get(span.parent_id)
         if found is not None:
             return found
+        run = _run_of(span)
+        if run is not None and run.root is span and run.continuation is not None:
+            return _remote_parent(run.continuation.traceparent)
         frame = getattr(span, "parent", None)
         while isinstance(frame, Frame):
             found = self._open.get(frame.span_id)
@@ -226,6 +243,19 @@ class OpenTelemetryExporter:
             logger.debug("steptrace: OpenTelemetry export %s failed for %r: %r", where, span, exc)
         if _config.settings.strict:
             raise exc
+
+
+def _remote_parent(traceparent: str) -> otel_trace.Span | None:
+    """The span another process's carrier names, as a non-recording remote parent."""
+    parts = traceparent.split("-")
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except (IndexError, ValueError):
+        return None
+    context = otel_trace.SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=otel_trace.TraceFlags(flags)
+    )
+    return otel_trace.NonRecordingSpan(context) if context.is_valid else None
 
 
 def _run_of(span: Span) -> Run | None:
