@@ -272,3 +272,47 @@ def test_two_processes_write_to_one_file(tmp_path: Path) -> None:
             assert stored.status == "completed"
             assert len(stored.completed_steps) == 40
             assert len(stored.events) == 40
+
+
+def test_a_first_version_database_is_migrated_with_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (1, 0)")
+        conn.execute(
+            "INSERT INTO runs (id, name, status, started_at, ended_at, metadata, "
+            "input_tokens, output_tokens, cost_usd, llm_calls) "
+            "VALUES ('old', 'legacy', 'completed', 10.0, 12.5, '{\"team\":\"a\"}', 7, 3, 0.01, 1)"
+        )
+        conn.execute(
+            "INSERT INTO spans (run_id, span_id, parent_id, name, kind, start_ns, end_ns, "
+            "status, error, metadata) "
+            "VALUES ('old', 1, NULL, 'legacy', 'run', 1, 2, 'ok', NULL, '{}')"
+        )
+        conn.execute(
+            "INSERT INTO events (run_id, seq, span_id, type, data) VALUES ('old', 0, 1, "
+            '\'phase_change\', \'{"type":"phase_change","from_phase":"a",'
+            '"to_phase":"b","iteration":1}\')'
+        )
+    finally:
+        conn.close()
+    with SQLiteStore(path) as store:
+        stored = store.get_run("old")
+        assert stored is not None
+        assert (stored.status, stored.run.metadata, stored.run.llm_calls) == (
+            "completed",
+            {"team": "a"},
+            1,
+        )
+        assert stored.events == [PhaseChange(from_phase="a", to_phase="b", iteration=1)]
+        assert stored.spans[0].context == {}  # the column migration 2 added, defaulted
+        assert stored.llm_calls == []
+        assert store.transcripts("old") == []
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert current_version(conn) == len(MIGRATIONS)
+    finally:
+        conn.close()
