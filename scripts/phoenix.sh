@@ -16,7 +16,7 @@ python="${PYTHON:-python3}"
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import phoenix.server.main' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import importlib.metadata as m; m.version("arize-phoenix")' 2>/dev/null; then
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     "$venv/bin/python" -m pip install --quiet arize-phoenix
 fi

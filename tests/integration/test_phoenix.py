@@ -1,19 +1,22 @@
 """The OpenTelemetry export end-to-end against a receiver nobody here wrote.
 
-A multi-step run (a budgeted run, persona and step with an LLM request, and an
-agent loop whose tools succeed and fail) is recorded into a SQLite store and,
-at the same time, sent by ``OpenTelemetryExporter`` through the SDK's OTLP/HTTP
-exporter to a real Arize Phoenix on 127.0.0.1. The spans Phoenix serves back
-through its REST API must tell the same story as the stored run: every span,
-its name, parent, trace, times, GenAI and ``steptrace.*`` attributes, status
-and agent events.
+A multi-step run (a budgeted run, persona and step with an LLM request, an
+agent loop whose tools succeed and fail, a failing step) is recorded into a
+SQLite store and, at the same time, sent by ``OpenTelemetryExporter`` through
+the SDK's OTLP/HTTP exporter to a real Arize Phoenix on 127.0.0.1. The spans
+Phoenix serves back through its REST API must tell the same story as the
+stored run: every span, its name, parent, trace, times, GenAI and
+``steptrace.*`` attributes, status and agent events; and Phoenix must be able
+to query spans by those attributes.
 
 Opt-in (Phoenix is heavy): run ``scripts/phoenix.sh`` once, then
 ``STEPTRACE_PHOENIX=1 scripts/test.sh tests/integration``.
 
-Not tested here: the ``otlp-json`` file of ``export_run``. Phoenix's
-``/v1/traces`` takes OTLP protobuf only and answers ``415 Unsupported content
-type`` to ``application/json`` (checked with Phoenix 20.26).
+The ``otlp-json`` file of ``export_run`` is not sent: Phoenix's ``/v1/traces``
+takes OTLP protobuf only and answers ``415 Unsupported content type`` to
+``application/json`` (Phoenix 20.26). Instead its content (``otlp_json`` of
+the stored run, the same encoder) is compared span for span with what Phoenix
+received over the live path.
 """
 
 from __future__ import annotations
