@@ -22,7 +22,6 @@ library only.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -36,7 +35,7 @@ __all__ = ["CARRIER_VERSION", "extract", "inject", "span_id_hex", "trace_id_hex"
 
 CARRIER_VERSION = 1
 
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"  # compiled on first use
 _MAX_SPAN_ID = 2**63 - 1
 
 
@@ -47,11 +46,15 @@ def _nonzero(hex_id: str) -> str:
 
 def trace_id_hex(run_id: str) -> str:
     """The trace id (32 hex digits) steptrace gives a run in OpenTelemetry files."""
+    import hashlib  # deferred: loading OpenSSL's hashes would slow ``import steptrace``
+
     return _nonzero(hashlib.sha256(f"steptrace trace {run_id}".encode()).hexdigest()[:32])
 
 
 def span_id_hex(run_id: str, span_id: int) -> str:
     """The span id (16 hex digits) steptrace gives a span in OpenTelemetry files."""
+    import hashlib
+
     return _nonzero(hashlib.sha256(f"steptrace span {run_id} {span_id}".encode()).hexdigest()[:16])
 
 
@@ -64,7 +67,7 @@ def _traceparent(span: _spans.Span) -> str:
             found = supplier(span)
         except Exception:  # observability never breaks the run
             found = None
-        if isinstance(found, str) and _TRACEPARENT.match(found):
+        if isinstance(found, str) and re.fullmatch(_TRACEPARENT, found):
             return found
     return f"00-{trace_id_hex(span.run_id)}-{span_id_hex(span.run_id, span.span_id)}-01"
 
@@ -124,7 +127,7 @@ def extract(
     if not 0 < span_id <= _MAX_SPAN_ID:
         raise ValueError(f"extract: carrier field 'span_id' must be a positive id, got {span_id}")
     traceparent = _field(carrier, "traceparent", str)
-    if not _TRACEPARENT.match(traceparent):
+    if not re.fullmatch(_TRACEPARENT, traceparent):
         raise ValueError(
             "extract: carrier field 'traceparent' must be a W3C traceparent "
             f"(00-<32 hex>-<16 hex>-<2 hex>), got {traceparent!r}"

@@ -26,7 +26,6 @@ fleet of N workers by at most N such calls.
 from __future__ import annotations
 
 import contextvars
-import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
     from ._context import Frame
 
 __all__ = ["release_pending", "reserve", "settle"]
-
-logger = logging.getLogger("steptrace")
 
 
 class _Holds:
@@ -216,5 +213,9 @@ def _release(held: list[tuple[SharedBudget, str, str]]) -> None:
         try:
             budget.pool.release(key, reservation)
         except SharedPoolUnavailable as exc:
+            import logging  # deferred: rare, and logging is slow to import
+
             # The hold expires on the pool's clock anyway.
-            logger.warning("steptrace: could not release a shared reservation: %s", exc)
+            logging.getLogger("steptrace").warning(
+                "steptrace: could not release a shared reservation: %s", exc
+            )

@@ -20,13 +20,11 @@ is standard library only; how reservations ride on the accounting is in
 
 from __future__ import annotations
 
-import importlib
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple, Protocol, Union, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .budget import Budget, _check_max_tokens, _check_max_usd, pico_to_usd, usd_to_pico
 
@@ -43,9 +41,6 @@ __all__ = [
 
 Window = Literal["run", "day", "month", "total"]
 
-BudgetSpec = Union[Budget, Mapping[str, Any], "SharedBudget", list[Any], tuple[Any, ...], None]
-"""What ``budget=`` accepts: a local budget, a shared one, or a list of one
-local budget and shared ones (see ``split_budget``)."""
 WINDOWS: tuple[Window, ...] = ("run", "day", "month", "total")
 
 DEFAULT_RESERVATION_TTL = 600.0
@@ -56,7 +51,7 @@ retries, short enough that a dead worker's hold is gone within minutes."""
 MAX_SHARED_USD = 9_000_000.0
 """Pools count picodollars in signed 64-bit integers: about $9.2M per window."""
 
-_KEY = re.compile(r"^[A-Za-z0-9_.:/@+\-]{1,200}$")
+_KEY = r"[A-Za-z0-9_.:/@+\-]{1,200}"  # compiled on first use (re caches it)
 
 # How long a pool may keep an idle window's counters (seconds; None: forever).
 # Only pools that expire keys (Redis) use it; a day's counter outlives its day
@@ -173,6 +168,8 @@ def pool_from_url(kind: str, url: str) -> SharedPool:
         if factory is None and kind in ("redis", "postgres"):
             # The built-in backends live in an optional subpackage: load it by
             # name only when a carrier names one of them.
+            import importlib
+
             importlib.import_module(_BUILTIN_POOLS)
             factory = _pool_kinds.get(kind)
         if factory is None:
@@ -181,12 +178,30 @@ def pool_from_url(kind: str, url: str) -> SharedPool:
                 f"no shared pool kind {kind!r} (known: {known}); register one with "
                 "steptrace.shared.register_pool_kind"
             )
+        if not _pools:
+            import atexit
+
+            atexit.register(close_pools)
         pool = _pools[(kind, url)] = factory(url)
         return pool
 
 
+def close_pools() -> None:
+    """Close the pools ``pool_from_url`` opened (at interpreter exit)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        try:
+            pool.close()
+        except Exception:  # closing at exit must not raise
+            pass
+
+
 def masked_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    from urllib.parse import urlsplit, urlunsplit  # deferred: keeps ``import steptrace`` fast
+
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -235,7 +250,7 @@ class SharedBudget:
         pool: SharedPool,
         reservation_ttl: float = DEFAULT_RESERVATION_TTL,
     ) -> None:
-        if not isinstance(key, str) or not _KEY.match(key):
+        if not isinstance(key, str) or not re.fullmatch(_KEY, key):
             raise ValueError(
                 "SharedBudget: key must be 1-200 characters of letters, digits and _.:/@+-, "
                 f"got {key!r}"
@@ -387,6 +402,11 @@ class SharedBudget:
         # Pickled (e.g. to a process pool) as its carrier form; the pool is
         # rebuilt from its URL on the other side.
         return (_rebuild, (self.to_carrier(),))
+
+
+BudgetSpec = Budget | Mapping[str, Any] | SharedBudget | list[Any] | tuple[Any, ...] | None
+"""What ``budget=`` accepts: a local budget, a shared one, or a list of one
+local budget and shared ones (see ``split_budget``)."""
 
 
 def _rebuild(data: dict[str, Any]) -> SharedBudget:
