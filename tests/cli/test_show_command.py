@@ -1,0 +1,143 @@
+"""``steptrace show``: the step tree with budget use, events, ledger and
+summary of a stored run, as text and as JSON with the script's exact usage."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .conftest import Recorded
+
+
+def test_json_gives_the_exact_usage_and_budget_use_of_every_node(recorded: Recorded) -> None:
+    done = recorded.cli("show", recorded.run_id, "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["run"]["id"] == recorded.run_id
+    assert (data["run"]["name"], data["run"]["status"]) == ("pipeline", "completed")
+    summary = data["summary"]
+    assert (summary["llm_calls"], summary["input_tokens"], summary["output_tokens"]) == (2, 300, 60)
+    assert summary["cost_usd"] == 0.00042
+    assert summary["steps"] == {"completed": 2, "failed": 0, "skipped": 0, "escalated": 0}
+
+    (root,) = data["tree"]
+    assert (root["name"], root["kind"], root["budget"]) == ("pipeline", "run", None)
+    assert root["total"] == {
+        "input_tokens": 300,
+        "output_tokens": 60,
+        "cost_usd": 0.00042,
+        "llm_calls": 2,
+    }
+    (persona,) = root["children"]
+    assert (persona["name"], persona["kind"], persona["status"]) == (
+        "analyst",
+        "persona",
+        "completed",
+    )
+    assert persona["budget"] == {
+        "max_tokens": None,
+        "max_usd": 0.01,
+        "used_tokens": 360,
+        "used_usd": 0.00042,
+        "pct": 4.2,
+    }
+    fetch, summarize = persona["children"]
+    assert (fetch["name"], fetch["status"], fetch["llm_spans"]) == ("fetch", "completed", 1)
+    assert fetch["budget"] == {
+        "max_tokens": 1000,
+        "max_usd": None,
+        "used_tokens": 120,
+        "used_usd": 0.00014,
+        "pct": 12.0,
+    }
+    assert fetch["own"] == {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cost_usd": 0.00014,
+        "llm_calls": 1,
+    }
+    assert (summarize["name"], summarize["budget"], summarize["children"]) == (
+        "summarize",
+        None,
+        [],
+    )
+    assert summarize["total"]["cost_usd"] == 0.00028
+
+    assert [
+        (s["name"], s["input_tokens"], s["output_tokens"], s["max_tokens"])
+        for s in data["completed_steps"]
+    ] == [
+        ("fetch", 100, 20, 1000),
+        ("summarize", 200, 40, None),
+    ]
+    assert [(c["step"], c["persona"], c["model"], c["cost_usd"]) for c in data["llm_calls"]] == [
+        ("fetch", "analyst", "test-model", 0.00014),
+        ("summarize", "analyst", "test-model", 0.00028),
+    ]
+    assert data["event_counts"] == {"llm_call": 2}
+    assert "events" not in data
+
+
+def test_json_with_events_lists_them_in_order(recorded: Recorded) -> None:
+    data: dict[str, Any] = json.loads(recorded.cli("show", "last", "--json", "--events").stdout)
+    events = data["events"]
+    assert [(e["seq"], e["type"], e["model"], e["input_tokens"]) for e in events] == [
+        (0, "llm_call", "test-model", 100),
+        (1, "llm_call", "test-model", 200),
+    ]
+
+
+def _tree_rows(out: str) -> dict[str, list[str]]:
+    """The step tree's rows by name: the cells split on runs of 2+ spaces, the
+    time column left out (it varies)."""
+    tree = out[out.index("step tree") : out.index("\nevents")].splitlines()[2:]
+    rows = {}
+    for line in tree:
+        cells = re.split(r"\s{2,}", line.strip(" │├└─"))
+        rows[cells[0]] = cells[1:7]
+    return rows
+
+
+def test_text_shows_the_tree_with_used_against_limit_the_ledger_and_the_summary(
+    recorded: Recorded,
+) -> None:
+    done = recorded.cli("show", "last")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "\x1b[" not in out  # not a terminal: no colour
+    assert out.startswith(f"run {recorded.run_id}  pipeline  completed\n")
+    assert _tree_rows(out) == {
+        "pipeline": ["run", "completed", "360", "$0.000420", "2", _time(out, "pipeline")],
+        "analyst": ["persona", "completed", "360", "$0.000420 / $0.01", "4%", "2"],
+        "fetch": ["step", "completed", "120 / 1,000", "$0.000140", "12%", "1"],
+        "summarize": ["step", "completed", "240", "$0.000280", "1", _time(out, "summarize")],
+    }
+    assert "events (2): llm_call 2" in out
+    assert "fetch                analyst    test-model         completed    100     20" in out
+    assert "2 LLM calls, 300 tokens in, 60 out, $0.000420" in out
+    assert "steps: 2 completed" in out
+
+
+def _time(out: str, name: str) -> str:
+    # Rows without a budget have no BUDGET cell: the next cell is the time.
+    line = next(line for line in out.splitlines() if line.strip(" │├└─").startswith(name + " "))
+    return re.split(r"\s{2,}", line.strip(" │├└─"))[6]
+
+
+def test_type_lists_only_that_events_type_and_an_unknown_type_names_the_known_ones(
+    recorded: Recorded,
+) -> None:
+    done = recorded.cli("show", "last", "--type", "llm_call")
+    listed = [
+        line.split() for line in done.stdout.splitlines() if line.strip().startswith(("0 ", "1 "))
+    ]
+    assert [(row[0], row[1], row[3]) for row in listed] == [
+        ("0", "llm_call", "model=test-model"),
+        ("1", "llm_call", "model=test-model"),
+    ]
+    none = recorded.cli("show", "last", "--type", "tool_execution")
+    assert "model=test-model" not in none.stdout
+    bad = recorded.cli("show", "last", "--type", "tool_run")
+    assert bad.returncode == 1
+    assert "unknown event type(s) tool_run; known: context_compaction, llm_call" in bad.stderr
