@@ -265,8 +265,7 @@ class Run:
         """Close the run record (called on leaving the ``with`` block)."""
         if self.ended_at is not None:
             return
-        if self.root.shared:
-            release_pending()  # a hold of a call that never reported back
+        release_pending()  # a shared hold whose call never reported back
         self.ended_at = time.time()
         self.status = "completed" if error is None else "failed"
         if error is not None:

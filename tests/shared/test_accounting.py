@@ -221,3 +221,45 @@ def test_an_unreachable_pool_refuses_the_call(flat_price: FlatPrice) -> None:
         with pytest.raises(SharedPoolUnavailable):
             steptrace.record_llm_usage("m", 1, 1)
         assert run.usage().total_tokens == 2  # recorded locally before the error
+
+
+def test_a_hold_whose_call_never_reported_is_released(
+    pool: SharedPool, key: str, flat_price: FlatPrice
+) -> None:
+    budget = SharedBudget(key, max_tokens=1000, pool=pool)
+    with steptrace.run("r", budget=budget) as run:
+        steptrace.check_budget("m", 300, 300)
+        # The next pre-flight in this context means the last call never happened.
+        steptrace.check_budget("m", 100, 100)
+        assert budget.totals().reserved_tokens == 200
+    # Ending the run drops the hold that is left.
+    assert budget.totals(run.id) == PoolTotals(0, 0, 0, 0)
+
+
+def test_concurrent_tasks_settle_their_own_holds(
+    pool: SharedPool, key: str, flat_price: FlatPrice
+) -> None:
+    budget = SharedBudget(key, max_tokens=10_000, pool=pool)
+
+    held: list[int] = []
+    settled: list[int] = []
+
+    async def call(tokens: int, all_reserved: asyncio.Event) -> None:
+        steptrace.check_budget("m", tokens, 0)
+        held.append(tokens)
+        if len(held) == 3:
+            all_reserved.set()
+        await all_reserved.wait()  # every task holds its own reservation now
+        # Each settle frees exactly its own task's hold.
+        assert budget.totals().reserved_tokens == 600 - sum(settled)
+        await steptrace.arecord_llm_usage("m", tokens, 0)
+        settled.append(tokens)
+
+    async def main() -> str:
+        all_reserved = asyncio.Event()
+        async with steptrace.run("r", budget=budget) as run:
+            await asyncio.gather(*(call(t, all_reserved) for t in (100, 200, 300)))
+        return run.id
+
+    run_id = asyncio.run(main())
+    assert budget.totals(run_id) == PoolTotals(600, 600 * PICO_PER_TOKEN, 0, 0)
