@@ -241,7 +241,7 @@ class LiveDisplay:
         if run is None:
             return []
         header = f"steptrace ▸ {run.name}" if self._unicode else f"steptrace > {run.name}"
-        header += f"  {format_duration(max(0.0, now - run.started_at))}"
+        header += f"  {_elapsed(now - run.started_at)}"
         where = _where(current)
         if where:
             header += f"  {where}"
@@ -278,7 +278,7 @@ class LiveDisplay:
         run, current, (ended, last) = self._state()
         if run is None:
             return ""
-        parts = [f"[steptrace] {run.name} {format_duration(max(0.0, now - run.started_at))}"]
+        parts = [f"[steptrace] {run.name} {_elapsed(now - run.started_at)}"]
         done = f"{ended} step{'s' if ended != 1 else ''} done"
         if last is not None:
             done += f" (last: {last[0]} {last[1]})"
@@ -294,6 +294,12 @@ class LiveDisplay:
             share = "" if pct is None else f" ({_pct_text(pct)})"
             parts.append(f"{ledger.kind} {ledger.name} {tokens} tok {cost}{share}")
         return " · ".join(parts) if self._unicode else " | ".join(parts)
+
+
+def _elapsed(seconds: float) -> str:
+    # Whole seconds: the block is redrawn when its text changes, not every tick.
+    seconds = max(0.0, seconds)
+    return f"{int(seconds)} s" if seconds < 60 else format_duration(seconds)
 
 
 def _pct_text(pct: float) -> str:
