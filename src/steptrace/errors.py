@@ -225,7 +225,8 @@ def _rebuild_pricing_unknown(model: str, scope: ErrorScope, scope_name: str) -> 
 
 
 class SharedPoolUnavailable(StepTraceError):
-    """The pool holding a shared budget (Redis, PostgreSQL) could not be reached.
+    """The pool holding a shared budget (Redis, PostgreSQL) could not be reached,
+    or failed the operation.
 
     Shared budgets fail closed: no call is let through while a hard limit cannot
     be checked. ``url`` names the pool with any password masked; ``key`` is the
@@ -237,7 +238,7 @@ class SharedPoolUnavailable(StepTraceError):
         self.key = key
         self.detail = detail
         super().__init__(
-            f"shared budget `{key}`: its pool {url} is unreachable ({detail}); "
+            f"shared budget `{key}`: its pool {url} is unreachable or failed ({detail}); "
             "steptrace fails closed and refuses calls while a shared limit cannot be checked"
         )
 

@@ -108,3 +108,13 @@ def test_an_unreachable_pool_fails_closed_naming_it(kind: str) -> None:
     assert "***" in caught.value.url
     with pytest.raises(SharedPoolUnavailable):
         pool.settle("k", None, 1, 1, retention=None)
+
+
+def test_a_pool_that_refuses_us_fails_closed_too(redis_url: str, postgres_url: str) -> None:
+    # Databases that do not exist: the servers answer, with an error.
+    redis_pool = RedisPool(redis_url.rsplit("/", 1)[0] + "/999")
+    with pytest.raises(SharedPoolUnavailable, match="ResponseError"):
+        redis_pool.totals("k")
+    postgres_pool = PostgresPool(postgres_url.rsplit("/", 1)[0] + "/no_such_db")
+    with pytest.raises(SharedPoolUnavailable, match="no_such_db"):
+        postgres_pool.totals("k")

@@ -110,7 +110,7 @@ class PostgresPool:
                 conn = self._connection()
                 with conn.transaction():
                     return work(conn)
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:  # any failure: the limit cannot be checked
                 if self._conn is not None and self._pid == os.getpid():
                     self._conn.close()
                 self._conn = None

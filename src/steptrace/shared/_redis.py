@@ -167,7 +167,7 @@ class RedisPool:
         base = f"{self.prefix}{{{key}}}"
         try:
             reply = self._script(name, source)(keys=[base, base + ":r", base + ":e"], args=args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.RedisError as exc:  # any failure: the limit cannot be checked
             raise SharedPoolUnavailable(
                 masked_url(self.url), key, f"{type(exc).__name__}: {exc}"
             ) from exc
