@@ -10,6 +10,7 @@ aggregate query a row). ``--since`` takes a span back from now (``30m``,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import time
@@ -93,6 +94,20 @@ def parse_since(text: str, *, now: float | None = None) -> float:
         ) from None
 
 
+def _so_far(store: RunStore, run: RunRow) -> RunRow:
+    """A running run's usage from its call log (its totals are written at its end)."""
+    if run.ended_at is not None:
+        return run
+    usage = store.aggregate("model", run_id=run.id)
+    return dataclasses.replace(
+        run,
+        input_tokens=sum(a.input_tokens for a in usage),
+        output_tokens=sum(a.output_tokens for a in usage),
+        cost_usd=sum(a.cost_usd for a in usage),
+        llm_calls=sum(a.llm_calls for a in usage),
+    )
+
+
 def _personas(store: RunStore, run_id: str) -> list[str]:
     return sorted(a.key for a in store.aggregate("persona", run_id=run_id) if a.key is not None)
 
@@ -124,7 +139,7 @@ def run_runs(args: argparse.Namespace) -> int:
             "persona": args.persona,
             "started_after": args.since,
         }
-        runs = store.list_runs(**filters, limit=args.limit)
+        runs = [_so_far(store, run) for run in store.list_runs(**filters, limit=args.limit)]
         matching = store.count_runs(**filters)
         personas = {run.id: _personas(store, run.id) for run in runs}
     finally:

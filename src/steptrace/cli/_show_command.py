@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,6 +146,8 @@ def _header(stored: StoredRun, style: Style) -> str:
     when = f"  started {format_time(run.started_at)}"
     if run.ended_at is not None:
         when += f"   ended {format_time(run.ended_at)}   took {format_duration(run.duration_s)}"
+    elif run.status == "running":
+        when += f"   running for {format_duration(time.time() - run.started_at)}"
     lines.append(when)
     if run.budget:
         limits = _limits_text(run.budget.get("max_tokens"), run.budget.get("max_usd"))
@@ -258,11 +261,21 @@ def _event_line(event: EventRow) -> str:
 def _summary(stored: StoredRun, style: Style) -> str:
     summary = stored.summary
     lines = [style.paint("summary", "bold")]
-    lines.append(
-        f"  {summary['llm_calls']:,} LLM calls, "
-        f"{format_tokens(summary['input_tokens'])} tokens in, "
-        f"{format_tokens(summary['output_tokens'])} out, {format_usd(summary['cost_usd'])}"
-    )
+    if stored.run.ended_at is None:
+        # The run's totals are written when it ends; until then, its call log.
+        calls = stored.llm_calls
+        lines.append(
+            f"  so far: {len(calls):,} LLM calls, "
+            f"{format_tokens(sum(c.input_tokens for c in calls))} tokens in, "
+            f"{format_tokens(sum(c.output_tokens for c in calls))} out, "
+            f"{format_usd(sum(c.cost_usd or 0.0 for c in calls))}"
+        )
+    else:
+        lines.append(
+            f"  {summary['llm_calls']:,} LLM calls, "
+            f"{format_tokens(summary['input_tokens'])} tokens in, "
+            f"{format_tokens(summary['output_tokens'])} out, {format_usd(summary['cost_usd'])}"
+        )
     steps = summary["steps"]
     step_text = ", ".join(f"{n} {status}" for status, n in steps.items() if n) or "none"
     lines.append(f"  steps: {step_text}")
