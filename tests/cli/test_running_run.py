@@ -50,11 +50,14 @@ def test_a_running_run_shows_its_usage_so_far_then_its_totals(tmp_path: Path) ->
         assert "so far: 1 LLM calls, 100 tokens in, 20 out, $0.000140" in shown
         assert process.stdin is not None
         process.stdin.write("\n")
-        process.stdin.flush()
+        process.stdin.close()
         assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
+        if process.stdin is not None:
+            process.stdin.close()
     (ended,) = _listed(tmp_path)
     assert (ended["status"], ended["input_tokens"], ended["output_tokens"]) == (
         "completed",
