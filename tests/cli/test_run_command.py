@@ -152,6 +152,7 @@ def test_runs_the_script_opens_itself_are_stored_and_reported(cli: Cli, tmp_path
     _wrapper, demo = runs
     assert "the script's work is in its own runs below" in done.stderr
     assert f"run {demo.id} `agent-demo` completed" in done.stderr
+    assert done.stderr.endswith(f"stored in .steptrace/runs.db: steptrace show {demo.id}\n")
     assert demo.run.llm_calls > 5
     assert demo.events
     assert {s.status for s in demo.completed_steps} >= {"completed", "skipped"}

@@ -121,10 +121,10 @@ def record_script(
             remove_span_processor(display)
         remove_span_processor(seen)
         writer.stop()
-    report(seen.runs, result.run, out, style)
+    shown = report(seen.runs, result.run, out, style)
     if after is not None:
         after(result.run, out, style)
-    _report_store(writer, args.store, result.run, out, style)
+    _report_store(writer, args.store, shown, out, style)
     return result.exit_code
 
 
@@ -140,15 +140,20 @@ def _start_writer(target: str | None, no_content: bool) -> StoreWriter:
         ) from None
 
 
-def report(runs: list[Run], wrapper: Run, out: TextIO, style: Style) -> None:
+def report(runs: list[Run], wrapper: Run, out: TextIO, style: Style) -> list[Run]:
     """Each run's ledger and totals; the wrapper run in one line when the
-    script did its work in runs of its own."""
+    script did its work in runs of its own. Returns the runs worth a look."""
     others = [r for r in runs if r is not wrapper]
+    empty = bool(others) and not wrapper.completed_steps and not wrapper.usage().llm_calls
     for run in [wrapper, *others]:
-        if run is wrapper and others and not run.completed_steps and not run.usage().llm_calls:
+        if run is wrapper and empty:
             out.write(
-                style.paint(f"\nrun {run.id} `{run.name}` {run.status}", "dim")
-                + style.paint(" (the script's work is in its own runs below)", "dim")
+                "\n"
+                + style.paint(
+                    f"run {run.id} `{run.name}` {run.status} "
+                    "(the script's work is in its own runs below)",
+                    "dim",
+                )
                 + "\n"
             )
             continue
@@ -162,10 +167,11 @@ def report(runs: list[Run], wrapper: Run, out: TextIO, style: Style) -> None:
         out.write(totals_line(run) + (f"; steps: {statuses}" if statuses else "") + "\n")
         if run.error:
             out.write(style.paint(f"error: {run.error}", "red") + "\n")
+    return others if empty else [wrapper, *others]
 
 
 def _report_store(
-    writer: StoreWriter, target: str | None, run: Run, out: TextIO, style: Style
+    writer: StoreWriter, target: str | None, runs: list[Run], out: TextIO, style: Style
 ) -> None:
     location = store_location(target)
     if writer.failures or writer.dropped:
@@ -178,4 +184,5 @@ def _report_store(
             )
             + "\n"
         )
-    out.write(style.paint(f"stored in {location}: steptrace show {run.id}", "dim") + "\n")
+    shows = ", ".join(f"steptrace show {run.id}" for run in runs)
+    out.write(style.paint(f"stored in {location}: {shows}", "dim") + "\n")
