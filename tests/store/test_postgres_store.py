@@ -469,3 +469,51 @@ def test_open_store_and_the_environment_select_postgres(
         assert store.run_ids() == [run.id]
     finally:
         store.close()
+
+
+def test_runs_go_on_while_the_database_refuses_connections(
+    postgres_url: str, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = db_url.rsplit("/", 1)[1]
+    store = PostgresStore(db_url)
+    writer = StoreWriter(store)
+    steptrace.add_span_processor(writer)
+    try:
+        with steptrace.run("before") as before:
+            _shift()
+        assert writer.flush(10)
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            )
+        with steptrace.run("during") as during:
+            _shift()
+        assert during.status == "completed"
+        assert len(during.completed_steps) == 20
+        # Every record of the run handled (and failed) before connections return.
+        writer.flush(10)
+        assert writer.failures >= 1
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        with steptrace.run("after") as after:
+            _shift()
+        assert writer.flush(10)
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+    warnings = [
+        r for r in caplog.records if r.name == "steptrace.store" and r.levelname == "WARNING"
+    ]
+    assert len(warnings) == 1
+    assert warnings[0].exc_info is not None
+    reason = str(warnings[0].exc_info[1])
+    assert f"cannot connect to {db_url}" in reason
+    assert "is not currently accepting connections" in reason
+    try:
+        stored = {run_id: store.get_run(run_id) for run_id in (before.id, after.id)}
+        assert all(s is not None and len(s.completed_steps) == 20 for s in stored.values())
+        assert store.get_run(during.id) is None
+    finally:
+        store.close()
