@@ -160,12 +160,10 @@ def table(
     def line(cells: Sequence[str], paint: Sequence[Painter | None] | None) -> str:
         out = []
         for i, cell in enumerate(cells):
-            padded = cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            if paint is not None and i < len(paint) and paint[i] is not None:
-                painter = paint[i]
-                assert painter is not None
-                padded = padded.replace(cell, painter(cell), 1)
-            out.append(padded)
+            painter = paint[i] if paint is not None and i < len(paint) else None
+            shown = cell if painter is None else painter(cell)
+            pad = " " * (widths[i] - len(cell))
+            out.append(pad + shown if i in right else shown + pad)
         return "  ".join(out).rstrip()
 
     header = line(headers, None)
