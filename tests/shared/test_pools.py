@@ -118,3 +118,26 @@ def test_a_pool_that_refuses_us_fails_closed_too(redis_url: str, postgres_url: s
     postgres_pool = PostgresPool(postgres_url.rsplit("/", 1)[0] + "/no_such_db")
     with pytest.raises(SharedPoolUnavailable, match="no_such_db"):
         postgres_pool.totals("k")
+
+
+def test_redis_scripts_survive_a_flushed_script_cache(redis_url: str, key: str) -> None:
+    import redis
+
+    pool = RedisPool(redis_url)
+    pool.settle(key, None, 5, 5, retention=None)
+    with redis.Redis.from_url(redis_url) as client:
+        client.script_flush()  # as after a server restart or failover
+    assert pool.settle(key, None, 5, 5, retention=None) == PoolTotals(10, 10, 0, 0)
+    pool.close()
+
+
+def test_redis_counters_of_ending_windows_expire(redis_url: str, key: str) -> None:
+    import redis
+
+    pool = RedisPool(redis_url)
+    pool.settle(key, None, 1, 1, retention=3600.0)
+    pool.settle(key + "-forever", None, 1, 1, retention=None)
+    with redis.Redis.from_url(redis_url) as client:
+        assert 0 < client.ttl(f"steptrace:budget:{{{key}}}") <= 3600
+        assert client.ttl(f"steptrace:budget:{{{key}-forever}}") == -1  # no expiry
+    pool.close()

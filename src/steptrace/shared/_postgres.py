@@ -8,12 +8,14 @@ starting at once do not race):
 - ``steptrace_shared_reservations``: the live holds, each with its counter,
   amounts and ``expires_at`` on the database server's clock.
 
-Each operation is one short transaction that first locks the counter's row
-(``SELECT ... FOR UPDATE``), so operations on one counter serialize while
-others go on; it deletes the counter's expired reservations, then reads,
-compares and updates with exact integers in Python. The connection is one
-per pool and process, guarded by a lock (a forked child reconnects).
-Counters are never deleted: old windows stay readable.
+Each operation is one statement, a call of a PL/pgSQL function created with
+the tables, so it is one round trip and one transaction: it locks the
+counter's row (``SELECT ... FOR UPDATE``), so operations on one counter
+serialize while others go on, deletes the counter's expired reservations,
+then compares and updates with exact integers (sums compared as
+``NUMERIC``). The connection (autocommit) is one per pool and process,
+guarded by a lock (a forked child reconnects). Counters are never deleted:
+old windows stay readable.
 """
 
 from __future__ import annotations
@@ -54,8 +56,82 @@ _SCHEMA = (
         PRIMARY KEY (key, id)
     )
     """,
+    # Lock a counter's row (creating it), drop its expired holds, read it.
+    """
+    CREATE OR REPLACE FUNCTION steptrace_shared_lock(
+        p_key TEXT,
+        OUT tokens BIGINT, OUT pico BIGINT, OUT reserved_tokens BIGINT, OUT reserved_pico BIGINT
+    ) LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO steptrace_shared_budgets AS b (key) VALUES (p_key)
+            ON CONFLICT ON CONSTRAINT steptrace_shared_budgets_pkey DO NOTHING;
+        SELECT b.tokens, b.pico INTO tokens, pico
+            FROM steptrace_shared_budgets b WHERE b.key = p_key FOR UPDATE;
+        DELETE FROM steptrace_shared_reservations r
+            WHERE r.key = p_key AND r.expires_at <= clock_timestamp();
+        SELECT COALESCE(SUM(r.tokens), 0), COALESCE(SUM(r.pico), 0)
+            INTO reserved_tokens, reserved_pico
+            FROM steptrace_shared_reservations r WHERE r.key = p_key;
+    END $$
+    """,
+    # Hold an amount if settled + reserved + it stays within both limits.
+    """
+    CREATE OR REPLACE FUNCTION steptrace_shared_reserve(
+        p_key TEXT, p_id TEXT, p_tokens BIGINT, p_pico BIGINT,
+        p_max_tokens BIGINT, p_max_pico BIGINT, p_ttl DOUBLE PRECISION,
+        OUT held BOOLEAN, OUT tokens BIGINT, OUT pico BIGINT,
+        OUT reserved_tokens BIGINT, OUT reserved_pico BIGINT
+    ) LANGUAGE plpgsql AS $$
+    BEGIN
+        SELECT l.tokens, l.pico, l.reserved_tokens, l.reserved_pico
+            INTO tokens, pico, reserved_tokens, reserved_pico
+            FROM steptrace_shared_lock(p_key) l;
+        held := (p_max_tokens IS NULL
+                 OR tokens::NUMERIC + reserved_tokens + p_tokens <= p_max_tokens)
+            AND (p_max_pico IS NULL
+                 OR pico::NUMERIC + reserved_pico + p_pico <= p_max_pico);
+        IF held THEN
+            INSERT INTO steptrace_shared_reservations AS r (key, id, tokens, pico, expires_at)
+                VALUES (p_key, p_id, p_tokens, p_pico,
+                        clock_timestamp() + make_interval(secs => p_ttl));
+            reserved_tokens := reserved_tokens + p_tokens;
+            reserved_pico := reserved_pico + p_pico;
+        END IF;
+    END $$
+    """,
+    # Drop a hold (if still there) and add the actual amount.
+    """
+    CREATE OR REPLACE FUNCTION steptrace_shared_settle(
+        p_key TEXT, p_id TEXT, p_tokens BIGINT, p_pico BIGINT,
+        OUT held BOOLEAN, OUT tokens BIGINT, OUT pico BIGINT,
+        OUT reserved_tokens BIGINT, OUT reserved_pico BIGINT
+    ) LANGUAGE plpgsql AS $$
+    DECLARE
+        held_tokens BIGINT;
+        held_pico BIGINT;
+    BEGIN
+        SELECT l.tokens, l.pico, l.reserved_tokens, l.reserved_pico
+            INTO tokens, pico, reserved_tokens, reserved_pico
+            FROM steptrace_shared_lock(p_key) l;
+        held := FALSE;
+        IF p_id IS NOT NULL THEN
+            DELETE FROM steptrace_shared_reservations r WHERE r.key = p_key AND r.id = p_id
+                RETURNING r.tokens, r.pico INTO held_tokens, held_pico;
+            IF FOUND THEN
+                held := TRUE;
+                reserved_tokens := reserved_tokens - held_tokens;
+                reserved_pico := reserved_pico - held_pico;
+            END IF;
+        END IF;
+        UPDATE steptrace_shared_budgets b
+            SET tokens = b.tokens + p_tokens, pico = b.pico + p_pico, updated_at = now()
+            WHERE b.key = p_key;
+        tokens := tokens + p_tokens;
+        pico := pico + p_pico;
+    END $$
+    """,
 )
-_SCHEMA_LOCK = 0x5E7A_B0D6  # the advisory lock taken while creating the tables
+_SCHEMA_LOCK = 0x5E7A_B0D6  # the advisory lock taken while creating the schema
 
 
 class PostgresPool:
@@ -93,23 +169,27 @@ class PostgresPool:
             return self._conn
         conn = psycopg.connect(
             self.url,
+            autocommit=True,
             connect_timeout=max(1, round(self.timeout)),
             options=f"-c statement_timeout={max(1, round(self.timeout * 1000))}",
         )
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            exists = conn.execute(
+                "SELECT to_regproc('steptrace_shared_settle') IS NOT NULL"
+            ).fetchone()
+            if not exists or not exists[0]:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
         self._conn = conn
         self._pid = os.getpid()
         return conn
 
-    def _transaction(self, key: str, work: Any) -> Any:
+    def _call(self, key: str, sql: str, args: tuple[Any, ...]) -> Any:
+        """Run one statement; return its single row."""
         with self._lock:
             try:
-                conn = self._connection()
-                with conn.transaction():
-                    return work(conn)
+                return self._connection().execute(sql, args).fetchone()
             except psycopg.Error as exc:  # any failure: the limit cannot be checked
                 if self._conn is not None and self._pid == os.getpid():
                     self._conn.close()
@@ -117,28 +197,6 @@ class PostgresPool:
                 raise SharedPoolUnavailable(
                     masked_url(self.url), key, f"{type(exc).__name__}: {exc}"
                 ) from exc
-
-    @staticmethod
-    def _lock_row(conn: Any, key: str) -> PoolTotals:
-        """Lock the counter's row, drop its expired holds, return its totals."""
-        conn.execute(
-            "INSERT INTO steptrace_shared_budgets (key) VALUES (%s) ON CONFLICT (key) DO NOTHING",
-            (key,),
-        )
-        tokens, pico = conn.execute(
-            "SELECT tokens, pico FROM steptrace_shared_budgets WHERE key = %s FOR UPDATE", (key,)
-        ).fetchone()
-        conn.execute(
-            "DELETE FROM steptrace_shared_reservations "
-            "WHERE key = %s AND expires_at <= clock_timestamp()",
-            (key,),
-        )
-        reserved_tokens, reserved_pico = conn.execute(
-            "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(pico), 0) "
-            "FROM steptrace_shared_reservations WHERE key = %s",
-            (key,),
-        ).fetchone()
-        return PoolTotals(int(tokens), int(pico), int(reserved_tokens), int(reserved_pico))
 
     # -- the SharedPool protocol --------------------------------------------------
 
@@ -153,25 +211,13 @@ class PostgresPool:
         ttl: float,
         retention: float | None,
     ) -> tuple[str | None, PoolTotals]:
-        def work(conn: Any) -> tuple[str | None, PoolTotals]:
-            totals = self._lock_row(conn, key)
-            if max_tokens is not None and totals.committed_tokens + tokens > max_tokens:
-                return None, totals
-            if max_pico is not None and totals.committed_pico + pico > max_pico:
-                return None, totals
-            reservation = uuid.uuid4().hex
-            conn.execute(
-                "INSERT INTO steptrace_shared_reservations (key, id, tokens, pico, expires_at) "
-                "VALUES (%s, %s, %s, %s, clock_timestamp() + make_interval(secs => %s))",
-                (key, reservation, tokens, pico, ttl),
-            )
-            return reservation, totals._replace(
-                reserved_tokens=totals.reserved_tokens + tokens,
-                reserved_pico=totals.reserved_pico + pico,
-            )
-
-        result: tuple[str | None, PoolTotals] = self._transaction(key, work)
-        return result
+        reservation = uuid.uuid4().hex
+        held, *totals = self._call(
+            key,
+            "SELECT * FROM steptrace_shared_reserve(%s, %s, %s, %s, %s, %s, %s)",
+            (key, reservation, tokens, pico, max_tokens, max_pico, float(ttl)),
+        )
+        return (reservation if held else None), PoolTotals(*map(int, totals))
 
     def settle(
         self,
@@ -182,41 +228,23 @@ class PostgresPool:
         *,
         retention: float | None,
     ) -> PoolTotals:
-        def work(conn: Any) -> PoolTotals:
-            totals = self._lock_row(conn, key)
-            if reservation is not None:
-                held = conn.execute(
-                    "DELETE FROM steptrace_shared_reservations WHERE key = %s AND id = %s "
-                    "RETURNING tokens, pico",
-                    (key, reservation),
-                ).fetchone()
-                if held is not None:
-                    totals = totals._replace(
-                        reserved_tokens=totals.reserved_tokens - int(held[0]),
-                        reserved_pico=totals.reserved_pico - int(held[1]),
-                    )
-            conn.execute(
-                "UPDATE steptrace_shared_budgets SET tokens = tokens + %s, pico = pico + %s, "
-                "updated_at = now() WHERE key = %s",
-                (tokens, pico, key),
-            )
-            return totals._replace(tokens=totals.tokens + tokens, pico=totals.pico + pico)
-
-        result: PoolTotals = self._transaction(key, work)
-        return result
+        _, *totals = self._call(
+            key,
+            "SELECT * FROM steptrace_shared_settle(%s, %s, %s, %s)",
+            (key, reservation, tokens, pico),
+        )
+        return PoolTotals(*map(int, totals))
 
     def release(self, key: str, reservation: str) -> None:
-        def work(conn: Any) -> None:
-            conn.execute(
-                "DELETE FROM steptrace_shared_reservations WHERE key = %s AND id = %s",
-                (key, reservation),
-            )
-
-        self._transaction(key, work)
+        self._call(
+            key,
+            "DELETE FROM steptrace_shared_reservations WHERE key = %s AND id = %s RETURNING 1",
+            (key, reservation),
+        )
 
     def totals(self, key: str) -> PoolTotals:
-        result: PoolTotals = self._transaction(key, lambda conn: self._lock_row(conn, key))
-        return result
+        row = self._call(key, "SELECT * FROM steptrace_shared_lock(%s)", (key,))
+        return PoolTotals(*map(int, row))
 
     def close(self) -> None:
         with self._lock:

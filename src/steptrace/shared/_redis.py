@@ -20,6 +20,7 @@ end are given an expiry (``retention``), refreshed on every write.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import uuid
@@ -108,6 +109,12 @@ return totals(1)
 
 _TOTALS = _PURGE + "\nreturn totals(1)\n"
 
+_SHA = {
+    source: hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    for source in (_RESERVE, _SETTLE, _RELEASE, _TOTALS)
+}
+"""Each script's SHA1: the name Redis caches it under (EVALSHA)."""
+
 
 def _text(value: int | None) -> str:
     return "" if value is None else str(int(value))
@@ -130,14 +137,14 @@ class RedisPool:
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
-                f"RedisPool: url must be a redis://, rediss:// or unix:// URL, got {url!r}"
+                "RedisPool: url must be a redis://, rediss:// or unix:// URL, "
+                f"got {masked_url(str(url))!r}"
             )
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
         self._lock = threading.Lock()
         self._client: Any = None
-        self._scripts: dict[str, Any] = {}
         self._pid = os.getpid()
 
     @classmethod
@@ -147,7 +154,7 @@ class RedisPool:
     def __repr__(self) -> str:
         return f"RedisPool({masked_url(self.url)!r})"
 
-    def _script(self, name: str, source: str) -> Any:
+    def _client_here(self) -> Any:
         with self._lock:
             if self._client is None or self._pid != os.getpid():
                 self._client = redis.Redis.from_url(
@@ -156,17 +163,21 @@ class RedisPool:
                     socket_timeout=self.timeout,
                     decode_responses=True,
                 )
-                self._scripts = {}
                 self._pid = os.getpid()
-            script = self._scripts.get(name)
-            if script is None:
-                script = self._scripts[name] = self._client.register_script(source)
-            return script
+            return self._client
 
-    def _run(self, name: str, source: str, key: str, args: list[str]) -> tuple[bool, PoolTotals]:
+    def _run(self, source: str, key: str, args: list[str]) -> tuple[bool, PoolTotals]:
         base = f"{self.prefix}{{{key}}}"
+        keys = (base, base + ":r", base + ":e")
         try:
-            reply = self._script(name, source)(keys=[base, base + ":r", base + ":e"], args=args)
+            client = self._client_here()
+            # EVALSHA directly (redis-py's Script wrapper costs more than the
+            # script); a server that lost its script cache is given it again.
+            try:
+                reply = client.evalsha(_SHA[source], 3, *keys, *args)
+            except redis.exceptions.NoScriptError:
+                client.script_load(source)
+                reply = client.evalsha(_SHA[source], 3, *keys, *args)
         except redis.RedisError as exc:  # any failure: the limit cannot be checked
             raise SharedPoolUnavailable(
                 masked_url(self.url), key, f"{type(exc).__name__}: {exc}"
@@ -197,7 +208,7 @@ class RedisPool:
             str(max(1, round(ttl * 1000))),
             "" if retention is None else str(max(1, round(retention))),
         ]
-        held, totals = self._run("reserve", _RESERVE, key, args)
+        held, totals = self._run(_RESERVE, key, args)
         return (reservation if held else None), totals
 
     def settle(
@@ -215,13 +226,13 @@ class RedisPool:
             str(pico),
             "" if retention is None else str(max(1, round(retention))),
         ]
-        return self._run("settle", _SETTLE, key, args)[1]
+        return self._run(_SETTLE, key, args)[1]
 
     def release(self, key: str, reservation: str) -> None:
-        self._run("release", _RELEASE, key, [reservation])
+        self._run(_RELEASE, key, [reservation])
 
     def totals(self, key: str) -> PoolTotals:
-        return self._run("totals", _TOTALS, key, [])[1]
+        return self._run(_TOTALS, key, [])[1]
 
     def close(self) -> None:
         with self._lock:
