@@ -1,7 +1,8 @@
 """``PostgresPool``: shared budget counters in PostgreSQL, under row locks.
 
-Two tables (created on first use, under an advisory lock so many workers
-starting at once do not race):
+Two tables and three functions, created on first use when missing (under an
+advisory lock, so many workers starting at once do not race; a later change
+to a function must give it a new name):
 
 - ``steptrace_shared_budgets``: one row a pool counter, settled ``tokens``
   and ``pico`` (picodollars, ``BIGINT``);
