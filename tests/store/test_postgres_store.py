@@ -334,6 +334,10 @@ def test_redact_url_hides_every_password() -> None:
         "postgres://u@h/d?password=***&sslmode=require"
     )
     assert redact_url("postgresql://h/d") == "postgresql://h/d"
+    kept = "postgresql://u:p@h/d?options=-csearch_path%3Dst&PASSWORD=p&application_name=a%20b"
+    assert redact_url(kept) == (
+        "postgresql://u:***@h/d?options=-csearch_path%3Dst&password=***&application_name=a%20b"
+    )
     assert redact_url("postgresql://u:p:q@h1,h2/d") == "postgresql://u:***@h1,h2/d"
 
 
@@ -517,3 +521,19 @@ def test_runs_go_on_while_the_database_refuses_connections(
         assert store.get_run(during.id) is None
     finally:
         store.close()
+
+
+def test_the_tables_go_where_the_search_path_says(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA fleet")
+    with PostgresStore(db_url + "?options=-csearch_path%3Dfleet") as store:
+        store.write(WriteBatch(runs=[RunRow(id="r", name="r", status="completed", started_at=1.0)]))
+        assert store.run_ids() == ["r"]
+    with psycopg.connect(db_url) as conn:
+        schemas = {
+            schema
+            for (schema,) in conn.execute(
+                "SELECT table_schema FROM information_schema.tables WHERE table_name = 'runs'"
+            )
+        }
+    assert schemas == {"fleet"}

@@ -6,10 +6,10 @@ concurrent openers with a transaction-scoped advisory lock) and shares its SQL
 and row mapping (``_queries``; ``?`` placeholders become ``%s``). Connections
 come from a small pool owned by the store: each call borrows one connection
 for one short statement group, so the writer thread never waits behind a slow
-read, a connection the server dropped is discarded and replaced on the next
-call (the store recovers when the database comes back), and a child process
-forked with an open store makes its own connections instead of sharing the
-parent's sockets. Every ``write`` is one transaction of upserts; ``get_run``
+read; a connection the server dropped is discarded and the call retried once on
+a new one (the store recovers by itself when the database comes back); a child
+process forked with an open store makes its own connections instead of sharing
+the parent's sockets. Every ``write`` is one transaction of upserts; ``get_run``
 reads in one repeatable-read snapshot. psycopg 3 (``steptrace[postgres]``) is
 imported when a store is opened, never at import.
 """
@@ -120,9 +120,10 @@ def redact_url(url: str) -> str:
             if ":" in userinfo:
                 userinfo = userinfo.split(":", 1)[0] + ":***"
             netloc = f"{userinfo}@{hosts}"
+        # Other parameters stay exactly as written (still percent-encoded).
         query = "&".join(
-            f"{name}=***" if name.lower() == "password" else f"{name}={value}"
-            for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            "password=***" if item.split("=", 1)[0].lower() == "password" else item
+            for item in parts.query.split("&")
         )
         return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
