@@ -26,6 +26,10 @@ ALLOWED: dict[str, set[str]] = {
     "store": set(),
     "shared": set(),
     "testing": {"llm"},
+    # The applications at the top: the web viewer reads the store; the CLI
+    # drives everything (it runs scripts, replays, exports, serves the portal).
+    "portal": {"store"},
+    "cli": {"llm", "agent", "store", "export", "testing", "portal", "shared"},
 }
 
 
