@@ -310,11 +310,6 @@ class Run:
             "cost_usd": usage.cost_usd,
             "steps": {s: statuses.get(s, 0) for s in _STATUSES},
             "budget": None if self.budget is None else self.budget.to_dict(),
-            **(
-                {"shared_budgets": [b.describe() for b in self.shared_budgets]}
-                if self.shared_budgets
-                else {}
-            ),
             "agent": summarize_events(self.events),
         }
 

@@ -111,7 +111,7 @@ def test_decorators_and_runs_keep_shared_budgets_apart_from_local_ones() -> None
     with steptrace.run("r", budget=shared) as run:
         assert run.budget is None
         assert run.shared_budgets == (shared,)
-        assert run.summary()["shared_budgets"] == [
+        assert [b.describe() for b in run.shared_budgets] == [
             {"key": "team", "max_tokens": None, "max_usd": 5.0, "window": "run", "pool": "redis"}
         ]
 
