@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._records import FrozenRecord
-from ._shared import SharedBudget, split_budget
+from ._shared import BudgetSpec, SharedBudget, split_budget
 from .budget import Budget
 
 __all__ = [
@@ -134,12 +134,7 @@ class PersonaDefinition(FrozenRecord):
         self,
         name: str,
         function: str,
-        budget: Budget
-        | Mapping[str, Any]
-        | SharedBudget
-        | list[Any]
-        | tuple[Any, ...]
-        | None = None,
+        budget: BudgetSpec = None,
         shared: tuple[SharedBudget, ...] = (),
     ) -> None:
         if not isinstance(name, str) or not name:
