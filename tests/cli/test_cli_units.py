@@ -11,9 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from steptrace import llm
 from steptrace.cli._render import Style, format_duration, format_usd, table
-from steptrace.cli._replay_command import pinned_provider
 from steptrace.cli._runs_command import parse_since
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -71,24 +69,3 @@ def test_table_columns_line_up_with_or_without_colour(rows: list[tuple[str, str]
     width = max(4, *(len(name) for name, _ in rows)) if rows else 4
     for line, (_, number) in zip(lines[1:], rows, strict=True):
         assert line[width + 2 :].strip() == number  # the number column starts after NAME's
-
-
-def test_the_pinned_provider_answers_even_calls_that_name_another_provider() -> None:
-    pinned = llm.ScriptedProvider(["from the pin"] * 3)
-    other = llm.ScriptedProvider(["from the script"] * 3)
-    llm.configure(provider=other, providers={"local": other})
-    try:
-        with pinned_provider(pinned):
-            answers = [
-                llm.llm_call("a", model="gpt-4o", max_tokens=5).text,
-                llm.llm_call("b", model="local:llama3", max_tokens=5).text,
-                llm.llm_call("c", model="openai:gpt-4o", provider=other, max_tokens=5).text,
-            ]
-        after = llm.llm_call("d", model="gpt-4o", max_tokens=5).text
-    finally:
-        llm.configure(provider=None, providers={})
-    assert answers == ["from the pin"] * 3
-    # The model as the original resolution sends it: a provider prefix removed,
-    # kept when the call passed a provider instance.
-    assert [r.model for r in pinned.requests] == ["gpt-4o", "llama3", "openai:gpt-4o"]
-    assert after == "from the script"

@@ -11,10 +11,8 @@ connections beyond loopback refused (``steptrace.testing.block_network``), so
 a replay never spends money. A run stored without content (``--no-content``)
 cannot be replayed: the error says so.
 
-How the provider is pinned: ``llm_call`` asks ``steptrace.llm._config.resolve``
-which provider answers a model; for the script's lifetime that function is
-replaced by one that keeps the model name as the original would send it and
-always returns the replay provider.
+The provider is pinned with ``steptrace.llm.override_provider``, which keeps
+the model name each call would have sent.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ from ._script import check_script
 
 if TYPE_CHECKING:
     from .._run import Run
-    from ..llm._types import Provider
     from ..llm.providers.replay import ReplayProvider
 
 __all__ = ["add_parser", "cassette_calls"]
@@ -146,38 +143,8 @@ def run_replay(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def offline(provider: ReplayProvider) -> Iterator[None]:
     """Every ``llm_call`` answered by ``provider``, no connection beyond loopback."""
+    from ..llm import override_provider
     from ..testing import block_network
 
-    with pinned_provider(provider), block_network():
+    with override_provider(provider), block_network():
         yield
-
-
-@contextlib.contextmanager
-def pinned_provider(answering: Provider) -> Iterator[None]:
-    """``answering`` answers every ``llm_call`` while active (see the module docstring)."""
-    from ..llm import _config
-
-    original = _config.resolve
-
-    def resolve(model: str | None, provider: Provider | str | None) -> tuple[Provider, str]:
-        if model is None:
-            return original(model, provider)  # the usual "no model" error
-        return answering, _model_sent(model, provider, _config.settings.providers)
-
-    _config.resolve = resolve
-    try:
-        yield
-    finally:
-        _config.resolve = original
-
-
-def _model_sent(model: str, requested: Any, registered: dict[str, Any]) -> str:
-    """The model name ``resolve`` would send: without a provider-name prefix."""
-    prefix, _, rest = model.partition(":")
-    if not rest:
-        return model
-    if isinstance(requested, str):
-        return rest if prefix == requested else model
-    if requested is None and (prefix in registered or prefix in ("openai", "anthropic")):
-        return rest
-    return model

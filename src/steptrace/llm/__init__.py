@@ -23,7 +23,7 @@ from ..errors import (
     SchemaValidationFailed,
 )
 from ._call import DEFAULT_MAX_OUTPUT_TOKENS, allm_call, estimate_input_tokens, llm_call
-from ._config import RetryPolicy, configure
+from ._config import RetryPolicy, configure, override_provider
 from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
 from .instrument import instrument, uninstrument
 from .prices import ModelPrice, PriceTable, install_default_prices, price_info
@@ -84,6 +84,7 @@ __all__ = [
     "install_default_prices",
     "instrument",
     "llm_call",
+    "override_provider",
     "price_info",
     "redact",
     "uninstrument",

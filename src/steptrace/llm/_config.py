@@ -12,16 +12,17 @@ find a provider says how to configure one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NoProviderConfigured
 from ._types import Provider
 
-__all__ = ["RetryPolicy", "configure", "resolve"]
+__all__ = ["RetryPolicy", "configure", "override_provider", "resolve"]
 
 _UNSET: Any = object()
 
@@ -49,9 +50,13 @@ class _Settings:
         self.providers: dict[str, Provider] = {}
         self.retry = RetryPolicy()
         self.lock = threading.Lock()
+        self.override: Provider | None = None
+        """Set by ``override_provider``: answers every call, whatever it asks for."""
 
 
 settings = _Settings()
+
+_BUILTIN = ("openai", "anthropic")
 
 _INFERRED = (
     (("gpt-", "o1", "o3", "o4", "chatgpt-"), "openai", "OPENAI_API_KEY"),
@@ -153,6 +158,26 @@ def _hint() -> str:
     )
 
 
+@contextlib.contextmanager
+def override_provider(provider: Provider) -> Iterator[Provider]:
+    """Answer every ``llm_call`` with ``provider`` while the block runs, whatever
+    provider the code configures or passes; the model name sent is the one the
+    call would have sent (a provider-name prefix removed). For replaying a
+    program offline (``steptrace replay``) or running it against a scripted
+    provider in a test. Overrides do not nest."""
+    if not _is_provider(provider):
+        raise TypeError(f"override_provider: expected a Provider, got {provider!r}")
+    with settings.lock:
+        if settings.override is not None:
+            raise RuntimeError("override_provider: another override is already active")
+        settings.override = provider
+    try:
+        yield provider
+    finally:
+        with settings.lock:
+            settings.override = None
+
+
 def resolve(model: str | None, provider: Provider | str | None) -> tuple[Provider, str]:
     """(provider, the model name to send it) for a call; raises NoProviderConfigured."""
     if model is None:
@@ -161,13 +186,21 @@ def resolve(model: str | None, provider: Provider | str | None) -> tuple[Provide
             "model=..., or set steptrace.llm.configure(default_model=...)"
         )
     prefix, _, rest = model.partition(":")
+    override = settings.override
+    if override is not None:
+        if rest and (
+            prefix == provider
+            or (provider is None and (prefix in settings.providers or prefix in _BUILTIN))
+        ):
+            return override, rest
+        return override, model
     if isinstance(provider, str):
         return _named(provider, model), (rest if rest and prefix == provider else model)
     if provider is not None:
         if not _is_provider(provider):
             raise TypeError(f"llm_call: provider must be a Provider or a name, got {provider!r}")
         return provider, model
-    if rest and (prefix in settings.providers or prefix in ("openai", "anthropic")):
+    if rest and (prefix in settings.providers or prefix in _BUILTIN):
         # Only a known provider name is a prefix: "ft:gpt-4o:org::id" is a model id.
         return _named(prefix, model), rest
     if settings.default_provider is not None:
