@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from steptrace._shared import PoolTotals, SharedPool
 from steptrace.errors import SharedPoolUnavailable
@@ -141,3 +145,69 @@ def test_redis_counters_of_ending_windows_expire(redis_url: str, key: str) -> No
         assert 0 < client.ttl(f"steptrace:budget:{{{key}}}") <= 3600
         assert client.ttl(f"steptrace:budget:{{{key}-forever}}") == -1  # no expiry
     pool.close()
+
+
+# One operation: ("reserve", tokens, pico) | ("settle", which hold or None, tokens, pico)
+# | ("release", which hold).
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("reserve"), st.integers(0, 400), st.integers(0, 4 * 10**8)),
+        st.tuples(
+            st.just("settle"),
+            st.none() | st.integers(0, 9),
+            st.integers(0, 400),
+            st.integers(0, 4 * 10**8),
+        ),
+        st.tuples(st.just("release"), st.integers(0, 9)),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(operations)
+def test_the_pool_matches_a_model_of_its_arithmetic(
+    pool: SharedPool, ops: list[tuple[Any, ...]]
+) -> None:
+    key = "model-" + uuid.uuid4().hex
+    max_tokens, max_pico = 1000, 10**9
+    settled = [0, 0]
+    holds: dict[str, tuple[int, int]] = {}
+    made: list[str] = []
+    for op in ops:
+        if op[0] == "reserve":
+            _, tokens, pico = op
+            fits = (
+                settled[0] + sum(t for t, _ in holds.values()) + tokens <= max_tokens
+                and settled[1] + sum(p for _, p in holds.values()) + pico <= max_pico
+            )
+            reservation, totals = pool.reserve(
+                key, tokens, pico, max_tokens=max_tokens, max_pico=max_pico, ttl=600, retention=None
+            )
+            assert (reservation is not None) == fits
+            if reservation is not None:
+                holds[reservation] = (tokens, pico)
+                made.append(reservation)
+        elif op[0] == "settle":
+            _, which, tokens, pico = op
+            reservation = made[which] if which is not None and which < len(made) else None
+            if reservation is not None:
+                holds.pop(reservation, None)
+            totals = pool.settle(key, reservation, tokens, pico, retention=None)
+            settled[0] += tokens
+            settled[1] += pico
+        else:
+            if op[1] >= len(made):
+                continue
+            holds.pop(made[op[1]], None)
+            pool.release(key, made[op[1]])
+            totals = pool.totals(key)
+        expected = PoolTotals(
+            settled[0],
+            settled[1],
+            sum(t for t, _ in holds.values()),
+            sum(p for _, p in holds.values()),
+        )
+        assert totals == expected
