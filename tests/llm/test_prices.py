@@ -652,3 +652,12 @@ def test_fresh_process_imports_lazily_and_uses_no_socket_or_thread() -> None:
     assert result["cost"] == pytest.approx(0.0035)
     assert result["socket_events"] == []
     assert result["threads"] == ["MainThread"]
+
+
+def test_known_models_lists_overrides_and_the_bundled_data() -> None:
+    table = PriceTable(overrides={"my-model": ModelPrice(input_per_mtok=1, output_per_mtok=2)})
+    known = table.known_models()
+    assert "my-model" in known
+    assert "gpt-4o" in known
+    assert known == sorted(set(known))
+    assert all(table.price_info(name) is not None for name in ("my-model", "gpt-4o"))

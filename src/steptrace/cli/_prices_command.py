@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import CliError, print_json
 from ._render import Style, format_tokens, wants_colour
+
+if TYPE_CHECKING:
+    from ..llm.prices import PriceTable
 
 __all__ = ["add_parser"]
 
@@ -105,18 +108,11 @@ def _source(info: dict[str, Any]) -> str:
     return str(info.get("source"))
 
 
-def close_models(model: str, table: Any = None, *, n: int = 5) -> list[str]:
+def close_models(model: str, table: PriceTable | None = None, *, n: int = 5) -> list[str]:
     """Known model ids most like ``model`` (the price table's and overrides)."""
-    names: set[str] = set()
-    if table is not None:
-        names.update(table.overrides)
-    try:
-        from genai_prices import data_snapshot
-    except ImportError:
-        pass
-    else:
-        for provider in data_snapshot.get_snapshot().providers:
-            names.update(m.id for m in provider.models)
+    from ..llm.prices import PriceTable
+
+    names = (table if table is not None else PriceTable()).known_models()
     query = model.strip().lower()
     _, sep, rest = query.partition(":")
     if sep and rest:

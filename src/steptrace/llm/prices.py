@@ -436,6 +436,18 @@ class PriceTable:
             info["genai_prices_version"] = version("genai-prices")
         return info
 
+    def known_models(self) -> list[str]:
+        """Every model id this table can price: its overrides and, when
+        genai-prices is installed, the ids in its data, sorted."""
+        names = set(self.overrides)
+        try:
+            snapshot = self._load()
+        except ImportError:
+            pass
+        else:
+            names.update(m.id for provider in snapshot.providers for m in provider.models)
+        return sorted(names)
+
     # --- resolution (the slow path: once per model id) -------------------------
 
     def _load(self) -> DataSnapshot:
