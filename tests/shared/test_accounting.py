@@ -5,6 +5,7 @@ budget, and the step boundaries treat the error as they treat local ones."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -263,3 +264,26 @@ def test_concurrent_tasks_settle_their_own_holds(
 
     run_id = asyncio.run(main())
     assert budget.totals(run_id) == PoolTotals(600, 600 * PICO_PER_TOKEN, 0, 0)
+
+
+def test_an_agent_loop_stops_cleanly_on_a_shared_budget(
+    pool: SharedPool, key: str, flat_price: FlatPrice
+) -> None:
+    from steptrace.agent import agent_loop
+
+    budget = SharedBudget(key, max_tokens=500, pool=pool)
+
+    @steptrace.persona(name="researcher", budget=budget)
+    def researcher() -> Any:
+        return agent_loop("Find it.", model="m", provider=ScriptedProvider(["found"]))
+
+    # No step of its own here, so the loop's error reaches the caller, with the
+    # loop's result on it, as for a local persona budget.
+    with steptrace.run("r") as run, pytest.raises(BudgetExhausted) as caught:
+        researcher()
+    result = caught.value.agent_result  # type: ignore[attr-defined]
+    # The first turn's worst case (prompt + 4096 output tokens) cannot fit.
+    assert (caught.value.scope, caught.value.preflight) == ("shared", True)
+    assert result.status == "budget_exhausted"
+    assert result.events[-1].to_dict()["status"] == "budget_exhausted"
+    assert budget.totals(run.id) == PoolTotals(0, 0, 0, 0)
