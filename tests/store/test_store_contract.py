@@ -836,34 +836,35 @@ def test_mark_interrupted_picks_dead_and_silent_writers(store: RunStore) -> None
     now = time.time()
     here = this_host()
     dead = _dead_pid()
+
+    def row(
+        run_id: str, age: float, pid: int | None, host: str | None, beat: float | None
+    ) -> RunRow:
+        """A running run started ``age`` s ago, last heard of ``beat`` s ago."""
+        heartbeat = None if beat is None else now - beat
+        return RunRow(
+            id=run_id,
+            name="r",
+            status="running",
+            started_at=now - age,
+            pid=pid,
+            host=host,
+            heartbeat_at=heartbeat,
+        )
+
+    elsewhere = "elsewhere.invalid"
     rows = [
-        RunRow(
-            id="dead-here", name="r", status="running", started_at=now - 10,
-            pid=dead, host=here, heartbeat_at=now - 1,
-        ),
-        RunRow(
-            id="silent-elsewhere", name="r", status="running", started_at=now - 7200,
-            pid=dead, host="elsewhere.invalid", heartbeat_at=now - 3600,
-        ),
-        RunRow(
-            id="never-beat-elsewhere", name="r", status="running", started_at=now - 3600,
-            pid=None, host=None,
-        ),
+        row("dead-here", 10, dead, here, 1),
+        row("silent-elsewhere", 7200, dead, elsewhere, 3600),
+        row("never-beat-elsewhere", 3600, None, None, None),
         # Untouched: a live process here (even with an old heartbeat), a fresh
         # heartbeat elsewhere, and a dead process's run that had ended.
-        RunRow(
-            id="live-here", name="r", status="running", started_at=now - 7200,
-            pid=os.getpid(), host=here, heartbeat_at=now - 3600,
+        row("live-here", 7200, os.getpid(), here, 3600),
+        row("fresh-elsewhere", 7200, dead, elsewhere, 5),
+        dataclasses.replace(
+            row("ended", 7200, dead, here, 7000), status="completed", ended_at=now - 7000
         ),
-        RunRow(
-            id="fresh-elsewhere", name="r", status="running", started_at=now - 7200,
-            pid=dead, host="elsewhere.invalid", heartbeat_at=now - 5,
-        ),
-        RunRow(
-            id="ended", name="r", status="completed", started_at=now - 7200, ended_at=now - 7000,
-            pid=dead, host=here, heartbeat_at=now - 7000,
-        ),
-    ]  # fmt: skip
+    ]
     store.write(WriteBatch(runs=rows))
     marked = store.mark_interrupted(stale_after=60)
     assert sorted(marked) == ["dead-here", "never-beat-elsewhere", "silent-elsewhere"]
