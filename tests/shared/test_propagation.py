@@ -3,6 +3,7 @@ this process, and across real worker processes writing one SQLite store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import threading
@@ -167,3 +168,33 @@ def test_workers_in_other_processes_continue_the_run_in_one_store(
         "worker_step",
     ]
     assert len(stored.events) == 2
+
+
+def test_a_continuation_can_fan_out_again() -> None:
+    with steptrace.run("parent") as run:
+        first = steptrace.inject()
+    with steptrace.extract(first) as middle:
+        with steptrace.span("middle work") as work:
+            second = steptrace.inject()
+        assert second["run_id"] == run.id
+        assert second["span_id"] == work.span_id
+    with steptrace.extract(second) as leaf:
+        pass
+    assert (middle.id, leaf.id) == (run.id, run.id)
+    assert middle.root.parent_id == run.root.span_id
+    assert work.parent_id == middle.root.span_id
+    assert leaf.root.parent_id == work.span_id
+
+
+def test_extract_works_in_async_code() -> None:
+    with steptrace.run("parent") as run:
+        carrier = steptrace.inject()
+
+    async def worker() -> steptrace.Run:
+        async with steptrace.extract(carrier) as continued:
+            assert steptrace.current_run() is continued
+        return continued
+
+    continued = asyncio.run(worker())
+    assert continued.id == run.id
+    assert continued.status == "completed"
