@@ -154,6 +154,8 @@ def test_workers_in_other_processes_continue_the_run_in_one_store(
     # The run's header is the parent's: the workers did not overwrite it.
     assert (stored.name, stored.status) == ("fan-out", "completed")
     assert stored.run.input_tokens == 50
+    # ... and the summary totals every part's calls, from the call log.
+    assert (stored.summary["llm_calls"], stored.summary["input_tokens"]) == (3, 350)
     # The workers' spans hang under the parent's span that injected.
     worker_roots = stored.children(dispatch_span.span_id)
     assert sorted(s.span_id for s in worker_roots) == sorted(r["root_span_id"] for r in results)

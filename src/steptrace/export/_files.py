@@ -30,7 +30,6 @@ of its span.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
+from .._propagation import span_id_hex, trace_id_hex
 from .._run import Run
 from .._span_context import span_context
 from ._semconv import AttributeValue, describe_parts, event_attributes, event_name
@@ -268,19 +268,14 @@ def jsonl_records(run: Run | StoredRunLike) -> Iterator[dict[str, Any]]:
         yield {"type": "llm_trace", **entry.to_dict()}
 
 
-def otlp_trace_id(run_id: str) -> str:
-    """The OTLP trace id (32 hex digits) of a run's file export."""
-    return _nonzero(hashlib.sha256(f"steptrace trace {run_id}".encode()).hexdigest()[:32])
+otlp_trace_id = trace_id_hex
+"""The OTLP trace id (32 hex digits) of a run's file export: the first 16 bytes
+of ``sha256("steptrace trace <run id>")`` (the core's ``trace_id_hex``, which
+``steptrace.inject`` also uses)."""
 
-
-def otlp_span_id(run_id: str, span_id: int) -> str:
-    """The OTLP span id (16 hex digits) of a steptrace span in a file export."""
-    return _nonzero(hashlib.sha256(f"steptrace span {run_id} {span_id}".encode()).hexdigest()[:16])
-
-
-def _nonzero(hex_id: str) -> str:
-    # An all-zero id is invalid in OTLP; a hash gives one with odds of 2**-64.
-    return hex_id if hex_id.strip("0") else hex_id[:-1] + "1"
+otlp_span_id = span_id_hex
+"""The OTLP span id (16 hex digits) of a steptrace span in a file export: the
+first 8 bytes of ``sha256("steptrace span <run id> <span id>")``."""
 
 
 def otlp_json(run: Run | StoredRunLike, *, service_name: str = "steptrace") -> dict[str, Any]:

@@ -248,23 +248,40 @@ _STEP_STATUSES = ("completed", "failed", "skipped", "escalated")
 
 
 def summarize(
-    run: RunRow, events: Sequence[AgentEvent], steps: Sequence[CompletedStep]
+    run: RunRow,
+    events: Sequence[AgentEvent],
+    steps: Sequence[CompletedStep],
+    calls: Sequence[LlmCallRow] = (),
 ) -> dict[str, Any]:
     """``Run.summary()`` rebuilt from stored rows (``duration_ms`` is ``None``
-    while the run has no end)."""
+    while the run has no end).
+
+    The run row holds the totals of the process that opened the run; when
+    other processes continued it (``steptrace.extract``), their calls are in
+    the LLM call log too, and the totals are summed from the log instead."""
+    from ..budget import PICO_PER_USD
     from ..events import summarize_events
 
     statuses = Counter(step.status for step in steps)
     duration = None if run.ended_at is None else round((run.ended_at - run.started_at) * 1000, 3)
+    llm_calls, input_tokens, output_tokens = run.llm_calls, run.input_tokens, run.output_tokens
+    cost_usd = run.cost_usd
+    if len(calls) > run.llm_calls:
+        llm_calls = len(calls)
+        input_tokens = sum(c.input_tokens for c in calls)
+        output_tokens = sum(c.output_tokens for c in calls)
+        # Summed in picodollars, as the ledgers do, so the total is exact.
+        pico = sum(round((c.cost_usd or 0.0) * PICO_PER_USD) for c in calls)
+        cost_usd = pico / PICO_PER_USD
     return {
         "run_id": run.id,
         "name": run.name,
         "status": run.status,
         "duration_ms": duration,
-        "llm_calls": run.llm_calls,
-        "input_tokens": run.input_tokens,
-        "output_tokens": run.output_tokens,
-        "cost_usd": run.cost_usd,
+        "llm_calls": llm_calls,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": cost_usd,
         "steps": {s: statuses.get(s, 0) for s in _STEP_STATUSES},
         "budget": run.budget,
         "agent": summarize_events(events),

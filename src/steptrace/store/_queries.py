@@ -194,12 +194,13 @@ def stored_run(
     loads = json.loads
     typed: list[AgentEvent] = [event_from_dict(loads(data)) for _, data in events]
     ledger = [CompletedStep.from_dict(loads(data)) for (data,) in steps]
+    llm_calls = [_call_row(row) for row in calls]
     return StoredRun(
         run=run,
         spans=[span_row(row) for row in spans],
         events=typed,
         event_span_ids=[span_id for span_id, _ in events],
         completed_steps=ledger,
-        llm_calls=[_call_row(row) for row in calls],
-        summary=summarize(run, typed, ledger),
+        llm_calls=llm_calls,
+        summary=summarize(run, typed, ledger, llm_calls),
     )
