@@ -72,6 +72,10 @@ logger = logging.getLogger("steptrace.store")
 
 _STOP = object()
 
+# Building rows is pure Python: without a pause a run thread waking from I/O
+# waits up to the interpreter's switch interval (5 ms) for the GIL.
+_YIELD_EVERY = 32
+
 # Inbox items other than an ended span (appended as itself) are tuples:
 _RUN_START = 0  # (_RUN_START, run)
 _TRANSCRIPT = 1  # (_TRANSCRIPT, run id, span id, content)
@@ -158,15 +162,21 @@ class StoreWriter:
     # -- the SpanProcessor protocol (the run's threads) -----------------------------
 
     def on_start(self, span: Span) -> None:
-        run: Run | None = getattr(span, "run", None)
-        if run is not None and span is run.root and not run.is_default:
-            self._put((_RUN_START, run))
+        if span.kind is SpanKind.RUN:  # only a run's start is written at once
+            run: Run | None = getattr(span, "run", None)
+            if run is not None and span is run.root and not run.is_default:
+                self._put((_RUN_START, run))
 
     def on_end(self, span: Span) -> None:
+        # Called for every span of every run: one check, one append.
         run: Run | None = getattr(span, "run", None)
         if run is None or run.is_default:
             return
-        self._put(span)
+        inbox = self._inbox
+        if len(inbox) < self.queue_size:
+            inbox.append(span)
+        else:
+            self._put(span)  # counts the drop
         if span is run.root:
             self.flush(self.run_end_timeout)
 
@@ -247,7 +257,11 @@ class StoreWriter:
                 records = 0
                 markers: list[_Flush] = []
                 stop = False
+                handled = 0
                 while inbox and records < self.max_batch:
+                    handled += 1
+                    if not handled % _YIELD_EVERY:
+                        time.sleep(0)  # let a waiting run thread have the GIL now
                     item = inbox.popleft()
                     if item is _STOP:
                         stop = True
