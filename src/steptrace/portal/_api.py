@@ -1,0 +1,448 @@
+"""The portal's JSON API: one function per endpoint, from query to JSON-ready dict.
+
+Handlers are plain blocking functions over a ``StoreReads`` (the app runs them
+in worker threads). Bad input raises ``ApiError`` with the HTTP status and a
+message naming the parameter and what was wrong; an unknown run or span is a
+404 naming it. Span ids travel as strings (JavaScript numbers hold only 53
+bits), span times as milliseconds from the run's start.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..store import EventRow, RunRow, SpanRow
+from ._reads import SORT_KEYS, RunFilters, RunStructure, SortKey, StoreReads
+
+__all__ = ["ENDPOINTS", "ApiError", "Query"]
+
+EVENT_TYPES = (
+    "llm_call",
+    "tool_execution",
+    "tool_rejected",
+    "loop_intervention",
+    "context_compaction",
+    "phase_change",
+    "loop_complete",
+    "schema_retry",
+)
+AGGREGATE_BY = ("model", "persona", "step", "day")
+MAX_PAGE = 1000
+
+
+class ApiError(Exception):
+    """An answer other than 200: ``status``, a short ``code`` and a message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+Query = Mapping[str, str]
+"""The request's query parameters (the last value of each name)."""
+
+
+# -- parameters ----------------------------------------------------------------------
+
+
+def _int_param(query: Query, name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(
+            400, "bad_parameter", f"`{name}` must be an integer from {low} to {high}, got {raw!r}"
+        )
+    return value
+
+
+def _choice(query: Query, name: str, choices: Sequence[str], default: str | None) -> str | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise ApiError(
+            400, "bad_parameter", f"`{name}` must be one of {', '.join(choices)}, got {raw!r}"
+        )
+    return raw
+
+
+def _text(query: Query, name: str) -> str | None:
+    raw = query.get(name)
+    return raw if raw else None
+
+
+def _types(query: Query) -> list[str] | None:
+    raw = query.get("types")
+    if raw is None:
+        return None
+    types = [t for t in raw.split(",") if t]
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"`types`: unknown event type(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(EVENT_TYPES)}",
+        )
+    return types
+
+
+def _span_id(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ApiError(400, "bad_parameter", f"span id must be a non-negative integer, got {raw!r}")
+    return value
+
+
+# -- shapes --------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity (stored metadata may): those become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def run_json(run: RunRow, personas: Sequence[str] | None = None) -> dict[str, Any]:
+    duration = run.duration_s
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+        "duration_ms": None if duration is None else round(duration * 1000, 3),
+        "error": run.error,
+        "metadata": _finite(run.metadata),
+        "budget": _finite(run.budget),
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cost_usd": run.cost_usd,
+        "llm_calls": run.llm_calls,
+        "host": run.host,
+        "pid": run.pid,
+        "heartbeat_at": run.heartbeat_at,
+        **({} if personas is None else {"personas": list(personas)}),
+    }
+
+
+def _ms(ns: int | None, origin: int) -> float | None:
+    return None if ns is None else round((ns - origin) / 1e6, 3)
+
+
+def span_json(span: SpanRow, origin: int, leaf_count: int = 0) -> dict[str, Any]:
+    return {
+        "id": str(span.span_id),
+        "parent_id": None if span.parent_id is None else str(span.parent_id),
+        "name": span.name,
+        "kind": span.kind,
+        "status": span.status,
+        "error": span.error,
+        "start_ms": _ms(span.start_ns, origin),
+        "end_ms": _ms(span.end_ns, origin),
+        "metadata": _finite(span.metadata),
+        "context": _finite(getattr(span, "context", {})),
+        "leaf_count": leaf_count,
+    }
+
+
+def event_json(row: EventRow) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "span_id": None if row.span_id is None else str(row.span_id),
+        "type": row.data.get("type"),
+        "data": _finite(row.data),
+    }
+
+
+def llm_call_json(span: SpanRow, origin: int) -> dict[str, Any]:
+    """An ``llm_call`` span as a row of the LLM calls table."""
+    meta = span.metadata
+    duration = None if span.end_ns is None else round((span.end_ns - span.start_ns) / 1e6, 3)
+    return {
+        "span_id": str(span.span_id),
+        "parent_id": None if span.parent_id is None else str(span.parent_id),
+        "name": span.name,
+        "status": span.status,
+        "error": span.error,
+        "start_ms": _ms(span.start_ns, origin),
+        "duration_ms": duration,
+        "model": meta.get("gen_ai.response.model") or meta.get("gen_ai.request.model"),
+        "system": meta.get("gen_ai.system"),
+        "input_tokens": meta.get("gen_ai.usage.input_tokens"),
+        "output_tokens": meta.get("gen_ai.usage.output_tokens"),
+        "cache_read_tokens": meta.get("steptrace.cache_read_tokens"),
+        "cost_usd": _finite(meta.get("steptrace.cost_usd")),
+        "iteration": meta.get("steptrace.agent.iteration"),
+        "finish_reasons": meta.get("gen_ai.response.finish_reasons"),
+        "metadata": _finite(meta),
+    }
+
+
+def origin_ns(run: RunRow) -> int:
+    """The run's start in nanoseconds: span times are shown relative to it."""
+    return round(run.started_at * 1e9)
+
+
+def _structure_json(structure: RunStructure, origin: int) -> dict[str, Any]:
+    return {
+        "spans": [
+            span_json(s, origin, structure.leaf_counts.get(s.span_id, 0)) for s in structure.spans
+        ],
+        "span_count": structure.span_count,
+        "complete": structure.complete,
+        "truncated": structure.truncated,
+        "origin_ns": str(origin),
+    }
+
+
+# -- endpoints -----------------------------------------------------------------------
+
+
+def _need_run(reads: StoreReads, run_id: str) -> RunRow:
+    run = reads.header(run_id)
+    if run is None:
+        raise ApiError(404, "run_not_found", f"no run with id {run_id!r} in this store")
+    return run
+
+
+def _need_structure(reads: StoreReads, run_id: str) -> RunStructure:
+    structure = reads.structure(run_id)
+    if structure is None:
+        raise ApiError(404, "run_not_found", f"no run with id {run_id!r} in this store")
+    return structure
+
+
+def runs(reads: StoreReads, query: Query) -> dict[str, Any]:
+    """``GET /api/runs``: a page of runs with the filters' totals."""
+    filters = RunFilters(
+        name=_text(query, "name"),
+        status=_text(query, "status"),
+        persona=_text(query, "persona"),
+    )
+    sort: SortKey = _choice(query, "sort", SORT_KEYS, "started")  # type: ignore[assignment]
+    order = _choice(query, "order", ("asc", "desc"), "desc")
+    limit = _int_param(query, "limit", 50, 1, 500)
+    offset = _int_param(query, "offset", 0, 0, 10**9)
+    rows, total = reads.runs_page(filters, sort, order == "desc", limit, offset)
+    personas = reads.personas([r.id for r in rows])
+    totals = reads.totals(filters)
+    return {
+        "runs": [run_json(r, personas.get(r.id, [])) for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "sort": sort,
+        "order": order,
+        "filters": {"name": filters.name, "status": filters.status, "persona": filters.persona},
+        "totals": {
+            "runs": totals.runs,
+            "input_tokens": totals.input_tokens,
+            "output_tokens": totals.output_tokens,
+            "cost_usd": totals.cost_usd,
+            "llm_calls": totals.llm_calls,
+        },
+    }
+
+
+def facets(reads: StoreReads, query: Query) -> dict[str, Any]:
+    """``GET /api/facets``: the values the runs list can be filtered by."""
+    return reads.facets()
+
+
+def aggregates(reads: StoreReads, query: Query) -> dict[str, Any]:
+    """``GET /api/aggregates?by=model|persona|step|day``: cost over every run."""
+    by = _choice(query, "by", AGGREGATE_BY, None)
+    if by is None:
+        raise ApiError(400, "bad_parameter", f"`by` is required: one of {', '.join(AGGREGATE_BY)}")
+    rows = reads.aggregate(by)  # type: ignore[arg-type]
+    return {
+        "by": by,
+        "rows": [
+            {
+                "key": a.key,
+                "llm_calls": a.llm_calls,
+                "input_tokens": a.input_tokens,
+                "output_tokens": a.output_tokens,
+                "cost_usd": a.cost_usd,
+            }
+            for a in rows
+        ],
+    }
+
+
+def run(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}``: what the run's first screen shows (no events)."""
+    structure = _need_structure(reads, run_id)
+    head = _need_run(reads, run_id)
+    counts = reads.event_counts(run_id)
+    ledger = reads.ledger(run_id)
+    statuses = dict.fromkeys(("completed", "failed", "skipped", "escalated"), 0)
+    for row in ledger:
+        statuses[row.get("status", "")] = statuses.get(row.get("status", ""), 0) + 1
+    return {
+        "run": run_json(head, reads.personas([run_id]).get(run_id, [])),
+        **_structure_json(structure, origin_ns(head)),
+        "ledger": [
+            {
+                **_finite(row),
+                "span_id": _str_id(row.get("span_id")),
+                "parent_span_id": _str_id(row.get("parent_span_id")),
+            }
+            for row in ledger
+        ],
+        "event_counts": counts,
+        "event_total": sum(counts.values()),
+        "steps": statuses,
+    }
+
+
+def _str_id(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def live(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/live``: the few numbers a running run's page polls."""
+    head = reads.live_header(run_id)
+    if head is None:
+        raise ApiError(404, "run_not_found", f"no run with id {run_id!r} in this store")
+    counts = reads.event_counts(run_id)
+    return {
+        "run": run_json(head),
+        "event_total": sum(counts.values()),
+        "event_counts": counts,
+        "span_count": reads.span_count(run_id),
+        "now": time.time(),
+    }
+
+
+def summary(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/summary``: ``Run.summary()``'s keys, from the store."""
+    head = _need_run(reads, run_id)
+    agent = reads.agent_summary(run_id)
+    statuses = dict.fromkeys(("completed", "failed", "skipped", "escalated"), 0)
+    for row in reads.ledger(run_id):
+        status = row.get("status")
+        if status in statuses:
+            statuses[status] += 1
+    duration = head.duration_s
+    return {
+        "run_id": head.id,
+        "name": head.name,
+        "status": head.status,
+        "duration_ms": None if duration is None else round(duration * 1000, 3),
+        "llm_calls": head.llm_calls,
+        "input_tokens": head.input_tokens,
+        "output_tokens": head.output_tokens,
+        "cost_usd": head.cost_usd,
+        "steps": statuses,
+        "budget": _finite(head.budget),
+        "agent": agent,
+    }
+
+
+def events(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/events``: a page by position (``offset``) or after a
+    ``seq`` (``after``, for a running run's new events); ``types`` filters."""
+    _need_run(reads, run_id)
+    types = _types(query)
+    limit = _int_param(query, "limit", 200, 1, MAX_PAGE)
+    if "after" in query:
+        after = _int_param(query, "after", -1, -1, 2**62)
+        rows = reads.events_after(run_id, types, after, limit)
+        offset = None
+    else:
+        offset = _int_param(query, "offset", 0, 0, 10**9)
+        rows = reads.events_page(run_id, types, offset, limit)
+    return {
+        "events": [event_json(r) for r in rows],
+        "offset": offset,
+        "limit": limit,
+        "types": types,
+        "last_seq": rows[-1].seq if rows else None,
+    }
+
+
+def children(reads: StoreReads, query: Query, run_id: str, span: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/spans/{span}/children``: a page of a span's children."""
+    origin = origin_ns(_need_run(reads, run_id))
+    parent_id = _span_id(span)
+    if reads.span(run_id, parent_id) is None:
+        raise ApiError(404, "span_not_found", f"run {run_id!r} has no span {span}")
+    limit = _int_param(query, "limit", 100, 1, MAX_PAGE)
+    offset = _int_param(query, "offset", 0, 0, 10**9)
+    leaves_only = _choice(query, "leaves", ("0", "1"), "0") == "1"
+    rows, total = reads.children(run_id, parent_id, offset, limit, leaves_only=leaves_only)
+    return {
+        "spans": [span_json(s, origin) for s in rows],
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+    }
+
+
+def llm_calls(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/llm-calls``: a page of the run's LLM calls (its
+    ``llm_call`` spans, each with model, tokens, cost, duration)."""
+    origin = origin_ns(_need_run(reads, run_id))
+    limit = _int_param(query, "limit", 50, 1, MAX_PAGE)
+    offset = _int_param(query, "offset", 0, 0, 10**9)
+    rows, total = reads.llm_spans(run_id, offset, limit)
+    return {
+        "calls": [llm_call_json(s, origin) for s in rows],
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+    }
+
+
+def llm_call(reads: StoreReads, query: Query, run_id: str, span: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/llm-calls/{span}``: one call with its prompt and
+    response (the stored transcript; ``null`` when content was not captured)."""
+    origin = origin_ns(_need_run(reads, run_id))
+    span_id = _span_id(span)
+    row = reads.span(run_id, span_id)
+    if row is None or row.kind != "llm_call":
+        raise ApiError(404, "llm_call_not_found", f"run {run_id!r} has no LLM call span {span}")
+    transcript = reads.transcript(run_id, span_id)
+    return {
+        "call": llm_call_json(row, origin),
+        "transcript": None
+        if transcript is None
+        else {"request": _finite(transcript.request), "response": _finite(transcript.response)},
+    }
+
+
+Handler = Callable[..., dict[str, Any]]
+
+ENDPOINTS: tuple[tuple[tuple[str, ...], Handler], ...] = (
+    (("runs",), runs),
+    (("facets",), facets),
+    (("aggregates",), aggregates),
+    (("runs", "*"), run),
+    (("runs", "*", "live"), live),
+    (("runs", "*", "summary"), summary),
+    (("runs", "*", "events"), events),
+    (("runs", "*", "spans", "*", "children"), children),
+    (("runs", "*", "llm-calls"), llm_calls),
+    (("runs", "*", "llm-calls", "*"), llm_call),
+)
+"""Path segments after ``/api/`` (``*`` one captured segment) and handlers."""

@@ -1,0 +1,314 @@
+"""What the portal reads from a run store: ``StoreReads``, over any ``RunStore``.
+
+The pages never need a whole run at once: the first screen of a run is its
+header, its structure (the run, persona, step and custom spans, with a count
+of the LLM-call and tool spans under each), its ledger and its event counts;
+events, leaf spans and LLM calls come in pages. ``StoreReads`` answers those
+questions with the ``RunStore`` protocol alone, which has no way to read part
+of a run's spans or its header by id, so it loads the run with ``get_run`` and
+keeps the last few ended runs (an ended run never changes). ``SQLiteReads``
+(``_sqlite_reads``) answers the same questions with SQL over its own read-only
+connections, so a run of 100,000 events opens without loading it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..events import event_from_dict, summarize_events
+from ..store import Aggregate, EventRow, RunRow, RunStore, SpanRow, StoredRun, TranscriptRow
+
+__all__ = [
+    "INLINE_SPAN_LIMIT",
+    "LEAF_KINDS",
+    "SORT_KEYS",
+    "STRUCTURE_LIMIT",
+    "RunFilters",
+    "RunStructure",
+    "RunTotals",
+    "SortKey",
+    "StoreReads",
+]
+
+SortKey = Literal["started", "name", "status", "duration", "tokens", "cost"]
+SORT_KEYS: tuple[SortKey, ...] = ("started", "name", "status", "duration", "tokens", "cost")
+
+LEAF_KINDS = ("llm_call", "tool")
+"""Span kinds that come in pages under their parent: a run has one per call."""
+INLINE_SPAN_LIMIT = 1000
+"""A run with at most this many spans ships them all with its structure."""
+STRUCTURE_LIMIT = 5000
+"""At most this many run/persona/step/custom spans in a run's structure."""
+
+_ENDED_RUNS_KEPT = 4
+_PAGE = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilters:
+    """The runs list's filters (``None``: any): exact name, status, persona."""
+
+    name: str | None = None
+    status: str | None = None
+    persona: str | None = None
+
+    def store_kwargs(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "persona": self.persona}
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    """Sums over every run matching a filter."""
+
+    runs: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    llm_calls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunStructure:
+    """A run's spans for its first screen.
+
+    ``spans`` are in start order: every span when ``complete``, else the
+    run/persona/step/custom spans (at most ``STRUCTURE_LIMIT``, ``truncated``
+    beyond) and the leaf spans some of them sit under. ``leaf_counts`` gives,
+    per parent span id, how many LLM-call and tool spans it has."""
+
+    spans: list[SpanRow]
+    leaf_counts: dict[int, int]
+    span_count: int
+    complete: bool
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class _EventCheckpoints:
+    """For one (run, types) stream: the seq just before some offsets, so the
+    protocol path can page to an offset without walking from the start."""
+
+    before: dict[int, int] = field(default_factory=lambda: {0: -1})
+
+
+def sort_value(run: RunRow, key: SortKey) -> Any:
+    """The value ``key`` sorts ``run`` by (runs without a duration sort last)."""
+    if key == "name":
+        return run.name
+    if key == "status":
+        return run.status
+    if key == "duration":
+        return run.duration_s
+    if key == "tokens":
+        return run.input_tokens + run.output_tokens
+    if key == "cost":
+        return run.cost_usd
+    return run.started_at
+
+
+def structure_of(spans: Sequence[SpanRow]) -> RunStructure:
+    """``RunStructure`` from every span of a run (in start order)."""
+    leaf_counts: dict[int, int] = {}
+    for span in spans:
+        if span.kind in LEAF_KINDS and span.parent_id is not None:
+            leaf_counts[span.parent_id] = leaf_counts.get(span.parent_id, 0) + 1
+    if len(spans) <= INLINE_SPAN_LIMIT:
+        return RunStructure(list(spans), leaf_counts, len(spans), True)
+    structural = [s for s in spans if s.kind not in LEAF_KINDS]
+    truncated = len(structural) > STRUCTURE_LIMIT
+    kept = structural[:STRUCTURE_LIMIT]
+    by_id = {s.span_id: s for s in spans}
+    kept_ids = {s.span_id for s in kept}
+    # A step started inside a tool sits under a leaf span: bring its ancestors.
+    for span in list(kept):
+        parent = span.parent_id
+        while parent is not None and parent not in kept_ids and parent in by_id:
+            kept_ids.add(parent)
+            parent = by_id[parent].parent_id
+    shown = [s for s in spans if s.span_id in kept_ids]
+    return RunStructure(shown, leaf_counts, len(spans), False, truncated)
+
+
+def agent_summary_of(events: Sequence[EventRow]) -> dict[str, Any]:
+    return summarize_events(event_from_dict(e.data) for e in events)
+
+
+class StoreReads:
+    """The portal's reads over any ``RunStore`` (see the module docstring).
+
+    Thread-safe: the app calls it from worker threads."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._ended: OrderedDict[str, StoredRun] = OrderedDict()
+        self._checkpoints: dict[tuple[str, tuple[str, ...] | None], _EventCheckpoints] = {}
+
+    def close(self) -> None:
+        """Release what this reader opened itself (the store stays open)."""
+
+    # -- runs -------------------------------------------------------------------------
+
+    def _all_runs(self, filters: RunFilters) -> list[RunRow]:
+        rows: list[RunRow] = []
+        while True:
+            page = self.store.list_runs(**filters.store_kwargs(), limit=_PAGE, offset=len(rows))
+            rows.extend(page)
+            if len(page) < _PAGE:
+                return rows
+
+    def runs_page(
+        self, filters: RunFilters, sort: SortKey, descending: bool, limit: int, offset: int
+    ) -> tuple[list[RunRow], int]:
+        """One page of the runs matching ``filters`` in ``sort`` order, and how
+        many match in all."""
+        if sort == "started" and descending:
+            rows = self.store.list_runs(**filters.store_kwargs(), limit=limit, offset=offset)
+            return rows, self.store.count_runs(**filters.store_kwargs())
+        every = self._all_runs(filters)
+        known = [r for r in every if sort_value(r, sort) is not None]
+        unknown = [r for r in every if sort_value(r, sort) is None]
+        # Ties keep the store's order (newest first); unknown values go last.
+        known.sort(key=lambda r: sort_value(r, sort), reverse=descending)
+        ordered = known + unknown
+        return ordered[offset : offset + limit], len(ordered)
+
+    def totals(self, filters: RunFilters) -> RunTotals:
+        rows = self._all_runs(filters)
+        return RunTotals(
+            runs=len(rows),
+            input_tokens=sum(r.input_tokens for r in rows),
+            output_tokens=sum(r.output_tokens for r in rows),
+            cost_usd=sum(r.cost_usd for r in rows),
+            llm_calls=sum(r.llm_calls for r in rows),
+        )
+
+    def personas(self, run_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The personas of each run (here: those that made an LLM call)."""
+        return {
+            run_id: [a.key for a in self.store.aggregate("persona", run_id=run_id) if a.key]
+            for run_id in run_ids
+        }
+
+    def facets(self) -> dict[str, list[str]]:
+        """The names, statuses and personas the filters can choose from."""
+        rows = self._all_runs(RunFilters())
+        return {
+            "names": sorted({r.name for r in rows}),
+            "statuses": sorted({r.status for r in rows}),
+            "personas": sorted({a.key for a in self.store.aggregate("persona") if a.key}),
+        }
+
+    def aggregate(self, by: Literal["model", "persona", "step", "day"]) -> list[Aggregate]:
+        return self.store.aggregate(by)
+
+    # -- one run ----------------------------------------------------------------------
+
+    def _stored(self, run_id: str) -> StoredRun | None:
+        with self._lock:
+            cached = self._ended.get(run_id)
+            if cached is not None:
+                self._ended.move_to_end(run_id)
+                return cached
+        stored = self.store.get_run(run_id)
+        if stored is not None and stored.status != "running":
+            with self._lock:
+                self._ended[run_id] = stored
+                while len(self._ended) > _ENDED_RUNS_KEPT:
+                    self._ended.popitem(last=False)
+        return stored
+
+    def header(self, run_id: str) -> RunRow | None:
+        stored = self._stored(run_id)
+        return None if stored is None else stored.run
+
+    def live_header(self, run_id: str) -> RunRow | None:
+        """The header as it is now (a running run's totals move)."""
+        for row in self.store.list_runs(status="running", limit=_PAGE):
+            if row.id == run_id:
+                return row
+        return self.header(run_id)
+
+    def structure(self, run_id: str) -> RunStructure | None:
+        stored = self._stored(run_id)
+        return None if stored is None else structure_of(stored.spans)
+
+    def children(
+        self, run_id: str, parent_id: int, offset: int, limit: int, *, leaves_only: bool = False
+    ) -> tuple[list[SpanRow], int]:
+        """One page of the spans directly under ``parent_id`` (only the LLM-call
+        and tool spans with ``leaves_only``), and their count."""
+        stored = self._stored(run_id)
+        rows = [] if stored is None else stored.children(parent_id)
+        if leaves_only:
+            rows = [s for s in rows if s.kind in LEAF_KINDS]
+        return rows[offset : offset + limit], len(rows)
+
+    def span(self, run_id: str, span_id: int) -> SpanRow | None:
+        stored = self._stored(run_id)
+        if stored is None:
+            return None
+        return next((s for s in stored.spans if s.span_id == span_id), None)
+
+    def span_count(self, run_id: str) -> int:
+        stored = self._stored(run_id)
+        return 0 if stored is None else len(stored.spans)
+
+    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+        stored = self._stored(run_id)
+        return [] if stored is None else [step.to_dict() for step in stored.completed_steps]
+
+    def llm_spans(self, run_id: str, offset: int, limit: int) -> tuple[list[SpanRow], int]:
+        """One page of the run's ``llm_call`` spans in start order, and their count."""
+        stored = self._stored(run_id)
+        rows = [] if stored is None else [s for s in stored.spans if s.kind == "llm_call"]
+        return rows[offset : offset + limit], len(rows)
+
+    def event_counts(self, run_id: str) -> dict[str, int]:
+        return self.store.event_counts(run_id)
+
+    def events_page(
+        self, run_id: str, types: Sequence[str] | None, offset: int, limit: int
+    ) -> list[EventRow]:
+        """Events ``offset`` to ``offset + limit`` of the run's stream (only
+        ``types``, if given), walking from the nearest known offset."""
+        key = (run_id, None if types is None else tuple(types))
+        with self._lock:
+            marks = self._checkpoints.setdefault(key, _EventCheckpoints())
+            start = max(o for o in marks.before if o <= offset)
+            after = marks.before[start]
+        while start < offset:
+            step = min(_PAGE, offset - start)
+            skipped = self.store.events(run_id, types=types, after_seq=after, limit=step)
+            if not skipped:
+                return []
+            start += len(skipped)
+            after = skipped[-1].seq
+            with self._lock:
+                marks.before[start] = after
+        rows = self.store.events(run_id, types=types, after_seq=after, limit=limit)
+        if rows:
+            with self._lock:
+                marks.before[offset + len(rows)] = rows[-1].seq
+        return rows
+
+    def events_after(
+        self, run_id: str, types: Sequence[str] | None, after_seq: int, limit: int
+    ) -> list[EventRow]:
+        return self.store.events(run_id, types=types, after_seq=after_seq, limit=limit)
+
+    def agent_summary(self, run_id: str) -> dict[str, Any] | None:
+        """``summarize_events`` over the run's events (the summary's ``agent``)."""
+        stored = self._stored(run_id)
+        return None if stored is None else summarize_events(stored.events)
+
+    def transcript(self, run_id: str, span_id: int) -> TranscriptRow | None:
+        rows = self.store.transcripts(run_id, [span_id])
+        return rows[0] if rows else None
+
+    def mark_interrupted(self) -> list[str]:
+        return self.store.mark_interrupted()
