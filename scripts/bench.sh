@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up and run every benchmark (about 90 s; --quick for a smoke run): the
-# core, the LLM layer and the agent loop, each printing its figures against
+# Set up and run every benchmark (a few minutes; --quick for a smoke run): the
+# core, the LLM layer, the agent loop, the run store and shared budgets (the
+# last two start local PostgreSQL and Redis when installed), each printing its figures against
 # baselines measured in the same run. For a single benchmark's own options,
 # run it directly: .venv/bin/python benchmarks/bench_core.py --help
 set -euo pipefail
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh dev
 quick=()
 [ "${1:-}" = "--quick" ] && quick=(--quick)
-for bench in bench_core bench_llm bench_agent bench_store; do
+for bench in bench_core bench_llm bench_agent bench_store bench_shared; do
     echo "== benchmarks/$bench.py"
     .venv/bin/python "benchmarks/$bench.py" "${quick[@]}"
     echo
