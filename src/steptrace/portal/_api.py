@@ -9,6 +9,7 @@ bits), span times as milliseconds from the run's start.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -217,11 +218,26 @@ def _structure_json(structure: RunStructure, origin: int) -> dict[str, Any]:
 # -- endpoints -----------------------------------------------------------------------
 
 
+def so_far(reads: StoreReads, run: RunRow) -> RunRow:
+    """``run`` with a running run's usage from its call log: the store writes
+    a run's totals only when it ends, so its header says 0 until then."""
+    if run.ended_at is not None:
+        return run
+    usage = reads.store.aggregate("model", run_id=run.id)
+    return dataclasses.replace(
+        run,
+        input_tokens=sum(a.input_tokens for a in usage),
+        output_tokens=sum(a.output_tokens for a in usage),
+        cost_usd=sum(a.cost_usd for a in usage),
+        llm_calls=sum(a.llm_calls for a in usage),
+    )
+
+
 def _need_run(reads: StoreReads, run_id: str) -> RunRow:
     run = reads.header(run_id)
     if run is None:
         raise ApiError(404, "run_not_found", f"no run with id {run_id!r} in this store")
-    return run
+    return so_far(reads, run)
 
 
 def _need_structure(reads: StoreReads, run_id: str) -> RunStructure:
@@ -246,7 +262,7 @@ def runs(reads: StoreReads, query: Query) -> dict[str, Any]:
     personas = reads.personas([r.id for r in rows])
     totals = reads.totals(filters)
     return {
-        "runs": [run_json(r, personas.get(r.id, [])) for r in rows],
+        "runs": [run_json(so_far(reads, r), personas.get(r.id, [])) for r in rows],
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -326,7 +342,7 @@ def live(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
         raise ApiError(404, "run_not_found", f"no run with id {run_id!r} in this store")
     counts = reads.event_counts(run_id)
     return {
-        "run": run_json(head),
+        "run": run_json(so_far(reads, head)),
         "event_total": sum(counts.values()),
         "event_counts": counts,
         "span_count": reads.span_count(run_id),

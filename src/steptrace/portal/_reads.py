@@ -188,19 +188,25 @@ class StoreReads:
         )
 
     def personas(self, run_ids: Sequence[str]) -> dict[str, list[str]]:
-        """The personas of each run (here: those that made an LLM call)."""
-        return {
-            run_id: [a.key for a in self.store.aggregate("persona", run_id=run_id) if a.key]
-            for run_id in run_ids
-        }
+        """Each run's personas (every persona span, not only those that called a
+        model, as the store's ``persona`` filter reads them), in the order they
+        started. The protocol has no query for them: this loads each run."""
+        found: dict[str, list[str]] = {}
+        for run_id in run_ids:
+            stored = self._stored(run_id)
+            spans = [] if stored is None else stored.spans
+            names = [s.name for s in sorted(spans, key=lambda s: s.start_ns) if s.kind == "persona"]
+            found[run_id] = list(dict.fromkeys(names))
+        return found
 
     def facets(self) -> dict[str, list[str]]:
         """The names, statuses and personas the filters can choose from."""
         rows = self._all_runs(RunFilters())
+        personas = self.personas([r.id for r in rows])
         return {
             "names": sorted({r.name for r in rows}),
             "statuses": sorted({r.status for r in rows}),
-            "personas": sorted({a.key for a in self.store.aggregate("persona") if a.key}),
+            "personas": sorted({p for names in personas.values() for p in names}),
         }
 
     def aggregate(self, by: Literal["model", "persona", "step", "day"]) -> list[Aggregate]:

@@ -1,0 +1,211 @@
+"""``StoreReads`` (the ``RunStore`` protocol) and ``SQLiteReads`` (SQL) give the
+same answer to every question the portal asks, over one real SQLite store:
+the demo agent run, the hostile run and a run big enough (more than
+``INLINE_SPAN_LIMIT`` spans) that its structure is not shipped whole.
+Paging is checked on generated offsets, limits and type filters; a running
+run's ``live`` endpoint follows it as it goes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import steptrace
+from steptrace.portal._api import EVENT_TYPES
+from steptrace.portal._reads import INLINE_SPAN_LIMIT, SORT_KEYS, RunFilters, StoreReads
+from steptrace.portal._sqlite_reads import SQLiteReads
+from steptrace.store import SQLiteStore, StoreWriter
+
+from .conftest import HOSTILE_RUN, Demo, call, portal, synthetic_run
+
+BIG_RUN = "20260102-000000-bigrun00"
+
+
+@pytest.fixture(scope="module")
+def store(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
+    path = tmp_path_factory.mktemp("reads") / "runs.db"
+    shutil.copy(demo.path, path)
+    opened = SQLiteStore(path)
+    opened.write(synthetic_run(BIG_RUN, steps=40, calls_per_step=15, events=3000))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def readers(store: SQLiteStore) -> Iterator[tuple[StoreReads, SQLiteReads]]:
+    sql = SQLiteReads(store)
+    yield StoreReads(store), sql
+    sql.close()
+
+
+@pytest.fixture(scope="module")
+def run_ids(demo: Demo) -> list[str]:
+    return [demo.run_id, HOSTILE_RUN, BIG_RUN]
+
+
+def same(readers: tuple[StoreReads, SQLiteReads], method: str, *args: Any, **kw: Any) -> Any:
+    plain, sql = readers
+    expected = getattr(plain, method)(*args, **kw)
+    assert getattr(sql, method)(*args, **kw) == expected, method
+    return expected
+
+
+def test_the_big_run_is_not_inline(readers: Any) -> None:
+    structure = same(readers, "structure", BIG_RUN)
+    assert structure.span_count > INLINE_SPAN_LIMIT
+    assert not structure.complete
+    kinds = {s.kind for s in structure.spans}
+    # Only structural spans, plus the one tool span a step sits under.
+    assert kinds == {"run", "persona", "step", "tool"}
+    assert sum(s.kind == "tool" for s in structure.spans) == 1
+    assert structure.leaf_counts[structure.spans[2].span_id] == 30
+
+
+def test_runs_facets_totals_aggregates(readers: Any, run_ids: list[str]) -> None:
+    assert same(readers, "facets")["personas"] == ["attacker", "bystander", "maintainer", "worker"]
+    assert same(readers, "personas", run_ids)[HOSTILE_RUN] == ["attacker", "bystander"]
+    assert same(readers, "personas", []) == {}
+    for filters in (
+        RunFilters(),
+        RunFilters(status="failed"),
+        RunFilters(persona="worker"),
+        RunFilters(name="agent-demo"),
+        RunFilters(persona="nobody"),
+    ):
+        same(readers, "totals", filters)
+    for by in ("model", "persona", "step", "day"):
+        same(readers, "aggregate", by)
+
+
+@pytest.mark.parametrize("run", ["demo", HOSTILE_RUN, BIG_RUN, "missing"])
+def test_one_run_questions(readers: Any, demo: Demo, run: str) -> None:
+    run_id = demo.run_id if run == "demo" else run
+    header = same(readers, "header", run_id)
+    same(readers, "live_header", run_id)
+    same(readers, "structure", run_id)
+    same(readers, "span_count", run_id)
+    same(readers, "ledger", run_id)
+    same(readers, "event_counts", run_id)
+    same(readers, "agent_summary", run_id)
+    assert (header is None) == (run == "missing")
+    structure = readers[0].structure(run_id)
+    spans = [] if structure is None else structure.spans[:5]
+    for span_id in (0, *(s.span_id for s in spans)):
+        same(readers, "span", run_id, span_id)
+        same(readers, "children", run_id, span_id, 0, 1000)
+        same(readers, "children", run_id, span_id, 0, 1000, leaves_only=True)
+        same(readers, "transcript", run_id, span_id)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    run=st.sampled_from(["demo", BIG_RUN]),
+    types=st.none() | st.lists(st.sampled_from(EVENT_TYPES), max_size=3, unique=True),
+    offset=st.integers(0, 3100),
+    limit=st.integers(1, 300),
+)
+def test_event_pages(
+    readers: Any, demo: Demo, run: str, types: list[str] | None, offset: int, limit: int
+) -> None:
+    run_id = demo.run_id if run == "demo" else run
+    page = same(readers, "events_page", run_id, types, offset, limit)
+    after = -1 if not page else page[0].seq - 1
+    assert same(readers, "events_after", run_id, types, after, limit) == page or not page
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    offset=st.integers(0, 40),
+    limit=st.integers(1, 40),
+    leaves=st.booleans(),
+    step=st.integers(0, 39),
+)
+def test_children_and_llm_call_pages(
+    readers: Any, offset: int, limit: int, leaves: bool, step: int
+) -> None:
+    structure = readers[0].structure(BIG_RUN)
+    steps = [s for s in structure.spans if s.kind == "step"]
+    total = same(
+        readers, "children", BIG_RUN, steps[step].span_id, offset, limit, leaves_only=leaves
+    )[1]
+    assert total == 30
+    assert same(readers, "llm_spans", BIG_RUN, offset * 10, limit)[1] == 600
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sort=st.sampled_from(SORT_KEYS),
+    descending=st.booleans(),
+    offset=st.integers(0, 5),
+    limit=st.integers(1, 5),
+    status=st.sampled_from([None, "completed", "failed"]),
+)
+def test_runs_pages(
+    readers: Any, sort: Any, descending: bool, offset: int, limit: int, status: str | None
+) -> None:
+    same(readers, "runs_page", RunFilters(status=status), sort, descending, limit, offset)
+
+
+def test_ties_keep_newest_first(tmp_path: Path) -> None:
+    # Equal sort values (three runs of one name): both readers break ties newest first.
+    store = SQLiteStore(tmp_path / "ties.db")
+    try:
+        for i in range(3):
+            batch = synthetic_run(f"tie-{i}", steps=1, calls_per_step=1, events=2)
+            store.write(batch)
+        plain, sql = StoreReads(store), SQLiteReads(store)
+        try:
+            for sort in SORT_KEYS:
+                for descending in (True, False):
+                    args = (RunFilters(), sort, descending, 10, 0)
+                    assert sql.runs_page(*args) == plain.runs_page(*args), (sort, descending)
+        finally:
+            sql.close()
+    finally:
+        store.close()
+
+
+def test_a_running_runs_live_answer_follows_it(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "live.db")
+    writer = StoreWriter(store)
+    steptrace.add_span_processor(writer)
+    try:
+        with portal(store) as app:
+
+            @steptrace.step(budget={"max_tokens": 1000})
+            def work(n: int) -> None:
+                steptrace.record_llm_usage("m-live", 10 * n, n, cost_usd=0.001)
+
+            with steptrace.run("live-run") as run:
+                work(1)
+                assert writer.flush()
+                first = call(app, "GET", f"/api/runs/{run.id}/live").json()
+                work(2)
+                work(3)
+                assert writer.flush()
+                second = call(app, "GET", f"/api/runs/{run.id}/live").json()
+                screen = call(app, "GET", f"/api/runs/{run.id}").json()
+            assert writer.flush()
+            ended = call(app, "GET", f"/api/runs/{run.id}/live").json()
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+        store.close()
+    assert (first["run"]["status"], first["run"]["ended_at"]) == ("running", None)
+    assert (first["run"]["llm_calls"], first["run"]["input_tokens"], first["span_count"]) == (
+        1,
+        10,
+        1,
+    )
+    assert (second["run"]["llm_calls"], second["run"]["input_tokens"]) == (3, 60)
+    assert second["span_count"] == 3
+    assert [s["name"] for s in screen["spans"]] == ["work", "work", "work"]
+    assert ended["run"]["status"] == "completed"
+    assert ended["run"]["ended_at"] is not None
+    assert ended["span_count"] == 4
