@@ -1,0 +1,274 @@
+"""The portal in a real Chromium (pytest-playwright, Debian's browser): the
+runs list and its filter, a run's step tree (expand, collapse, budget bars,
+statuses), the waterfall, the event filter, an LLM call's prompt and
+response, screenshots; hostile model output shown as text and never run; a
+run still going updating on the page without a reload; and no request
+leaving 127.0.0.1. Every wait is for an element or a state, never a duration.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserType,
+    Page,
+    Playwright,
+    Request,
+    expect,
+    sync_playwright,
+)
+
+import steptrace
+from steptrace.store import SQLiteStore, StoreWriter
+
+from .conftest import HOSTILE_RUN, IMG_PAYLOAD, SCRIPT_PAYLOAD, Demo, portal, serving
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# pytest-playwright keeps its driver for the whole session, and the sync API
+# leaves its event loop marked running in the main thread meanwhile: any later
+# test calling asyncio.run() would fail. These overrides end it with this module.
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    return {"viewport": {"width": 1280, "height": 900}}
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Playwright, browser_name: str) -> BrowserType:
+    chosen: BrowserType = getattr(playwright, browser_name)
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def browser(
+    browser_type: BrowserType, browser_type_launch_args: dict[str, Any]
+) -> Iterator[Browser]:
+    launched = browser_type.launch(**browser_type_launch_args)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def base_url_demo(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The portal over a copy of the demo store, served on a free loopback port."""
+    path = tmp_path_factory.mktemp("browser-store") / "runs.db"
+    shutil.copy(demo.path, path)
+    store = SQLiteStore(path)
+    try:
+        with portal(store) as app, serving(app) as url:
+            yield url
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def requests_seen(page: Page) -> Iterator[list[str]]:
+    """Every URL the page asked for; none may leave 127.0.0.1."""
+    seen: list[str] = []
+
+    def record(request: Request) -> None:
+        seen.append(request.url)
+
+    page.on("request", record)
+    yield seen
+    outside = [u for u in seen if not re.match(r"^(http://127\.0\.0\.1:\d+/|data:|about:)", u)]
+    assert outside == [], f"the page asked for something beyond the loopback: {outside}"
+
+
+def shot(page: Page, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    assert len(data) > 1000
+
+
+def test_runs_list_filter_and_open_a_run(
+    page: Page, base_url_demo: str, demo: Demo, requests_seen: list[str], tmp_path: Path
+) -> None:
+    page.goto(base_url_demo + "/")
+    expect(page.locator("#main[data-ready=list]")).to_be_visible()
+    rows = page.locator("table.runs tbody tr[data-run-id]")
+    expect(rows).to_have_count(3)
+    expect(page.get_by_test_id("totals")).to_contain_text("3 runs")
+    expect(page.get_by_test_id("totals")).to_contain_text("16 LLM calls")
+    expect(page.locator("svg[aria-label='cost by model'] .chart-bar")).to_have_count(3)
+    expect(page.locator("svg[aria-label='cost by day'] .chart-bar").first).to_be_visible()
+    demo_row = page.locator(f"tr[data-run-id='{demo.run_id}']")
+    expect(demo_row).to_contain_text("agent-demo")
+    expect(demo_row).to_contain_text("maintainer")
+    expect(demo_row).to_contain_text("12,707")  # 12,349 in + 358 out
+    shot(page, tmp_path / "runs.png")
+
+    page.locator("select[name=status]").select_option("failed")
+    expect(page).to_have_url(re.compile(r"\?status=failed$"))
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-run-id", HOSTILE_RUN)
+    expect(page.get_by_test_id("totals")).to_contain_text("1 run ")
+    page.locator("select[name=persona]").select_option("maintainer")
+    expect(page.locator("table.runs tbody")).to_contain_text("No runs match.")
+    page.get_by_role("button", name="Clear").click()
+    expect(rows).to_have_count(3)
+
+    page.locator("button.sort[data-sort=cost]").click()
+    expect(page).to_have_url(re.compile(r"sort=cost"))
+    expect(rows.first).to_have_attribute("data-run-id", HOSTILE_RUN)  # $0.25, the dearest
+
+    demo_row.locator("a.run-link").click()
+    expect(page).to_have_url(f"{base_url_demo}/runs/{demo.run_id}")
+    expect(page.locator("#main[data-ready=run]")).to_be_visible()
+    expect(page.get_by_test_id("run-head")).to_contain_text("agent-demo")
+
+
+def test_a_run_tree_waterfall_events_and_a_call(
+    page: Page, base_url_demo: str, demo: Demo, requests_seen: list[str], tmp_path: Path
+) -> None:
+    page.goto(f"{base_url_demo}/runs/{demo.run_id}")
+    expect(page.locator("#main[data-ready=run]")).to_be_visible()
+    head = page.get_by_test_id("run-head")
+    expect(head).to_contain_text("15")
+    expect(head).to_contain_text("12,349 in · 358 out")
+    expect(head.locator(".run-budget .budget")).to_contain_text("/ $1.00")
+
+    # The tree opens on the run and persona: steps shown, their calls not yet.
+    tree = page.get_by_test_id("tree")
+    steps = tree.locator("li[data-kind=step]")
+    expect(steps).to_have_count(3)
+    expect(tree.locator("li[data-kind=llm_call]")).to_have_count(0)
+    review = steps.filter(has_text="review_workspace").first
+    expect(review.locator(":scope > .row-wrap .badge")).to_have_text("completed")
+    expect(review.locator(":scope > .row-wrap .budget")).to_contain_text(
+        "11,986 / 50,000 tokens · 24%"
+    )
+    draft = steps.filter(has_text="draft_release_notes").first
+    expect(draft.locator(":scope > .row-wrap .badge")).to_have_text("skipped")
+    expect(draft.locator(":scope > .row-wrap .budget .fill")).to_have_class(
+        re.compile("status-skipped")
+    )
+    expect(page.locator("[data-step-status=completed]")).to_have_text("2 completed")
+    expect(page.locator("[data-step-status=skipped]")).to_have_text("1 skipped")
+
+    review.get_by_role("button", name="expand review_workspace").click()
+    expect(review.locator("li[data-kind=llm_call]")).to_have_count(12)
+    expect(review.locator("li[data-kind=tool]")).to_have_count(11)
+    expect(review).to_have_attribute("aria-expanded", "true")
+    tree.get_by_role("button", name="collapse review_workspace").click()
+    expect(tree.locator("li[data-kind=llm_call]")).to_have_count(0)
+    page.get_by_role("button", name="Expand all").click()
+    expect(tree.locator("li[data-kind=llm_call]")).to_have_count(15)
+    page.get_by_role("button", name="Collapse all").click()
+    expect(tree.locator("li[data-kind=step]")).to_have_count(0)
+
+    # The waterfall: one row and bar per span.
+    timeline = page.get_by_test_id("timeline")
+    expect(timeline.locator(".wf-row")).to_have_count(34)
+    expect(timeline.locator(".wf-bar.kind-llm_call")).to_have_count(15)
+    box = timeline.locator(".wf-row[data-span-id] .wf-bar").first.bounding_box()
+    assert box is not None
+    assert box["width"] > 0
+
+    # Events: every type, then one type only.
+    events = page.get_by_test_id("event-list")
+    expect(page.get_by_test_id("event-count")).to_have_text("37 events")
+    expect(events.locator(".event-row").first).to_be_visible()
+    page.locator("button[data-event-type=tool_rejected]").click()
+    expect(page.get_by_test_id("event-count")).to_have_text("1 events of type tool_rejected")
+    expect(events.locator(".event-row")).to_have_count(1)
+    expect(events.locator(".event-row")).to_contain_text("not available in phase `plan`")
+    page.locator("button[data-event-type=loop_intervention]").click()
+    expect(events.locator(".event-row")).to_have_count(3)
+    types = events.locator(".event-row").evaluate_all("rows => rows.map(r => r.dataset.type)")
+    assert sorted(set(types)) == ["loop_intervention", "tool_rejected"]
+    page.locator("button[data-event-type='']").click()
+    expect(page.get_by_test_id("event-count")).to_have_text("37 events")
+
+    # The first LLM call: its prompt (the task) and response (a tool call).
+    calls = page.get_by_test_id("calls").locator("tbody tr")
+    expect(calls).to_have_count(15)
+    calls.first.click()
+    detail = page.get_by_test_id("call-detail")
+    expect(detail).to_have_attribute("data-ready", "1")
+    expect(detail.get_by_test_id("prompt")).to_contain_text("Review the project workspace")
+    expect(detail.get_by_test_id("response")).to_contain_text("→ list_files(")
+    expect(detail).to_contain_text("242 in · 4 out")
+    shot(page, tmp_path / "run.png")
+
+
+def test_hostile_content_is_text_and_runs_nothing(
+    page: Page, base_url_demo: str, requests_seen: list[str], tmp_path: Path
+) -> None:
+    page.goto(f"{base_url_demo}/runs/{HOSTILE_RUN}")
+    expect(page.locator("#main[data-ready=run]")).to_be_visible()
+    expect(page.get_by_test_id("run-head").locator("pre.error")).to_have_text(SCRIPT_PAYLOAD)
+    page.get_by_role("button", name="Expand all").click()
+    tree = page.get_by_test_id("tree")
+    expect(tree.locator("li[data-kind=step] .name").first).to_have_text(IMG_PAYLOAD)
+    expect(tree.locator("li[data-kind=step] .badge").first).to_have_text("escalated")
+    page.locator("button[data-event-type=tool_rejected]").click()
+    expect(page.get_by_test_id("event-list").locator(".event-row")).to_contain_text(
+        f"{IMG_PAYLOAD}: {SCRIPT_PAYLOAD}"
+    )
+    tree.locator("button.call-link").click()
+    detail = page.get_by_test_id("call-detail")
+    expect(detail).to_have_attribute("data-ready", "1")
+    expect(detail.get_by_test_id("response")).to_have_text(f"Here you go: {SCRIPT_PAYLOAD}")
+    expect(detail.get_by_test_id("prompt")).to_contain_text(f"page says {IMG_PAYLOAD}")
+    shot(page, tmp_path / "hostile.png")
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    # The markup exists only as text: no element was made from it.
+    assert page.locator("#main script, #main img").count() == 0
+
+
+def test_a_running_run_updates_without_a_reload(
+    page: Page, tmp_path: Path, requests_seen: list[str]
+) -> None:
+    store = SQLiteStore(tmp_path / "live.db")
+    writer = StoreWriter(store)
+    steptrace.add_span_processor(writer)
+
+    @steptrace.step(budget={"max_tokens": 1000})
+    def work(n: int) -> None:
+        steptrace.record_llm_usage("m-live", 100 * n, n, cost_usd=0.001)
+
+    try:
+        with portal(store) as app, serving(app) as url:
+            with steptrace.run("live-run") as run:
+                work(1)
+                assert writer.flush()
+                page.goto(f"{url}/runs/{run.id}")
+                expect(page.locator("#main[data-ready=run]")).to_be_visible()
+                page.evaluate("window.__marker = 'same page'")
+                head = page.get_by_test_id("run-head")
+                expect(head.locator(".live")).to_be_visible()
+                expect(head).to_contain_text("still running")
+                expect(head).to_contain_text("100 in · 1 out")
+                steps = page.get_by_test_id("tree").locator("li[data-kind=step]")
+                expect(steps).to_have_count(1)
+                work(2)
+                assert writer.flush()
+                expect(steps).to_have_count(2)
+                expect(head).to_contain_text("300 in · 3 out")
+                expect(page.get_by_test_id("event-count")).to_have_text("0 events")
+            assert writer.flush()
+            expect(head.locator(".badge").first).to_have_text("completed")
+            expect(head.locator(".live")).to_be_hidden()
+            assert page.evaluate("window.__marker") == "same page"  # no reload happened
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+        store.close()
