@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -377,7 +378,7 @@ def call(
         "http_version": "1.1",
         "method": method,
         "scheme": "http",
-        "path": path,
+        "path": unquote(path),  # as uvicorn passes it: decoded, the raw bytes aside
         "raw_path": path.encode(),
         "query_string": query.encode(),
         "headers": raw_headers,

@@ -25,6 +25,7 @@ from steptrace.store import SQLiteStore, StoreWriter
 from .conftest import HOSTILE_RUN, Demo, call, portal, synthetic_run
 
 BIG_RUN = "20260102-000000-bigrun00"
+RUNNING = "20260103-000000-running0"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,8 @@ def store(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLi
     shutil.copy(demo.path, path)
     opened = SQLiteStore(path)
     opened.write(synthetic_run(BIG_RUN, steps=40, calls_per_step=15, events=3000))
+    # Still running: no duration, which sorts last both ways.
+    opened.write(synthetic_run(RUNNING, steps=2, calls_per_step=1, events=5, status="running"))
     yield opened
     opened.close()
 
@@ -83,7 +86,7 @@ def test_runs_facets_totals_aggregates(readers: Any, run_ids: list[str]) -> None
         same(readers, "aggregate", by)
 
 
-@pytest.mark.parametrize("run", ["demo", HOSTILE_RUN, BIG_RUN, "missing"])
+@pytest.mark.parametrize("run", ["demo", HOSTILE_RUN, BIG_RUN, RUNNING, "missing"])
 def test_one_run_questions(readers: Any, demo: Demo, run: str) -> None:
     run_id = demo.run_id if run == "demo" else run
     header = same(readers, "header", run_id)
@@ -144,7 +147,7 @@ def test_children_and_llm_call_pages(
     descending=st.booleans(),
     offset=st.integers(0, 5),
     limit=st.integers(1, 5),
-    status=st.sampled_from([None, "completed", "failed"]),
+    status=st.sampled_from([None, "completed", "failed", "running"]),
 )
 def test_runs_pages(
     readers: Any, sort: Any, descending: bool, offset: int, limit: int, status: str | None

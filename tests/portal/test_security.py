@@ -70,6 +70,20 @@ def test_the_token_in_the_address_sets_the_cookie_and_redirects(guarded: Any, de
     assert bare.headers["location"] == "/"
 
 
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        (f"//evil.example/x?token={TOKEN}", "/evil.example/x"),  # no open redirect
+        (f"/runs/a%0d%0aSet-Cookie:%20x=1?token={TOKEN}", "/runs/a%0D%0ASet-Cookie:%20x=1"),
+        (f"/runs/a%20b?token={TOKEN}&q=%C3%A9", "/runs/a%20b?q=%C3%A9"),
+    ],
+)
+def test_the_redirect_stays_on_the_portal(guarded: Any, target: str, location: str) -> None:
+    response = call(guarded, "GET", target)
+    assert response.status == 303
+    assert response.headers["location"] == location
+
+
 def test_the_bearer_header_works(guarded: Any) -> None:
     ok = call(guarded, "GET", "/api/runs", {"Authorization": f"Bearer {TOKEN}"})
     assert ok.status == 200

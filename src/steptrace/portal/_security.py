@@ -21,7 +21,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -133,10 +133,13 @@ class Guard:
                 return Verdict(False, 401, "the token in the address is wrong")
             rest = urlencode([(n, v) for n, v in params if n != "token"])
             assert self._cookie is not None
+            # ``path`` is decoded: encode it again, and never start with two
+            # slashes (``//host/`` would send the browser to another site).
+            here = "/" + quote(path.lstrip("/"), safe="/:@!$&'()*+,;=")
             return Verdict(
                 False,
                 303,
-                location=path + (f"?{rest}" if rest else ""),
+                location=here + (f"?{rest}" if rest else ""),
                 set_cookie=f"{COOKIE_NAME}={self._cookie}; Path=/; HttpOnly; SameSite=Strict",
             )
         if self._bearer_ok(headers.get("authorization", "")) or self._cookie_ok(
