@@ -26,9 +26,21 @@ from playwright.sync_api import (
 )
 
 import steptrace
+from steptrace.events import PhaseChange
 from steptrace.store import SQLiteStore, StoreWriter
+from steptrace.tracing import emit_event
 
-from .conftest import HOSTILE_RUN, IMG_PAYLOAD, SCRIPT_PAYLOAD, Demo, portal, serving
+from .conftest import (
+    HOSTILE_RUN,
+    IMG_PAYLOAD,
+    SCRIPT_PAYLOAD,
+    Demo,
+    portal,
+    serving,
+    synthetic_run,
+)
+
+BIG_RUN = "20260102-000000-bigrun00"
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -70,6 +82,7 @@ def base_url_demo(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Itera
     path = tmp_path_factory.mktemp("browser-store") / "runs.db"
     shutil.copy(demo.path, path)
     store = SQLiteStore(path)
+    store.write(synthetic_run(BIG_RUN, steps=40, calls_per_step=15, events=3000))
     try:
         with portal(store) as app, serving(app) as url:
             yield url
@@ -104,9 +117,9 @@ def test_runs_list_filter_and_open_a_run(
     page.goto(base_url_demo + "/")
     expect(page.locator("#main[data-ready=list]")).to_be_visible()
     rows = page.locator("table.runs tbody tr[data-run-id]")
-    expect(rows).to_have_count(3)
-    expect(page.get_by_test_id("totals")).to_contain_text("3 runs")
-    expect(page.get_by_test_id("totals")).to_contain_text("16 LLM calls")
+    expect(rows).to_have_count(4)
+    expect(page.get_by_test_id("totals")).to_contain_text("4 runs")
+    expect(page.get_by_test_id("totals")).to_contain_text("616 LLM calls")
     expect(page.locator("svg[aria-label='cost by model'] .chart-bar")).to_have_count(3)
     expect(page.locator("svg[aria-label='cost by day'] .chart-bar").first).to_be_visible()
     demo_row = page.locator(f"tr[data-run-id='{demo.run_id}']")
@@ -123,7 +136,7 @@ def test_runs_list_filter_and_open_a_run(
     page.locator("select[name=persona]").select_option("maintainer")
     expect(page.locator("table.runs tbody")).to_contain_text("No runs match.")
     page.get_by_role("button", name="Clear").click()
-    expect(rows).to_have_count(3)
+    expect(rows).to_have_count(4)
 
     page.locator("button.sort[data-sort=cost]").click()
     expect(page).to_have_url(re.compile(r"sort=cost"))
@@ -244,6 +257,7 @@ def test_a_running_run_updates_without_a_reload(
     @steptrace.step(budget={"max_tokens": 1000})
     def work(n: int) -> None:
         steptrace.record_llm_usage("m-live", 100 * n, n, cost_usd=0.001)
+        emit_event(PhaseChange(from_phase=f"phase-{n}", to_phase=f"phase-{n + 1}", iteration=n))
 
     try:
         with portal(store) as app, serving(app) as url:
@@ -257,13 +271,17 @@ def test_a_running_run_updates_without_a_reload(
                 expect(head.locator(".live")).to_be_visible()
                 expect(head).to_contain_text("still running")
                 expect(head).to_contain_text("100 in · 1 out")
+                expect(page.get_by_test_id("event-count")).to_have_text("1 events")
                 steps = page.get_by_test_id("tree").locator("li[data-kind=step]")
                 expect(steps).to_have_count(1)
                 work(2)
                 assert writer.flush()
                 expect(steps).to_have_count(2)
                 expect(head).to_contain_text("300 in · 3 out")
-                expect(page.get_by_test_id("event-count")).to_have_text("0 events")
+                expect(page.get_by_test_id("event-count")).to_have_text("2 events")
+                expect(page.locator(".event-row[data-seq='1']")).to_contain_text(
+                    "phase-2 → phase-3"
+                )
             assert writer.flush()
             expect(head.locator(".badge").first).to_have_text("completed")
             expect(head.locator(".live")).to_be_hidden()
@@ -272,3 +290,27 @@ def test_a_running_run_updates_without_a_reload(
         steptrace.remove_span_processor(writer)
         writer.close()
         store.close()
+
+
+def test_a_big_run_pages_its_events_and_leaf_spans(
+    page: Page, base_url_demo: str, requests_seen: list[str]
+) -> None:
+    page.goto(f"{base_url_demo}/runs/{BIG_RUN}")
+    expect(page.locator("#main[data-ready=run]")).to_be_visible()
+    expect(page.get_by_test_id("event-count")).to_have_text("3,000 events")
+    events = page.get_by_test_id("event-list")
+    expect(events.locator(".event-row[data-seq='0']")).to_be_visible()
+    # The list holds only the rows near the view, whatever the run's length.
+    assert events.locator(".event-row").count() < 100
+    events.evaluate("list => { list.scrollTop = 2500 * 26; }")
+    expect(events.locator(".event-row[data-seq='2500']")).to_be_visible()
+    expect(events.locator(".event-row[data-seq='0']")).to_have_count(0)
+    assert any("/events?offset=2400&limit=200" in u for u in requests_seen)
+    # 1,242 spans: the structure has the steps; a step's calls come from the server.
+    tree = page.get_by_test_id("tree")
+    expect(tree.locator("li[data-kind=llm_call]")).to_have_count(0)
+    step = tree.locator("li[data-kind=step]").first
+    step.get_by_role("button", name="expand step-0").click()
+    expect(step.locator("li[data-kind=llm_call]")).to_have_count(15)
+    expect(step.locator("li[data-kind=tool]")).to_have_count(15)
+    assert any("/children?leaves=1" in u for u in requests_seen)
