@@ -18,6 +18,7 @@ import pytest
 from playwright.sync_api import (
     Browser,
     BrowserType,
+    ConsoleMessage,
     Page,
     Playwright,
     Request,
@@ -92,14 +93,23 @@ def base_url_demo(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture
 def requests_seen(page: Page) -> Iterator[list[str]]:
-    """Every URL the page asked for; none may leave 127.0.0.1."""
+    """Every URL the page asked for; none may leave 127.0.0.1. The page must
+    also log no error (a CSP violation or a script error would show there)."""
     seen: list[str] = []
+    errors: list[str] = []
 
     def record(request: Request) -> None:
         seen.append(request.url)
 
+    def console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
     page.on("request", record)
+    page.on("console", console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
     yield seen
+    assert errors == [], f"the page logged errors: {errors}"
     outside = [u for u in seen if not re.match(r"^(http://127\.0\.0\.1:\d+/|data:|about:)", u)]
     assert outside == [], f"the page asked for something beyond the loopback: {outside}"
 
@@ -314,3 +324,10 @@ def test_a_big_run_pages_its_events_and_leaf_spans(
     expect(step.locator("li[data-kind=llm_call]")).to_have_count(15)
     expect(step.locator("li[data-kind=tool]")).to_have_count(15)
     assert any("/children?leaves=1" in u for u in requests_seen)
+
+
+def test_an_unknown_run_says_so(page: Page, base_url_demo: str) -> None:
+    page.goto(f"{base_url_demo}/runs/no-such-run")
+    expect(page.get_by_role("alert")).to_have_text("no run with id 'no-such-run' in this store")
+    page.get_by_role("link", name="Runs").click()
+    expect(page.locator("#main[data-ready=list]")).to_be_visible()
