@@ -331,3 +331,25 @@ def test_an_unknown_run_says_so(page: Page, base_url_demo: str) -> None:
     expect(page.get_by_role("alert")).to_have_text("no run with id 'no-such-run' in this store")
     page.get_by_role("link", name="Runs").click()
     expect(page.locator("#main[data-ready=list]")).to_be_visible()
+
+
+def test_the_token_link_lets_the_browser_in(
+    page: Page, demo: Demo, browser: Browser, requests_seen: list[str]
+) -> None:
+    store = SQLiteStore(demo.path)
+    try:
+        with portal(store, token="tok-123") as app, serving(app) as url:
+            page.goto(f"{url}/runs/{demo.run_id}?token=tok-123")
+            expect(page).to_have_url(f"{url}/runs/{demo.run_id}")  # the token left the address
+            expect(page.locator("#main[data-ready=run]")).to_be_visible()
+            stranger = browser.new_context()
+            try:
+                other = stranger.new_page()
+                refused = other.goto(f"{url}/runs/{demo.run_id}")
+                assert refused is not None
+                assert refused.status == 401
+                expect(other.locator("body")).to_contain_text("this portal needs its token")
+            finally:
+                stranger.close()
+    finally:
+        store.close()
