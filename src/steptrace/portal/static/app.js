@@ -742,6 +742,8 @@
 
     async openCall(spanId) {
       const panel = this.callDetail;
+      // Only the latest click may fill the panel: answers can arrive out of order.
+      const ticket = (this.callTicket = (this.callTicket || 0) + 1);
       panel.hidden = false;
       clear(panel).append(h("h2", {}, "LLM call"), h("p", { class: "muted" }, "Loading…"));
       panel.scrollIntoView({ block: "start" });
@@ -749,10 +751,12 @@
       try {
         data = await api(`${runPath(this.runId)}/llm-calls/${encodeURIComponent(spanId)}`);
       } catch (error) {
-        if (this.alive()) clear(panel).append(h("h2", {}, "LLM call"), errorBox(error));
+        if (this.alive() && ticket === this.callTicket) {
+          clear(panel).append(h("h2", {}, "LLM call"), errorBox(error));
+        }
         return;
       }
-      if (!this.alive()) return;
+      if (!this.alive() || ticket !== this.callTicket) return;
       const call = data.call;
       clear(panel);
       panel.dataset.spanId = call.span_id;
