@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import threading
 import time
@@ -28,27 +27,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._liveness import STALE_AFTER, interrupted_runs
 from ._protocol import (
-    Aggregate,
-    AggregateKey,
-    EventRow,
-    RunFilter,
-    RunRow,
     StoredRun,
-    TranscriptRow,
     WriteBatch,
 )
 from ._queries import (
     CALL_COLUMNS,
     RUN_COLUMNS,
     SPAN_COLUMNS,
-    aggregate_query,
     dumps,
-    loads_or_none,
-    run_filter_clause,
-    run_row,
     stored_run,
 )
 from ._schema import MIGRATIONS
+from ._sql_reads import SQLReads
 
 if TYPE_CHECKING:
     import psycopg
@@ -241,7 +231,7 @@ class _Pool:
                     conn.close()
 
 
-class PostgresStore:
+class PostgresStore(SQLReads):
     """A ``RunStore`` in a PostgreSQL database (``url``: ``postgresql://...``).
 
     The tables live in the connection's default schema (choose another with
@@ -423,64 +413,19 @@ class PostgresStore:
 
     # -- reading ------------------------------------------------------------------
 
+    DAY = _DAY
+    # Ties go by the id's bytes, as in SQLite, whatever the database's collation.
+    BYTE_ORDER = ' COLLATE "C"'
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._call(lambda conn: conn.execute(sql, params).fetchall())
-
-    def list_runs(
-        self,
-        *,
-        name: str | None = None,
-        status: str | None = None,
-        persona: str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunRow]:
-        clause, params = run_filter_clause(
-            RunFilter(
-                name=name,
-                status=status,
-                persona=persona,
-                started_after=started_after,
-                started_before=started_before,
-            )
-        )
-        # Ties go by the id's bytes, as in SQLite, whatever the database's collation.
-        rows = self._read(
-            _pg(
-                f"SELECT {RUN_COLUMNS} FROM runs{clause} "
-                'ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT ? OFFSET ?'
-            ),
-            (*params, limit, offset),
-        )
-        return [run_row(row) for row in rows]
-
-    def count_runs(
-        self,
-        *,
-        name: str | None = None,
-        status: str | None = None,
-        persona: str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-    ) -> int:
-        clause, params = run_filter_clause(
-            RunFilter(
-                name=name,
-                status=status,
-                persona=persona,
-                started_after=started_after,
-                started_before=started_before,
-            )
-        )
-        return int(self._read(_pg(f"SELECT COUNT(*) FROM runs{clause}"), params)[0][0])
+        """Run a query written with ``?`` placeholders."""
+        return self._call(lambda conn: conn.execute(_pg(sql), params).fetchall())
 
     def run_ids(self, prefix: str = "", *, limit: int = 50) -> list[str]:
         # starts_with takes the prefix literally: no LIKE wildcards to escape.
         rows = self._read(
-            "SELECT id FROM runs WHERE starts_with(id, %s) "
-            'ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT %s',
+            "SELECT id FROM runs WHERE starts_with(id, ?) "
+            'ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT ?',
             (prefix, limit),
         )
         return [run_id for (run_id,) in rows]
@@ -513,70 +458,6 @@ class PostgresStore:
             return stored_run(head, spans, events, steps, calls)
 
         return self._call(read)
-
-    def events(
-        self,
-        run_id: str,
-        *,
-        types: Sequence[str] | None = None,
-        after_seq: int = -1,
-        limit: int = 1000,
-    ) -> list[EventRow]:
-        sql = "SELECT run_id, seq, span_id, data FROM events WHERE run_id = %s AND seq > %s"
-        params: list[Any] = [run_id, after_seq]
-        if types is not None:
-            if not types:
-                return []
-            sql += " AND type = ANY(%s::text[])"
-            params.append(list(types))
-        rows = self._read(sql + " ORDER BY seq LIMIT %s", (*params, limit))
-        return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
-
-    def event_counts(self, run_id: str) -> dict[str, int]:
-        rows = self._read(
-            "SELECT type, COUNT(*) FROM events WHERE run_id = %s "
-            'GROUP BY type ORDER BY type COLLATE "C"',
-            (run_id,),
-        )
-        return {kind: int(count) for kind, count in rows}
-
-    def transcripts(
-        self, run_id: str, span_ids: Sequence[int] | None = None
-    ) -> list[TranscriptRow]:
-        sql = "SELECT run_id, span_id, request, response FROM transcripts WHERE run_id = %s"
-        params: list[Any] = [run_id]
-        if span_ids is not None:
-            if not span_ids:
-                return []
-            sql += " AND span_id = ANY(%s::bigint[])"
-            params.append(list(span_ids))
-        rows = self._read(sql + " ORDER BY span_id", params)
-        return [
-            TranscriptRow(
-                run_id=r[0],
-                span_id=r[1],
-                request=loads_or_none(r[2]),
-                response=loads_or_none(r[3]),
-            )
-            for r in rows
-        ]
-
-    def aggregate(
-        self,
-        by: AggregateKey,
-        *,
-        run_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[Aggregate]:
-        sql, params = aggregate_query(
-            by, day_expression=_DAY, run_id=run_id, since=since, until=until
-        )
-        # SUM over BIGINT is NUMERIC in PostgreSQL (a Decimal): int() it.
-        return [
-            Aggregate(key, int(calls), int(inp), int(out), float(cost))
-            for key, calls, inp, out, cost in self._read(_pg(sql), params)
-        ]
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -12,7 +12,6 @@ runs whose process died ``interrupted`` (``_liveness``).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -23,27 +22,18 @@ from typing import Any
 
 from ._liveness import STALE_AFTER, interrupted_runs
 from ._protocol import (
-    Aggregate,
-    AggregateKey,
-    EventRow,
-    RunFilter,
-    RunRow,
     StoredRun,
-    TranscriptRow,
     WriteBatch,
 )
 from ._queries import (
     CALL_COLUMNS,
     RUN_COLUMNS,
     SPAN_COLUMNS,
-    aggregate_query,
     dumps,
-    loads_or_none,
-    run_filter_clause,
-    run_row,
     stored_run,
 )
 from ._schema import migrate
+from ._sql_reads import SQLReads
 
 __all__ = ["SQLiteStore", "default_store_path"]
 
@@ -62,10 +52,7 @@ def default_store_path() -> Path:
     return Path(_DEFAULT_PATH)
 
 
-_DAY = "strftime('%Y-%m-%d', at, 'unixepoch')"
-
-
-class SQLiteStore:
+class SQLiteStore(SQLReads):
     """A ``RunStore`` in one SQLite file (``path``; ``":memory:"`` for tests)."""
 
     def __init__(
@@ -232,56 +219,11 @@ class SQLiteStore:
 
     # -- reading ------------------------------------------------------------------
 
+    DAY = "strftime('%Y-%m-%d', at, 'unixepoch')"
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._connection().execute(sql, params).fetchall()
-
-    def list_runs(
-        self,
-        *,
-        name: str | None = None,
-        status: str | None = None,
-        persona: str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[RunRow]:
-        clause, params = run_filter_clause(
-            RunFilter(
-                name=name,
-                status=status,
-                persona=persona,
-                started_after=started_after,
-                started_before=started_before,
-            )
-        )
-        rows = self._read(
-            f"SELECT {RUN_COLUMNS} FROM runs{clause} "
-            "ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        return [run_row(row) for row in rows]
-
-    def count_runs(
-        self,
-        *,
-        name: str | None = None,
-        status: str | None = None,
-        persona: str | None = None,
-        started_after: float | None = None,
-        started_before: float | None = None,
-    ) -> int:
-        clause, params = run_filter_clause(
-            RunFilter(
-                name=name,
-                status=status,
-                persona=persona,
-                started_after=started_after,
-                started_before=started_before,
-            )
-        )
-        return int(self._read(f"SELECT COUNT(*) FROM runs{clause}", params)[0][0])
 
     def run_ids(self, prefix: str = "", *, limit: int = 50) -> list[str]:
         # Not LIKE: SQLite's LIKE ignores ASCII case, and the prefix is literal.
@@ -318,68 +260,6 @@ class SQLiteStore:
             finally:
                 conn.execute("COMMIT")
         return None if head is None else stored_run(head, spans, events, steps, calls)
-
-    def events(
-        self,
-        run_id: str,
-        *,
-        types: Sequence[str] | None = None,
-        after_seq: int = -1,
-        limit: int = 1000,
-    ) -> list[EventRow]:
-        sql = "SELECT run_id, seq, span_id, data FROM events WHERE run_id = ? AND seq > ?"
-        params: list[Any] = [run_id, after_seq]
-        if types is not None:
-            if not types:
-                return []
-            sql += f" AND type IN ({', '.join('?' * len(types))})"
-            params.extend(types)
-        rows = self._read(sql + " ORDER BY seq LIMIT ?", (*params, limit))
-        return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
-
-    def event_counts(self, run_id: str) -> dict[str, int]:
-        rows = self._read(
-            "SELECT type, COUNT(*) FROM events WHERE run_id = ? GROUP BY type ORDER BY type",
-            (run_id,),
-        )
-        return {kind: int(count) for kind, count in rows}
-
-    def transcripts(
-        self, run_id: str, span_ids: Sequence[int] | None = None
-    ) -> list[TranscriptRow]:
-        sql = "SELECT run_id, span_id, request, response FROM transcripts WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if span_ids is not None:
-            if not span_ids:
-                return []
-            sql += f" AND span_id IN ({', '.join('?' * len(span_ids))})"
-            params.extend(span_ids)
-        rows = self._read(sql + " ORDER BY span_id", params)
-        return [
-            TranscriptRow(
-                run_id=r[0],
-                span_id=r[1],
-                request=loads_or_none(r[2]),
-                response=loads_or_none(r[3]),
-            )
-            for r in rows
-        ]
-
-    def aggregate(
-        self,
-        by: AggregateKey,
-        *,
-        run_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[Aggregate]:
-        sql, params = aggregate_query(
-            by, day_expression=_DAY, run_id=run_id, since=since, until=until
-        )
-        return [
-            Aggregate(key, int(calls), int(inp), int(out), float(cost))
-            for key, calls, inp, out, cost in self._read(sql, params)
-        ]
 
     def close(self) -> None:
         with self._lock:
