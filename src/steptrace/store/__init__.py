@@ -1,4 +1,4 @@
-"""Durable runs: the ``RunStore`` protocol, the SQLite store and the background writer.
+"""Durable runs: the ``RunStore`` protocol, the SQLite and PostgreSQL stores, the writer.
 
 ``steptrace.store`` keeps runs (header and totals), their span trees, agent
 events, completed-step ledgers, LLM call logs and transcripts in a database,
@@ -10,7 +10,7 @@ written while runs go by a ``StoreWriter`` span processor and read back as
     store = steptrace.store.open_store()
     store.list_runs(status="failed")
 
-Only the standard library is used; nothing here runs until it is imported.
+The SQLite store and the writer use only the standard library.
 ``PostgresStore`` (a ``postgresql://`` URL, extra ``steptrace[postgres]``) is
 loaded on first use, so importing this package never imports psycopg.
 """

@@ -34,8 +34,6 @@ __all__ = [
     "WriteBatch",
 ]
 
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRow:
