@@ -18,7 +18,7 @@ from ._workers import FlatPrice
 openai = pytest.importorskip("openai")
 
 from steptrace.llm.instrument_openai import instrument_openai  # noqa: E402
-from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply  # noqa: E402
+from steptrace.testing._fake_openai import FakeOpenAI, OpenAIErrorReply, OpenAIReply  # noqa: E402
 
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
 
@@ -48,3 +48,22 @@ def test_a_stream_holds_its_worst_case_until_it_ends(
     assert during.reserved_tokens > 200  # the prompt estimate plus max_tokens
     assert after == PoolTotals(36, 36 * 10**6, 0, 0)
     assert run.usage().total_tokens == 36
+
+
+def test_a_failed_sdk_call_frees_its_hold_at_once(
+    pool: SharedPool, key: str, flat_price: FlatPrice
+) -> None:
+    budget = SharedBudget(key, max_tokens=10_000, pool=pool)
+    with FakeOpenAI() as fake:
+        fake.push(OpenAIErrorReply.bad_request("no such thing"))
+        sdk_client = instrument_openai(fake.client(max_retries=0))
+        try:
+            with steptrace.run("r", budget=budget):
+                with pytest.raises(openai.BadRequestError):
+                    sdk_client.chat.completions.create(
+                        model="gpt-4o-mini", messages=HELLO, max_tokens=200
+                    )
+                # Released when the SDK raised, not at the run's end.
+                assert budget.totals() == PoolTotals(0, 0, 0, 0)
+        finally:
+            sdk_client.close()
