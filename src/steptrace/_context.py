@@ -80,7 +80,7 @@ class Frame(Span):
         )
         self.parent = parent
         self.run = run
-        own: SharedInForce = tuple((budget, self) for budget in shared)
+        own: SharedInForce = tuple((budget, self) for budget in shared) if shared else ()
         if parent is None:
             self.step: StepFrame | None = None
             self.accounted: tuple[Ledger, ...] = () if ledger is None else (ledger,)
