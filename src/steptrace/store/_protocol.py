@@ -34,6 +34,9 @@ __all__ = [
     "WriteBatch",
 ]
 
+RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+"""Every status a stored run can have."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunRow:
