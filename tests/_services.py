@@ -19,10 +19,18 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["MissingService", "local_postgres", "local_redis", "missing_reason"]
+__all__ = [
+    "MissingService",
+    "database_url",
+    "fresh_database",
+    "local_postgres",
+    "local_redis",
+    "missing_reason",
+]
 
 INSTALL_HINT = "apt-get install -y postgresql redis-server"
 
@@ -146,3 +154,27 @@ def local_redis() -> Iterator[str]:
         process.terminate()
         process.wait(10)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def database_url(server_url: str, database: str) -> str:
+    """``server_url`` (``postgresql://.../postgres``) pointed at ``database``."""
+    return server_url.rsplit("/", 1)[0] + "/" + database
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server; yields its URL and drops it after
+    (forcibly: a store left open by a failed test must not keep it)."""
+    import psycopg
+    from psycopg import sql
+
+    name = "steptrace_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield database_url(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

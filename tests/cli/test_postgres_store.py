@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..store.test_store_contract import fresh_database
+from .._services import fresh_database
 from .conftest import PIPELINE, Cli
 
 

@@ -1,5 +1,7 @@
-"""``StoreReads`` (the ``RunStore`` protocol) and ``SQLiteReads`` (SQL) give the
-same answer to every question the portal asks, over one real SQLite store:
+"""``StoreReads`` (the ``RunStore`` protocol) and the SQL readers
+(``SQLiteReads``, ``PostgresReads``) give the same answer to every question the
+portal asks, over one real store of each backend (the PostgreSQL one a copy of
+the SQLite one):
 the demo agent run, the hostile run and a run big enough (more than
 ``INLINE_SPAN_LIMIT`` spans) that its structure is not shipped whole.
 Paging is checked on generated offsets, limits and type filters; a running
@@ -7,6 +9,7 @@ run's ``live`` endpoint follows it as it goes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +21,20 @@ from hypothesis import strategies as st
 
 import steptrace
 from steptrace.portal._api import EVENT_TYPES
+from steptrace.portal._postgres_reads import PostgresReads
 from steptrace.portal._reads import INLINE_SPAN_LIMIT, SORT_KEYS, RunFilters, StoreReads
+from steptrace.portal._server import open_reads
 from steptrace.portal._sqlite_reads import SQLiteReads
-from steptrace.store import SQLiteStore, StoreWriter
+from steptrace.store import (
+    PostgresStore,
+    RunStore,
+    SQLiteStore,
+    StepRow,
+    StoreWriter,
+    WriteBatch,
+)
 
+from .._services import fresh_database
 from .conftest import HOSTILE_RUN, Demo, call, portal, synthetic_run
 
 BIG_RUN = "20260102-000000-bigrun00"
@@ -29,7 +42,7 @@ RUNNING = "20260103-000000-running0"
 
 
 @pytest.fixture(scope="module")
-def store(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
+def sqlite_store(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
     path = tmp_path_factory.mktemp("reads") / "runs.db"
     shutil.copy(demo.path, path)
     opened = SQLiteStore(path)
@@ -40,9 +53,44 @@ def store(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLi
     opened.close()
 
 
+def copy_store(source: SQLiteStore, target: RunStore) -> None:
+    """Every row of ``source`` written into ``target``."""
+    for row in source.list_runs(limit=10_000):
+        stored = source.get_run(row.id)
+        assert stored is not None
+        steps = [
+            StepRow(run_id=row.id, seq=seq, data=json.loads(data))
+            for seq, data in source._read(
+                "SELECT seq, data FROM completed_steps WHERE run_id = ? ORDER BY seq", (row.id,)
+            )
+        ]
+        target.write(
+            WriteBatch(
+                runs=[row],
+                spans=stored.spans,
+                events=source.events(row.id, limit=1_000_000),
+                steps=steps,
+                llm_calls=stored.llm_calls,
+                transcripts=source.transcripts(row.id),
+            )
+        )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, sqlite_store: SQLiteStore) -> Iterator[RunStore]:
+    if request.param == "sqlite":
+        yield sqlite_store
+        return
+    server = request.getfixturevalue("postgres_url")
+    with fresh_database(server) as url, PostgresStore(url) as opened:
+        copy_store(sqlite_store, opened)
+        yield opened
+
+
 @pytest.fixture(scope="module")
-def readers(store: SQLiteStore) -> Iterator[tuple[StoreReads, SQLiteReads]]:
-    sql = SQLiteReads(store)
+def readers(store: RunStore) -> Iterator[tuple[StoreReads, StoreReads]]:
+    sql = open_reads(store)
+    assert isinstance(sql, SQLiteReads | PostgresReads)
     yield StoreReads(store), sql
     sql.close()
 
@@ -52,7 +100,7 @@ def run_ids(demo: Demo) -> list[str]:
     return [demo.run_id, HOSTILE_RUN, BIG_RUN]
 
 
-def same(readers: tuple[StoreReads, SQLiteReads], method: str, *args: Any, **kw: Any) -> Any:
+def same(readers: tuple[StoreReads, StoreReads], method: str, *args: Any, **kw: Any) -> Any:
     plain, sql = readers
     expected = getattr(plain, method)(*args, **kw)
     assert getattr(sql, method)(*args, **kw) == expected, method

@@ -39,7 +39,7 @@ from steptrace.store import (
 from steptrace.store._postgres import migrate, redact_url
 from steptrace.store._schema import MIGRATIONS
 
-from .test_store_contract import database_url, fresh_database
+from .._services import database_url, fresh_database
 
 LATEST = len(MIGRATIONS)
 

@@ -28,7 +28,6 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
 
 import steptrace
 from steptrace import LlmCall, PhaseChange, ToolRejected, llm
@@ -50,30 +49,11 @@ from steptrace.store._liveness import this_host
 from steptrace.store._protocol import AGGREGATE_KEYS, RUN_STATUSES, Aggregate, AggregateKey
 from steptrace.testing import ScriptedProvider
 
+from .._services import fresh_database
+
 BACKENDS = ("sqlite", "postgres")
 
 # -- fresh stores of each kind -------------------------------------------------------
-
-
-def database_url(server_url: str, database: str) -> str:
-    """``server_url`` (``postgresql://.../postgres``) pointed at ``database``."""
-    return server_url.rsplit("/", 1)[0] + "/" + database
-
-
-@contextlib.contextmanager
-def fresh_database(server_url: str) -> Iterator[str]:
-    """A new, empty database on the server; yields its URL and drops it after
-    (forcibly: a store left open by a failed test must not keep it)."""
-    name = "steptrace_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield database_url(server_url, name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 class Backend:

@@ -19,9 +19,11 @@ import webbrowser
 from pathlib import Path
 from urllib.parse import quote
 
-from ..store import RunStore, open_store, store_location
+from ..store import RunStore, SQLiteStore, open_store, store_location
 from ..store._open import is_database_url
+from ..store._postgres import PostgresStore
 from ._app import PortalApp
+from ._postgres_reads import PostgresReads
 from ._reads import StoreReads
 from ._security import is_loopback
 from ._sqlite_reads import SQLiteReads
@@ -32,8 +34,13 @@ _INSTALL_HINT = "the portal needs uvicorn: pip install 'steptrace[portal]'"
 
 
 def open_reads(store: RunStore) -> StoreReads:
-    """The fastest reader for ``store``: SQL for a SQLite file, else the protocol."""
-    return SQLiteReads(store) if SQLiteReads.handles(store) else StoreReads(store)  # type: ignore[arg-type]
+    """The fastest reader for ``store``: SQL for a SQLite file or a PostgreSQL
+    database, else the ``RunStore`` protocol alone."""
+    if isinstance(store, SQLiteStore) and SQLiteReads.handles(store):
+        return SQLiteReads(store)
+    if isinstance(store, PostgresStore):  # psycopg is imported when one is opened
+        return PostgresReads(store)
+    return StoreReads(store)
 
 
 def create_app(store: RunStore, *, token: str | None = None) -> PortalApp:

@@ -1,58 +1,30 @@
-"""The portal's reads of a SQLite store file, in SQL: ``SQLiteReads``.
+"""The portal's SQL reads of a SQLite store file: ``SQLiteReads``.
 
-Same answers as ``StoreReads`` (a test holds them equal), without loading a
-whole run: the header, the structure, a page of spans or events, the agent
-summary (aggregated in SQL from the events' JSON) each take one or a few
-indexed queries, so a run of 100,000 events opens in milliseconds. Each worker
-thread gets its own connection to the file with ``query_only`` on, so the
-portal cannot write through it and readers run side by side (the file is in
-WAL mode: they never block the runs being written). What the ``RunStore``
-protocol already answers quickly (event counts, transcripts, aggregates,
-marking dead runs) goes through the store.
+Each worker thread gets its own connection to the file with ``query_only``
+on, so the portal cannot write through it and readers run side by side (the
+file is in WAL mode: they never block the runs being written). The queries
+are ``SQLReads``'s.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..store import EventRow, RunRow, SpanRow, SQLiteStore
-from ..store._protocol import RunFilter
-from ..store._queries import RUN_COLUMNS, SPAN_COLUMNS, run_filter_clause, run_row, span_row
+from ..store import SQLiteStore
 from ..store._sqlite import BUSY_TIMEOUT_MS
-from ._reads import (
-    INLINE_SPAN_LIMIT,
-    STRUCTURE_LIMIT,
-    RunFilters,
-    RunStructure,
-    RunTotals,
-    SortKey,
-    StoreReads,
-)
+from ._sql_reads import SQLReads
 
 __all__ = ["SQLiteReads"]
 
-_ORDER = {
-    "started": "started_at",
-    "name": "name",
-    "status": "status",
-    "duration": "(ended_at - started_at)",
-    "tokens": "(input_tokens + output_tokens)",
-    "cost": "cost_usd",
-}
-_LEAVES = "('llm_call', 'tool')"
 
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-class SQLiteReads(StoreReads):
-    """``StoreReads`` for a ``SQLiteStore`` file, reading it in SQL."""
+class SQLiteReads(SQLReads):
+    """``SQLReads`` over a ``SQLiteStore`` file, through read-only connections
+    of its own (one a thread)."""
 
     def __init__(self, store: SQLiteStore) -> None:
         super().__init__(store)
@@ -90,219 +62,17 @@ class SQLiteReads(StoreReads):
         for conn in opened:
             conn.close()
 
-    # -- runs -------------------------------------------------------------------------
-
-    @staticmethod
-    def _where(filters: RunFilters) -> tuple[str, list[Any]]:
-        return run_filter_clause(
-            RunFilter(name=filters.name, status=filters.status, persona=filters.persona)
-        )
-
-    def runs_page(
-        self, filters: RunFilters, sort: SortKey, descending: bool, limit: int, offset: int
-    ) -> tuple[list[RunRow], int]:
-        clause, params = self._where(filters)
-        direction = "DESC" if descending else "ASC"
-        rows = self._rows(
-            f"SELECT {RUN_COLUMNS} FROM runs{clause} ORDER BY {_ORDER[sort]} {direction} "
-            "NULLS LAST, started_at DESC, id DESC LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        total = self._rows(f"SELECT COUNT(*) FROM runs{clause}", params)[0][0]
-        return [run_row(row) for row in rows], int(total)
-
-    def totals(self, filters: RunFilters) -> RunTotals:
-        clause, params = self._where(filters)
-        runs, inp, out, cost, calls = self._rows(
-            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-            f"COALESCE(SUM(cost_usd), 0), COALESCE(SUM(llm_calls), 0) FROM runs{clause}",
-            params,
-        )[0]
-        return RunTotals(int(runs), int(inp), int(out), float(cost), int(calls))
-
-    def personas(self, run_ids: Sequence[str]) -> dict[str, list[str]]:
-        """Each run's personas (every persona span, not only those that called a
-        model), in the order they started."""
-        found: dict[str, list[str]] = {run_id: [] for run_id in run_ids}
-        if not run_ids:
-            return found
-        rows = self._rows(
-            "SELECT run_id, name FROM spans WHERE kind = 'persona' "
-            f"AND run_id IN ({_marks(len(run_ids))}) GROUP BY run_id, name "
-            "ORDER BY run_id, MIN(start_ns)",
-            list(run_ids),
-        )
-        for run_id, name in rows:
-            found[run_id].append(name)
-        return found
-
-    def facets(self) -> dict[str, list[str]]:
-        names = self._rows("SELECT DISTINCT name FROM runs ORDER BY name")
-        statuses = self._rows("SELECT DISTINCT status FROM runs ORDER BY status")
-        personas = self._rows(
-            "SELECT DISTINCT name FROM spans WHERE kind = 'persona' ORDER BY name"
-        )
-        return {
-            "names": [n for (n,) in names],
-            "statuses": [s for (s,) in statuses],
-            "personas": [p for (p,) in personas],
-        }
-
-    # -- one run ----------------------------------------------------------------------
-
-    def header(self, run_id: str) -> RunRow | None:
-        rows = self._rows(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        return run_row(rows[0]) if rows else None
-
-    def live_header(self, run_id: str) -> RunRow | None:
-        return self.header(run_id)
-
-    def span_count(self, run_id: str) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM spans WHERE run_id = ?", (run_id,))[0][0])
-
-    def structure(self, run_id: str) -> RunStructure | None:
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
         conn = self._conn()
-        # One read transaction: the header and spans as of a single commit.
         conn.execute("BEGIN")
         try:
-            head = self.header(run_id)
-            if head is None:
-                return None
-            count = self.span_count(run_id)
-            leaf_counts = {
-                int(parent): int(n)
-                for parent, n in self._rows(
-                    "SELECT parent_id, COUNT(*) FROM spans WHERE run_id = ? "
-                    f"AND kind IN {_LEAVES} AND parent_id IS NOT NULL GROUP BY parent_id",
-                    (run_id,),
-                )
-            }
-            if count <= INLINE_SPAN_LIMIT:
-                rows = self._rows(
-                    f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = ? ORDER BY start_ns, span_id",
-                    (run_id,),
-                )
-                spans = [span_row(r) for r in rows]
-                return RunStructure(spans, leaf_counts, count, True)
-            rows = self._rows(
-                f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = ? AND kind NOT IN {_LEAVES} "
-                "ORDER BY start_ns, span_id LIMIT ?",
-                (run_id, STRUCTURE_LIMIT + 1),
-            )
-            truncated = len(rows) > STRUCTURE_LIMIT
-            spans = [span_row(r) for r in rows[:STRUCTURE_LIMIT]]
-            spans += self._missing_ancestors(run_id, spans)
-            spans.sort(key=lambda s: (s.start_ns, s.span_id))
+            yield
         finally:
             conn.execute("COMMIT")
-        return RunStructure(spans, leaf_counts, count, False, truncated)
 
-    def _missing_ancestors(self, run_id: str, spans: list[SpanRow]) -> list[SpanRow]:
-        """The leaf spans a structural span sits under (a step inside a tool)."""
-        known = {s.span_id for s in spans}
-        found: list[SpanRow] = []
-        wanted = {s.parent_id for s in spans if s.parent_id is not None} - known
-        while wanted:
-            ids = sorted(wanted)[:500]
-            rows = [
-                span_row(r)
-                for r in self._rows(
-                    f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = ? "
-                    f"AND span_id IN ({_marks(len(ids))})",
-                    (run_id, *ids),
-                )
-            ]
-            known.update(ids)
-            found.extend(rows)
-            wanted = (wanted | {s.parent_id for s in rows if s.parent_id is not None}) - known
-        return found
+    def _json_int(self, field: str) -> str:
+        return f"json_extract(data, '$.{field}')"
 
-    def children(
-        self, run_id: str, parent_id: int, offset: int, limit: int, *, leaves_only: bool = False
-    ) -> tuple[list[SpanRow], int]:
-        where = "run_id = ? AND parent_id = ?" + (f" AND kind IN {_LEAVES}" if leaves_only else "")
-        rows = self._rows(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE {where} "
-            "ORDER BY start_ns, span_id LIMIT ? OFFSET ?",
-            (run_id, parent_id, limit, offset),
-        )
-        total = self._rows(f"SELECT COUNT(*) FROM spans WHERE {where}", (run_id, parent_id))[0][0]
-        return [span_row(r) for r in rows], int(total)
-
-    def span(self, run_id: str, span_id: int) -> SpanRow | None:
-        rows = self._rows(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = ? AND span_id = ?",
-            (run_id, span_id),
-        )
-        return span_row(rows[0]) if rows else None
-
-    def ledger(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._rows(
-            "SELECT data FROM completed_steps WHERE run_id = ? ORDER BY seq", (run_id,)
-        )
-        return [json.loads(data) for (data,) in rows]
-
-    def llm_spans(self, run_id: str, offset: int, limit: int) -> tuple[list[SpanRow], int]:
-        rows = self._rows(
-            f"SELECT {SPAN_COLUMNS} FROM spans WHERE run_id = ? AND kind = 'llm_call' "
-            "ORDER BY start_ns, span_id LIMIT ? OFFSET ?",
-            (run_id, limit, offset),
-        )
-        total = self._rows(
-            "SELECT COUNT(*) FROM spans WHERE run_id = ? AND kind = 'llm_call'", (run_id,)
-        )[0][0]
-        return [span_row(r) for r in rows], int(total)
-
-    def events_page(
-        self, run_id: str, types: Sequence[str] | None, offset: int, limit: int
-    ) -> list[EventRow]:
-        sql = "SELECT run_id, seq, span_id, data FROM events WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if types is not None:
-            if not types:
-                return []
-            sql += f" AND type IN ({_marks(len(types))})"
-            params.extend(types)
-        rows = self._rows(sql + " ORDER BY seq LIMIT ? OFFSET ?", (*params, limit, offset))
-        return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
-
-    def agent_summary(self, run_id: str) -> dict[str, Any] | None:
-        """``summarize_events``'s dict, aggregated in SQL."""
-        if self.header(run_id) is None:
-            return None
-        counts = self.event_counts(run_id)
-        llm = self._rows(
-            "SELECT COALESCE(SUM(json_extract(data, '$.input_tokens')), 0), "
-            "COALESCE(SUM(json_extract(data, '$.output_tokens')), 0), "
-            "COALESCE(SUM(json_extract(data, '$.duration_ms')), 0) "
-            "FROM events WHERE run_id = ? AND type = 'llm_call'",
-            (run_id,),
-        )[0]
-        tools = self._rows(
-            "SELECT json_extract(data, '$.tool_name') AS tool, MIN(seq), "
-            "SUM(json_extract(data, '$.duration_ms')) "
-            "FROM events WHERE run_id = ? AND type = 'tool_execution' "
-            "GROUP BY tool ORDER BY MIN(seq)",
-            (run_id,),
-        )
-        last = self._rows(
-            "SELECT data FROM events WHERE run_id = ? AND type = 'loop_complete' "
-            "ORDER BY seq DESC LIMIT 1",
-            (run_id,),
-        )
-        complete = json.loads(last[0][0]) if last else {}
-        return {
-            "status": complete.get("status", "unknown"),
-            "iterations": complete.get("iterations", 0),
-            "total_duration_ms": complete.get("total_duration_ms", 0),
-            "llm_calls": counts.get("llm_call", 0),
-            "tool_executions": counts.get("tool_execution", 0),
-            "tool_rejections": counts.get("tool_rejected", 0),
-            "interventions": counts.get("loop_intervention", 0),
-            "compactions": counts.get("context_compaction", 0),
-            "total_input_tokens": int(llm[0]),
-            "total_output_tokens": int(llm[1]),
-            "total_llm_duration_ms": int(llm[2]),
-            "total_tool_duration_ms": sum(int(d) for _, _, d in tools),
-            "tools_used": [tool for tool, _, _ in tools],
-        }
+    def _json_text(self, field: str) -> str:
+        return f"json_extract(data, '$.{field}')"
