@@ -6,9 +6,10 @@ of the LLM-call and tool spans under each), its ledger and its event counts;
 events, leaf spans and LLM calls come in pages. ``StoreReads`` answers those
 questions with the ``RunStore`` protocol alone, which has no way to read part
 of a run's spans or its header by id, so it loads the run with ``get_run`` and
-keeps the last few ended runs (an ended run never changes). ``SQLiteReads``
-(``_sqlite_reads``) answers the same questions with SQL over its own read-only
-connections, so a run of 100,000 events opens without loading it.
+keeps the last few ended runs (an ended run never changes): the fallback for a
+store of another kind. ``SQLReads`` (``_sql_reads``; for SQLite and
+PostgreSQL) answers the same questions with SQL, so a run of 100,000 events
+opens without loading it.
 """
 
 from __future__ import annotations
