@@ -52,6 +52,7 @@
   }
   function fmtMs(ms) {
     if (ms === null || ms === undefined) return "–";
+    if (ms === 0) return "0 ms";
     if (ms < 1) return ms.toFixed(2) + " ms";
     if (ms < 1000) return Math.round(ms) + " ms";
     if (ms < 60000) return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
@@ -795,10 +796,11 @@
       if (request.temperature !== null && request.temperature !== undefined) settings.push(`temperature ${request.temperature}`);
       const tools = (request.tools || []).map((t) => t.name);
       panel.append(
-        h("h3", {}, "Prompt"),
-        settings.length ? h("p", { class: "muted small" }, settings.join(" · ")) : null,
-        tools.length ? h("p", { class: "muted small" }, "Tools offered: " + tools.join(", ")) : null,
-        prompt
+        h("div", {},
+          h("h3", {}, "Prompt"),
+          settings.length ? h("p", { class: "muted small" }, settings.join(" · ")) : null,
+          tools.length ? h("p", { class: "muted small" }, "Tools offered: " + tools.join(", ")) : null,
+          prompt)
       );
       const response = transcript.response || {};
       const answer = h("div", { class: "response", "data-testid": "response" });
