@@ -32,9 +32,12 @@ from ._protocol import (
 )
 from ._queries import (
     CALL_COLUMNS,
+    HEARTBEAT,
     RUN_COLUMNS,
     SPAN_COLUMNS,
-    dumps,
+    TABLES,
+    batch_rows,
+    heartbeat_rows,
     stored_run,
 )
 from ._schema import MIGRATIONS
@@ -57,12 +60,6 @@ MIGRATION_LOCK = 0x5374657074726163
 
 # A call's UTC day, formatted as SQLite's strftime('%Y-%m-%d', at, 'unixepoch').
 _DAY = "to_char(to_timestamp(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-
-SPAN_KEY = ("run_id", "span_id")
-SEQ_KEY = ("run_id", "seq")
-EVENT_COLUMNS = "run_id, seq, span_id, type, data"
-STEP_COLUMNS = "run_id, seq, data"
-TRANSCRIPT_COLUMNS = "run_id, span_id, request, response"
 
 
 def _psycopg() -> Any:
@@ -90,13 +87,8 @@ def _upsert(table: str, columns: str, key: tuple[str, ...]) -> str:
     )
 
 
-_UPSERT_RUN = _upsert("runs", RUN_COLUMNS, ("id",))
-_UPSERT_SPAN = _upsert("spans", SPAN_COLUMNS, SPAN_KEY)
-_UPSERT_EVENT = _upsert("events", EVENT_COLUMNS, SEQ_KEY)
-_UPSERT_STEP = _upsert("completed_steps", STEP_COLUMNS, SEQ_KEY)
-_UPSERT_CALL = _upsert("llm_calls", CALL_COLUMNS, SEQ_KEY)
-_UPSERT_TRANSCRIPT = _upsert("transcripts", TRANSCRIPT_COLUMNS, SPAN_KEY)
-_HEARTBEAT = "UPDATE runs SET heartbeat_at = %s WHERE id = %s AND status = 'running'"
+_UPSERTS = {table: _upsert(table, columns, key) for table, (columns, key) in TABLES.items()}
+_HEARTBEAT = _pg(HEARTBEAT)
 
 
 def redact_url(url: str) -> str:
@@ -303,83 +295,10 @@ class PostgresStore(SQLReads):
     # -- writing ------------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> None:
-        runs = [
-            (
-                r.id,
-                r.name,
-                r.status,
-                r.started_at,
-                r.ended_at,
-                r.error,
-                dumps(r.metadata),
-                None if r.budget is None else dumps(r.budget),
-                r.input_tokens,
-                r.output_tokens,
-                r.cost_usd,
-                r.llm_calls,
-                r.pid,
-                r.host,
-                r.heartbeat_at,
-            )
-            for r in batch.runs
-        ]
-        spans = [
-            (
-                s.run_id,
-                s.span_id,
-                s.parent_id,
-                s.name,
-                s.kind,
-                s.start_ns,
-                s.end_ns,
-                s.status,
-                s.error,
-                dumps(s.metadata),
-                dumps(s.context),
-            )
-            for s in batch.spans
-        ]
-        events = [
-            (e.run_id, e.seq, e.span_id, str(e.data.get("type")), dumps(e.data))
-            for e in batch.events
-        ]
-        steps = [(c.run_id, c.seq, dumps(c.data)) for c in batch.steps]
-        calls = [
-            (
-                c.run_id,
-                c.seq,
-                c.span_id,
-                c.step,
-                c.persona,
-                c.model,
-                c.input_tokens,
-                c.output_tokens,
-                c.cache_tokens,
-                c.cost_usd,
-                c.duration_ms,
-                c.at,
-            )
-            for c in batch.llm_calls
-        ]
-        transcripts = [
-            (
-                t.run_id,
-                t.span_id,
-                None if t.request is None else dumps(t.request),
-                None if t.response is None else dumps(t.response),
-            )
-            for t in batch.transcripts
-        ]
-        heartbeats = [(at, run_id) for run_id, at in batch.heartbeats]
         statements: list[tuple[str, Sequence[tuple[Any, ...]]]] = [
-            (_UPSERT_RUN, runs),
-            (_UPSERT_SPAN, spans),
-            (_UPSERT_EVENT, events),
-            (_UPSERT_STEP, steps),
-            (_UPSERT_CALL, calls),
-            (_UPSERT_TRANSCRIPT, transcripts),
-            (_HEARTBEAT, heartbeats),
+            (_UPSERTS[table], rows) for table, rows in batch_rows(batch)
         ]
+        statements.append((_HEARTBEAT, heartbeat_rows(batch)))
 
         def write(conn: Connection) -> None:
             with conn.transaction(), conn.cursor() as cursor:

@@ -22,15 +22,23 @@ from ._protocol import (
     RunRow,
     SpanRow,
     StoredRun,
+    WriteBatch,
     summarize,
 )
 
 __all__ = [
     "CALL_COLUMNS",
+    "EVENT_COLUMNS",
+    "HEARTBEAT",
     "RUN_COLUMNS",
     "SPAN_COLUMNS",
+    "STEP_COLUMNS",
+    "TABLES",
+    "TRANSCRIPT_COLUMNS",
     "aggregate_query",
+    "batch_rows",
     "dumps",
+    "heartbeat_rows",
     "loads_or_none",
     "run_filter_clause",
     "run_row",
@@ -42,10 +50,33 @@ RUN_COLUMNS = (
     "id, name, status, started_at, ended_at, error, metadata, budget, "
     "input_tokens, output_tokens, cost_usd, llm_calls, pid, host, heartbeat_at"
 )
+CALL_COLUMNS = (
+    "run_id, seq, span_id, step, persona, model, input_tokens, output_tokens, "
+    "cache_tokens, cost_usd, duration_ms, at"
+)
 SPAN_COLUMNS = (
     "run_id, span_id, parent_id, name, kind, start_ns, end_ns, status, error, metadata, context"
 )
 
+
+EVENT_COLUMNS = "run_id, seq, span_id, type, data"
+STEP_COLUMNS = "run_id, seq, data"
+TRANSCRIPT_COLUMNS = "run_id, span_id, request, response"
+_SEQ_KEY = ("run_id", "seq")
+_SPAN_KEY = ("run_id", "span_id")
+
+TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "runs": (RUN_COLUMNS, ("id",)),
+    "spans": (SPAN_COLUMNS, _SPAN_KEY),
+    "events": (EVENT_COLUMNS, _SEQ_KEY),
+    "completed_steps": (STEP_COLUMNS, _SEQ_KEY),
+    "llm_calls": (CALL_COLUMNS, _SEQ_KEY),
+    "transcripts": (TRANSCRIPT_COLUMNS, _SPAN_KEY),
+}
+"""Each table a ``WriteBatch`` fills: its columns (in ``batch_rows`` order) and key."""
+
+HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
+"""Applied with ``(time, run id)`` for each of a batch's heartbeats."""
 
 # One encoder for every row: json.dumps with options builds a new one per call.
 # Metadata is user data: anything JSON cannot encode is stored as its str().
@@ -120,12 +151,6 @@ def aggregate_query(
         f"FROM llm_calls{clause} GROUP BY k ORDER BY {order}",
         params,
     )
-
-
-CALL_COLUMNS = (
-    "run_id, seq, span_id, step, persona, model, input_tokens, output_tokens, "
-    "cache_tokens, cost_usd, duration_ms, at"
-)
 
 
 def _call_row(row: tuple[Any, ...]) -> LlmCallRow:
@@ -204,3 +229,98 @@ def stored_run(
         llm_calls=llm_calls,
         summary=summarize(run, typed, ledger, llm_calls),
     )
+
+
+def batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """``(table, parameter rows)`` for every table of ``TABLES`` the batch
+    fills, values in the table's column order (JSON fields encoded)."""
+    tables: list[tuple[str, list[tuple[Any, ...]]]] = [
+        (
+            "runs",
+            [
+                (
+                    r.id,
+                    r.name,
+                    r.status,
+                    r.started_at,
+                    r.ended_at,
+                    r.error,
+                    dumps(r.metadata),
+                    None if r.budget is None else dumps(r.budget),
+                    r.input_tokens,
+                    r.output_tokens,
+                    r.cost_usd,
+                    r.llm_calls,
+                    r.pid,
+                    r.host,
+                    r.heartbeat_at,
+                )
+                for r in batch.runs
+            ],
+        ),
+        (
+            "spans",
+            [
+                (
+                    s.run_id,
+                    s.span_id,
+                    s.parent_id,
+                    s.name,
+                    s.kind,
+                    s.start_ns,
+                    s.end_ns,
+                    s.status,
+                    s.error,
+                    dumps(s.metadata),
+                    dumps(s.context),
+                )
+                for s in batch.spans
+            ],
+        ),
+        (
+            "events",
+            [
+                (e.run_id, e.seq, e.span_id, str(e.data.get("type")), dumps(e.data))
+                for e in batch.events
+            ],
+        ),
+        ("completed_steps", [(c.run_id, c.seq, dumps(c.data)) for c in batch.steps]),
+        (
+            "llm_calls",
+            [
+                (
+                    c.run_id,
+                    c.seq,
+                    c.span_id,
+                    c.step,
+                    c.persona,
+                    c.model,
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.cache_tokens,
+                    c.cost_usd,
+                    c.duration_ms,
+                    c.at,
+                )
+                for c in batch.llm_calls
+            ],
+        ),
+        (
+            "transcripts",
+            [
+                (
+                    t.run_id,
+                    t.span_id,
+                    None if t.request is None else dumps(t.request),
+                    None if t.response is None else dumps(t.response),
+                )
+                for t in batch.transcripts
+            ],
+        ),
+    ]
+    return [(table, rows) for table, rows in tables if rows]
+
+
+def heartbeat_rows(batch: WriteBatch) -> list[tuple[float, str]]:
+    """Parameters of ``HEARTBEAT`` for the batch's heartbeats."""
+    return [(at, run_id) for run_id, at in batch.heartbeats]

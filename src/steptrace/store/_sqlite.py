@@ -27,9 +27,12 @@ from ._protocol import (
 )
 from ._queries import (
     CALL_COLUMNS,
+    HEARTBEAT,
     RUN_COLUMNS,
     SPAN_COLUMNS,
-    dumps,
+    TABLES,
+    batch_rows,
+    heartbeat_rows,
     stored_run,
 )
 from ._schema import migrate
@@ -41,6 +44,12 @@ BUSY_TIMEOUT_MS = 5000
 
 
 _DEFAULT_PATH = ".steptrace/runs.db"
+
+_INSERTS = {
+    table: f"INSERT OR REPLACE INTO {table} ({columns}) "
+    f"VALUES ({', '.join('?' * (columns.count(',') + 1))})"
+    for table, (columns, _) in TABLES.items()
+}
 
 
 def default_store_path() -> Path:
@@ -89,105 +98,16 @@ class SQLiteStore(SQLReads):
     # -- writing ------------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> None:
+        # Rows are encoded before the write lock is taken: other processes wait less.
+        tables = batch_rows(batch)
+        heartbeats = heartbeat_rows(batch)
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO runs ({RUN_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            r.id,
-                            r.name,
-                            r.status,
-                            r.started_at,
-                            r.ended_at,
-                            r.error,
-                            dumps(r.metadata),
-                            None if r.budget is None else dumps(r.budget),
-                            r.input_tokens,
-                            r.output_tokens,
-                            r.cost_usd,
-                            r.llm_calls,
-                            r.pid,
-                            r.host,
-                            r.heartbeat_at,
-                        )
-                        for r in batch.runs
-                    ],
-                )
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO spans ({SPAN_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            s.run_id,
-                            s.span_id,
-                            s.parent_id,
-                            s.name,
-                            s.kind,
-                            s.start_ns,
-                            s.end_ns,
-                            s.status,
-                            s.error,
-                            dumps(s.metadata),
-                            dumps(s.context),
-                        )
-                        for s in batch.spans
-                    ],
-                )
-                conn.executemany(
-                    "INSERT OR REPLACE INTO events (run_id, seq, span_id, type, data) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (e.run_id, e.seq, e.span_id, str(e.data.get("type")), dumps(e.data))
-                        for e in batch.events
-                    ],
-                )
-                conn.executemany(
-                    "INSERT OR REPLACE INTO completed_steps (run_id, seq, data) VALUES (?, ?, ?)",
-                    [(c.run_id, c.seq, dumps(c.data)) for c in batch.steps],
-                )
-                conn.executemany(
-                    "INSERT OR REPLACE INTO llm_calls (run_id, seq, span_id, step, persona, "
-                    "model, input_tokens, output_tokens, cache_tokens, cost_usd, duration_ms, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            c.run_id,
-                            c.seq,
-                            c.span_id,
-                            c.step,
-                            c.persona,
-                            c.model,
-                            c.input_tokens,
-                            c.output_tokens,
-                            c.cache_tokens,
-                            c.cost_usd,
-                            c.duration_ms,
-                            c.at,
-                        )
-                        for c in batch.llm_calls
-                    ],
-                )
-                conn.executemany(
-                    "INSERT OR REPLACE INTO transcripts (run_id, span_id, request, response) "
-                    "VALUES (?, ?, ?, ?)",
-                    [
-                        (
-                            t.run_id,
-                            t.span_id,
-                            None if t.request is None else dumps(t.request),
-                            None if t.response is None else dumps(t.response),
-                        )
-                        for t in batch.transcripts
-                    ],
-                )
-                conn.executemany(
-                    "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
-                    [(at, run_id) for run_id, at in batch.heartbeats],
-                )
+                for table, rows in tables:
+                    conn.executemany(_INSERTS[table], rows)
+                conn.executemany(HEARTBEAT, heartbeats)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
