@@ -316,3 +316,31 @@ def test_a_first_version_database_is_migrated_with_its_data(tmp_path: Path) -> N
         assert current_version(conn) == len(MIGRATIONS)
     finally:
         conn.close()
+
+
+def test_opening_waits_for_another_process_holding_a_new_file(tmp_path: Path) -> None:
+    # Switching a file to WAL needs it to itself, and while another connection
+    # holds a write transaction on it SQLite refuses at once, without its busy
+    # timeout (two processes opening a new file together): opening must wait.
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    outcome: list[object] = []
+
+    def open_store() -> None:
+        try:
+            SQLiteStore(path).close()
+            outcome.append("opened")
+        except Exception as exc:
+            outcome.append(exc)
+
+    opener = threading.Thread(target=open_store)
+    opener.start()
+    opener.join(0.3)
+    waited = opener.is_alive()
+    holder.execute("COMMIT")
+    holder.close()
+    opener.join(10)
+    assert outcome == ["opened"]
+    assert waited  # it was still waiting for the lock, not failed

@@ -61,6 +61,23 @@ def default_store_path() -> Path:
     return Path(_DEFAULT_PATH)
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to write-ahead logging, waiting out other openers.
+
+    Changing the journal mode needs the file to itself and SQLite answers
+    "database is locked" at once instead of using the busy timeout, so two
+    processes opening a new file together would fail without this wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore(SQLReads):
     """A ``RunStore`` in one SQLite file (``path``; ``":memory:"`` for tests)."""
 
@@ -80,7 +97,7 @@ class SQLiteStore(SQLReads):
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = OFF")
             migrate(conn)
