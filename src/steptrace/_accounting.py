@@ -137,6 +137,21 @@ def _price(
     return checked_price(answer, source, model)
 
 
+def price_call(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> float | None:
+    """The configured price source's cost of a call, checked: None when the
+    price is unknown, ``ValueError`` naming the source when its answer is not
+    a price."""
+    return _price(
+        settings.price_source, model, input_tokens, output_tokens, cache_tokens, cache_write_tokens
+    )
+
+
 def _exhausted(
     frame: _Frame,
     ledger: Ledger,

@@ -33,8 +33,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import spans as _spans
-from .._accounting import Hold, arecord_llm_usage, limits_in_force, record_llm_usage, reserve
-from .._config import settings as core_settings
+from .._accounting import (
+    Hold,
+    arecord_llm_usage,
+    limits_in_force,
+    price_call,
+    record_llm_usage,
+    reserve,
+)
 from ..errors import ProviderError, SchemaValidationFailed
 from ..events import LlmCall, SchemaRetry
 from ..runtime import active_step_model_default
@@ -238,18 +244,16 @@ class _Call:
         """Describe the response on its (still open) span, emit ``LlmCall``, and
         return the arguments for ``record_llm_usage`` (which the caller makes
         after the span ends, so a budget error is not the request's error)."""
-        source = core_settings.price_source
-        cost = (
-            None
-            if source is None
-            else source.cost_usd(
+        try:
+            cost = price_call(
                 self.model,
                 response.input_tokens,
                 response.output_tokens,
-                cache_read_tokens=response.cache_read_tokens,
-                cache_write_tokens=response.cache_write_tokens,
+                response.cache_read_tokens,
+                response.cache_write_tokens,
             )
-        )
+        except ValueError:
+            cost = None  # a bad price answer: the record reprices and says so, after recording
         request_span.metadata.update(
             {
                 "gen_ai.response.model": response.model,
