@@ -63,3 +63,41 @@ def test_ray_tasks_continue_one_run_in_one_store_within_one_shared_budget(
 
     run, budget, results = fan_out_run(dispatch, pool, key)
     check_one_faithful_run(store_url, run, budget, results, os.getpid())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason=(
+        "Ray pickles functions of the driver script (and local functions) by value, "
+        "and a @steptrace.step wrapper cannot be pickled: its closure holds the "
+        "context's ContextVar.get and the StepScope (src/steptrace/_wrappers.py). "
+        "Until steps travel by value, keep them in a module the workers import."
+    ),
+)
+def test_a_step_defined_in_the_driver_script_runs_in_a_ray_worker(
+    ray_cluster: None, recording: StoreWriter, store_url: str
+) -> None:
+    import ray
+
+    import steptrace
+    from steptrace.store import open_store
+
+    @steptrace.step(name="driver_step")
+    def driver_step() -> str:
+        return "done"
+
+    def task(carrier: dict[str, Any]) -> str:
+        with steptrace.extract(carrier):
+            return driver_step()
+
+    with steptrace.run("by-value") as run:
+        assert ray.get(ray.remote(task).remote(steptrace.inject())) == "done"
+    store = open_store(store_url)
+    try:
+        stored = store.get_run(run.id)
+    finally:
+        store.close()
+    assert stored is not None
+    (part,) = stored.children(run.root.span_id)
+    assert [s.name for s in stored.children(part.span_id)] == ["driver_step"]
