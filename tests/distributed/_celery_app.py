@@ -1,6 +1,7 @@
 """The Celery app the tests' worker runs (``celery -A tests.distributed._celery_app
-worker``), written as the README tells users to: each worker process starts
-recording at ``worker_process_init``; the task continues the carrier's run.
+worker``), written as the README tells users to: each pool process starts
+recording at ``worker_process_init`` and stops at ``worker_process_shutdown``;
+the task continues the carrier's run.
 
 The broker and result backend come from ``$STEPTRACE_CELERY_BROKER`` and
 ``$STEPTRACE_CELERY_BACKEND`` in the worker; the test process sets them on
@@ -13,7 +14,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from . import _work
 
@@ -31,8 +32,13 @@ app.conf.update(
 
 
 @worker_process_init.connect
-def record(**_: Any) -> None:
+def start_recording(**_: Any) -> None:
     _work.setup_worker()
+
+
+@worker_process_shutdown.connect
+def stop_recording(**_: Any) -> None:
+    _work.stop_worker()
 
 
 @app.task(name="summarize")

@@ -4,10 +4,10 @@ that sent it.
 The engines (Celery, Ray, ``multiprocessing``) import this module in their own
 worker processes. ``setup_worker`` runs once per process, as the README tells
 users to do: flat prices (one microdollar a token, so costs are exact) and a
-``StoreWriter`` into ``$STEPTRACE_STORE``. ``summarize_part`` is the task body:
-``with steptrace.extract(carrier):`` around an ordinary ``@step`` making one
-``llm_call`` to a scripted model, and it returns this part's own ledger for the
-test to add up.
+``StoreWriter`` into ``$STEPTRACE_STORE``; ``stop_worker`` as the process
+leaves. ``summarize_part`` is the task body: ``with steptrace.extract(carrier):``
+around an ordinary ``@step`` making one ``llm_call`` to a scripted model; it
+returns this part's own ledger for the test to add up.
 """
 
 from __future__ import annotations
@@ -44,6 +44,15 @@ def setup_worker() -> None:
     steptrace.configure(price_source=FlatPrice())
     if _writer is None:
         _writer = record_runs()  # $STEPTRACE_STORE: the one PostgreSQL store
+
+
+def stop_worker() -> None:
+    """When a worker process leaves: write what is left (Celery's pool
+    processes exit without running ``atexit``)."""
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
 
 
 @steptrace.step(name="summarize", error_boundary="continue")

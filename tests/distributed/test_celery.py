@@ -86,7 +86,10 @@ def celery_app(redis_url: str, store_url: str) -> Iterator[Celery]:
             worker.kill()
             worker.wait(10)
         app.close()
+        log.seek(0)
+        shutdown_log = log.read().decode(errors="replace")
         log.close()
+        assert "Traceback" not in shutdown_log, shutdown_log
 
 
 def test_celery_tasks_continue_one_run_in_one_store_within_one_shared_budget(
