@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,22 +19,27 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def run_example(name: str, redis_url: str, store_url: str, cwd: Path) -> str:
+    ray_temp = tempfile.mkdtemp(prefix="st-ray-")  # short: unix socket paths are limited
     env = os.environ | {
         "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/3",  # apart from the tests' queues
         "STEPTRACE_STORE": store_url,
         # Keep Ray on loopback, without usage statistics (see test_ray.py).
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_TMPDIR": ray_temp,
     }
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / name)],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(ray_temp, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

@@ -7,6 +7,8 @@ README says. The cluster starts once for the module (about 7-15 s here)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,11 @@ def ray_cluster(store_url: str) -> Iterator[None]:
         env.setenv("PYTHONPATH", str(REPO))
         import ray
 
+        # Its sessions' sockets and logs go in a directory of ours (a short
+        # path: unix socket paths are limited to 107 bytes), removed after.
+        temp = tempfile.mkdtemp(prefix="st-ray-")
         ray.init(
+            _temp_dir=temp,
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
@@ -48,6 +54,7 @@ def ray_cluster(store_url: str) -> Iterator[None]:
             yield
         finally:
             ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_tasks_continue_one_run_in_one_store_within_one_shared_budget(
