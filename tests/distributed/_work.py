@@ -46,6 +46,13 @@ def setup_worker() -> None:
         _writer = record_runs()  # $STEPTRACE_STORE: the one PostgreSQL store
 
 
+def setup_worker_with(ready: Any) -> None:
+    """``setup_worker``, then wait for the pool's other processes (a
+    ``Barrier``), so the first to boot does not take every task."""
+    setup_worker()
+    ready.wait(60)
+
+
 def stop_worker() -> None:
     """When a worker process leaves: write what is left (Celery's pool
     processes exit without running ``atexit``)."""

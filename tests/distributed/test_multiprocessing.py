@@ -31,7 +31,8 @@ def test_spawned_workers_continue_one_run_in_one_store_within_one_shared_budget(
     context = multiprocessing.get_context("spawn")
 
     def dispatch(carrier: dict[str, Any], docs: list[str]) -> list[dict[str, Any]]:
-        with context.Pool(2, initializer=_work.setup_worker) as workers:
+        ready = context.Barrier(2)
+        with context.Pool(2, _work.setup_worker_with, (ready,)) as workers:
             return workers.starmap(_work.summarize_part, [(carrier, doc) for doc in docs])
 
     run, budget, results = fan_out_run(dispatch, pool, key)
