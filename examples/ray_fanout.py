@@ -23,6 +23,7 @@ from pathlib import Path
 
 import ray
 
+import ray_tasks
 import steptrace
 import steptrace.store
 from ray_tasks import Prices, summarize_task
@@ -51,10 +52,8 @@ def main() -> None:
         include_dashboard=False,
         runtime_env={
             "worker_process_setup_hook": "ray_tasks.start_recording",
-            "env_vars": {
-                "STEPTRACE_STORE": STORE,
-                "PYTHONPATH": str(Path(__file__).resolve().parent),  # where ray_tasks is
-            },
+            "py_modules": [ray_tasks],  # ship the workers' code to them
+            "env_vars": {"STEPTRACE_STORE": STORE},
         },
     )
     try:

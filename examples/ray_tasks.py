@@ -3,7 +3,8 @@
 They live in a module the workers import, not in the driver script: Ray sends
 functions of the script it runs by value (pickled whole), and a
 ``@steptrace.step`` function cannot travel that way; from an importable module
-it is sent by name and the worker imports it. ``start_recording`` is the
+it is sent by name and the worker imports it (``ray_fanout.py`` ships this file
+to the workers with ``py_modules``). ``start_recording`` is the
 ``worker_process_setup_hook``: each Ray worker process records into the one
 run store named by ``STEPTRACE_STORE``.
 """
