@@ -98,4 +98,5 @@ def check_one_faithful_run(
     assert totals.pico == sum(r["pico"] for r in results)
     assert totals.pico == sum(round(s.cost_usd * 10**12) for s in summaries)
     assert len(stored.llm_calls) == len(done) == sum(r["calls"] for r in results)
+    assert [type(event) for event in stored.events] == [steptrace.LlmCall] * len(done)
     assert stored.summary["llm_calls"] == len(done)
