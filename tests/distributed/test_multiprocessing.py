@@ -2,7 +2,8 @@
 like the engines: with ``spawn`` and a pool initializer that starts recording,
 one run fans out to worker processes, stored whole in the PostgreSQL store
 within one shared budget. With ``fork`` (Linux's default before Python 3.14)
-the children of a recording process lose their part of the run silently."""
+the children of a recording process store their part too: the writer reopens
+the store in each child."""
 
 from __future__ import annotations
 
@@ -39,16 +40,6 @@ def test_spawned_workers_continue_one_run_in_one_store_within_one_shared_budget(
     check_one_faithful_run(store_url, run, budget, results, os.getpid())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "A forked child inherits the parent's StoreWriter registered as a span "
-        "processor, but not its writer thread: the child's records go to an inbox "
-        "nobody drains, flush() returns at once, and the part is lost without a "
-        "word (src/steptrace/store/_writer.py has no after-fork handling)."
-    ),
-)
 def test_forked_workers_of_a_recording_process_store_their_part(
     recording: StoreWriter, store_url: str
 ) -> None:

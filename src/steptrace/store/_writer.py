@@ -157,11 +157,41 @@ class StoreWriter:
         self.written = 0
         """Records committed to the store."""
         self._closed = False
+        self._inherited: RunStore | None = None
         self._thread = threading.Thread(
             target=self._drain, name="steptrace-store-writer", daemon=True
         )
         self._thread.start()
         atexit.register(self.close)
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _restart_in_child(this))
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child: the writer thread did not survive the fork and the
+        parent's connection must not be used (nor closed) here, so open the
+        store anew and start a thread of this process's own. A store it cannot
+        reopen stops the recording in the child, with a warning."""
+        self._inherited = self.store  # kept, never closed: it is the parent's
+        self._inbox = collections.deque()
+        self._wake = threading.Event()
+        self._counts_lock = threading.Lock()
+        self._runs = weakref.WeakKeyDictionary()
+        self._open_runs = {}
+        reopened = _reopen(self.store)
+        if reopened is None or self._closed:
+            remove_span_processor(self)
+            if not self._closed:
+                logger.warning(
+                    "steptrace: %r cannot be reopened in a forked process; its records "
+                    "are not stored (call steptrace.store.record_runs() in the child)",
+                    self.store,
+                )
+            return
+        self.store = reopened
+        self._thread = threading.Thread(
+            target=self._drain, name="steptrace-store-writer", daemon=True
+        )
+        self._thread.start()
 
     # -- the SpanProcessor protocol (the run's threads) -----------------------------
 
@@ -382,6 +412,27 @@ class StoreWriter:
             cursor.call_seq += 1
             records += 1
         return records
+
+
+def _restart_in_child(writer: weakref.ref[StoreWriter]) -> None:
+    alive = writer()
+    if alive is not None:
+        alive._restart_after_fork()
+
+
+def _reopen(store: RunStore) -> RunStore | None:
+    """The same store opened anew in this process (after a fork), or None."""
+    from ._postgres import PostgresStore  # deferred: each is only needed when forked
+    from ._sqlite import SQLiteStore
+
+    try:
+        if type(store) is SQLiteStore:
+            return SQLiteStore(store.path)
+        if type(store) is PostgresStore:
+            return PostgresStore(store._conninfo)
+    except Exception as exc:
+        logger.warning("steptrace: reopening %r after a fork failed: %s", store, exc)
+    return None
 
 
 def _span_row(span: Span) -> SpanRow:
