@@ -28,7 +28,7 @@ from .budget import PICO_PER_USD, Ledger, Usage
 
 if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
-from .spans import Span, SpanKind, end_span, notify_start
+from .spans import Span, SpanKind, describe_error, end_span, notify_start
 
 __all__ = ["CompletedStep", "EventCursor", "Run", "TraceCursor", "current_run", "run"]
 
@@ -269,7 +269,7 @@ class Run:
         self.ended_at = time.time()
         self.status = "completed" if error is None else "failed"
         if error is not None:
-            self.error = f"{type(error).__name__}: {error}"
+            self.error = describe_error(error)  # credentials redacted
         usage = self.ledger.usage()
         span = self.root
         span.metadata.update(

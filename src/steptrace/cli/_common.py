@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from ..store import RunStore, open_store, store_location
 from ..store._open import is_database_url
+from ._render import terminal_json
 
 __all__ = [
     "EXIT_ERROR",
@@ -84,7 +85,8 @@ def open_existing_store(target: str | None) -> RunStore:
 
 
 def print_json(value: Any, out: TextIO | None = None) -> None:
-    """``value`` as indented JSON on stdout (anything JSON cannot hold as its str())."""
+    """``value`` as indented JSON on stdout (anything JSON cannot hold as its
+    str()), safe for a terminal (``terminal_json``)."""
     stream = sys.stdout if out is None else out
-    stream.write(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+    stream.write(terminal_json(json.dumps(value, indent=2, default=str, ensure_ascii=False)))
     stream.write("\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from ..export import export_run
 from ._common import CliError, open_existing_store
+from ._render import terminal_json, terminal_text
 from ._resolve import resolve_run_id
 
 __all__ = ["add_parser"]
@@ -69,7 +69,8 @@ def run_export(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="steptrace-export-") as scratch:
             path = export_run(stored, Path(scratch) / "run", args.format)
             with path.open("r", encoding="utf-8") as source:
-                shutil.copyfileobj(source, sys.stdout)
+                for line in source:  # JSON text: made safe for a terminal as JSON
+                    sys.stdout.write(terminal_json(line))
         return 0
     target = Path(args.output) if args.output else Path(run_id + _SUFFIX[args.format])
     if target.is_dir():
@@ -78,5 +79,7 @@ def run_export(args: argparse.Namespace) -> int:
         path = export_run(stored, target, args.format)
     except OSError as exc:
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-    print(f"wrote run {run_id} ({args.format}) to {os.fspath(path)}", file=sys.stderr)
+    print(
+        terminal_text(f"wrote run {run_id} ({args.format}) to {os.fspath(path)}"), file=sys.stderr
+    )
     return 0

@@ -30,6 +30,8 @@ from ._render import (
     format_tokens,
     format_usd,
     table,
+    terminal_lines,
+    terminal_text,
     wants_colour,
 )
 from ._resolve import resolve_run_id
@@ -118,9 +120,8 @@ def run_show(args: argparse.Namespace) -> int:
             for event in _events(store, run_id, event_types):
                 out.write(_event_line(event) + "\n")
         out.write("\n" + style.paint("ledger", "bold") + "\n")
-        out.write(
-            (ledger_table(stored) if stored.completed_steps else "(no completed steps)") + "\n\n"
-        )
+        ledger = ledger_table(stored) if stored.completed_steps else "(no completed steps)"
+        out.write(terminal_lines(ledger) + "\n\n")
         out.write(_summary(stored, style) + "\n")
         return 0
     finally:
@@ -151,10 +152,10 @@ def _header(stored: StoredRun, style: Style) -> str:
     lines.append(when)
     if run.budget:
         limits = _limits_text(run.budget.get("max_tokens"), run.budget.get("max_usd"))
-        lines.append(f"  budget: {limits}")
+        lines.append(terminal_text(f"  budget: {limits}"))
     if run.metadata:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in run.metadata.items())
-        lines.append(f"  metadata: {shown}")
+        lines.append(terminal_text(f"  metadata: {shown}"))
     if run.host or run.pid:
         lines.append(style.paint(f"  recorded by pid {run.pid} on {run.host}", "dim"))
     if run.error:
@@ -240,22 +241,21 @@ def _tree_table(roots: list[Node], style: Style) -> str:
 def _event_counts(counts: dict[str, int], listing: bool, style: Style) -> str:
     if not counts:
         return style.paint("events", "bold") + ": none"
-    shown = ", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items()))
+    shown = terminal_text(", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items())))
     total = sum(counts.values())
     hint = "" if listing else style.paint("  (list them with --events or --type TYPE)", "dim")
     return f"{style.paint('events', 'bold')} ({total:,}): {shown}{hint}"
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = text.replace("\n", "\\n")
+    text = terminal_text(value if isinstance(value, str) else repr(value))
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
 
 
 def _event_line(event: EventRow) -> str:
     data = event.data
     fields = " ".join(f"{k}={_short(v)}" for k, v in data.items() if k != "type")
-    return f"  {event.seq:>6}  {data.get('type', '?'):<18} {fields}"
+    return terminal_text(f"  {event.seq:>6}  {data.get('type', '?'):<18} {fields}")
 
 
 def _summary(stored: StoredRun, style: Style) -> str:
@@ -290,7 +290,8 @@ def _summary(stored: StoredRun, style: Style) -> str:
         tools = agent.get("tools_used") or []
         if tools:
             lines.append(f"  tools used: {', '.join(map(str, tools))}")
-    return "\n".join(lines)
+    # The first line is painted (safe already); the rest carry stored text.
+    return "\n".join([lines[0], *map(terminal_text, lines[1:])])
 
 
 def _json(stored: StoredRun, roots: list[Node], counts: dict[str, int]) -> dict[str, Any]:
