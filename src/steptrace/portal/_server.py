@@ -19,6 +19,7 @@ import webbrowser
 from pathlib import Path
 from urllib.parse import quote
 
+from .._redact import redact_url
 from ..store import RunStore, SQLiteStore, open_store, store_location
 from ..store._open import is_database_url
 from ..store._postgres import PostgresStore
@@ -132,7 +133,8 @@ def serve(
             proxy_headers=False,
         )
         server = uvicorn.Server(config)
-        print(f"steptrace portal on {url} (store: {location}); Ctrl-C stops it", flush=True)
+        shown_store = redact_url(location) if is_database_url(location) else location
+        print(f"steptrace portal on {url} (store: {shown_store}); Ctrl-C stops it", flush=True)
         if open_browser:
             threading.Thread(
                 target=_open_when_started, args=(server, url), daemon=True, name="portal-browser"
