@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..export import export_run
-from ._common import CliError, open_existing_store
+from ._common import CliError, reading_store
 from ._render import terminal_json, terminal_text
 from ._resolve import resolve_run_id
 
@@ -57,12 +57,9 @@ def add_parser(commands: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         run_id = resolve_run_id(store, args.run)
         stored = store.get_run(run_id)
-    finally:
-        store.close()
     if stored is None:
         raise CliError(f"run {run_id} vanished from the store while reading it")
     if args.output == "-":

@@ -20,7 +20,7 @@ from typing import Any
 from ..events import _EVENT_TYPES
 from ..report import ledger_table
 from ..store import EventRow, RunStore, StoredRun
-from ._common import CliError, open_existing_store, print_json
+from ._common import CliError, print_json, reading_store
 from ._render import (
     Style,
     format_duration,
@@ -91,8 +91,7 @@ def run_show(args: argparse.Namespace) -> int:
                 f"unknown event type(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(_EVENT_TYPES))}"
             )
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         run_id = resolve_run_id(store, args.run)
         stored = store.get_run(run_id)
         if stored is None:  # deleted between the two reads
@@ -124,8 +123,6 @@ def run_show(args: argparse.Namespace) -> int:
         out.write(terminal_lines(ledger) + "\n\n")
         out.write(_summary(stored, style) + "\n")
         return 0
-    finally:
-        store.close()
 
 
 def _events(store: RunStore, run_id: str, types: list[str] | None) -> Iterator[EventRow]:
