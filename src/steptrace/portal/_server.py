@@ -20,9 +20,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .._redact import redact_url
-from ..store import RunStore, SQLiteStore, open_store, store_location
-from ..store._open import is_database_url
-from ..store._postgres import PostgresStore
+from ..store import (
+    PostgresStore,
+    RunStore,
+    SQLiteStore,
+    is_database_url,
+    open_store,
+    store_location,
+)
 from ._app import PortalApp
 from ._postgres_reads import PostgresReads
 from ._reads import StoreReads
