@@ -174,3 +174,34 @@ def test_colour_survives_and_plain_text_is_unchanged() -> None:
     assert style.paint("ok", "green") == "\x1b[32mok\x1b[0m"
     assert style.paint("\x1b[2J", "green") == "\x1b[32m\\x1b[2J\x1b[0m"
     assert terminal_text("naïve 東京 café — ok") == "naïve 東京 café — ok"
+
+
+RUN_SCRIPT = """
+import json, sys
+import steptrace
+names = json.load(open(sys.argv[1]))
+for name in names:
+    @steptrace.step(name=name, budget={"max_tokens": 1000})
+    def work():
+        steptrace.record_llm_usage(name, 10, 5, cost_usd=0.001)
+    work()
+with steptrace.run(names[0], metadata={names[1]: names[2]}):
+    work()
+raise RuntimeError(names[-1])
+"""
+
+
+@pytest.mark.parametrize("color", ["never", "always"])
+def test_steptrace_run_reports_hostile_names_escaped(tmp_path: Path, color: str) -> None:
+    from tests.cli.conftest import run_cli
+
+    (tmp_path / "names.json").write_text(json.dumps(PAYLOADS))
+    (tmp_path / "job.py").write_text(RUN_SCRIPT)
+    result = run_cli(
+        "--color", color, "run", "--name", PAYLOADS[0], "job.py", "names.json", cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr
+    assert "RuntimeError" in result.stderr  # the script's traceback, escaped
+    assert_safe(result.stdout, "steptrace run (stdout)")
+    assert_safe(result.stderr, "steptrace run (stderr)")
+    assert "\\x1b]0;pwned\\x07" in result.stderr
