@@ -299,6 +299,7 @@ def test_store_and_pool_url_passwords_never_surface(
             closed = target.replace("127.0.0.1:", "127.0.0.1:1")  # nothing listens there
             cli(outputs, "refused store", "--store", closed, "runs")
             cli(outputs, "refused run", "--store", closed, "run", str(script))
+            cli(outputs, "refused portal", "--store", closed, "portal", "--port", "0")
             outputs.add("portal start line", _portal_start_line(target))
             from steptrace.shared import RedisPool
 
@@ -307,6 +308,7 @@ def test_store_and_pool_url_passwords_never_surface(
         exports(outputs, target, tmp_path)
         portal_responses(outputs, target)
     assert "***" in outputs.texts["refused store"]
+    assert outputs.texts["refused portal"].startswith("steptrace: error: cannot open the store")
     # Registered where they entered: redacted wherever they show up alone too.
     assert redact(f"x {password} y {redis_password}") == f"x {REDACTED} y {REDACTED}"
     outputs.assert_clean([password, redis_password])

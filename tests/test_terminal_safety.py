@@ -130,7 +130,7 @@ FIELDS = ("run", "step", "persona", "error", "key", "value", "model", "tool")
 
 
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -66,6 +66,8 @@ def run_portal(args: argparse.Namespace) -> int:
             f"cannot read the store at {location}: {exc}; the file may be damaged "
             "(`sqlite3 FILE 'PRAGMA integrity_check'` says more)"
         ) from None
+    except ConnectionError as exc:  # a database that refuses the connection
+        raise CliError(f"cannot open the store at {location}: {exc}") from None
     except ValueError as exc:  # a non-loopback address without a token, a bad port
         raise CliError(str(exc)) from None
     except OSError as exc:
