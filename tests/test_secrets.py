@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from steptrace._redact import REDACTED, redact, register_credentials
+from steptrace._redact import LOGGERS, REDACTED, redact, register_credentials
 from steptrace.cli import main
 from steptrace.export import export_run
 from steptrace.portal import create_app
@@ -365,3 +366,17 @@ def test_steptrace_log_records_are_redacted_with_their_tracebacks(
     assert caplog.records
     assert secret not in caplog.text
     assert json.dumps([r.getMessage() for r in caplog.records]).count(REDACTED) == 4
+
+
+def test_every_steptrace_logger_carries_the_redacting_filter() -> None:
+    # A logger's filters see only the records logged to it, not its children's:
+    # every name steptrace logs under must be in LOGGERS.
+    source = Path(__file__).resolve().parent.parent / "src" / "steptrace"
+    names = {
+        match
+        for path in source.rglob("*.py")
+        for match in re.findall(r"getLogger\(\s*[\"']([^\"']+)[\"']", path.read_text())
+    }
+    assert names
+    assert names <= set(LOGGERS), sorted(names - set(LOGGERS))
+    assert not [p for p in source.rglob("*.py") if "getLogger(__name__)" in p.read_text()]
