@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ..store import RunRow, RunStore
-from ._common import open_existing_store, print_json
+from ._common import print_json, reading_store
 from ._render import (
     Style,
     format_duration,
@@ -131,8 +131,7 @@ def _run_json(run: RunRow, personas: list[str]) -> dict[str, Any]:
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         filters: dict[str, Any] = {
             "name": args.name,
             "status": args.status,
@@ -142,8 +141,6 @@ def run_runs(args: argparse.Namespace) -> int:
         runs = [_so_far(store, run) for run in store.list_runs(**filters, limit=args.limit)]
         matching = store.count_runs(**filters)
         personas = {run.id: _personas(store, run.id) for run in runs}
-    finally:
-        store.close()
     if args.json:
         print_json(
             {
