@@ -33,6 +33,7 @@ import steptrace
 from steptrace import LlmCall, PhaseChange, ToolRejected, llm
 from steptrace.llm._config import reset_configuration
 from steptrace.store import (
+    BatchRejected,
     EventRow,
     LlmCallRow,
     PostgresStore,
@@ -751,8 +752,9 @@ def test_a_batch_failing_half_way_writes_nothing(store: RunStore) -> None:
         llm_calls=[bad_call],
         heartbeats=[("kept", 5.0)],
     )
-    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
+    with pytest.raises(BatchRejected) as refused:  # the data's fault, said so
         store.write(half)
+    assert isinstance(refused.value.__cause__, sqlite3.IntegrityError | psycopg.IntegrityError)
     assert store.get_run("kept") == before
     assert store.run_ids() == ["kept"]
     assert len(store.events("kept")) == 1
