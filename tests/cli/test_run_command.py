@@ -3,7 +3,10 @@ exit code comes back, and the store holds exactly what it did."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from .conftest import EXAMPLES, PIPELINE, Cli, read_runs
 
@@ -156,3 +159,31 @@ def test_runs_the_script_opens_itself_are_stored_and_reported(cli: Cli, tmp_path
     assert demo.run.llm_calls > 5
     assert demo.events
     assert {s.status for s in demo.completed_steps} >= {"completed", "skipped"}
+
+
+def _nested_runs() -> bool:
+    """Whether ``steptrace.run()`` inside a run opens a child (landing in core)."""
+    import steptrace
+
+    return hasattr(steptrace.run("probe"), "parent_run_id")
+
+
+@pytest.mark.skipif(
+    not _nested_runs(), reason="needs nested runs: a run opened in a run is its child"
+)
+def test_one_execution_is_one_entry_with_the_scripts_runs_under_it(
+    cli: Cli, tmp_path: Path
+) -> None:
+    done = cli("run", str(EXAMPLES / "agent_demo.py"))
+    assert done.returncode == 0, done.stderr
+    wrapper, demo = read_runs(tmp_path / ".steptrace" / "runs.db")
+    assert (wrapper.name, demo.name) == ("agent_demo", "agent-demo")
+    assert demo.run.parent_run_id == wrapper.id
+    assert wrapper.child_run_ids == [demo.id]
+    listed = json.loads(cli("runs", "--json").stdout)
+    (entry,) = listed["runs"]
+    assert entry["id"] == wrapper.id
+    assert [child["id"] for child in entry["children"]] == [demo.id]
+    # The wrapper's usage is its child's: counted once.
+    assert listed["totals"]["llm_calls"] == demo.run.llm_calls
+    assert entry["cost_usd"] == demo.run.cost_usd

@@ -189,3 +189,24 @@ def test_runs_list_one_entry_an_execution_and_spend_once(cli: Cli, tmp_path: Pat
     assert data["runs"][1]["replay_of"] == "wrap-1"
     assert data["runs"][0]["write_errors"] == 3
     assert data["totals"]["cost_usd"] == 1.0
+
+
+def test_a_replay_is_marked_and_spends_nothing(cli: Cli, tmp_path: Path) -> None:
+    assert cli("run", "-q", str(PIPELINE)).returncode == 0
+    done = cli("replay", "-q", "last", str(PIPELINE))
+    assert done.returncode == 0, done.stderr
+    original, replay = read_runs(tmp_path / ".steptrace" / "runs.db")
+    assert (original.run.replay_of, replay.run.replay_of) == (None, original.id)
+    assert replay.run.cost_usd == original.run.cost_usd  # what it would have cost
+    lines = cli("runs", "--color", "never").stdout.splitlines()
+    assert [line.split()[:3] for line in lines[1:3]] == [
+        [replay.id, "pipeline", "(replay)"],
+        [original.id, "pipeline", "completed"],
+    ]
+    assert (
+        lines[3] == "2 runs: 2 LLM calls, 300 tokens in, 60 out, $0.000420 (1 replay not counted)"
+    )
+    with SQLiteStore(tmp_path / ".steptrace" / "runs.db") as store:
+        assert [(a.key, a.llm_calls) for a in store.aggregate("model")] == [("test-model", 2)]
+    shown = cli("show", replay.id, "--color", "never").stdout
+    assert f"  replay of {original.id}: its calls were answered from that run" in shown

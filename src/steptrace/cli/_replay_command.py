@@ -5,7 +5,8 @@ The stored run's LLM call transcripts (``store.transcripts``), ordered by
 their ``chat`` spans' start, become a replay cassette
 (``cassette_from_calls``; ``--cassette PATH`` keeps it). The script then runs
 like ``steptrace run`` (stored as a new run whose metadata names the one it
-replays) with every ``llm_call`` answered by a ``ReplayProvider`` over that
+replays, as do the runs the script opens meanwhile: the store marks them all
+as replays and keeps them out of spend totals) with every ``llm_call`` answered by a ``ReplayProvider`` over that
 cassette, whatever provider the script configures or passes, and with
 connections beyond loopback refused (``steptrace.testing.block_network``), so
 a replay never spends money. A run stored without content (``--no-content``)
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..spans import Span, add_span_processor, remove_span_processor
 from ..store import StoredRun
 from ._common import CliError, open_existing_store
 from ._render import Style
@@ -135,9 +137,38 @@ def run_replay(args: argparse.Namespace) -> int:
             path,
             name=args.name or (path.absolute().name if path.is_dir() else path.stem),
             metadata=metadata,
-            around=lambda: offline(provider),
+            around=lambda: replaying(provider, run_id),
             after=after,
         )
+
+
+@contextlib.contextmanager
+def replaying(provider: ReplayProvider, original: str) -> Iterator[None]:
+    """Offline on ``provider``, every run opened meanwhile marked as a replay
+    of ``original``."""
+    marker = _MarkReplays(original)
+    add_span_processor(marker)
+    try:
+        with offline(provider):
+            yield
+    finally:
+        remove_span_processor(marker)
+
+
+class _MarkReplays:
+    """Puts ``replay_of`` in the metadata of every run that starts (the store
+    reads it into the run's ``replay_of``), unless the run says otherwise."""
+
+    def __init__(self, original: str) -> None:
+        self.original = original
+
+    def on_start(self, span: Span) -> None:
+        run: Run | None = getattr(span, "run", None)
+        if run is not None and span is run.root and not run.is_default:
+            run.metadata.setdefault("replay_of", self.original)
+
+    def on_end(self, span: Span) -> None:
+        pass
 
 
 @contextlib.contextmanager
