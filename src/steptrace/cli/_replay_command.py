@@ -6,11 +6,12 @@ their ``chat`` spans' start, become a replay cassette
 (``cassette_from_calls``; ``--cassette PATH`` keeps it). The script then runs
 like ``steptrace run`` (stored as a new run whose metadata names the one it
 replays, as do the runs the script opens meanwhile: the store marks them all
-as replays and keeps them out of spend totals) with every ``llm_call`` answered by a ``ReplayProvider`` over that
-cassette, whatever provider the script configures or passes, and with
-connections beyond loopback refused (``steptrace.testing.block_network``), so
-a replay never spends money. A run stored without content (``--no-content``)
-cannot be replayed: the error says so.
+as replays and keeps them out of spend totals) with every ``llm_call``
+answered by a ``ReplayProvider`` over that cassette, whatever provider the
+script configures or passes, and with connections beyond loopback refused
+(``steptrace.testing.block_network``), so a replay never spends money. A run
+stored without content (``--no-content``) cannot be replayed: the error says
+so.
 
 The provider is pinned with ``steptrace.llm.override_provider``, which keeps
 the model name each call would have sent.

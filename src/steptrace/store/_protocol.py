@@ -68,19 +68,14 @@ class RunRow:
     parent_span_id: int | None = None
     """The span of the parent run the child was opened under."""
     replay_of: str | None = None
-    """The run this one replays (``steptrace replay``; the ``replay_of`` key of
-    its metadata when not given). Replays are left out of spend totals."""
+    """The run this one replays (``steptrace replay``). Written from the
+    ``replay_of`` key of the metadata when not given. Replays are left out of
+    spend totals."""
     write_errors: int = 0
     """Rows of this run the store refused (a value it cannot hold): counted by
     the store, never written from a ``RunRow``."""
     write_error: str | None = None
     """The last of those refusals, saying which row and why."""
-
-    def __post_init__(self) -> None:
-        if self.replay_of is None:
-            original = self.metadata.get("replay_of") if isinstance(self.metadata, dict) else None
-            if isinstance(original, str):
-                object.__setattr__(self, "replay_of", original)
 
     @property
     def duration_s(self) -> float | None:

@@ -326,7 +326,7 @@ def _batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
                     r.heartbeat_at,
                     r.parent_run_id,
                     r.parent_span_id,
-                    r.replay_of,
+                    r.replay_of if r.replay_of is not None else _replay_of(r.metadata),
                 )
                 for r in batch.runs
             ],
@@ -392,6 +392,12 @@ def _batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
         ),
     ]
     return [(table, rows) for table, rows in tables if rows]
+
+
+def _replay_of(metadata: Any) -> str | None:
+    """The run a run replays, as ``steptrace replay`` names it in the metadata."""
+    original = metadata.get("replay_of") if isinstance(metadata, dict) else None
+    return original if isinstance(original, str) else None
 
 
 def heartbeat_rows(batch: WriteBatch) -> list[tuple[float, str]]:
