@@ -1006,11 +1006,7 @@ def test_replays_are_marked_and_spend_nothing(store: RunStore) -> None:
 
 def test_a_child_run_is_recorded_with_its_parent(store: RunStore) -> None:
     with recording(store) as writer, steptrace.run("parent") as parent:
-        child = steptrace.run("child")
-        # The lead's nested runs set these; until then, set them by hand.
-        child.parent_run_id = parent.id  # type: ignore[attr-defined]
-        child.parent_span_id = parent.root.span_id  # type: ignore[attr-defined]
-        with child:
+        with steptrace.run("child") as child:
             note()
     assert (writer.failures, writer.dropped) == (0, 0)
     stored = store.get_run(child.id)
