@@ -12,6 +12,7 @@ import contextvars
 import logging
 import math
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -233,17 +234,20 @@ def _is_poisoned(table: str, poison: str | None) -> bool:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_every_good_row_lands_and_every_poisoned_run_is_marked(
-    backend: Backend,
+    store: RunStore,
     rows: list[dict[str, Any]],
     headers: list[str | None],
     batch_size: int,
 ) -> None:
+    # One store for every example (a new PostgreSQL database each is slow): each
+    # example's runs have ids of their own.
+    tag = uuid.uuid4().hex[:8]
     items: list[tuple[str, Any]] = []
     expected_errors = dict.fromkeys(range(5), 0)
     for run in range(5):
         poison = headers[run]
         row = RunRow(
-            id=f"r{run}",
+            id=f"{tag}r{run}",
             name=f"run-{run}",
             status="completed",
             started_at=1e9 + run,
@@ -256,43 +260,42 @@ def test_every_good_row_lands_and_every_poisoned_run_is_marked(
         expected_errors[run] += poison is not None
     good: dict[str, list[Any]] = {table: [] for table in TABLES[1:]}
     for number, spec in enumerate(rows):
-        row = _row(spec["table"], f"r{spec['run']}", number, spec["poison"])
+        row = _row(spec["table"], f"{tag}r{spec['run']}", number, spec["poison"])
         items.append((spec["table"], row))
         if _is_poisoned(spec["table"], spec["poison"]):
             expected_errors[spec["run"]] += 1
         else:
             good[spec["table"]].append(row)
-    with backend.empty() as store:
-        rejected = 0
-        for start in range(0, len(items), batch_size):
-            batch = WriteBatch()
-            for table, row in items[start : start + batch_size]:
-                getattr(batch, table).append(row)
-            rejected += len(write_isolated(store, batch))
-        assert rejected == sum(expected_errors.values())
-        listed = {r.id: r for r in store.list_runs()}
-        assert set(listed) == {f"r{run}" for run in range(5)}
-        for run in range(5):
-            head = listed[f"r{run}"]
-            assert head.status == "completed"
-            assert head.ended_at == 1e9 + run + 1
-            assert head.write_errors == expected_errors[run]
-            assert (head.write_error is None) == (expected_errors[run] == 0)
-            if headers[run] is None:
-                assert head.input_tokens == run
-        for run in range(5):
-            run_id = f"r{run}"
-            mine = {table: [r for r in rows if r.run_id == run_id] for table, rows in good.items()}
-            assert _raw(store, "SELECT span_id, name FROM spans", run_id) == sorted(
-                (s.span_id, s.name) for s in mine["spans"]
-            )
-            assert _raw(store, "SELECT seq, data FROM completed_steps", run_id) == sorted(
-                (s.seq, dumps(s.data)) for s in mine["steps"]
-            )
-            assert _raw(store, "SELECT seq, input_tokens, model FROM llm_calls", run_id) == sorted(
-                (c.seq, c.input_tokens, c.model) for c in mine["llm_calls"]
-            )
-            assert store.events(run_id) == sorted(mine["events"], key=lambda e: e.seq)
+    rejected = 0
+    for start in range(0, len(items), batch_size):
+        batch = WriteBatch()
+        for table, row in items[start : start + batch_size]:
+            getattr(batch, table).append(row)
+        rejected += len(write_isolated(store, batch))
+    assert rejected == sum(expected_errors.values())
+    listed = {r.id: r for r in store.list_runs(limit=10_000) if r.id.startswith(tag)}
+    assert set(listed) == {f"{tag}r{run}" for run in range(5)}
+    for run in range(5):
+        head = listed[f"{tag}r{run}"]
+        assert head.status == "completed"
+        assert head.ended_at == 1e9 + run + 1
+        assert head.write_errors == expected_errors[run]
+        assert (head.write_error is None) == (expected_errors[run] == 0)
+        if headers[run] is None:
+            assert head.input_tokens == run
+    for run in range(5):
+        run_id = f"{tag}r{run}"
+        mine = {table: [r for r in rows if r.run_id == run_id] for table, rows in good.items()}
+        assert _raw(store, "SELECT span_id, name FROM spans", run_id) == sorted(
+            (s.span_id, s.name) for s in mine["spans"]
+        )
+        assert _raw(store, "SELECT seq, data FROM completed_steps", run_id) == sorted(
+            (s.seq, dumps(s.data)) for s in mine["steps"]
+        )
+        assert _raw(store, "SELECT seq, input_tokens, model FROM llm_calls", run_id) == sorted(
+            (c.seq, c.input_tokens, c.model) for c in mine["llm_calls"]
+        )
+        assert store.events(run_id) == sorted(mine["events"], key=lambda e: e.seq)
 
 
 def _raw(store: RunStore, select: str, run_id: str) -> list[tuple[Any, ...]]:

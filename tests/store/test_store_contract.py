@@ -1005,9 +1005,13 @@ def test_replays_are_marked_and_spend_nothing(store: RunStore) -> None:
 
 
 def test_a_child_run_is_recorded_with_its_parent(store: RunStore) -> None:
-    with recording(store) as writer, steptrace.run("parent") as parent:
-        with steptrace.run("child") as child:
-            note()
+    # A run opened inside another is its child (items enter left to right).
+    with (
+        recording(store) as writer,
+        steptrace.run("parent") as parent,
+        steptrace.run("child") as child,
+    ):
+        note()
     assert (writer.failures, writer.dropped) == (0, 0)
     stored = store.get_run(child.id)
     assert stored is not None
