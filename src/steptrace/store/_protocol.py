@@ -35,7 +35,7 @@ __all__ = [
     "WriteBatch",
 ]
 
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+RUN_STATUSES = ("running", "completed", "failed", "over_budget", "interrupted")
 """Every status a stored run can have."""
 
 
@@ -46,7 +46,8 @@ class RunRow:
     id: str
     name: str
     status: str
-    """``running``, ``completed``, ``failed`` or ``interrupted`` (its process
+    """``running``, ``completed``, ``failed``, ``over_budget`` (it ended with
+    usage over a limit, e.g. recorded late) or ``interrupted`` (its process
     died before the run ended)."""
     started_at: float
     ended_at: float | None = None
