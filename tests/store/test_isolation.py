@@ -32,7 +32,7 @@ from steptrace.store import (
     StoreWriter,
     WriteBatch,
 )
-from steptrace.store._isolation import write_isolated
+from steptrace.store._isolation import Rejection, write_isolated
 from steptrace.store._queries import dumps
 
 from .test_store_contract import Backend
@@ -334,3 +334,11 @@ def test_non_finite_and_huge_header_values_are_kept_as_far_as_they_fit(store: Ru
     assert row.write_errors == 1
     assert row.write_error is not None
     assert "output_tokens" in row.write_error
+
+
+def test_a_refusal_is_one_visible_line() -> None:
+    hostile = ValueError("bad \x1b]0;title\x07\x1b[2J value\nnext \udc80")
+    message = Rejection("r1", "span 3", hostile).message()
+    assert message == "span 3: ValueError: bad \\x1b]0;title\\x07\\x1b[2J value\\x0anext \\udc80"
+    assert Rejection("r1", "span 3", ValueError("x" * 2000)).message().endswith("x")
+    assert len(Rejection("r1", "span 3", ValueError("x" * 2000)).message()) == 500

@@ -54,7 +54,13 @@ class Rejection(NamedTuple):
     error: BaseException
 
     def message(self) -> str:
-        return safe_text(f"{self.row}: {type(self.error).__name__}: {self.error}")[:_MESSAGE_LIMIT]
+        """One line saying which row and why (driver messages can quote the
+        data: control characters are shown as escapes)."""
+        text = safe_text(f"{self.row}: {type(self.error).__name__}: {self.error}")
+        return text.translate(_CONTROLS)[:_MESSAGE_LIMIT]
+
+
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))}
 
 
 def write_isolated(store: RunStore, batch: WriteBatch) -> list[Rejection]:
