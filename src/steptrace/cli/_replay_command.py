@@ -1,8 +1,9 @@
 """``steptrace replay RUN SCRIPT.py [ARGS...]``: the script again, offline, on
 the stored run's recorded answers.
 
-The stored run's LLM call transcripts (``store.transcripts``), ordered by
-their ``chat`` spans' start, become a replay cassette
+The stored run's LLM call transcripts (``store.transcripts``), with those of
+the runs opened inside it (its child runs, as under ``steptrace run``),
+ordered by their ``chat`` spans' start, become a replay cassette
 (``cassette_from_calls``; ``--cassette PATH`` keeps it). The script then runs
 like ``steptrace run`` (stored as a new run whose metadata names the one it
 replays, as do the runs the script opens meanwhile: the store marks them all
@@ -77,9 +78,17 @@ def add_parser(commands: Any) -> None:
 
 
 def cassette_calls(store: Any, stored: StoredRun) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """``(request, response)`` pairs of the run's LLM calls, in the order
-    their spans started; ``CliError`` when the run was stored without content."""
-    transcripts = store.transcripts(stored.id)
+    """``(request, response)`` pairs of the LLM calls of the run and of the
+    runs opened inside it (``steptrace run``'s wrapper holds none of its own),
+    in the order their spans started; ``CliError`` when the run was stored
+    without content."""
+    family = [stored]
+    for member in family:  # grows as children are found
+        for child_id in member.child_run_ids:
+            child = store.get_run(child_id)
+            if child is not None:
+                family.append(child)
+    transcripts = [t for member in family for t in store.transcripts(member.id)]
     if not transcripts:
         if stored.run.llm_calls:
             raise CliError(
@@ -95,8 +104,12 @@ def cassette_calls(store: Any, stored: StoredRun) -> list[tuple[dict[str, Any], 
             "call(s) have no prompt or response to replay. Record it again without "
             "--no-content to replay it."
         )
-    started = {span.span_id: (span.start_ns, span.span_id) for span in stored.spans}
-    ordered = sorted(transcripts, key=lambda t: started.get(t.span_id, (0, t.span_id)))
+    started = {
+        (member.id, span.span_id): (span.start_ns, span.span_id)
+        for member in family
+        for span in member.spans
+    }
+    ordered = sorted(transcripts, key=lambda t: started.get((t.run_id, t.span_id), (0, t.span_id)))
     return [(t.request, t.response) for t in ordered if t.request and t.response]
 
 
