@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from .conftest import EXAMPLES, PIPELINE, Cli, read_runs
 
 
@@ -161,16 +159,6 @@ def test_runs_the_script_opens_itself_are_stored_and_reported(cli: Cli, tmp_path
     assert {s.status for s in demo.completed_steps} >= {"completed", "skipped"}
 
 
-def _nested_runs() -> bool:
-    """Whether ``steptrace.run()`` inside a run opens a child (landing in core)."""
-    import steptrace
-
-    return hasattr(steptrace.run("probe"), "parent_run_id")
-
-
-@pytest.mark.skipif(
-    not _nested_runs(), reason="needs nested runs: a run opened in a run is its child"
-)
 def test_one_execution_is_one_entry_with_the_scripts_runs_under_it(
     cli: Cli, tmp_path: Path
 ) -> None:
