@@ -35,7 +35,7 @@ __all__ = [
     "WriteBatch",
 ]
 
-RUN_STATUSES = ("running", "completed", "failed", "over_budget", "interrupted")
+RUN_STATUSES = ("running", "completed", "over_budget", "failed", "interrupted")
 """Every status a stored run can have."""
 
 
