@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
-from .conftest import Recorded
+from .conftest import Cli, Recorded
+from .test_runs_export_prices import _family
 
 
 def test_json_gives_the_exact_usage_and_budget_use_of_every_node(recorded: Recorded) -> None:
@@ -141,3 +143,28 @@ def test_type_lists_only_that_events_type_and_an_unknown_type_names_the_known_on
     bad = recorded.cli("show", "last", "--type", "tool_run")
     assert bad.returncode == 1
     assert "unknown event type(s) tool_run; known: context_compaction, llm_call" in bad.stderr
+
+
+def test_show_links_child_runs_their_parent_replays_and_write_errors(
+    cli: Cli, tmp_path: Path
+) -> None:
+    _family(tmp_path / ".steptrace" / "runs.db")
+    parent = cli("show", "wrap-1", "--color", "never")
+    assert parent.returncode == 0, parent.stderr
+    lines = parent.stdout.splitlines()
+    start = lines.index("child runs  (included in this run's usage)")
+    assert lines[start + 1].split() == ["ID", "NAME", "STATUS", "TOKENS", "COST", "TIME"]
+    assert lines[start + 2].split()[:3] == ["demo-1", "agent-demo", "completed"]
+    child = cli("show", "demo-1", "--color", "never").stdout
+    assert "  child run of wrap-1  (steptrace show wrap-1)" in child
+    assert "child runs" not in child
+    replay = cli("show", "wrap-2", "--color", "never").stdout
+    assert "  replay of wrap-1: its calls were answered from that run" in replay
+    lossy = cli("show", "lossy", "--color", "never").stdout
+    assert "  3 row(s) could not be stored; last: span 9: OverflowError: int too large" in lossy
+    data = json.loads(cli("show", "wrap-1", "--json").stdout)
+    assert [c["id"] for c in data["child_runs"]] == ["demo-1"]
+    child_data = json.loads(cli("show", "demo-1", "--json").stdout)
+    assert child_data["run"]["parent_run_id"] == "wrap-1"
+    assert child_data["child_runs"] == []
+    assert json.loads(cli("show", "lossy", "--json").stdout)["run"]["write_errors"] == 3

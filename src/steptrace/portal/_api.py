@@ -148,6 +148,11 @@ def run_json(run: RunRow, personas: Sequence[str] | None = None) -> dict[str, An
         "host": run.host,
         "pid": run.pid,
         "heartbeat_at": run.heartbeat_at,
+        "parent_run_id": run.parent_run_id,
+        "parent_span_id": None if run.parent_span_id is None else str(run.parent_span_id),
+        "replay_of": run.replay_of,
+        "write_errors": run.write_errors,
+        "write_error": run.write_error,
         **({} if personas is None else {"personas": list(personas)}),
     }
 
@@ -226,11 +231,16 @@ def _structure_json(structure: RunStructure, origin: int) -> dict[str, Any]:
 
 
 def so_far(reads: StoreReads, run: RunRow) -> RunRow:
-    """``run`` with a running run's usage from its call log: the store writes
-    a run's totals only when it ends, so its header says 0 until then."""
+    """``run`` with a running run's usage from its call log and its child
+    runs': the store writes a run's totals only when it ends, so its header
+    says 0 until then."""
     if run.ended_at is not None:
         return run
-    usage = reads.store.aggregate("model", run_id=run.id)
+    usage = [
+        a
+        for run_id in (run.id, *(child.id for child in reads.child_runs(run.id)))
+        for a in reads.store.aggregate("model", run_id=run_id)
+    ]
     return dataclasses.replace(
         run,
         input_tokens=sum(a.input_tokens for a in usage),
@@ -255,7 +265,9 @@ def _need_structure(reads: StoreReads, run_id: str) -> RunStructure:
 
 
 def runs(reads: StoreReads, query: Query) -> dict[str, Any]:
-    """``GET /api/runs``: a page of runs with the filters' totals."""
+    """``GET /api/runs``: a page of runs with the filters' totals (what the
+    matching runs spent, each call once: replays and children whose parent
+    matches too are left out of the sums)."""
     filters = RunFilters(
         name=_text(query, "name"),
         status=_text(query, "status"),
@@ -321,8 +333,11 @@ def run(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     statuses = dict.fromkeys(("completed", "failed", "skipped", "escalated"), 0)
     for row in ledger:
         statuses[row.get("status", "")] = statuses.get(row.get("status", ""), 0) + 1
+    parent = None if head.parent_run_id is None else reads.header(head.parent_run_id)
     return {
         "run": run_json(head, reads.personas([run_id]).get(run_id, [])),
+        "parent": None if parent is None else {"id": parent.id, "name": parent.name},
+        "child_runs": [run_json(so_far(reads, child)) for child in reads.child_runs(run_id)],
         **_structure_json(structure, origin_ns(head)),
         "ledger": [
             {

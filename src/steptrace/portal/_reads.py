@@ -179,14 +179,24 @@ class StoreReads:
         return ordered[offset : offset + limit], len(ordered)
 
     def totals(self, filters: RunFilters) -> RunTotals:
+        """The matching runs, and what they spent: each call counted once (a
+        child run whose parent matches too is in its parent's totals) and no
+        replay (its calls are the original's)."""
         rows = self._all_runs(filters)
+        ids = {r.id for r in rows}
+        spent = [r for r in rows if r.replay_of is None and r.parent_run_id not in ids]
         return RunTotals(
             runs=len(rows),
-            input_tokens=sum(r.input_tokens for r in rows),
-            output_tokens=sum(r.output_tokens for r in rows),
-            cost_usd=sum(r.cost_usd for r in rows),
-            llm_calls=sum(r.llm_calls for r in rows),
+            input_tokens=sum(r.input_tokens for r in spent),
+            output_tokens=sum(r.output_tokens for r in spent),
+            cost_usd=sum(r.cost_usd for r in spent),
+            llm_calls=sum(r.llm_calls for r in spent),
         )
+
+    def child_runs(self, run_id: str) -> list[RunRow]:
+        """The runs opened inside ``run_id``, in start order."""
+        rows = self.store.list_runs(parent_run_id=run_id, limit=_PAGE)
+        return sorted(rows, key=lambda r: (r.started_at, r.id))
 
     def personas(self, run_ids: Sequence[str]) -> dict[str, list[str]]:
         """Each run's personas (every persona span, not only those that called a

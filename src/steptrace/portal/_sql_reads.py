@@ -92,10 +92,18 @@ class SQLReads(StoreReads):
 
     def totals(self, filters: RunFilters) -> RunTotals:
         clause, params = self._where(filters)
-        runs, inp, out, cost, calls = self._rows(
-            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-            f"COALESCE(SUM(cost_usd), 0), COALESCE(SUM(llm_calls), 0) FROM runs{clause}",
-            params,
+        # Spend counts each call once: not a child whose parent matches too (the
+        # parent's totals hold it), not a replay (its calls are the original's).
+        spent = (
+            "replay_of IS NULL AND (parent_run_id IS NULL OR parent_run_id NOT IN "
+            f"(SELECT id FROM runs{clause}))"
+        )
+        only = f"{clause} AND {spent}" if clause else f" WHERE {spent}"
+        (runs,) = self._rows(f"SELECT COUNT(*) FROM runs{clause}", params)[0]
+        inp, out, cost, calls = self._rows(
+            "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+            f"COALESCE(SUM(cost_usd), 0), COALESCE(SUM(llm_calls), 0) FROM runs{only}",
+            [*params, *params],
         )[0]
         return RunTotals(int(runs), int(inp), int(out), float(cost), int(calls))
 

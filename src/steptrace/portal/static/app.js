@@ -76,6 +76,17 @@
     return h("span", { class: "badge status-" + String(status).replace(/[^a-z_]/g, "") }, status);
   }
 
+  // Where a run sits among others: the run it was opened in (a child run), the
+  // run it replays, and rows the store could not write.
+  const runHref = (id) => "/runs/" + encodeURIComponent(id);
+  function runMarks(run) {
+    const marks = [];
+    if (run.parent_run_id) marks.push(h("span", { class: "mark", "data-mark": "child" }, "↳ child of ", link(runHref(run.parent_run_id), { class: "mono" }, run.parent_run_id)));
+    if (run.replay_of) marks.push(h("span", { class: "mark", "data-mark": "replay" }, "replay of ", link(runHref(run.replay_of), { class: "mono" }, run.replay_of)));
+    if (run.write_errors) marks.push(h("span", { class: "mark bad", "data-mark": "write-errors", title: run.write_error || "" }, `${fmtInt(run.write_errors)} rows not stored`));
+    return marks.length ? h("div", { class: "marks small muted" }, marks) : null;
+  }
+
   // -- API -----------------------------------------------------------------------------
 
   async function api(path) {
@@ -267,7 +278,7 @@
       h(
         "tr",
         { "data-run-id": run.id },
-        h("td", {}, link("/runs/" + encodeURIComponent(run.id), { class: "run-link" }, run.name), h("div", { class: "muted small mono" }, run.id)),
+        h("td", {}, link("/runs/" + encodeURIComponent(run.id), { class: "run-link" }, run.name), h("div", { class: "muted small mono" }, run.id), runMarks(run)),
         h("td", {}, badge(run.status)),
         h("td", {}, (run.personas || []).join(", ") || "–"),
         h("td", { class: "nowrap" }, fmtTime(run.started_at)),
@@ -476,10 +487,24 @@
         ["Spans", fmtInt(this.data.span_count)],
       ];
       if (run.host) facts.push(["Process", `${run.host} pid ${run.pid ?? "?"}`]);
+      const parent = this.data.parent;
+      if (run.parent_run_id) facts.push(["Parent run", link(runHref(run.parent_run_id), { "data-testid": "parent-run" }, parent ? parent.name : run.parent_run_id)]);
+      if (run.replay_of) facts.push(["Replay of", link(runHref(run.replay_of), { class: "mono" }, run.replay_of)]);
+      if (run.write_errors) facts.push(["Not stored", h("span", { class: "bad", title: run.write_error || "" }, `${fmtInt(run.write_errors)} rows: ${run.write_error || ""}`)]);
       head.append(
         h("h1", {}, run.name, " ", badge(run.status), " ", this.liveBadge),
         h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))
       );
+      const children = this.data.child_runs || [];
+      if (children.length) {
+        head.append(
+          h("div", { class: "child-runs", "data-testid": "child-runs" },
+            h("h2", {}, "Child runs"),
+            h("ul", {}, children.map((child) => h("li", { "data-run-id": child.id },
+              link(runHref(child.id), { class: "run-link" }, child.name), " ", badge(child.status),
+              h("span", { class: "muted small" }, ` ${fmtInt(child.input_tokens + child.output_tokens)} tokens · ${fmtUsd(child.cost_usd)}`)))))
+        );
+      }
       const budget = run.budget || {};
       const bars = budgetBars(
         { tokens: run.input_tokens + run.output_tokens, usd: run.cost_usd },
