@@ -141,3 +141,42 @@ def test_type_lists_only_that_events_type_and_an_unknown_type_names_the_known_on
     bad = recorded.cli("show", "last", "--type", "tool_run")
     assert bad.returncode == 1
     assert "unknown event type(s) tool_run; known: context_compaction, llm_call" in bad.stderr
+
+
+def test_spans_give_each_llm_call_span_its_own_usage_without_counting_it_twice(
+    recorded: Recorded,
+) -> None:
+    data = json.loads(recorded.cli("show", "last", "--spans", "--json").stdout)
+    (root,) = data["tree"]
+    assert root["total"] == {
+        "input_tokens": 300,
+        "output_tokens": 60,
+        "cost_usd": 0.00042,
+        "llm_calls": 2,
+    }
+    (persona,) = root["children"]
+    fetch, summarize = persona["children"]
+    ((fetch_call,), (summarize_call,)) = fetch["children"], summarize["children"]
+    assert fetch_call["kind"] == summarize_call["kind"] == "llm_call"
+    assert fetch_call["own"] == {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cost_usd": 0.00014,
+        "llm_calls": 1,
+    }
+    assert summarize_call["total"]["cost_usd"] == 0.00028
+    # The step's own usage moved to its call: its subtree total is unchanged.
+    assert fetch["own"]["llm_calls"] == 0
+    assert fetch["total"] == fetch_call["total"]
+    assert fetch["budget"]["used_tokens"] == 120
+
+    text = recorded.cli("show", "last", "--spans").stdout
+    calls = [
+        re.split(r"\s{2,}", line.strip(" │├└─"))
+        for line in text.splitlines()
+        if "chat test-model" in line
+    ]
+    assert [cells[1:5] + cells[5:6] for cells in calls] == [
+        ["llm_call", "ok", "120", "$0.000140", "1"],
+        ["llm_call", "ok", "240", "$0.000280", "1"],
+    ]
