@@ -6,7 +6,9 @@ naming the stored run rather than a temporary cassette file."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,10 +67,16 @@ def test_a_usd_budget_cell_shows_the_amount_spent_with_its_significant_digits() 
         ledger_table(_Ledger([_row("s", "p", "m", cost, 0.01)])).splitlines()[2].split()[-1]
         for cost in (0.000042, 0.00043, 0.0125, 0.0, 1.5)
     ]
-    assert cells == ["$0.000042/$0.01", "$0.00043/$0.01", "$0.0125/$0.01", "$0/$0.01", "$1.50/$0.01"]
+    assert cells == [
+        "$0.000042/$0.01",
+        "$0.00043/$0.01",
+        "$0.0125/$0.01",
+        "$0/$0.01",
+        "$1.50/$0.01",
+    ]
 
 
-def test_show_keeps_the_ledger_aligned_with_a_long_persona_name(cli: Cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_show_keeps_the_ledger_aligned_with_a_long_persona_name(cli: Cli, tmp_path: Path) -> None:
     script = tmp_path / "long.py"
     script.write_text(
         "import steptrace\n"
@@ -97,8 +105,6 @@ def test_prices_marks_rates_genai_prices_does_not_list(cli: Cli) -> None:
     assert "  cache read   $1.25" in lines
     assert "  cache write  $2.50  (not listed: charged as input)" in lines
     assert "  reasoning    $10.00  (not listed: charged as output)" in lines
-    import json
-
     data = json.loads(cli("prices", "gpt-4o", "--json").stdout)
     assert data["cache_read_per_mtok"] == 1.25
     assert data["unlisted"] == ["cache_write_per_mtok", "reasoning_per_mtok"]
@@ -121,5 +127,6 @@ def test_a_failed_replay_shows_its_diff_once_and_names_the_stored_run(
     assert done.returncode == 1
     err = done.stderr
     assert err.count('+      "content": "summarise now: ') == 1, err
-    assert "steptrace-replay-" not in err and "cassette.jsonl" not in err
+    assert "steptrace-replay-" not in err
+    assert "cassette.jsonl" not in err
     assert f"the calls recorded in run {recorded.run_id}" in err

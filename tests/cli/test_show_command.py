@@ -115,7 +115,10 @@ def test_text_shows_the_tree_with_used_against_limit_the_ledger_and_the_summary(
     }
     assert "events (2): llm_call 2" in out
     ledger = out[out.index("\nledger\n") :].splitlines()
-    assert ledger[4].split() == "fetch analyst test-model completed 100 20 1 0.000140 120/1000 tok".split()
+    assert ledger[4].split() == [
+        *("fetch", "analyst", "test-model", "completed"),
+        *("100", "20", "1", "0.000140", "120/1000", "tok"),
+    ]
     assert "2 LLM calls, 300 tokens in, 60 out, $0.000420" in out
     assert "steps: 2 completed" in out
 

@@ -166,7 +166,9 @@ def report(runs: list[Run], wrapper: Run, out: TextIO, style: Style) -> list[Run
         statuses = ", ".join(f"{n} {s}" for s, n in summary["steps"].items() if n)
         out.write(totals_line(run) + (f"; steps: {statuses}" if statuses else "") + "\n")
         if run.error:
-            out.write(style.paint(f"error: {run.error}", "red") + "\n")
+            # Its first line: the traceback above holds the rest (a diff, say).
+            first, *rest = run.error.splitlines() or [""]
+            out.write(style.paint(f"error: {first}{' ...' if rest else ''}", "red") + "\n")
     return others if empty else [wrapper, *others]
 
 
