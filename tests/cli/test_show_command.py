@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any
 
-from .conftest import Recorded
+from .conftest import EXAMPLES, Cli, Recorded
 
 
 def test_json_gives_the_exact_usage_and_budget_use_of_every_node(recorded: Recorded) -> None:
@@ -184,3 +184,25 @@ def test_spans_give_each_llm_call_span_its_own_usage_without_counting_it_twice(
         ["llm_call", "ok", "120", "$0.000140", "1"],
         ["llm_call", "ok", "240", "$0.000280", "1"],
     ]
+
+
+def test_the_agent_summary_has_one_entry_per_loop_and_a_defined_roll_up(cli: Cli) -> None:
+    assert cli("run", "-q", str(EXAMPLES / "agent_demo.py")).returncode == 0
+    data = json.loads(cli("show", "agent-demo", "--json").stdout)
+    agent = data["summary"]["agent"]
+    loops = agent["loops"]
+    assert [loop["status"] for loop in loops] == ["done", "budget_exhausted"]
+    # Each loop's own counts; the roll-up sums them and the call outside.
+    assert agent["status"] == "mixed"
+    assert agent["iterations"] == sum(loop["iterations"] for loop in loops)
+    assert agent["outside_loops"]["llm_calls"] == 1
+    assert agent["llm_calls"] == sum(loop["llm_calls"] for loop in loops) + 1
+    assert agent["tool_executions"] == sum(loop["tool_executions"] for loop in loops)
+    text = cli("show", "agent-demo").stdout
+    first = loops[0]
+    assert (
+        f"    loop 1: done, {first['iterations']} iterations, {first['llm_calls']} LLM calls, "
+        f"{first['tool_executions']} tool executions" in text
+    )
+    assert "  agent (2 loops, all together): mixed, " in text
+    assert "; 1 LLM call(s) outside any loop" in text

@@ -280,17 +280,30 @@ def _summary(stored: StoredRun, style: Style) -> str:
     step_text = ", ".join(f"{n} {status}" for status, n in steps.items() if n) or "none"
     lines.append(f"  steps: {step_text}")
     agent = summary.get("agent") or {}
-    if agent.get("iterations") or agent.get("tool_executions"):
+    loops = agent.get("loops") or []
+    if loops or agent.get("iterations") or agent.get("tool_executions"):
+        outside = (agent.get("outside_loops") or {}).get("llm_calls") or 0
         lines.append(
-            f"  agent: {agent.get('status')}, {agent.get('iterations')} iterations, "
-            f"{agent.get('tool_executions')} tool executions, "
-            f"{agent.get('tool_rejections')} rejections, "
-            f"{agent.get('interventions')} interventions, {agent.get('compactions')} compactions"
+            f"  agent ({len(loops)} loop{'s' if len(loops) != 1 else ''}, all together): "
+            + _agent_counts(agent)
+            + (f"; {outside} LLM call(s) outside any loop" if outside else "")
         )
+        if len(loops) > 1:
+            for i, loop in enumerate(loops, 1):
+                lines.append(f"    loop {i}: {_agent_counts(loop)}")
         tools = agent.get("tools_used") or []
         if tools:
             lines.append(f"  tools used: {', '.join(map(str, tools))}")
     return "\n".join(lines)
+
+
+def _agent_counts(agent: dict[str, Any]) -> str:
+    return (
+        f"{agent.get('status')}, {agent.get('iterations')} iterations, "
+        f"{agent.get('llm_calls')} LLM calls, {agent.get('tool_executions')} tool executions, "
+        f"{agent.get('tool_rejections')} rejections, "
+        f"{agent.get('interventions')} interventions, {agent.get('compactions')} compactions"
+    )
 
 
 def _json(stored: StoredRun, roots: list[Node], counts: dict[str, int]) -> dict[str, Any]:

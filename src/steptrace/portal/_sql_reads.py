@@ -241,42 +241,111 @@ class SQLReads(StoreReads):
         return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
 
     def agent_summary(self, run_id: str) -> dict[str, Any] | None:
-        """``summarize_events``'s dict, aggregated in SQL."""
+        """``summarize_events``'s dict, aggregated in SQL: each event's loop is
+        the number of ``loop_complete`` events before it (a window sum), and
+        one grouped scan counts every (loop, type, outside-any-loop) cell."""
         if self.header(run_id) is None:
             return None
-        counts = self.event_counts(run_id)
-        llm = self._rows(
-            f"SELECT COALESCE(SUM({self._json_int('input_tokens')}), 0), "
+        loop_of = (
+            "COALESCE(SUM(CASE WHEN type = 'loop_complete' THEN 1 ELSE 0 END) OVER "
+            "(ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)"
+        )
+        scoped = (
+            f"WITH e AS (SELECT seq, type, data, {loop_of} AS lp FROM events "
+            "WHERE run_id = ? AND type <> 'schema_retry') "
+        )
+        cells = self._rows(
+            scoped + "SELECT lp, type, CASE WHEN type = 'llm_call' AND "
+            f"{self._json_int('iteration')} = 0 THEN 1 ELSE 0 END AS solo, COUNT(*), "
+            f"COALESCE(SUM({self._json_int('input_tokens')}), 0), "
             f"COALESCE(SUM({self._json_int('output_tokens')}), 0), "
             f"COALESCE(SUM({self._json_int('duration_ms')}), 0) "
-            "FROM events WHERE run_id = ? AND type = 'llm_call'",
+            "FROM e GROUP BY lp, type, solo",
             (run_id,),
-        )[0]
+        )
         tools = self._rows(
-            f"SELECT {self._json_text('tool_name')} AS tool, MIN(seq), "
-            f"SUM({self._json_int('duration_ms')}) "
-            "FROM events WHERE run_id = ? AND type = 'tool_execution' "
-            "GROUP BY tool ORDER BY MIN(seq)",
+            scoped + f"SELECT lp, {self._json_text('tool_name')} AS tool, MIN(seq) "
+            "FROM e WHERE type = 'tool_execution' GROUP BY lp, tool ORDER BY MIN(seq)",
             (run_id,),
         )
-        last = self._rows(
-            "SELECT data FROM events WHERE run_id = ? AND type = 'loop_complete' "
-            "ORDER BY seq DESC LIMIT 1",
-            (run_id,),
-        )
-        complete = json.loads(last[0][0]) if last else {}
-        return {
-            "status": complete.get("status", "unknown"),
-            "iterations": complete.get("iterations", 0),
-            "total_duration_ms": complete.get("total_duration_ms", 0),
-            "llm_calls": counts.get("llm_call", 0),
-            "tool_executions": counts.get("tool_execution", 0),
-            "tool_rejections": counts.get("tool_rejected", 0),
-            "interventions": counts.get("loop_intervention", 0),
-            "compactions": counts.get("context_compaction", 0),
-            "total_input_tokens": int(llm[0]),
-            "total_output_tokens": int(llm[1]),
-            "total_llm_duration_ms": int(llm[2]),
-            "total_tool_duration_ms": sum(int(d) for _, _, d in tools),
-            "tools_used": [tool for tool, _, _ in tools],
-        }
+        completes = [
+            json.loads(data)
+            for (data,) in self._rows(
+                "SELECT data FROM events WHERE run_id = ? AND type = 'loop_complete' ORDER BY seq",
+                (run_id,),
+            )
+        ]
+        return _agent_summary(cells, tools, completes)
+
+
+_COUNTED = {
+    "tool_execution": "tool_executions",
+    "tool_rejected": "tool_rejections",
+    "loop_intervention": "interventions",
+    "context_compaction": "compactions",
+}
+
+
+def _tally() -> dict[str, Any]:
+    return {
+        "status": "unknown",
+        "iterations": 0,
+        "total_duration_ms": 0,
+        "llm_calls": 0,
+        "tool_executions": 0,
+        "tool_rejections": 0,
+        "interventions": 0,
+        "compactions": 0,
+        "total_input_tokens": 0,
+        "total_output_tokens": 0,
+        "total_llm_duration_ms": 0,
+        "total_tool_duration_ms": 0,
+        "tools_used": [],
+    }
+
+
+def _agent_summary(
+    cells: list[tuple[Any, ...]], tools: list[tuple[Any, ...]], completes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``summarize_events``'s dict from the grouped counts (see its docstring
+    for what each key means)."""
+    total, outside = _tally(), _tally()
+    loops: dict[int, dict[str, Any]] = {}
+    for lp, kind, solo, count, inp, out, ms in cells:
+        targets = [total, outside] if solo else [total, loops.setdefault(int(lp), _tally())]
+        for tally in targets:
+            if kind == "llm_call":
+                tally["llm_calls"] += int(count)
+                tally["total_input_tokens"] += int(inp)
+                tally["total_output_tokens"] += int(out)
+                tally["total_llm_duration_ms"] += int(ms)
+            elif kind in _COUNTED:
+                tally[_COUNTED[kind]] += int(count)
+                if kind == "tool_execution":
+                    tally["total_tool_duration_ms"] += int(ms)
+    for lp, tool, _ in tools:
+        if tool not in loops[int(lp)]["tools_used"]:
+            loops[int(lp)]["tools_used"].append(tool)
+        if tool not in total["tools_used"]:
+            total["tools_used"].append(tool)
+    statuses: dict[str, None] = {}
+    for lp, complete in enumerate(completes):
+        loop = loops.setdefault(lp, _tally())
+        loop["status"] = complete.get("status", "unknown")
+        loop["iterations"] = complete.get("iterations", 0)
+        loop["total_duration_ms"] = complete.get("total_duration_ms", 0)
+        total["iterations"] += loop["iterations"]
+        total["total_duration_ms"] += loop["total_duration_ms"]
+        statuses.setdefault(loop["status"])
+    if statuses:
+        total["status"] = next(iter(statuses)) if len(statuses) == 1 else "mixed"
+    return {
+        **total,
+        "loops": [loops[lp] for lp in sorted(loops)],
+        "outside_loops": {
+            "llm_calls": outside["llm_calls"],
+            "total_input_tokens": outside["total_input_tokens"],
+            "total_output_tokens": outside["total_output_tokens"],
+            "total_llm_duration_ms": outside["total_llm_duration_ms"],
+        },
+    }
