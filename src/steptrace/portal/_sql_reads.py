@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..store import EventRow, RunRow, SpanRow
+from . import _search
 from ..store._protocol import RunFilter
 from ..store._queries import RUN_COLUMNS, SPAN_COLUMNS, run_filter_clause, run_row, span_row
 from ._reads import (
@@ -239,6 +240,25 @@ class SQLReads(StoreReads):
             params.extend(types)
         rows = self._rows(sql + " ORDER BY seq LIMIT ? OFFSET ?", (*params, limit, offset))
         return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
+
+    def event_at(self, run_id: str, seq: int) -> tuple[EventRow, int] | None:
+        rows = self._rows(
+            "SELECT run_id, seq, span_id, data FROM events WHERE run_id = ? AND seq = ?",
+            (run_id, seq),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        before = self._rows(
+            "SELECT COUNT(*) FROM events WHERE run_id = ? AND seq < ?", (run_id, seq)
+        )[0][0]
+        return EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])), int(before)
+
+    def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.Hit], bool]:
+        with self._snapshot():
+            rows = _search.sql_rows(self._rows, run_id, needle, limit)
+        found = _search.hits(rows, needle, limit)
+        return found, rows.full or len(found) >= limit
 
     def agent_summary(self, run_id: str) -> dict[str, Any] | None:
         """``summarize_events``'s dict, aggregated in SQL: each event's loop is
