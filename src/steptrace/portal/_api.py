@@ -459,9 +459,7 @@ def search(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     if not needle.strip():
         raise ApiError(400, "bad_parameter", "`q` is required: the text to find")
     if len(needle) > _search.MAX_QUERY:
-        raise ApiError(
-            400, "bad_parameter", f"`q` is at most {_search.MAX_QUERY} characters long"
-        )
+        raise ApiError(400, "bad_parameter", f"`q` is at most {_search.MAX_QUERY} characters long")
     limit = _int_param(query, "limit", 100, 1, 500)
     found, more = reads.search(run_id, needle, limit)
     return {"q": needle, "hits": [hit.as_json() for hit in found], "more": more, "limit": limit}

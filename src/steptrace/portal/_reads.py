@@ -337,7 +337,8 @@ class StoreReads:
             return [], False
         events: list[EventRow] = []
         while True:
-            page = self.store.events(run_id, after_seq=events[-1].seq if events else -1, limit=_PAGE)
+            after = events[-1].seq if events else -1
+            page = self.store.events(run_id, after_seq=after, limit=_PAGE)
             events.extend(page)
             if len(page) < _PAGE:
                 break

@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..store import EventRow, RunRow, SpanRow
-from . import _search
 from ..store._protocol import RunFilter
 from ..store._queries import RUN_COLUMNS, SPAN_COLUMNS, run_filter_clause, run_row, span_row
+from . import _search
 from ._reads import (
     INLINE_SPAN_LIMIT,
     STRUCTURE_LIMIT,
