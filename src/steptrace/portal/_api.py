@@ -458,6 +458,8 @@ def search(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     needle = query.get("q", "")
     if not needle.strip():
         raise ApiError(400, "bad_parameter", "`q` is required: the text to find")
+    if "\x00" in needle:  # no store can hold it (PostgreSQL text cannot)
+        raise ApiError(400, "bad_parameter", "`q` may not contain a NUL character")
     if len(needle) > _search.MAX_QUERY:
         raise ApiError(400, "bad_parameter", f"`q` is at most {_search.MAX_QUERY} characters long")
     limit = _int_param(query, "limit", 100, 1, 500)
