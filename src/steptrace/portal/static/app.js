@@ -659,7 +659,8 @@
       const runStart = Math.min(0, ...shown.map((n) => n.span.start_ms));
       // The script's start-up (before its first step or span) can be most of a
       // short run: the timeline starts where the work starts, unless asked not to.
-      const work = shown.filter((n) => n.span.kind !== "run").map((n) => n.span.start_ms);
+      const WORK = new Set(["step", "llm_call", "tool", "custom"]);
+      const work = shown.filter((n) => WORK.has(n.span.kind)).map((n) => n.span.start_ms);
       const workStart = work.length ? Math.min(...work) : runStart;
       const skippable = workStart - runStart > 0.1 * (end - runStart);
       const start = skippable && !this.wholeTimeline ? workStart : runStart;
@@ -754,16 +755,16 @@
       box.append(h("dl", { class: "facts" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "–")])));
       if (loops.length > 1) {
         box.append(
-          h("table", { class: "loops", "data-testid": "loops" },
-            h("thead", {}, h("tr", {}, ["Loop", "Status", "Iterations", "LLM calls", "Tools", "Tokens"].map((t) => h("th", { scope: "col" }, t)))),
-            h("tbody", {}, loops.map((loop, i) =>
-              h("tr", {},
-                h("td", {}, String(i + 1)),
-                h("td", {}, badge(loop.status)),
-                h("td", { class: "num" }, fmtInt(loop.iterations)),
-                h("td", { class: "num" }, fmtInt(loop.llm_calls)),
-                h("td", { class: "num" }, fmtInt(loop.tool_executions)),
-                h("td", { class: "num" }, `${fmtInt(loop.total_input_tokens)} / ${fmtInt(loop.total_output_tokens)}`)))))
+          h("div", { class: "loops-wrap" },
+            h("table", { class: "loops", "data-testid": "loops" },
+              h("thead", {}, h("tr", {}, ["Loop", "Status", "Iter.", "Calls", "Tools"].map((t) => h("th", { scope: "col" }, t)))),
+              h("tbody", {}, loops.map((loop, i) =>
+                h("tr", { title: `${fmtInt(loop.total_input_tokens)} tokens in, ${fmtInt(loop.total_output_tokens)} out; ${loop.tool_rejections} rejections, ${loop.interventions} interventions, ${loop.compactions} compactions` },
+                  h("td", {}, String(i + 1)),
+                  h("td", {}, badge(loop.status)),
+                  h("td", { class: "num" }, fmtInt(loop.iterations)),
+                  h("td", { class: "num" }, fmtInt(loop.llm_calls)),
+                  h("td", { class: "num" }, fmtInt(loop.tool_executions)))))))
         );
       }
       box.dataset.ready = "1";
