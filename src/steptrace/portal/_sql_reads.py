@@ -261,33 +261,46 @@ class SQLReads(StoreReads):
         return found, rows.full or len(found) >= limit
 
     def agent_summary(self, run_id: str) -> dict[str, Any] | None:
-        """``summarize_events``'s dict, aggregated in SQL: each event's loop is
-        the number of ``loop_complete`` events before it (a window sum), and
-        one grouped scan counts every (loop, type, outside-any-loop) cell."""
+        """``summarize_events``'s dict, aggregated in SQL: the run's
+        ``loop_complete`` seqs bound the loops (a loop's events come after the
+        previous one's end, up to its own), and each kind of event is counted
+        per loop by a range join on ``seq``, reading only the events of that
+        kind through the (run, type, seq) index."""
         if self.header(run_id) is None:
             return None
-        loop_of = (
-            "COALESCE(SUM(CASE WHEN type = 'loop_complete' THEN 1 ELSE 0 END) OVER "
-            "(ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)"
+        bounds = (
+            "WITH b AS (SELECT lo, LEAD(lo) OVER (ORDER BY lo) AS hi, "
+            "ROW_NUMBER() OVER (ORDER BY lo) - 1 AS lp FROM (SELECT -1 AS lo UNION ALL "
+            "SELECT seq FROM events WHERE run_id = ? AND type = 'loop_complete') AS ends) "
         )
-        scoped = (
-            f"WITH e AS (SELECT seq, type, data, {loop_of} AS lp FROM events "
-            "WHERE run_id = ? AND type <> 'schema_retry') "
-        )
-        cells = self._rows(
-            scoped + "SELECT lp, type, CASE WHEN type = 'llm_call' AND "
+        within = "e.run_id = ? AND e.seq > b.lo AND (b.hi IS NULL OR e.seq <= b.hi)"
+        kinds = [k for k in _COUNTED if k != "tool_execution"] + ["phase_change", "loop_complete"]
+        counted = ", ".join(f"'{kind}'" for kind in kinds)
+        cells: list[tuple[Any, ...]] = [
+            (lp, kind, 0, n, 0, 0, 0)
+            for lp, kind, n in self._rows(
+                bounds + "SELECT b.lp, e.type, COUNT(*) FROM b JOIN events e ON "
+                f"{within} AND e.type IN ({counted}) GROUP BY b.lp, e.type",
+                (run_id, run_id),
+            )
+        ]
+        cells += self._rows(
+            bounds + "SELECT b.lp, 'llm_call', CASE WHEN "
             f"{self._json_int('iteration')} = 0 THEN 1 ELSE 0 END AS solo, COUNT(*), "
             f"COALESCE(SUM({self._json_int('input_tokens')}), 0), "
             f"COALESCE(SUM({self._json_int('output_tokens')}), 0), "
             f"COALESCE(SUM({self._json_int('duration_ms')}), 0) "
-            "FROM e GROUP BY lp, type, solo",
-            (run_id,),
+            f"FROM b JOIN events e ON {within} AND e.type = 'llm_call' GROUP BY b.lp, solo",
+            (run_id, run_id),
         )
         tools = self._rows(
-            scoped + f"SELECT lp, {self._json_text('tool_name')} AS tool, MIN(seq) "
-            "FROM e WHERE type = 'tool_execution' GROUP BY lp, tool ORDER BY MIN(seq)",
-            (run_id,),
+            bounds + f"SELECT b.lp, {self._json_text('tool_name')} AS tool, MIN(e.seq), "
+            f"COUNT(*), COALESCE(SUM({self._json_int('duration_ms')}), 0) "
+            f"FROM b JOIN events e ON {within} AND e.type = 'tool_execution' "
+            "GROUP BY b.lp, tool ORDER BY MIN(e.seq)",
+            (run_id, run_id),
         )
+        cells += [(lp, "tool_execution", 0, n, 0, 0, ms) for lp, _, _, n, ms in tools]
         completes = [
             json.loads(data)
             for (data,) in self._rows(
@@ -295,7 +308,8 @@ class SQLReads(StoreReads):
                 (run_id,),
             )
         ]
-        return _agent_summary(cells, tools, completes)
+        firsts = [(lp, tool, first) for lp, tool, first, _, _ in tools]
+        return _agent_summary(cells, firsts, completes)
 
 
 _COUNTED = {
