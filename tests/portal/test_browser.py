@@ -358,7 +358,7 @@ def test_the_token_link_lets_the_browser_in(
 # -- addresses, search and the small things (issue 12) -------------------------------------
 
 
-def _in_view(page: Page, selector: str) -> dict[str, float]:
+def _in_view(page: Page, selector: str) -> Any:
     box = page.locator(selector).first.bounding_box()
     assert box is not None, selector
     viewport = page.viewport_size

@@ -90,7 +90,7 @@ def sql_rows(run: Runner, run_id: str, needle: str, limit: int) -> Rows:
         "SELECT t.span_id, t.request, t.response FROM transcripts t "
         "LEFT JOIN spans s ON s.run_id = t.run_id AND s.span_id = t.span_id "
         f"WHERE t.run_id = ? AND (LOWER(t.request) {match} OR LOWER(t.response) {match}) "
-        "ORDER BY s.start_ns, t.span_id LIMIT ?",
+        "ORDER BY COALESCE(s.start_ns, 0), t.span_id LIMIT ?",
         (run_id, in_json, in_json, limit),
     )
     spans = run(
@@ -188,11 +188,11 @@ def hits(rows: Rows, needle: str, limit: int) -> list[Hit]:
         for path, value in _strings(_loads(metadata), ""):
             if lowered in value.lower():
                 out.append(Hit("span", span_id, None, path, _snippet(value, lowered)))
-    for seq, span_id, data in rows.events:
+    for seq, emitted_in, data in rows.events:
         for path, value in _strings(_loads(data), ""):
             if path != "type" and lowered in value.lower():
                 kind = "error" if path == "reason" else "event"
-                out.append(Hit(kind, span_id, seq, path, _snippet(value, lowered)))
+                out.append(Hit(kind, emitted_in, seq, path, _snippet(value, lowered)))
     return out[:limit]
 
 
