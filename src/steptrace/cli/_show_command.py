@@ -284,7 +284,7 @@ def _summary(stored: StoredRun, style: Style) -> str:
     if loops or agent.get("iterations") or agent.get("tool_executions"):
         outside = (agent.get("outside_loops") or {}).get("llm_calls") or 0
         lines.append(
-            f"  agent ({len(loops)} loop{'s' if len(loops) != 1 else ''}, all together): "
+            f"  agent ({len(loops)} loop{'s, all together' if len(loops) != 1 else ''}): "
             + _agent_counts(agent)
             + (f"; {outside} LLM call(s) outside any loop" if outside else "")
         )
