@@ -1,6 +1,6 @@
 """Search within one run: what it looks at, the store query, and what a match says.
 
-A search finds text (case-insensitive for ASCII letters) in the run's LLM
+A search finds text (case-insensitive for ASCII letters only) in the run's LLM
 call prompts and responses (the stored transcripts: message text, tool
 results, tool-call arguments), its spans' names, errors and metadata, its
 agent events and its error. The store answers with one query per source, each
@@ -78,7 +78,7 @@ def _patterns(needle: str) -> tuple[str, str]:
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return f"%{escaped}%"
 
-    lowered = needle.lower()
+    lowered = _fold(needle)
     return like(lowered), like(json.dumps(lowered)[1:-1])
 
 
@@ -122,7 +122,7 @@ def scan_rows(
     limit: int,
 ) -> Rows:
     """The same rows as ``sql_rows``, found in Python over a loaded run."""
-    lowered = needle.lower()
+    lowered = _fold(needle)
     in_json = json.dumps(lowered)[1:-1]
     start = {s.span_id: (s.start_ns, s.span_id) for s in stored.spans}
 
@@ -132,24 +132,24 @@ def scan_rows(
     found_t = []
     for t in sorted(transcripts, key=lambda t: start.get(t.span_id, (0, t.span_id))):
         request, response = text(t.request), text(t.response)
-        if any(v is not None and in_json in v.lower() for v in (request, response)):
+        if any(v is not None and in_json in _fold(v) for v in (request, response)):
             found_t.append((t.span_id, request, response))
     found_s = []
     for span in sorted(stored.spans, key=lambda s: (s.start_ns, s.span_id)):
         meta = dumps(span.metadata)
         if (
-            lowered in span.name.lower()
-            or (span.error is not None and lowered in span.error.lower())
-            or in_json in meta.lower()
+            lowered in _fold(span.name)
+            or (span.error is not None and lowered in _fold(span.error))
+            or in_json in _fold(meta)
         ):
             found_s.append((span.span_id, span.name, span.kind, span.error, meta))
     found_e = []
     for row in events:
         data = dumps(row.data)
-        if in_json in data.lower():
+        if in_json in _fold(data):
             found_e.append((row.seq, row.span_id, data))
     run = stored.run
-    error = run.error if run.error is not None and lowered in run.error.lower() else None
+    error = run.error if run.error is not None and lowered in _fold(run.error) else None
     return Rows(
         found_t[:limit],
         found_s[:limit],
@@ -161,7 +161,7 @@ def scan_rows(
 
 def hits(rows: Rows, needle: str, limit: int) -> list[Hit]:
     """Where ``needle`` is in each row: at most ``limit`` hits."""
-    lowered = needle.lower()
+    lowered = _fold(needle)
     out: list[Hit] = []
     seen_prompts: set[tuple[str, str]] = set()
     if rows.run_error is not None:
@@ -169,7 +169,7 @@ def hits(rows: Rows, needle: str, limit: int) -> list[Hit]:
     for span_id, request, response in rows.transcripts:
         asked = _loads(request)
         for path, value in _strings(asked, ""):
-            if lowered in value.lower():
+            if lowered in _fold(value):
                 snippet = _snippet(value, lowered)
                 if (path, snippet) in seen_prompts:
                     continue
@@ -177,23 +177,32 @@ def hits(rows: Rows, needle: str, limit: int) -> list[Hit]:
                 kind = _prompt_kind(asked, path)
                 out.append(Hit(kind, span_id, None, "request." + path, snippet))
         for path, value in _strings(_loads(response), ""):
-            if lowered in value.lower():
+            if lowered in _fold(value):
                 kind = "tool_arguments" if path.startswith("tool_calls") else "response"
                 out.append(Hit(kind, span_id, None, "response." + path, _snippet(value, lowered)))
     for span_id, name, kind, error, metadata in rows.spans:
-        if lowered in name.lower():
+        if lowered in _fold(name):
             out.append(Hit("span", span_id, None, "name", _snippet(name, lowered)))
-        if error is not None and lowered in error.lower():
+        if error is not None and lowered in _fold(error):
             out.append(Hit("error", span_id, None, f"{kind}.error", _snippet(error, lowered)))
         for path, value in _strings(_loads(metadata), ""):
-            if lowered in value.lower():
+            if lowered in _fold(value):
                 out.append(Hit("span", span_id, None, path, _snippet(value, lowered)))
     for seq, emitted_in, data in rows.events:
         for path, value in _strings(_loads(data), ""):
-            if path != "type" and lowered in value.lower():
+            if path != "type" and lowered in _fold(value):
                 kind = "error" if path == "reason" else "event"
                 out.append(Hit(kind, emitted_in, seq, path, _snippet(value, lowered)))
     return out[:limit]
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _fold(text: str) -> str:
+    """``text`` with ASCII letters in lower case, as SQL's ``LOWER`` has it in
+    SQLite (the one case folding both backends agree on)."""
+    return text.translate(_ASCII_LOWER)
 
 
 def _loads(text: str | None) -> Any:
@@ -234,7 +243,7 @@ def _prompt_kind(request: Any, path: str) -> str:
 
 
 def _snippet(text: str, lowered: str) -> str:
-    at = text.lower().find(lowered)
+    at = _fold(text).find(lowered)
     if at < 0:
         return text[: 2 * _SNIPPET]
     start, end = max(0, at - _SNIPPET), min(len(text), at + len(lowered) + _SNIPPET)
