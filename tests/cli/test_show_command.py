@@ -201,7 +201,8 @@ def test_the_agent_summary_has_one_entry_per_loop_and_a_defined_roll_up(cli: Cli
     text = cli("show", "agent-demo").stdout
     first = loops[0]
     assert (
-        f"    loop 1: done, {first['iterations']} iterations, {first['llm_calls']} LLM calls, "
+        f"    loop 1 review_workspace: done, {first['iterations']} iterations, "
+        f"{first['llm_calls']} LLM calls, "
         f"{first['tool_executions']} tool executions" in text
     )
     assert "  agent (2 loops, all together): mixed, " in text

@@ -185,6 +185,12 @@ def test_a_run_tree_waterfall_events_and_a_call(
     )
     expect(page.locator("[data-step-status=completed]")).to_have_text("2 completed")
     expect(page.locator("[data-step-status=skipped]")).to_have_text("1 skipped")
+    loops = page.get_by_test_id("loops").locator("tbody tr")
+    expect(loops).to_have_count(2)
+    expect(loops.nth(0)).to_contain_text("review_workspace")
+    expect(loops.nth(0)).to_contain_text("done")
+    expect(loops.nth(1)).to_contain_text("draft_release_notes")
+    expect(loops.nth(1)).to_contain_text("budget_exhausted")
 
     review.get_by_role("button", name="expand review_workspace").click()
     expect(review.locator("li[data-kind=llm_call]")).to_have_count(12)

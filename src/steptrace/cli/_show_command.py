@@ -121,7 +121,7 @@ def run_show(args: argparse.Namespace) -> int:
         out.write(
             (ledger_table(stored) if stored.completed_steps else "(no completed steps)") + "\n\n"
         )
-        out.write(_summary(stored, style) + "\n")
+        out.write(_summary(stored, style, _loop_names(store, stored)) + "\n")
         return 0
     finally:
         store.close()
@@ -258,7 +258,17 @@ def _event_line(event: EventRow) -> str:
     return f"  {event.seq:>6}  {data.get('type', '?'):<18} {fields}"
 
 
-def _summary(stored: StoredRun, style: Style) -> str:
+def _loop_names(store: RunStore, stored: StoredRun) -> list[str]:
+    """The name of the span each ended agent loop ran in (its step, or its
+    own span), in the order the loops ended: how the summary's loops are named."""
+    names = {span.span_id: span.name for span in stored.spans}
+    return [
+        names.get(row.span_id, "?") if row.span_id is not None else "?"
+        for row in _events(store, stored.id, ["loop_complete"])
+    ]
+
+
+def _summary(stored: StoredRun, style: Style, loop_names: list[str] | None = None) -> str:
     summary = stored.summary
     lines = [style.paint("summary", "bold")]
     if stored.run.ended_at is None:
@@ -289,8 +299,10 @@ def _summary(stored: StoredRun, style: Style) -> str:
             + (f"; {outside} LLM call(s) outside any loop" if outside else "")
         )
         if len(loops) > 1:
+            named = loop_names or []
             for i, loop in enumerate(loops, 1):
-                lines.append(f"    loop {i}: {_agent_counts(loop)}")
+                name = f" {_short(named[i - 1])}" if i <= len(named) else ""
+                lines.append(f"    loop {i}{name}: {_agent_counts(loop)}")
         tools = agent.get("tools_used") or []
         if tools:
             lines.append(f"  tools used: {', '.join(map(str, tools))}")

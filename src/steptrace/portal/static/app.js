@@ -760,14 +760,31 @@
               h("thead", {}, h("tr", {}, ["Loop", "Status", "Iter.", "Calls", "Tools"].map((t) => h("th", { scope: "col" }, t)))),
               h("tbody", {}, loops.map((loop, i) =>
                 h("tr", { title: `${fmtInt(loop.total_input_tokens)} tokens in, ${fmtInt(loop.total_output_tokens)} out; ${loop.tool_rejections} rejections, ${loop.interventions} interventions, ${loop.compactions} compactions` },
-                  h("td", {}, String(i + 1)),
+                  h("td", { "data-loop": String(i) }, String(i + 1)),
                   h("td", {}, badge(loop.status)),
                   h("td", { class: "num" }, fmtInt(loop.iterations)),
                   h("td", { class: "num" }, fmtInt(loop.llm_calls)),
                   h("td", { class: "num" }, fmtInt(loop.tool_executions)))))))
         );
+        this.nameLoops(box);
       }
       box.dataset.ready = "1";
+    }
+
+    // Each ended loop is named by the span its LoopComplete was emitted in.
+    async nameLoops(box) {
+      let page;
+      try {
+        page = await api(`${runPath(this.runId)}/events?types=loop_complete&limit=1000`);
+      } catch (error) {
+        return; // the numbers stand without the names
+      }
+      if (!this.alive()) return;
+      page.events.forEach((event, i) => {
+        const cell = box.querySelector(`td[data-loop="${i}"]`);
+        const name = this.spanName(event.span_id);
+        if (cell && name) cell.append(" ", h("span", { class: "loop-name" }, name));
+      });
     }
 
     // -- LLM calls ----------------------------------------------------------------------
