@@ -245,7 +245,7 @@ def test_live_header_of_an_ended_run(app: Any, demo: Demo) -> None:
 @pytest.mark.parametrize(
     ("target", "status", "code", "words"),
     [
-        ("/api/runs/nope", 404, "run_not_found", "no run with id 'nope'"),
+        ("/api/runs/nope", 404, "run_not_found", "no run 'nope' in this store"),
         ("/api/runs/nope/events", 404, "run_not_found", "'nope'"),
         ("/api/runs/nope/live", 404, "run_not_found", "'nope'"),
         ("/api/runs/nope/summary", 404, "run_not_found", "'nope'"),

@@ -132,7 +132,10 @@ def run_replay(args: argparse.Namespace) -> int:
             raise CliError(f"run {run_id}: its transcripts do not make a cassette: {exc}") from None
         except OSError as exc:
             raise CliError(f"cannot write the cassette {cassette}: {exc}") from None
-        provider = ReplayProvider(cassette, strict_order=args.strict_order)
+        source = f"the calls recorded in run {run_id}"
+        if args.cassette:
+            source += f" (cassette {cassette})"
+        provider = ReplayProvider(cassette, strict_order=args.strict_order, source=source)
         metadata = {"script": str(path), "argv": list(args.script_args), "replay_of": run_id}
 
         def after(run: Run, out: TextIO, style: Style) -> None:

@@ -129,7 +129,7 @@ def run_show(args: argparse.Namespace) -> int:
         out.write("\n" + style.paint("ledger", "bold") + "\n")
         ledger = ledger_table(stored) if stored.completed_steps else "(no completed steps)"
         out.write(terminal_lines(ledger) + "\n\n")
-        out.write(_summary(stored, style) + "\n")
+        out.write(_summary(stored, style, _loop_names(store, stored)) + "\n")
         return 0
 
 
@@ -321,7 +321,17 @@ def _event_line(event: EventRow) -> str:
     return terminal_text(f"  {event.seq:>6}  {data.get('type', '?'):<18} {fields}")
 
 
-def _summary(stored: StoredRun, style: Style) -> str:
+def _loop_names(store: RunStore, stored: StoredRun) -> list[str]:
+    """The name of the span each ended agent loop ran in (its step, or its
+    own span), in the order the loops ended: how the summary's loops are named."""
+    names = {span.span_id: span.name for span in stored.spans}
+    return [
+        names.get(row.span_id, "?") if row.span_id is not None else "?"
+        for row in _events(store, stored.id, ["loop_complete"])
+    ]
+
+
+def _summary(stored: StoredRun, style: Style, loop_names: list[str] | None = None) -> str:
     summary = stored.summary
     lines = [style.paint("summary", "bold")]
     if stored.run.ended_at is None:
@@ -343,18 +353,33 @@ def _summary(stored: StoredRun, style: Style) -> str:
     step_text = ", ".join(f"{n} {status}" for status, n in steps.items() if n) or "none"
     lines.append(f"  steps: {step_text}")
     agent = summary.get("agent") or {}
-    if agent.get("iterations") or agent.get("tool_executions"):
+    loops = agent.get("loops") or []
+    if loops or agent.get("iterations") or agent.get("tool_executions"):
+        outside = (agent.get("outside_loops") or {}).get("llm_calls") or 0
         lines.append(
-            f"  agent: {agent.get('status')}, {agent.get('iterations')} iterations, "
-            f"{agent.get('tool_executions')} tool executions, "
-            f"{agent.get('tool_rejections')} rejections, "
-            f"{agent.get('interventions')} interventions, {agent.get('compactions')} compactions"
+            f"  agent ({len(loops)} loop{'s, all together' if len(loops) != 1 else ''}): "
+            + _agent_counts(agent)
+            + (f"; {outside} LLM call(s) outside any loop" if outside else "")
         )
+        if len(loops) > 1:
+            named = loop_names or []
+            for i, loop in enumerate(loops, 1):
+                name = f" {_short(named[i - 1])}" if i <= len(named) else ""
+                lines.append(f"    loop {i}{name}: {_agent_counts(loop)}")
         tools = agent.get("tools_used") or []
         if tools:
             lines.append(f"  tools used: {', '.join(map(str, tools))}")
     # The first line is painted (safe already); the rest carry stored text.
     return "\n".join([lines[0], *map(terminal_text, lines[1:])])
+
+
+def _agent_counts(agent: dict[str, Any]) -> str:
+    return (
+        f"{agent.get('status')}, {agent.get('iterations')} iterations, "
+        f"{agent.get('llm_calls')} LLM calls, {agent.get('tool_executions')} tool executions, "
+        f"{agent.get('tool_rejections')} rejections, "
+        f"{agent.get('interventions')} interventions, {agent.get('compactions')} compactions"
+    )
 
 
 def _json(stored: StoredRun, roots: list[Node], counts: dict[str, int]) -> dict[str, Any]:

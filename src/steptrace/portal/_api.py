@@ -4,7 +4,9 @@ Handlers are plain blocking functions over a ``StoreReads`` (the app runs them
 in worker threads). Bad input raises ``ApiError`` with the HTTP status and a
 message naming the parameter and what was wrong; an unknown run or span is a
 404 naming it. Span ids travel as strings (JavaScript numbers hold only 53
-bits), span times as milliseconds from the run's start.
+bits), span times as milliseconds from the run's start. A run's page may name
+it as the CLI does (``resolve_run``): an id, a unique prefix, ``last`` or a
+run name (its latest run).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..store import EventRow, RunRow, SpanRow
+from . import _search
 from ._reads import SORT_KEYS, RunFilters, RunStructure, SortKey, StoreReads
 
 __all__ = ["ENDPOINTS", "ApiError", "Query"]
@@ -324,8 +327,46 @@ def aggregates(reads: StoreReads, query: Query) -> dict[str, Any]:
     }
 
 
+_LATEST = ("last", "latest")
+_AMBIGUOUS_SHOWN = 10
+
+
+def resolve_run(reads: StoreReads, ref: str) -> str:
+    """The id of the run ``ref`` names, as the CLI reads it: an id, ``last``
+    (or ``latest``), a unique id prefix, or a run name (its latest run)."""
+    ref = ref.strip()
+    if ref and reads.header(ref) is not None:
+        return ref
+    if ref.lower() in _LATEST:
+        newest = reads.store.list_runs(limit=1)
+        if not newest:
+            raise ApiError(404, "run_not_found", "the store holds no runs yet")
+        return newest[0].id
+    if ref:
+        matches = reads.store.run_ids(ref, limit=_AMBIGUOUS_SHOWN + 1)
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ApiError(
+                409,
+                "ambiguous_run",
+                f"run id prefix {ref!r} matches several runs: {', '.join(matches[:10])}"
+                + (" and more" if len(matches) > _AMBIGUOUS_SHOWN else ""),
+            )
+        named = reads.store.list_runs(name=ref, limit=1)
+        if named:
+            return named[0].id
+    raise ApiError(
+        404,
+        "run_not_found",
+        f"no run {ref!r} in this store (not an id, an id prefix, `last` or a run name)",
+    )
+
+
 def run(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
-    """``GET /api/runs/{id}``: what the run's first screen shows (no events)."""
+    """``GET /api/runs/{ref}``: what the run's first screen shows (no events);
+    ``ref`` as ``resolve_run`` reads it (the answer's ``run.id`` is the id)."""
+    run_id = resolve_run(reads, run_id)
     structure = _need_structure(reads, run_id)
     head = _need_run(reads, run_id)
     counts = reads.event_counts(run_id)
@@ -419,6 +460,35 @@ def events(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     }
 
 
+def event(reads: StoreReads, query: Query, run_id: str, seq: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/events/{seq}``: one event and its position in the
+    run's stream (``offset``: how the page scrolls to it)."""
+    _need_run(reads, run_id)
+    number = _span_id(seq)
+    found = reads.event_at(run_id, number)
+    if found is None:
+        raise ApiError(404, "event_not_found", f"run {run_id!r} has no event #{seq}")
+    row, offset = found
+    return {"event": event_json(row), "offset": offset}
+
+
+def search(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/search?q=TEXT``: where TEXT is in the run's prompts,
+    responses, tool arguments and results, errors, spans and events (see
+    ``_search``), in the order they happened within each kind."""
+    _need_run(reads, run_id)
+    needle = query.get("q", "")
+    if not needle.strip():
+        raise ApiError(400, "bad_parameter", "`q` is required: the text to find")
+    if "\x00" in needle:  # no store can hold it (PostgreSQL text cannot)
+        raise ApiError(400, "bad_parameter", "`q` may not contain a NUL character")
+    if len(needle) > _search.MAX_QUERY:
+        raise ApiError(400, "bad_parameter", f"`q` is at most {_search.MAX_QUERY} characters long")
+    limit = _int_param(query, "limit", 100, 1, 500)
+    found, more = reads.search(run_id, needle, limit)
+    return {"q": needle, "hits": [hit.as_json() for hit in found], "more": more, "limit": limit}
+
+
 def children(reads: StoreReads, query: Query, run_id: str, span: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/spans/{span}/children``: a page of a span's children."""
     origin = origin_ns(_need_run(reads, run_id))
@@ -479,6 +549,8 @@ ENDPOINTS: tuple[tuple[tuple[str, ...], Handler], ...] = (
     (("runs", "*", "live"), live),
     (("runs", "*", "summary"), summary),
     (("runs", "*", "events"), events),
+    (("runs", "*", "events", "*"), event),
+    (("runs", "*", "search"), search),
     (("runs", "*", "spans", "*", "children"), children),
     (("runs", "*", "llm-calls"), llm_calls),
     (("runs", "*", "llm-calls", "*"), llm_call),

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from ..events import event_from_dict, summarize_events
 from ..store import Aggregate, EventRow, RunRow, RunStore, SpanRow, StoredRun, TranscriptRow
+from . import _search
 
 __all__ = [
     "INLINE_SPAN_LIMIT",
@@ -322,6 +323,38 @@ class StoreReads:
         """``summarize_events`` over the run's events (the summary's ``agent``)."""
         stored = self._stored(run_id)
         return None if stored is None else summarize_events(stored.events)
+
+    def event_at(self, run_id: str, seq: int) -> tuple[EventRow, int] | None:
+        """The event ``seq`` and its position in the run's whole stream."""
+        after, offset = -1, 0
+        while True:
+            page = self.store.events(run_id, after_seq=after, limit=_PAGE)
+            for row in page:
+                if row.seq == seq:
+                    return row, offset
+                if row.seq > seq:
+                    return None
+                offset += 1
+            if len(page) < _PAGE:
+                return None
+            after = page[-1].seq
+
+    def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.Hit], bool]:
+        """Where ``needle`` is in the run (see ``_search``), at most ``limit``
+        hits, and whether there may be more."""
+        stored = self._stored(run_id)
+        if stored is None:
+            return [], False
+        events: list[EventRow] = []
+        while True:
+            after = events[-1].seq if events else -1
+            page = self.store.events(run_id, after_seq=after, limit=_PAGE)
+            events.extend(page)
+            if len(page) < _PAGE:
+                break
+        rows = _search.scan_rows(stored, self.store.transcripts(run_id), events, needle, limit)
+        found = _search.hits(rows, needle, limit)
+        return found, rows.full or len(found) >= limit
 
     def transcript(self, run_id: str, span_id: int) -> TranscriptRow | None:
         rows = self.store.transcripts(run_id, [span_id])
