@@ -238,6 +238,11 @@ class RunTally:
     iterations: int = 0
     tools_used: dict[str, None] = field(default_factory=dict)
     successful_tools: dict[str, None] = field(default_factory=dict)
+    refused: bool = False
+    """A ``continue`` step ended the run on a budget refusal."""
+    owner: object = None
+    """What records this run (when several could)."""
+    """A ``continue`` step ended the run on a budget refusal."""
 
     def tool(self, name: str, ok: bool) -> None:
         self.tools_used.setdefault(name)
