@@ -24,6 +24,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.models.interface import Model
 
 import steptrace
@@ -228,7 +229,8 @@ class _Seen:
         elif kind in ("response.completed", "response.incomplete"):
             response = getattr(event, "response", None)
             self.usage = _usage(getattr(response, "usage", None))
-            self.response_id = getattr(response, "id", None)
+            response_id = getattr(response, "id", None)
+            self.response_id = response_id if response_id != FAKE_RESPONSES_ID else None
             model = getattr(response, "model", None)
             self.response_model = model if isinstance(model, str) else None
 
