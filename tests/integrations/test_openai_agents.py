@@ -47,8 +47,7 @@ from steptrace.testing import FakeOpenAI, FakeServer, OpenAIReply, OpenAIToolCal
 # client's auth generator warn. That is the SDK's own behaviour, with or
 # without steptrace.
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:asynchronous generator .* was scheduled after loop.shutdown_asyncgens"
-    ":ResourceWarning"
+    "ignore:asynchronous generator .* was scheduled after loop.shutdown_asyncgens:ResourceWarning"
 )
 
 PRICES = PriceTable(overrides={"gpt-4o-mini": ModelPrice(0.15, 0.60, cache_read_per_mtok=0.075)})
@@ -73,10 +72,10 @@ class Collected(TracingProcessor):
 
 
 @pytest.fixture(scope="module")
-def sdk_traces() -> Iterator[Collected]:
+def sdk_traces() -> Collected:
     collected = Collected()
     set_trace_processors([collected])  # no exporter: the SDK's tracing stays local
-    yield collected
+    return collected
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +165,9 @@ def event_shape(run: steptrace.Run) -> list[tuple[Any, ...]]:
     for event in run.events:
         data = event.to_dict()
         if data["type"] == "llm_call":
-            shape.append(("llm_call", data["input_tokens"], data["cache_tokens"], data["iteration"]))
+            shape.append(
+                ("llm_call", data["input_tokens"], data["cache_tokens"], data["iteration"])
+            )
         elif data["type"] == "tool_execution":
             shape.append(("tool", data["tool_name"], data["tool_use_id"], data["status"]))
         elif data["type"] == "loop_complete":
@@ -204,9 +205,11 @@ def run_mode(mode: str, agent: Agent[Any], prompt: str, **kwargs: Any) -> Any:
 @pytest.mark.usefixtures("instrumented")
 @pytest.mark.parametrize("mode", ["sync", "async", "streamed"])
 def test_totals_and_events_match_what_the_server_sent(server: FakeServer, mode: str) -> None:
-    with FakeOpenAI(two_tools_then_answer(), server=server) as fake:
-        with steptrace.run("weather", budget={"max_usd": 1.0}) as run:
-            result = run_mode(mode, weather_agent(fake), "Paris and Rome?", run_config=OFF)
+    with (
+        FakeOpenAI(two_tools_then_answer(), server=server) as fake,
+        steptrace.run("weather", budget={"max_usd": 1.0}) as run,
+    ):
+        result = run_mode(mode, weather_agent(fake), "Paris and Rome?", run_config=OFF)
     assert result.final_output == "Sunny in both."
     assert len(fake.requests) == 2
     summary = run.summary()
@@ -228,10 +231,12 @@ def test_totals_and_events_match_what_the_server_sent(server: FakeServer, mode: 
 @pytest.mark.usefixtures("instrumented")
 @pytest.mark.parametrize("mode", ["sync", "async", "streamed"])
 def test_a_request_that_cannot_fit_never_reaches_the_server(server: FakeServer, mode: str) -> None:
-    with FakeOpenAI(two_tools_then_answer(), server=server) as fake:
-        with steptrace.run("weather", budget={"max_tokens": 1000}) as run:  # < 4096 worst case
-            with pytest.raises(BudgetExhausted) as raised:
-                run_mode(mode, weather_agent(fake), "Paris and Rome?", run_config=OFF)
+    with (
+        FakeOpenAI(two_tools_then_answer(), server=server) as fake,
+        steptrace.run("weather", budget={"max_tokens": 1000}) as run,  # < 4096 worst case
+        pytest.raises(BudgetExhausted) as raised,
+    ):
+        run_mode(mode, weather_agent(fake), "Paris and Rome?", run_config=OFF)
     assert fake.requests == []
     assert raised.value.preflight
     assert run.summary()["llm_calls"] == 0
@@ -330,9 +335,8 @@ def test_instrument_is_idempotent_and_uninstrument_restores_the_sdk(server: Fake
     openai_agents.uninstrument()
     assert not openai_agents.is_instrumented()
     assert Chat.get_response is original
-    with FakeOpenAI(["hi"], server=server) as fake:
-        with steptrace.run("plain") as run:
-            Runner.run_sync(weather_agent(fake), "hi", run_config=OFF)
+    with FakeOpenAI(["hi"], server=server) as fake, steptrace.run("plain") as run:
+        Runner.run_sync(weather_agent(fake), "hi", run_config=OFF)
     assert run.events == []
 
 
@@ -354,7 +358,7 @@ def test_budgets_hold_with_the_sdk_tracing_on_and_its_spans_still_come(
 
 @pytest.mark.usefixtures("instrumented")
 def test_a_handoff_is_a_phase_change_and_a_span(server: FakeServer) -> None:
-    script = [
+    script: list[str | OpenAIReply] = [
         OpenAIReply(tool_calls=[OpenAIToolCall(name="transfer_to_billing", id="call_handoff")]),
         "Billing here.",
     ]

@@ -267,7 +267,9 @@ current_tally: contextvars.ContextVar[RunTally | None] = contextvars.ContextVar(
 """The framework run this context belongs to (set by each integration's run wrapper)."""
 
 
-def run_status(error: BaseException | None, framework: Callable[[BaseException], str | None]) -> str:
+def run_status(
+    error: BaseException | None, framework: Callable[[BaseException], str | None]
+) -> str:
     """A run's ``LoopComplete`` status: ``done``, ``budget_exhausted``,
     ``cancelled``, what ``framework`` says of its own errors, else ``error``."""
     if error is None:
@@ -293,7 +295,7 @@ class Scope:
     (``continue``: ``None`` is returned).
     """
 
-    __slots__ = ("error_boundary", "kind", "name", "_run")
+    __slots__ = ("_run", "error_boundary", "kind", "name")
 
     def __init__(
         self,

@@ -60,7 +60,7 @@ def install() -> None:
     for cls in _subclasses(Model):
         _wrap_class(cls)
 
-    def init_subclass(cls: type[Model], **kwargs: Any) -> None:
+    def init_subclass(cls: type[Model], /, **kwargs: Any) -> None:
         super(Model, cls).__init_subclass__(**kwargs)
         _wrap_class(cls)
 
@@ -80,7 +80,7 @@ def uninstall() -> None:
 
 def _subclasses(cls: type) -> list[type]:
     found: list[type] = []
-    pending = list(cls.__subclasses__())
+    pending: list[type] = list(cls.__subclasses__())
     while pending:
         sub = pending.pop()
         if sub not in found:
@@ -104,8 +104,7 @@ def _wrap_class(cls: type) -> None:
 
 def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
     values = list(args[: len(_ARGS)])
-    for name in _ARGS[len(values) :]:
-        values.append(kwargs.get(name))
+    values.extend(kwargs.get(name) for name in _ARGS[len(values) :])
     return values
 
 
@@ -244,9 +243,7 @@ async def _aclose(stream: AsyncIterator[Any]) -> None:
             pass
 
 
-def _conclude(
-    request: ModelRequest, seen: _Seen, error: BaseException | None
-) -> dict[str, Any]:
+def _conclude(request: ModelRequest, seen: _Seen, error: BaseException | None) -> dict[str, Any]:
     """Span (backdated to the request's start: a span entered inside a
     generator would leak into its consumer's context between items) and event."""
     scope = request.span()

@@ -71,7 +71,8 @@ def install() -> None:
     if installed():
         return
     _patch(AgentRunner, "run", _wrap_run(AgentRunner.run))
-    _patch(_run_module, "start_streaming", _wrap_streaming(_run_module.start_streaming))
+    # run_streamed's loop task calls this module global by name.
+    _patch(_run_module, "start_streaming", _wrap_streaming(vars(_run_module)["start_streaming"]))
     for cls in (SpanImpl, NoOpSpan):
         for name in _SPAN_METHODS:
             original = vars(cls)[name]

@@ -222,7 +222,8 @@ class StepTrace(AbstractCapability[Any]):
         self, ctx: Any, *, output_context: Any, output: Any, error: Any
     ) -> Any:
         retry = int(getattr(ctx, "retry", 0) or 0)
-        if self._records() and retry < int(getattr(ctx, "max_retries", 0) or 0):  # the model is asked again
+        asked_again = retry < int(getattr(ctx, "max_retries", 0) or 0)
+        if self._records() and asked_again:
             steptrace.emit_event(
                 SchemaRetry(attempt=retry + 1, errors=_error_texts(error), nudge_used=True)
             )
@@ -329,7 +330,7 @@ def instrument() -> None:
 
     setattr(iter, _ORIGINAL, original)
     iter.__doc__ = original.__doc__
-    Agent.iter = iter  # type: ignore[assignment]
+    Agent.iter = iter  # type: ignore[method-assign]
 
 
 def uninstrument() -> None:
