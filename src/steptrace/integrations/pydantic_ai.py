@@ -24,7 +24,9 @@ boundary, add one with a scope to the agent you already have:
 error_boundary="continue")])`` or ``StepTrace(persona="support", budget=...)``;
 each run of that agent then runs inside that step or persona. When its budget
 refuses a request, the run ends the way the boundary says: ``fail`` raises
-``BudgetExhausted`` from the run call, ``escalate`` raises it marked escalated,
+``BudgetExhausted`` from the run call; ``escalate`` raises it marked
+escalated (the refusal itself is marked: Pydantic AI re-raises a run's own
+error, it lets a capability recover a run but not translate its error);
 ``continue`` ends the run with a result whose ``output`` is ``None`` (the
 ledger row says ``skipped``).
 
@@ -132,6 +134,7 @@ class StepTrace(AbstractCapability[Any]):
                 tally.refused = True
                 result = AgentRunResult(output=None)
         except BaseException as error:
+            _escalate_original(error)
             if owner:
                 tally.complete(run_status(error, _no_status))
             raise
@@ -232,6 +235,23 @@ class StepTrace(AbstractCapability[Any]):
 
 def _no_status(error: BaseException) -> str | None:
     return None
+
+
+def _escalate_original(error: BaseException) -> None:
+    """Pydantic AI re-raises the run body's own error, not the one ``wrap_run``
+    raised (which becomes its ``__context__``); so the escalated copy an
+    ``escalate`` step makes is carried onto the refusal the caller will catch."""
+    original = error.__cause__
+    if (
+        isinstance(error, steptrace.BudgetExhausted)
+        and error.escalated
+        and isinstance(original, steptrace.BudgetExhausted)
+        and not original.escalated
+    ):
+        original.escalated = True
+        original.category = error.category
+        original.step = error.step
+        original.function = error.function
 
 
 def _begin(request_context: Any) -> ModelRequest:
