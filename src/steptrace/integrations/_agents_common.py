@@ -4,9 +4,9 @@ span, event and usage; a framework run's tally; an agent's scope.
 Both ``openai_agents`` and ``pydantic_ai`` reach the model through an async
 interface that hands over the whole request before it is sent and the
 response's usage after it arrives. ``ModelRequest`` is that request as
-steptrace sees it: the worst case checked against every active budget
-(``check_budget``) before anything is sent, then a ``chat <model>`` span with
-OpenTelemetry GenAI attributes, an ``LlmCall`` event and ``record_llm_usage``
+steptrace sees it: the worst case held on every active budget
+(``steptrace.reserve``) before anything is sent, then a ``chat <model>`` span with
+OpenTelemetry GenAI attributes, an ``LlmCall`` event and the hold settled
 with the provider's real counts (cache reads and writes, reasoning tokens on
 the span), priced by the configured price source under ``price_name(model)``.
 
@@ -14,7 +14,8 @@ The prompt estimate needs no tokenizer: ``ceil(characters / 3)`` of every
 string in the request (messages, instructions, tool definitions, the output
 schema) plus 4 tokens an input item, an overestimate for text and code; binary
 parts (images, audio) are not counted. The output bound is the request's
-``max_tokens``, else ``steptrace.llm.DEFAULT_MAX_OUTPUT_TOKENS``.
+``max_tokens``, else ``steptrace.llm.DEFAULT_MAX_OUTPUT_TOKENS``. The worst
+case is held on every limited scope until the response settles it.
 
 ``RunTally`` counts one framework run's model requests and tools and ends it
 with a ``LoopComplete`` event; ``Scope`` runs a framework run inside a
@@ -134,11 +135,24 @@ class TokenUsage(NamedTuple):
 class ModelRequest:
     """One model request: pre-flight at construction, then span, event, usage.
 
-    Raises ``BudgetExhausted`` (or ``PricingUnknown``) from the constructor when
-    the worst case cannot fit: the caller then sends nothing.
+    The constructor holds the request's worst case on every limited scope
+    (``steptrace.reserve``), or raises ``BudgetExhausted`` (or
+    ``PricingUnknown``) when it cannot fit: the caller then sends nothing.
+    The caller settles the hold with ``conclude``'s usage (``hold.asettle``),
+    or releases it when the request failed (``hold.release``), so concurrent
+    requests (parallel tools running agents) cannot overspend a scope.
     """
 
-    __slots__ = ("estimate", "iteration", "max_output", "model", "started", "started_ns", "system")
+    __slots__ = (
+        "estimate",
+        "hold",
+        "iteration",
+        "max_output",
+        "model",
+        "started",
+        "started_ns",
+        "system",
+    )
 
     def __init__(
         self, model: str, system: str, estimate: int, max_output: int | None, iteration: int
@@ -148,7 +162,7 @@ class ModelRequest:
         self.estimate = estimate
         self.max_output = max_output if type(max_output) is int and max_output > 0 else None
         self.iteration = iteration
-        steptrace.check_budget(model, estimate, self.max_output or DEFAULT_MAX_OUTPUT_TOKENS)
+        self.hold = steptrace.reserve(model, estimate, self.max_output or DEFAULT_MAX_OUTPUT_TOKENS)
         self.started_ns = time.time_ns()
         self.started = time.perf_counter()
 
@@ -174,7 +188,7 @@ class ModelRequest:
         output_chars: int = 0,
     ) -> dict[str, Any]:
         """Describe the response on its span, emit ``LlmCall``, and return the
-        arguments of ``record_llm_usage`` (made by the caller once the span
+        arguments of ``hold.settle`` (made by the caller once the span
         ended, so a budget error is not the request's error). Without usage the
         pre-flight input estimate and the output's characters stand in."""
         duration_ms = round((time.perf_counter() - self.started) * 1000)

@@ -169,16 +169,17 @@ def _wrap_get(original: Callable[..., Any]) -> Callable[..., Any]:
         if type(self).get_response is not get_response:  # a subclass's wrapper counts it
             return await original(self, *args, **kwargs)
         request = _begin(self, args, kwargs)
-        async with request.span() as request_span:
-            response = await original(self, *args, **kwargs)
-            usage = request.conclude(
-                request_span,
-                _usage(response.usage) if response.usage.requests else None,
-                response_id=response.response_id or getattr(response, "request_id", None),
-                response_model=None,
-                output_chars=estimate_chars(response.output),
-            )
-        await steptrace.arecord_llm_usage(**usage)
+        with request.hold:  # released unless settled
+            async with request.span() as request_span:
+                response = await original(self, *args, **kwargs)
+                usage = request.conclude(
+                    request_span,
+                    _usage(response.usage) if response.usage.requests else None,
+                    response_id=response.response_id or getattr(response, "request_id", None),
+                    response_model=None,
+                    output_chars=estimate_chars(response.output),
+                )
+            await request.hold.asettle(**usage)
         return response
 
     return get_response
@@ -204,7 +205,7 @@ def _wrap_stream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
             _conclude_broken(request, seen, error)
             raise
         usage = _conclude(request, seen, None)
-        await steptrace.arecord_llm_usage(**usage)
+        await request.hold.asettle(**usage)
 
     return stream_response
 
@@ -266,12 +267,13 @@ def _conclude_broken(request: ModelRequest, seen: _Seen, error: BaseException | 
     """A stream broken by an error or closed early: record what it got; a
     request that failed before any output records nothing but its span."""
     if seen.usage is None and seen.chars == 0:
+        request.hold.release()
         scope = request.span()
         scope.__enter__().start_ns = request.started_ns
         scope.__exit__(None if error is None else type(error), error, None)
         return
     usage = _conclude(request, seen, error)
     try:
-        steptrace.record_llm_usage(**usage)
+        request.hold.settle(**usage)
     except (steptrace.BudgetExhausted, steptrace.PricingUnknown):
         pass  # recorded; the next pre-flight refuses

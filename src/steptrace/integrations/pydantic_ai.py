@@ -160,16 +160,17 @@ class StepTrace(AbstractCapability[Any]):
         if not self._records():
             return await handler(request_context)
         request = _begin(request_context)
-        async with request.span() as request_span:
-            response = await handler(request_context)
-            usage = request.conclude(
-                request_span,
-                _usage(response.usage),
-                response_id=getattr(response, "provider_response_id", None),
-                response_model=getattr(response, "model_name", None),
-                output_chars=estimate_chars(response.parts),
-            )
-        await steptrace.arecord_llm_usage(**usage)
+        with request.hold:  # released unless settled
+            async with request.span() as request_span:
+                response = await handler(request_context)
+                usage = request.conclude(
+                    request_span,
+                    _usage(response.usage),
+                    response_id=getattr(response, "provider_response_id", None),
+                    response_model=getattr(response, "model_name", None),
+                    output_chars=estimate_chars(response.parts),
+                )
+            await request.hold.asettle(**usage)
         return response
 
     # -- tools ------------------------------------------------------------------------
