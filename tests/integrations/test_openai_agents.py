@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -415,3 +418,14 @@ def test_a_model_defined_after_instrument_is_covered_and_counted_once(server: Fa
 )
 def test_provider_prefixes_are_priced_as_the_model_they_name(given: str, priced: str) -> None:
     assert price_name(given) == priced
+
+
+def test_the_demo_runs_offline_and_its_second_run_is_refused() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "openai_agents_demo.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "second run: None (refused by the budget)" in done.stdout
+    assert "requests that reached the server: 3" in done.stdout
+    assert "skipped" in done.stdout

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -192,7 +195,7 @@ def test_a_request_that_cannot_fit_never_reaches_the_server(server: FakeServer, 
         run_mode(mode, weather_agent(fake), "Paris and Rome?")
     assert fake.requests == []
     assert raised.value.preflight
-    assert event_shape(run) == [("complete", "budget_exhausted", 1, [])]
+    assert event_shape(run) == [("complete", "budget_exhausted", 0, [])]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -332,3 +335,14 @@ def test_a_scope_needs_a_name_and_one_kind() -> None:
         StepTrace(budget={"max_usd": 1})
     with pytest.raises(ValueError, match="max_tokens"):
         StepTrace(step="a", budget={"max_tokens": -5})
+
+
+def test_the_demo_runs_offline_and_its_second_run_is_refused() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "pydantic_ai_demo.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "second run: None (refused by the budget)" in done.stdout
+    assert "requests that reached the server: 3" in done.stdout
+    assert "'type': 'schema_retry'" in done.stdout

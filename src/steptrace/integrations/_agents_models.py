@@ -135,17 +135,16 @@ def _begin(model: Model, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Model
     name = price_name(_model_name(model))
     provider, colon, _ = name.partition(":")
     tally = current_tally.get()
-    iteration = 0
-    if tally is not None:
-        tally.iterations += 1
-        iteration = tally.iterations
-    return ModelRequest(
+    request = ModelRequest(
         name,
         provider if colon else "openai",
         estimate_tokens(chars, count),
         getattr(settings, "max_tokens", None),
-        iteration,
+        0 if tally is None else tally.iterations + 1,
     )
+    if tally is not None:  # counted once it may be sent
+        tally.iterations += 1
+    return request
 
 
 def _usage(usage: Any) -> TokenUsage | None:

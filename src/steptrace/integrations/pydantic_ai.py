@@ -268,17 +268,16 @@ def _begin(request_context: Any) -> ModelRequest:
     chars += estimate_chars(getattr(parameters, "instruction_parts", None))
     settings = request_context.model_settings or {}
     tally = current_tally.get()
-    iteration = 0
-    if tally is not None:
-        tally.iterations += 1
-        iteration = tally.iterations
-    return ModelRequest(
+    request = ModelRequest(
         name,
         str(getattr(model, "system", "") or "pydantic_ai"),
         estimate_tokens(chars, items),
         settings.get("max_tokens"),
-        iteration,
+        0 if tally is None else tally.iterations + 1,
     )
+    if tally is not None:  # counted once it may be sent
+        tally.iterations += 1
+    return request
 
 
 def _usage(usage: Any) -> TokenUsage | None:
