@@ -171,12 +171,17 @@ def _wrap_get(original: Callable[..., Any]) -> Callable[..., Any]:
         with request.hold:  # released unless settled
             async with request.span() as request_span:
                 response = await original(self, *args, **kwargs)
+                reported = response.usage
+                counted = (
+                    _usage(reported) if reported.input_tokens or reported.output_tokens else None
+                )
                 usage = request.conclude(
                     request_span,
-                    _usage(response.usage) if response.usage.requests else None,
+                    counted,
                     response_id=response.response_id or getattr(response, "request_id", None),
                     response_model=None,
-                    output_chars=estimate_chars(response.output),
+                    # Only an estimate needs the output's text.
+                    output_chars=0 if counted is not None else estimate_chars(response.output),
                 )
             await request.hold.asettle(**usage)
         return response

@@ -32,7 +32,7 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import agents.run as _run_module
 from agents import RunHooks
@@ -140,16 +140,27 @@ def _wrap_streaming(original: Callable[..., Awaitable[Any]]) -> Callable[..., Aw
 # -- hooks ------------------------------------------------------------------------
 
 
+_NO_HOOKS: RunHooks[Any] = RunHooks()
+
+
 class _Hooks(RunHooks[Any]):
     """The user's ``RunHooks`` (or none), plus what steptrace learns from them."""
 
     _OWN = frozenset({"on_tool_start", "on_tool_end", "on_handoff"})
+    _delegated: ClassVar[dict[type, tuple[str, ...]]] = {}
+    """Per hooks class, the hooks passed straight through (found once)."""
 
     def __init__(self, user: RunHooks[Any] | None) -> None:
-        self._user = user if user is not None else RunHooks()
-        for name in dir(type(self._user)):
-            if name.startswith("on_") and name not in self._OWN:
-                setattr(self, name, getattr(self._user, name))
+        self._user = user if user is not None else _NO_HOOKS
+        names = self._delegated.get(type(self._user))
+        if names is None:
+            names = self._delegated[type(self._user)] = tuple(
+                name
+                for name in dir(type(self._user))
+                if name.startswith("on_") and name not in self._OWN
+            )
+        for name in names:
+            setattr(self, name, getattr(self._user, name))
 
     async def on_tool_start(self, context: Any, agent: Any, tool: Any) -> None:
         record = _current_tool.get()

@@ -163,12 +163,14 @@ class StepTrace(AbstractCapability[Any]):
         with request.hold:  # released unless settled
             async with request.span() as request_span:
                 response = await handler(request_context)
+                counted = _usage(response.usage)
                 usage = request.conclude(
                     request_span,
-                    _usage(response.usage),
+                    counted,
                     response_id=getattr(response, "provider_response_id", None),
                     response_model=getattr(response, "model_name", None),
-                    output_chars=estimate_chars(response.parts),
+                    # Only an estimate needs the output's text.
+                    output_chars=0 if counted is not None else estimate_chars(response.parts),
                 )
             await request.hold.asettle(**usage)
         return response
@@ -258,9 +260,11 @@ def _escalate_original(error: BaseException) -> None:
 def _begin(request_context: Any) -> ModelRequest:
     model = request_context.model
     name = price_name(str(getattr(model, "model_name", "") or type(model).__name__))
-    messages = request_context.messages or ()
-    chars = estimate_chars(messages)
-    items = sum(len(getattr(message, "parts", ()) or ()) for message in messages)
+    chars = items = 0
+    for message in request_context.messages or ():
+        for part in getattr(message, "parts", None) or ():
+            items += 1
+            chars += _part_chars(part)
     parameters = request_context.model_request_parameters
     for tool in (*parameters.function_tools, *parameters.output_tools):
         chars += len(tool.name) + len(tool.description or "")
@@ -278,6 +282,22 @@ def _begin(request_context: Any) -> ModelRequest:
     if tally is not None:  # counted once it may be sent
         tally.iterations += 1
     return request
+
+
+def _part_chars(part: Any) -> int:
+    """A message part's text: its content, or a tool call's name and arguments
+    (walked generically only for other shapes; timestamps and ids are not sent)."""
+    content = getattr(part, "content", None)
+    if type(content) is str:
+        chars = len(content)
+    else:
+        chars = estimate_chars(content) if content is not None else 0
+    name = getattr(part, "tool_name", None)
+    if type(name) is str:
+        chars += len(name)
+        args = getattr(part, "args", None)
+        chars += len(args) if type(args) is str else estimate_chars(args)
+    return chars
 
 
 def _usage(usage: Any) -> TokenUsage | None:
