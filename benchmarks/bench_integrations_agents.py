@@ -32,8 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -41,10 +43,8 @@ import openai
 
 import steptrace
 
-try:
-    from ._machine import load_average, revision
-except ImportError:  # run as a script
-    from _machine import load_average, revision  # type: ignore[import-not-found,no-redef]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import load_average, revision
 
 TARGET_US = 30.0
 
