@@ -406,6 +406,31 @@ def test_a_model_defined_after_instrument_is_covered_and_counted_once(server: Fa
     assert run.summary()["cost_usd"] > 0
 
 
+@pytest.mark.usefixtures("instrumented")
+def test_a_sub_agent_as_a_tool_runs_in_its_own_scope_and_its_refusal_is_a_tool_error(
+    server: FakeServer,
+) -> None:
+    script: list[str | OpenAIReply] = [
+        OpenAIReply(tool_calls=[OpenAIToolCall(name="ask_expert", arguments={"input": "q"})]),
+        "Answered without the expert.",
+    ]
+    with FakeOpenAI(script, server=server) as fake:
+        expert = openai_agents.step(weather_agent(fake, "expert"), budget={"max_tokens": 100})
+        boss = weather_agent(fake, "boss")
+        boss.tools = [expert.as_tool(tool_name="ask_expert", tool_description="Ask the expert.")]
+        with steptrace.run("support") as run:
+            result = Runner.run_sync(boss, "hi", run_config=OFF)
+    assert result.final_output == "Answered without the expert."
+    assert len(fake.requests) == 2  # the expert's request was refused, never sent
+    assert [(row.name, row.status) for row in run.completed_steps] == [("expert", "failed")]
+    shape = event_shape(run)
+    assert [item[0] for item in shape] == ["llm_call", "complete", "tool", "llm_call", "complete"]
+    assert shape[1][1] == "budget_exhausted"  # the expert's run
+    assert shape[2][1:] == ("ask_expert", shape[2][2], "error")
+    assert shape[2][2].startswith("call_")
+    assert shape[4][1] == "done"
+
+
 @pytest.mark.parametrize(
     ("given", "priced"),
     [

@@ -37,8 +37,13 @@ boundary says:
 The ledger row says ``failed``, ``escalated`` or ``skipped``. A handoff
 continues the same run, so the agent handed to counts against the scope of
 the agent the run started with; give a sub-agent a budget of its own by
-calling it as a tool. Without ``instrument()`` nothing here is active; with
-it and no steptrace budget in force, runs behave exactly as before.
+calling it as a tool. A refusal inside a function tool (such a sub-agent's,
+under ``fail`` or ``escalate``) meets the SDK's tool error handling: by
+default the model is told the tool failed (``ToolExecution`` status
+``error``) and the run goes on, each of its requests pre-flighted as usual.
+
+Without ``instrument()`` nothing here is active; with it and no steptrace
+budget in force, runs behave exactly as before.
 """
 
 from __future__ import annotations
