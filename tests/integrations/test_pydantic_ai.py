@@ -346,3 +346,39 @@ def test_the_demo_runs_offline_and_its_second_run_is_refused() -> None:
     assert "second run: None (refused by the budget)" in done.stdout
     assert "requests that reached the server: 3" in done.stdout
     assert "'type': 'schema_retry'" in done.stdout
+
+
+def test_anthropic_cache_reads_and_writes_are_recorded_and_priced(server: FakeServer) -> None:
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    from steptrace.testing import AnthropicReply, FakeAnthropic
+
+    steptrace.configure(
+        price_source=PriceTable(
+            overrides={
+                "claude-haiku-4-5": ModelPrice(
+                    1.0, 5.0, cache_read_per_mtok=0.1, cache_write_per_mtok=1.25
+                )
+            }
+        )
+    )
+    reply = AnthropicReply(
+        text="Hi.", input_tokens=100, output_tokens=10, cache_read_tokens=300, cache_write_tokens=50
+    )
+    with FakeAnthropic([reply], server=server) as fake, steptrace.run("cached") as run:
+        client = fake.async_client(
+            http_client=httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=0))
+        )
+        model = AnthropicModel(
+            "claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client)
+        )
+        output = Agent(model, capabilities=[StepTrace()]).run_sync("Hello?").output
+    assert output == "Hi."
+    assert len(fake.requests) == 1
+    (call,) = [event for event in run.events if event.type == "llm_call"]
+    assert (call.input_tokens, call.cache_tokens, call.output_tokens) == (450, 300, 10)
+    chat = next(span for span in run.spans if span.name == "chat claude-haiku-4-5")
+    assert chat.metadata["steptrace.cache_write_tokens"] == 50
+    expected = (100 * 1.0 + 300 * 0.1 + 50 * 1.25 + 10 * 5.0) / 1e6
+    assert run.summary()["cost_usd"] == pytest.approx(expected, abs=1e-12)
