@@ -37,6 +37,7 @@ import steptrace
 from steptrace import LlmCall, LoopComplete, SpanKind
 from steptrace.llm import DEFAULT_MAX_OUTPUT_TOKENS
 
+from .._config import report_observer_failure
 from .._config import settings as _core_settings
 
 __all__ = [
@@ -196,17 +197,18 @@ class ModelRequest:
             usage = TokenUsage(self.estimate, -(-output_chars // CHARS_PER_TOKEN))
             request_span.set("steptrace.usage_estimated", True)
         source = _core_settings.price_source
-        cost = (
-            None
-            if source is None
-            else source.cost_usd(
-                self.model,
-                usage.input_tokens,
-                usage.output_tokens,
-                cache_read_tokens=usage.cache_read_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-            )
-        )
+        cost: float | None = None
+        if source is not None:
+            try:
+                cost = source.cost_usd(
+                    self.model,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    cache_read_tokens=usage.cache_read_tokens,
+                    cache_write_tokens=usage.cache_write_tokens,
+                )
+            except Exception as exc:  # the response stands; the core prices again
+                report_observer_failure("pricing a framework model request", exc, request_span)
         request_span.metadata.update(
             {
                 "gen_ai.response.model": response_model or self.model,
