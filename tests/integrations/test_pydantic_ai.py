@@ -382,3 +382,27 @@ def test_anthropic_cache_reads_and_writes_are_recorded_and_priced(server: FakeSe
     assert chat.metadata["steptrace.cache_write_tokens"] == 50
     expected = (100 * 1.0 + 300 * 0.1 + 50 * 1.25 + 10 * 5.0) / 1e6
     assert run.summary()["cost_usd"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_pydantic_ai_instrumentation_keeps_working_beside_budgets(server: FakeServer) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with (
+        FakeOpenAI(two_tools_then_answer(), server=server) as fake,
+        steptrace.run("weather", budget={"max_usd": 1.0}) as run,
+    ):
+        agent = weather_agent(fake)
+        agent.instrument = InstrumentationSettings(tracer_provider=provider)
+        assert agent.run_sync("Paris and Rome?").output == "Sunny in both."
+    assert event_shape(run) == EXPECTED_EVENTS
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert names.count("chat gpt-4o-mini") == 2  # Pydantic AI's own GenAI spans
+    assert any(name.startswith("running tool") or "get_weather" in name for name in names)
+    provider.shutdown()
