@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import openai
 import pytest
 
 pytest.importorskip("agents", reason="needs the extra: pip install 'steptrace[openai-agents]'")
@@ -27,6 +28,7 @@ from agents import (
     InputGuardrailTripwireTriggered,
     ModelSettings,
     OpenAIChatCompletionsModel,
+    OpenAIResponsesModel,
     RunConfig,
     Runner,
     TracingProcessor,
@@ -41,7 +43,15 @@ from steptrace import BudgetExhausted
 from steptrace.integrations import openai_agents
 from steptrace.integrations._agents_common import price_name
 from steptrace.llm import ModelPrice, PriceTable
-from steptrace.testing import FakeOpenAI, FakeServer, OpenAIReply, OpenAIToolCall
+from steptrace.testing import (
+    FAKE_OPENAI_API_KEY,
+    FakeOpenAI,
+    FakeServer,
+    OpenAIReply,
+    OpenAIToolCall,
+    RecordedRequest,
+    Reply,
+)
 
 # Runner.run_sync ends each run with loop.shutdown_asyncgens() on the loop it
 # keeps for the thread; the next run_sync on that loop then makes the HTTP
@@ -454,3 +464,63 @@ def test_the_demo_runs_offline_and_its_second_run_is_refused() -> None:
     assert "second run: None (refused by the budget)" in done.stdout
     assert "requests that reached the server: 3" in done.stdout
     assert "skipped" in done.stdout
+
+
+def responses_answer(request: RecordedRequest) -> Reply:
+    """A minimal Responses API answer: the SDK's default model speaks it, and
+    steptrace.testing's fake serves Chat Completions only."""
+    return Reply(
+        body={
+            "id": "resp_fake1",
+            "object": "response",
+            "created_at": 0,
+            "model": "gpt-4o-mini",
+            "status": "completed",
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "Hi.", "annotations": []}],
+                }
+            ],
+            "usage": {
+                "input_tokens": 100,
+                "output_tokens": 10,
+                "total_tokens": 110,
+                "input_tokens_details": {"cached_tokens": 30},
+                "output_tokens_details": {"reasoning_tokens": 4},
+            },
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+    )
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_the_sdk_default_responses_model_is_budgeted_and_recorded_too() -> None:
+    with FakeServer() as responses_server:
+        responses_server.route("POST", "/v1/responses", responses_answer)
+        sent = openai.AsyncOpenAI(
+            api_key=FAKE_OPENAI_API_KEY,
+            base_url=responses_server.url + "/v1",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=0)),
+        )
+        agent = Agent(name="plain", model=OpenAIResponsesModel("gpt-4o-mini", openai_client=sent))
+        with steptrace.run("responses", budget={"max_usd": 1.0}) as run:
+            assert Runner.run_sync(agent, "hi", run_config=OFF).final_output == "Hi."
+        with steptrace.run("tiny", budget={"max_tokens": 50}), pytest.raises(BudgetExhausted):
+            Runner.run_sync(agent, "hi", run_config=OFF)
+        assert len(responses_server.requests) == 1
+    (call,) = [event for event in run.events if event.type == "llm_call"]
+    assert (call.call_id, call.input_tokens, call.output_tokens, call.cache_tokens) == (
+        "resp_fake1",
+        100,
+        10,
+        30,
+    )
+    expected = (70 * 0.15 + 30 * 0.075 + 10 * 0.60) / 1e6
+    assert run.summary()["cost_usd"] == pytest.approx(expected, abs=1e-12)
