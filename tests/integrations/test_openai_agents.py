@@ -31,10 +31,12 @@ from agents import (
     OpenAIResponsesModel,
     RunConfig,
     Runner,
+    ToolGuardrailFunctionOutput,
     TracingProcessor,
     function_tool,
     input_guardrail,
     set_trace_processors,
+    tool_input_guardrail,
 )
 from agents.models.interface import Model
 
@@ -524,3 +526,37 @@ def test_the_sdk_default_responses_model_is_budgeted_and_recorded_too() -> None:
     )
     expected = (70 * 0.15 + 30 * 0.075 + 10 * 0.60) / 1e6
     assert run.summary()["cost_usd"] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_a_tool_refused_by_its_input_guardrail_is_a_tool_rejected(server: FakeServer) -> None:
+    @tool_input_guardrail
+    def no_rome(data: Any) -> ToolGuardrailFunctionOutput:
+        if "Rome" in data.context.tool_arguments:
+            return ToolGuardrailFunctionOutput.reject_content("Rome is off limits.")
+        return ToolGuardrailFunctionOutput.allow()
+
+    @function_tool(tool_input_guardrails=[no_rome])
+    def guarded_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    script: list[str | OpenAIReply] = [
+        OpenAIReply(
+            tool_calls=[
+                OpenAIToolCall(name="guarded_weather", arguments={"city": "Paris"}, id="c_1"),
+                OpenAIToolCall(name="guarded_weather", arguments={"city": "Rome"}, id="c_2"),
+            ]
+        ),
+        "Paris only.",
+    ]
+    with FakeOpenAI(script, server=server) as fake, steptrace.run("guarded") as run:
+        agent = weather_agent(fake)
+        agent.tools = [guarded_weather]
+        assert Runner.run_sync(agent, "Paris and Rome?", run_config=OFF).final_output == (
+            "Paris only."
+        )
+    kinds = sorted(event.type for event in run.events if event.type.startswith("tool"))
+    assert kinds == ["tool_execution", "tool_rejected"]
+    (executed,) = [event for event in run.events if event.type == "tool_execution"]
+    assert (executed.tool_use_id, executed.status) == ("c_1", "ok")
