@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "steptrace"
-SUBPACKAGES = {"llm", "agent", "export", "store", "testing", "shared"}
+SUBPACKAGES = {"llm", "agent", "export", "store", "testing", "shared", "integrations"}
 
 # What each layer may import from the other layers (the core is always allowed).
 ALLOWED: dict[str, set[str]] = {
@@ -26,6 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "store": set(),
     "shared": set(),
     "testing": {"llm"},
+    # Framework integrations price and estimate as the llm layer does.
+    "integrations": {"llm"},
     # The applications at the top: the web viewer reads the store; the CLI
     # drives everything (it runs scripts, replays, exports, serves the portal).
     "portal": {"store"},

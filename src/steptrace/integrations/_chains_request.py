@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from .._accounting import arecord_llm_usage, check_budget, record_llm_usage
 from .._config import settings
 from .._redact import redact
 from ..budget import PriceSource
@@ -37,7 +38,6 @@ from ..events import LlmCall
 from ..spans import Span, SpanKind, end_span
 from ..tracing import emit_event
 from ..tracing import span as _span
-from .._accounting import arecord_llm_usage, check_budget, record_llm_usage
 
 __all__ = ["CHARS_PER_TOKEN", "ModelRequest", "ReportedUsage", "estimate_tokens"]
 

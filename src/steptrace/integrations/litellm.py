@@ -130,8 +130,10 @@ def instrument(*, prices: Literal["steptrace", "litellm"] = "steptrace") -> None
             if (getattr(current, _PRICE) is None) == (price is None):
                 continue  # already instrumented alike
             current = original
-        wrapper = _async_wrapper(current, price) if name == "acompletion" else _sync_wrapper(
-            current, price
+        wrapper = (
+            _async_wrapper(current, price)
+            if name == "acompletion"
+            else _sync_wrapper(current, price)
         )
         setattr(wrapper, _ORIGINAL, current)
         setattr(wrapper, _PRICE, price)
