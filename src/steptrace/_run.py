@@ -22,13 +22,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _context
-from ._reservations import release_pending
 from ._shared import BudgetSpec, SharedBudget, split_budget
 from .budget import PICO_PER_USD, Ledger, Usage
 
 if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
-from .spans import Span, SpanKind, end_span, notify_start
+from .spans import Span, SpanKind, end_span, notify_amended, notify_start
 
 __all__ = ["CompletedStep", "EventCursor", "Run", "TraceCursor", "current_run", "run"]
 
@@ -148,9 +147,12 @@ class Run:
         _default: bool = False,
         _continues: Continuation | None = None,
         _shared: tuple[SharedBudget, ...] = (),
+        _parent: _context.Frame | None = None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"run: name must be a string, got {name!r}")
+        # A continuation hangs under a span of another process, never under this one's.
+        parent = None if _continues is not None else _parent
         self.id = _new_run_id() if _continues is None else _continues.run_id
         self.name = name or ("default" if _default else "run")
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -181,7 +183,22 @@ class Run:
         self.spans: list[Span] = []
         """Every span of the run (run, personas, steps, user spans), in start order."""
         self.tracing_enabled = trace_llm
-        self.lock = threading.Lock()
+        self.parent: Run | None = None if parent is None else parent.run
+        """The run this one was opened in (its usage counts against that run's
+        scopes too), or None for a top-level run."""
+        self.parent_run_id: str | None = None
+        """The enclosing run's id, when that run is recorded (not a default run)."""
+        self.parent_span_id: int | None = None
+        if parent is not None and not parent.run.is_default:
+            self.parent_run_id = parent.run.id
+            self.parent_span_id = parent.span_id
+        # One lock for a run and the runs nested in it: a usage record updates
+        # ledgers of both, atomically with every pre-flight hold on them.
+        self.lock: threading.Lock = threading.Lock() if parent is None else parent.run.lock
+        self.late_calls = 0
+        """LLM calls recorded after the scope they were made in had ended."""
+        self.amended_steps: list[_context.StepFrame] = []
+        """Ended steps whose ledger row changed after they ended (late usage)."""
         self._token: Any = None
         self.ended_steps: list[_context.StepFrame] = []
         """Ended step frames, in order; ``completed_steps`` is built from them."""
@@ -191,12 +208,18 @@ class Run:
         self.root = _context.Frame(
             self.name,
             SpanKind.RUN,
-            None,
+            parent,
             self,
             self.ledger,
             {"run.name": self.name},
             self.shared_budgets,
         )
+        # A nested run's calls are its own record, not rows of the step around it.
+        self.root.step = None
+        if self.parent_run_id is not None:
+            self.root.metadata["steptrace.parent_run_id"] = self.parent_run_id
+        elif parent is not None:
+            self.root.parent_id = None  # the enclosing default run is not recorded
         if _continues is not None:
             # The root hangs under the span that called inject() in the other process.
             self.root.parent_id = _continues.parent_span_id
@@ -265,12 +288,17 @@ class Run:
         """Close the run record (called on leaving the ``with`` block)."""
         if self.ended_at is not None:
             return
-        release_pending()  # a shared hold whose call never reported back
-        self.ended_at = time.time()
-        self.status = "completed" if error is None else "failed"
-        if error is not None:
-            self.error = f"{type(error).__name__}: {error}"
-        usage = self.ledger.usage()
+        pending = _context.pending_hold.get()
+        if pending is not None and pending.frame.run is self:
+            pending.release()  # a pre-flight hold whose call never reported back
+        with self.lock:
+            self.ended_at = time.time()
+            if error is not None:
+                self.status = "failed"
+                self.error = f"{type(error).__name__}: {error}"
+            else:
+                self.status = "over_budget" if over_limit(self.ledger) else "completed"
+            usage = self.ledger.usage()
         span = self.root
         span.metadata.update(
             input_tokens=usage.input_tokens,
@@ -315,6 +343,39 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r})"
+
+
+def over_limit(ledger: Ledger) -> bool:
+    """Whether a scope's usage is strictly over one of its limits."""
+    return (
+        ledger.max_tokens is not None
+        and ledger.input_tokens + ledger.output_tokens > ledger.max_tokens
+    ) or (ledger.max_pico is not None and ledger.cost_pico > ledger.max_pico)
+
+
+def amend_late(frame: _context.Frame) -> None:
+    """File usage recorded after its scope ended: counted on the run, the ended
+    step's ledger row rebuilt, the run's status ``over_budget`` when it had
+    ended within its limits and no longer is, and processors told."""
+    run = frame.run
+    step = frame.step
+    with run.lock:
+        run.late_calls += 1
+        if step is not None and step.end_ns is not None:
+            run.ledger_rows.pop(step.span_id, None)
+            run.amended_steps.append(step)
+        if run.ended_at is not None and run.status == "completed" and over_limit(run.ledger):
+            run.status = "over_budget"
+            run.root.metadata["status"] = "over_budget"
+        if run.ended_at is not None:
+            usage = run.ledger.usage()
+            run.root.metadata.update(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=usage.cost_usd,
+                llm_calls=usage.llm_calls,
+            )
+    notify_amended(run.root)
 
 
 _STATUSES = ("completed", "failed", "skipped", "escalated")
@@ -410,14 +471,26 @@ def run(
     *,
     budget: BudgetSpec = None,
     metadata: Mapping[str, Any] | None = None,
+    detached: bool = False,
 ) -> Run:
     """Open a run: ``with steptrace.run("nightly", budget={"max_usd": 2}) as r:``.
 
     The run's budget caps everything inside it; usage counts against it as well
     as against every enclosing step and persona budget. ``budget`` may also be a
     ``SharedBudget`` or a list of one local budget and shared ones.
+
+    A run opened inside another run (or inside a step or persona) is its child:
+    its usage counts against every enclosing scope, and the store shows it under
+    its parent. ``detached=True`` opens an independent top-level run instead,
+    whose usage no enclosing budget sees: an explicit choice, for work that is
+    not the caller's to pay for.
     """
-    return Run(name, budget=budget, metadata=metadata)
+    if not isinstance(detached, bool):
+        raise TypeError(f"run: detached must be True or False, got {detached!r}")
+    parent = None if detached else _context.get_frame()
+    if parent is not None and parent.run.is_default and parent is parent.run.root:
+        parent = None  # no scope around: a top-level run
+    return Run(name, budget=budget, metadata=metadata, _parent=parent)
 
 
 def active_frame() -> _context.Frame:

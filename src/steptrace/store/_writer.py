@@ -378,7 +378,7 @@ def _span_row(span: Span) -> SpanRow:
 
 
 def _call_row(run_id: str, seq: int, entry: tuple[Any, ...]) -> LlmCallRow:
-    model, input_tokens, output_tokens, duration_ms, cost_usd, cache_tokens, frame, at = entry
+    model, input_tokens, output_tokens, duration_ms, cost_usd, cache_tokens, frame, at, _ = entry
     assert isinstance(frame, Frame)
     step = frame.step
     persona = frame.persona
