@@ -277,6 +277,31 @@ def test_each_boundary_when_the_budget_runs_out(
     assert len(provider.fake.requests) == 1
 
 
+def test_requests_in_flight_hold_their_worst_case(
+    provider: Provider, handler: StepTraceCallbackHandler
+) -> None:
+    provider.fake.push(*(provider.reply("ok", (8, 2, 0, 0)),) * 2)
+    model = provider.model(max_tokens=100)
+    config: RunnableConfig = {"callbacks": [handler]}
+
+    @steptrace.step(budget={"max_tokens": 300})
+    def fan_out() -> list[Any]:
+        async def go() -> list[Any]:
+            # Each worst case is 8 + 100: two fit beside each other, a third does not.
+            calls = (model.ainvoke("Say hello.", config=config) for _ in range(3))
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        return _RUNNER[-1].run(go(), context=contextvars.copy_context())
+
+    with steptrace.run("langchain") as run:
+        results = fan_out()
+    refused = [r for r in results if isinstance(r, BudgetExhausted)]
+    assert len(refused) == 1
+    assert len(provider.fake.requests) == 2
+    (row,) = run.completed_steps
+    assert (row.input_tokens, row.output_tokens, row.llm_calls) == (16, 4, 2)
+
+
 def test_parallel_tool_calls_keep_the_models_ids_in_order_of_events(
     provider: Provider, handler: StepTraceCallbackHandler
 ) -> None:

@@ -236,7 +236,9 @@ def test_parallel_tool_calls_pass_through_and_concurrent_requests_add_up(fake: F
     async def fan_out() -> list[Any]:
         return await asyncio.gather(
             *(
-                litellm.acompletion(model="openai/gpt-4o-mini", messages=HELLO, **options(fake))
+                litellm.acompletion(
+                    model="openai/gpt-4o-mini", messages=HELLO, max_tokens=100, **options(fake)
+                )
                 for _ in range(4)
             )
         )
@@ -248,6 +250,33 @@ def test_parallel_tool_calls_pass_through_and_concurrent_requests_add_up(fake: F
     (row,) = run.completed_steps
     assert (row.input_tokens, row.output_tokens, row.llm_calls) == (200, 40, 4)
     assert len(fake.requests) == 4
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_requests_in_flight_hold_their_worst_case(fake: FakeOpenAI) -> None:
+    fake.push(*(OpenAIReply(text="ok", prompt_tokens=8, completion_tokens=2),) * 2)
+
+    @steptrace.step(budget={"max_tokens": 300})
+    async def fan_out() -> list[Any]:
+        # Each worst case is 8 + 100: two fit beside each other, a third does not.
+        return await asyncio.gather(
+            *(
+                litellm.acompletion(
+                    model="openai/gpt-4o-mini", messages=HELLO, max_tokens=100, **options(fake)
+                )
+                for _ in range(3)
+            ),
+            return_exceptions=True,
+        )
+
+    with steptrace.run("litellm") as run:
+        results = asyncio.run(fan_out())
+    refused = [r for r in results if isinstance(r, BudgetExhausted)]
+    assert len(refused) == 1
+    assert refused[0].preflight is True
+    assert len(fake.requests) == 2
+    (row,) = run.completed_steps
+    assert (row.input_tokens, row.output_tokens, row.llm_calls) == (16, 4, 2)
 
 
 @pytest.mark.parametrize("how", sorted(CALLS))

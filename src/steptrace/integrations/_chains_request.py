@@ -5,14 +5,16 @@ Frameworks report a request in two halves: "about to send" (a wrapped
 ``litellm.completion`` before it calls through, LangChain's
 ``on_chat_model_start``) and later "this is what it used" (the response, the
 end of a stream, ``on_llm_end``), sometimes from another context than the one
-that started it. ``ModelRequest.start`` makes the pre-flight check against
-every budget in force (raising ``BudgetExhausted`` before anything is sent)
-and opens the request's ``chat <model>`` span in a copy of the caller's
-context, so the span never becomes the caller's current span while the
-framework works, and the record lands under it and in the step that made the
-call, wherever the second half arrives. ``finish`` describes the response on
-the span, emits ``LlmCall`` and records the usage; ``fail`` ends the span as
-failed (its message redacted) and frees the pre-flight's hold.
+that started it: exactly what ``steptrace.reserve`` and its ``Hold`` are
+for. ``ModelRequest.start`` reserves the request's worst case on every budget
+in force (raising ``BudgetExhausted`` before anything is sent; concurrent
+requests see each other's holds) and opens its ``chat <model>`` span in a
+copy of the caller's context, so the span never becomes the caller's current
+span while the framework works. ``finish`` describes the response on the
+span, emits ``LlmCall`` under it and settles the hold with the usage, which
+lands in the step that made the call wherever the second half arrives;
+``fail`` ends the span as failed (its message redacted) and releases the
+hold.
 
 Usage follows steptrace's convention: ``input_tokens`` counts every prompt
 token, cached ones included; ``cache_read``/``cache_write`` are parts of it.
@@ -23,14 +25,13 @@ estimate and the output characters are recorded, marked
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from .._accounting import arecord_llm_usage, check_budget, record_llm_usage
+from .. import Hold, reserve
 from .._config import settings
 from .._redact import redact
 from ..budget import PriceSource
@@ -67,6 +68,7 @@ class ModelRequest:
     __slots__ = (
         "_context",
         "_done",
+        "_hold",
         "_manager",
         "estimate",
         "model",
@@ -80,10 +82,12 @@ class ModelRequest:
         model: str,
         estimate: int,
         price: PriceSource | None,
+        hold: Hold,
         context: contextvars.Context,
         manager: _span,
         request_span: Span,
     ) -> None:
+        self._hold = hold
         self.model = model
         self.estimate = estimate
         self.price = price
@@ -110,7 +114,7 @@ class ModelRequest:
         ``model`` is the id recorded and priced (a provider prefix as
         ``openai:``); ``request_model`` the name the framework was given (on the
         span only; default ``model``)."""
-        check_budget(model, estimated_input_tokens, max_output_tokens, price=price)
+        hold = reserve(model, estimated_input_tokens, max_output_tokens, price=price)
         metadata: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.system": system,
@@ -119,10 +123,14 @@ class ModelRequest:
         }
         if attributes:
             metadata.update(attributes)
-        context = contextvars.copy_context()
-        manager = _span(f"chat {model}", kind=SpanKind.LLM_CALL, **metadata)
-        request_span = context.run(manager.__enter__)
-        return cls(model, estimated_input_tokens, price, context, manager, request_span)
+        try:
+            context = contextvars.copy_context()
+            manager = _span(f"chat {model}", kind=SpanKind.LLM_CALL, **metadata)
+            request_span = context.run(manager.__enter__)
+        except BaseException:
+            hold.release()
+            raise
+        return cls(model, estimated_input_tokens, price, hold, context, manager, request_span)
 
     def _conclude(
         self,
@@ -175,7 +183,6 @@ class ModelRequest:
             )
         )
         return {
-            "model": self.model,
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "cost_usd": cost_usd,
@@ -215,9 +222,12 @@ class ModelRequest:
                 output_chars,
                 cost_usd,
             )
+        except BaseException:
+            self._hold.release()
+            raise
         finally:
             context.run(self._manager.__exit__, None, None, None)
-        context.run(_record, record)
+        self._hold.settle(**record)
 
     async def afinish(
         self,
@@ -243,29 +253,20 @@ class ModelRequest:
                 output_chars,
                 cost_usd,
             )
+        except BaseException:
+            self._hold.release()
+            raise
         finally:
             context.run(self._manager.__exit__, None, None, None)
-        # A task in the request's context: the usage goes to the scope that made
-        # the call, and async threshold hooks are awaited on this loop.
-        loop = asyncio.get_running_loop()
-        await loop.create_task(arecord_llm_usage(**record), context=context)
+        await self._hold.asettle(**record)
 
     def fail(self, error: BaseException | str) -> None:
         """The request failed or was abandoned: end its span as failed (once)."""
         if not self._claim():
             return
         text = error if isinstance(error, str) else f"{type(error).__name__}: {redact(str(error))}"
-        end_span(self.span, text)
-        self._context.run(self._manager.__exit__, None, None, None)
-        self._context.run(_release)
-
-
-def _record(record: dict[str, Any]) -> None:
-    record_llm_usage(**record)
-
-
-def _release() -> None:
-    # Frees a shared-budget hold the pre-flight placed (the call never reported).
-    from .._reservations import release_pending
-
-    release_pending()
+        try:
+            end_span(self.span, text)
+            self._context.run(self._manager.__exit__, None, None, None)
+        finally:
+            self._hold.release()
