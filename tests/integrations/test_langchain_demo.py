@@ -20,7 +20,7 @@ def test_the_langchain_demo_records_tools_and_skips_the_review() -> None:
     assert events == ["LlmCall", "ToolExecution", "ToolExecution", "LlmCall"]
     assert "'tool_use_id': 'call_" in out
     assert "review -> (none: the review node ran out of budget)" in out
-    review = next(line.split() for line in out.splitlines() if line.startswith("review "))
+    review = next(line.split() for line in out.splitlines() if line.startswith("review  "))
     assert review[3] == "skipped"
     assert "run `langchain-demo` completed: 2 LLM calls, 250 tokens in, 60 out" in out
     assert "2 requests reached the servers" in out
