@@ -95,8 +95,11 @@ def estimate_input_tokens(messages: Sequence[Any], tools: Any = None) -> int:
     contents, tool calls and tool definitions."""
     chars = 0
     for message in messages:
-        chars += _content_chars(getattr(message, "content", None))
-        chars += _tool_call_chars(getattr(message, "tool_calls", None))
+        content = getattr(message, "content", None)
+        chars += len(content) if type(content) is str else _content_chars(content)
+        # Only AI messages carry tool calls (asking others costs a pydantic miss).
+        if getattr(message, "type", None) == "ai":
+            chars += _tool_call_chars(getattr(message, "tool_calls", None))
     if tools:
         chars += len(json.dumps(tools, default=str))
     return -(-chars // _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE * len(messages)
@@ -246,6 +249,8 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         class _Text:
+            type = "human"
+
             def __init__(self, content: str) -> None:
                 self.content = content
 
