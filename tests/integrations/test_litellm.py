@@ -27,6 +27,7 @@ from steptrace.testing import (
     FakeAnthropic,
     FakeOpenAI,
     FakeServer,
+    OpenAIErrorReply,
     OpenAIReply,
     OpenAIToolCall,
 )
@@ -441,3 +442,56 @@ def test_instrument_is_idempotent_and_undone(fake: FakeOpenAI) -> None:
     with steptrace.run("plain") as run:
         call_sync(fake, messages=HELLO)
     assert run.events == []
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_a_stream_closed_early_records_what_it_received(fake: FakeOpenAI) -> None:
+    fake.push("Hello there, this is a long answer that the caller stops reading.")
+    with steptrace.run("litellm") as run:
+        stream = litellm.completion(
+            model="gpt-4o-mini", messages=HELLO, stream=True, **options(fake)
+        )
+        next(stream)
+        next(stream)
+        stream.close()
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.status == "ok"
+    assert span.metadata["steptrace.usage_estimated"] is True
+    (event,) = run.events
+    assert isinstance(event, LlmCall)
+    assert event.input_tokens == 8  # the pre-flight estimate of "Say hello." in one message
+    assert event.output_tokens >= 1
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_a_stream_broken_midway_records_what_it_received_and_fails_its_span(
+    fake: FakeOpenAI,
+) -> None:
+    fake.push(OpenAIErrorReply(status=500, message="overloaded", mid_stream=True))
+
+    @steptrace.step(budget={"max_tokens": 1_000})
+    def ask() -> str:
+        return call_stream(fake, messages=HELLO, max_tokens=100)
+
+    with steptrace.run("litellm") as run, pytest.raises(Exception, match="overloaded"):
+        ask()
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.status == "error"
+    assert "overloaded" in str(span.error)
+    (row,) = run.completed_steps
+    assert row.llm_calls == 1
+    assert row.input_tokens == 8  # nothing reported: the pre-flight estimate
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_a_router_with_retries_does_not_retry_a_refusal_into_a_request(fake: FakeOpenAI) -> None:
+    params = {"model": "openai/gpt-4o-mini", "api_base": fake.base_url, "api_key": fake.api_key}
+    default_router: Any = Router(model_list=[{"model_name": "fast", "litellm_params": params}])
+
+    @steptrace.step(budget={"max_tokens": 50})
+    def ask() -> Any:
+        return default_router.completion(model="fast", messages=HELLO, max_tokens=100)
+
+    with pytest.raises(BudgetExhausted):
+        ask()
+    assert fake.requests == []

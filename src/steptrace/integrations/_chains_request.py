@@ -206,9 +206,12 @@ class ModelRequest:
         finish_reasons: list[str] | None = None,
         output_chars: int = 0,
         cost_usd: float | None = None,
+        error: BaseException | None = None,
     ) -> None:
         """Record the response (once; later calls do nothing). Raises
-        ``BudgetExhausted``/``PricingUnknown`` as ``record_llm_usage`` does."""
+        ``BudgetExhausted``/``PricingUnknown`` as ``record_llm_usage`` does.
+        ``error``: the response broke off (a stream that failed midway): what
+        was received is recorded and the span ends as failed."""
         if not self._claim():
             return
         context = self._context
@@ -226,6 +229,8 @@ class ModelRequest:
             self._hold.release()
             raise
         finally:
+            if error is not None:
+                end_span(self.span, _describe(error))
             context.run(self._manager.__exit__, None, None, None)
         self._hold.settle(**record)
 
@@ -264,9 +269,14 @@ class ModelRequest:
         """The request failed or was abandoned: end its span as failed (once)."""
         if not self._claim():
             return
-        text = error if isinstance(error, str) else f"{type(error).__name__}: {redact(str(error))}"
         try:
-            end_span(self.span, text)
+            end_span(self.span, error if isinstance(error, str) else _describe(error))
             self._context.run(self._manager.__exit__, None, None, None)
         finally:
             self._hold.release()
+
+
+def _describe(error: BaseException) -> str:
+    """The error for a span: its type and its message with credentials redacted."""
+    text = redact(str(error))
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -22,8 +22,12 @@ price (``PriceTable(overrides={"ollama:llama3": ...})``).
 Streams: ``stream=True`` asks the provider for the usage chunk
 (``stream_options.include_usage``); when the caller did not ask for it, that
 chunk is kept from them, so they see the same chunks as without steptrace.
-The stream is recorded when it ends (or is closed); one broken by an error
-ends its span as failed and frees its hold.
+The stream is recorded when it ends or is closed; one broken by an error
+records what it received (the usage chunk if it came, else the pre-flight
+input estimate and the streamed characters) and ends its span as failed. A
+stream dropped without being read to the end or closed records nothing and
+keeps its hold on the scopes that made it while they last: close streams you
+abandon.
 
 Call ``instrument()`` before ``from litellm import completion`` binds the
 unwrapped function elsewhere (``litellm.completion(...)`` is always covered).
@@ -284,6 +288,8 @@ class InstrumentedStream:
         self._chars = 0
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # never recurse through a half-built wrapper
+            raise AttributeError(name)
         return getattr(self._stream, name)
 
     def _observe(self, chunk: Any) -> bool:
@@ -323,7 +329,7 @@ class InstrumentedStream:
                 self._request.finish(**self._result())
                 raise
             except BaseException as error:
-                self._request.fail(error)
+                self._request.finish(**self._result(), error=error)
                 raise
             if self._observe(chunk):
                 return chunk
@@ -339,7 +345,7 @@ class InstrumentedStream:
                 await self._request.afinish(**self._result())
                 raise
             except BaseException as error:
-                self._request.fail(error)
+                self._request.finish(**self._result(), error=error)
                 raise
             if self._observe(chunk):
                 return chunk
