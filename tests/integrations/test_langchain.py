@@ -438,3 +438,29 @@ def test_budgets_and_record_with_or_without_other_callbacks(
     assert len(openai_fake.requests) == 1
     # The other handler, listed first, saw both starts; the refused one was never sent.
     assert counting.starts == (2 if other_callbacks else 0)
+
+
+def test_a_stream_broken_midway_records_what_it_received(
+    openai_fake: FakeOpenAI, handler: StepTraceCallbackHandler
+) -> None:
+    from steptrace.testing import OpenAIErrorReply
+
+    openai_fake.push(OpenAIErrorReply(status=500, message="overloaded", mid_stream=True))
+    model = Provider("openai", openai_fake).model()
+    received: list[str] = []
+
+    def read() -> None:
+        received.extend(
+            text(c) for c in model.stream("Say hello.", config={"callbacks": [handler]})
+        )
+
+    with steptrace.run("langchain") as run, pytest.raises(Exception, match="overloaded"):
+        read()
+    assert "".join(received)  # part of the answer arrived before the error
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.status == "error"
+    assert span.metadata["steptrace.usage_estimated"] is True
+    (event,) = run.events
+    assert isinstance(event, LlmCall)
+    assert event.input_tokens == 8  # the pre-flight estimate
+    assert event.output_tokens >= 1

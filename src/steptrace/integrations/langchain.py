@@ -147,6 +147,16 @@ def _usage_of(message: Any, llm_output: Any) -> ReportedUsage | None:
     return None
 
 
+def _received_anything(response: Any) -> bool:
+    """Whether an errored request's partial ``LLMResult`` holds any answer."""
+    for prompt in getattr(response, "generations", None) or ():
+        for generation in prompt:
+            message = getattr(generation, "message", None)
+            if getattr(generation, "text", "") or getattr(message, "usage_metadata", None):
+                return True
+    return False
+
+
 class _ToolRun:
     __slots__ = ("context", "manager", "name", "span", "started", "tool_call_id")
 
@@ -286,7 +296,9 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
         if request is not None:
             self._guard("on_llm_end", self._finish, request, response)
 
-    def _finish(self, request: ModelRequest, response: Any) -> None:
+    def _finish(
+        self, request: ModelRequest, response: Any, error: BaseException | None = None
+    ) -> None:
         generations = [g for prompt in getattr(response, "generations", None) or () for g in prompt]
         message = getattr(generations[0], "message", None) if generations else None
         usage = _usage_of(message, getattr(response, "llm_output", None))
@@ -310,11 +322,17 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
             response_model=info.get("model_name") or info.get("model"),
             finish_reasons=reasons,
             output_chars=output_chars,
+            error=error,
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         request = self._requests.pop(run_id, None)
-        if request is not None:
+        if request is None:
+            return
+        response = kwargs.get("response")
+        if _received_anything(response):  # a stream broke midway: it was paid for
+            self._guard("on_llm_error", self._finish, request, response, error)
+        else:
             self._guard("on_llm_error", request.fail, error)
 
     # --- tools ------------------------------------------------------------------
