@@ -288,9 +288,12 @@ class InstrumentedStream:
         self._chars = 0
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # never recurse through a half-built wrapper
+        # LiteLLM's Router reads the stream's own attributes (``_hidden_params``
+        # included); a half-built wrapper must not recurse looking for _stream.
+        stream = self.__dict__.get("_stream")
+        if stream is None:
             raise AttributeError(name)
-        return getattr(self._stream, name)
+        return getattr(stream, name)
 
     def _observe(self, chunk: Any) -> bool:
         """Note what ``chunk`` says; whether the caller should see it."""
