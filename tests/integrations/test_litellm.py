@@ -495,3 +495,23 @@ def test_a_router_with_retries_does_not_retry_a_refusal_into_a_request(fake: Fak
     with pytest.raises(BudgetExhausted):
         ask()
     assert fake.requests == []
+
+
+def test_importing_the_integration_reaches_no_network() -> None:
+    # Without LITELLM_LOCAL_MODEL_COST_MAP LiteLLM would fetch its cost map at
+    # import; the integration sets it before importing LiteLLM.
+    import subprocess
+    import sys
+
+    code = (
+        "from steptrace.testing import block_network\n"
+        "with block_network() as attempts:\n"
+        "    import steptrace.integrations.litellm\n"
+        "print(attempts)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
