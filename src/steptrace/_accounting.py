@@ -348,6 +348,8 @@ def record_llm_usage(
     finally:
         lock.release()
 
+    if len(run.raw_trace) > run.trim_at:
+        run.trim()
     if late:
         amend_late(frame)
     if frame.shared or shared_held:
