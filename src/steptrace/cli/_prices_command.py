@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ._common import CliError, print_json
-from ._render import Style, format_tokens, wants_colour
+from ._render import Style, format_tokens, terminal_text, wants_colour
 
 if TYPE_CHECKING:
     from ..llm.prices import PriceTable
@@ -75,8 +75,9 @@ def run_prices(args: argparse.Namespace) -> int:
     provider = info.get("provider")
     title = f"{style.paint(info['model'], 'bold')}"
     if matched and matched.lower() != str(info["model"]).lower():
-        title += f" (priced as {matched})"
-    print(f"{title}  provider {provider or '-'}  source {_source(info)}")
+        title += terminal_text(f" (priced as {matched})")
+    facts = terminal_text(f"  provider {provider or '-'}  source {_source(info)}")
+    print(f"{title}{facts}")
     print("USD per million tokens")
     for key, label in _RATES:
         value = info.get(key)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..spans import Span, add_span_processor, remove_span_processor
 from ..store import StoredRun
-from ._common import CliError, open_existing_store
+from ._common import CliError, reading_store
 from ._render import Style
 from ._resolve import resolve_run_id
 from ._run_command import add_script_arguments, record_script
@@ -115,15 +115,12 @@ def cassette_calls(store: Any, stored: StoredRun) -> list[tuple[dict[str, Any], 
 
 def run_replay(args: argparse.Namespace) -> int:
     path = check_script(args.script)
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         run_id = resolve_run_id(store, args.run)
         stored = store.get_run(run_id)
         if stored is None:
             raise CliError(f"run {run_id} vanished from the store while reading it")
         calls = cassette_calls(store, stored)
-    finally:
-        store.close()
 
     from ..llm.providers.replay import CassetteError, ReplayProvider, cassette_from_calls
 

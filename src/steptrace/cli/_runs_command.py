@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from ..store import RunRow, RunStore
-from ._common import open_existing_store, print_json
+from ._common import print_json, reading_store
 from ._render import (
     Style,
     format_duration,
@@ -158,8 +158,7 @@ def _run_json(run: RunRow, personas: list[str]) -> dict[str, Any]:
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         filters: dict[str, Any] = {
             "name": args.name,
             "status": args.status,
@@ -174,8 +173,6 @@ def run_runs(args: argparse.Namespace) -> int:
         matching = store.count_runs(**filters, top_level=True)
         every = [*runs, *(child for below in children.values() for _, child in below)]
         personas = {run.id: _personas(store, run.id) for run in every}
-    finally:
-        store.close()
     if args.json:
         print_json(
             {

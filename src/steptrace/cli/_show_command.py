@@ -22,7 +22,7 @@ from typing import Any
 from ..events import _EVENT_TYPES
 from ..report import ledger_table
 from ..store import EventRow, RunRow, RunStore, StoredRun
-from ._common import CliError, open_existing_store, print_json
+from ._common import CliError, print_json, reading_store
 from ._render import (
     Style,
     format_duration,
@@ -32,6 +32,8 @@ from ._render import (
     format_tokens,
     format_usd,
     table,
+    terminal_lines,
+    terminal_text,
     wants_colour,
 )
 from ._resolve import resolve_run_id
@@ -91,8 +93,7 @@ def run_show(args: argparse.Namespace) -> int:
                 f"unknown event type(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(_EVENT_TYPES))}"
             )
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         run_id = resolve_run_id(store, args.run)
         stored = store.get_run(run_id)
         if stored is None:  # deleted between the two reads
@@ -126,13 +127,10 @@ def run_show(args: argparse.Namespace) -> int:
             for event in _events(store, run_id, event_types):
                 out.write(_event_line(event) + "\n")
         out.write("\n" + style.paint("ledger", "bold") + "\n")
-        out.write(
-            (ledger_table(stored) if stored.completed_steps else "(no completed steps)") + "\n\n"
-        )
+        ledger = ledger_table(stored) if stored.completed_steps else "(no completed steps)"
+        out.write(terminal_lines(ledger) + "\n\n")
         out.write(_summary(stored, style) + "\n")
         return 0
-    finally:
-        store.close()
 
 
 def _events(store: RunStore, run_id: str, types: list[str] | None) -> Iterator[EventRow]:
@@ -159,27 +157,27 @@ def _header(stored: StoredRun, style: Style) -> str:
     lines.append(when)
     if run.budget:
         limits = _limits_text(run.budget.get("max_tokens"), run.budget.get("max_usd"))
-        lines.append(f"  budget: {limits}")
+        lines.append(terminal_text(f"  budget: {limits}"))
     if run.metadata:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in run.metadata.items())
-        lines.append(f"  metadata: {shown}")
+        lines.append(terminal_text(f"  metadata: {shown}"))
     if run.parent_run_id is not None:
+        parent = terminal_text(run.parent_run_id)
         lines.append(
-            f"  child run of {style.paint(run.parent_run_id, 'cyan')}"
-            + style.paint(f"  (steptrace show {run.parent_run_id})", "dim")
+            f"  child run of {style.paint(parent, 'cyan')}"
+            + style.paint(f"  (steptrace show {parent})", "dim")
         )
     if run.replay_of is not None:
+        original = terminal_text(run.replay_of)
         lines.append(
-            f"  replay of {style.paint(run.replay_of, 'cyan')}: its calls were answered from "
+            f"  replay of {style.paint(original, 'cyan')}: its calls were answered from "
             "that run and spent nothing (left out of spend totals)"
         )
     if run.write_errors:
-        lines.append(
-            "  "
-            + style.paint(
-                f"{run.write_errors} row(s) could not be stored; last: {run.write_error}", "yellow"
-            )
+        detail = terminal_text(
+            f"{run.write_errors} row(s) could not be stored; last: {run.write_error}"
         )
+        lines.append("  " + style.paint(detail, "yellow"))
     if run.host or run.pid:
         lines.append(style.paint(f"  recorded by pid {run.pid} on {run.host}", "dim"))
     if run.error:
@@ -306,22 +304,21 @@ def _tree_table(roots: list[Node], style: Style) -> str:
 def _event_counts(counts: dict[str, int], listing: bool, style: Style) -> str:
     if not counts:
         return style.paint("events", "bold") + ": none"
-    shown = ", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items()))
+    shown = terminal_text(", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items())))
     total = sum(counts.values())
     hint = "" if listing else style.paint("  (list them with --events or --type TYPE)", "dim")
     return f"{style.paint('events', 'bold')} ({total:,}): {shown}{hint}"
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = text.replace("\n", "\\n")
+    text = terminal_text(value if isinstance(value, str) else repr(value))
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
 
 
 def _event_line(event: EventRow) -> str:
     data = event.data
     fields = " ".join(f"{k}={_short(v)}" for k, v in data.items() if k != "type")
-    return f"  {event.seq:>6}  {data.get('type', '?'):<18} {fields}"
+    return terminal_text(f"  {event.seq:>6}  {data.get('type', '?'):<18} {fields}")
 
 
 def _summary(stored: StoredRun, style: Style) -> str:
@@ -356,7 +353,8 @@ def _summary(stored: StoredRun, style: Style) -> str:
         tools = agent.get("tools_used") or []
         if tools:
             lines.append(f"  tools used: {', '.join(map(str, tools))}")
-    return "\n".join(lines)
+    # The first line is painted (safe already); the rest carry stored text.
+    return "\n".join([lines[0], *map(terminal_text, lines[1:])])
 
 
 def _json(stored: StoredRun, roots: list[Node], counts: dict[str, int]) -> dict[str, Any]:

@@ -98,13 +98,20 @@ def _types(query: Query) -> list[str] | None:
     return types
 
 
+_MAX_SPAN_ID = 2**63 - 1  # what a store's integer column holds
+
+
 def _span_id(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
         value = -1
-    if value < 0:
-        raise ApiError(400, "bad_parameter", f"span id must be a non-negative integer, got {raw!r}")
+    if not 0 <= value <= _MAX_SPAN_ID:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"span id must be an integer from 0 to {_MAX_SPAN_ID}, got {raw[:40]!r}",
+        )
     return value
 
 

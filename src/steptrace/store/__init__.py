@@ -17,7 +17,7 @@ loaded on first use, so importing this package never imports psycopg.
 
 from typing import TYPE_CHECKING
 
-from ._open import open_store, record_runs, store_location
+from ._open import is_database_url, open_store, record_runs, store_location
 from ._protocol import (
     Aggregate,
     BatchRejected,
@@ -54,6 +54,7 @@ __all__ = [
     "TranscriptRow",
     "WriteBatch",
     "default_store_path",
+    "is_database_url",
     "migrate",
     "open_store",
     "record_runs",

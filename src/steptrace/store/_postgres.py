@@ -21,10 +21,10 @@ import functools
 import os
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._redact import redact_url  # registers the password: redacted everywhere
 from ._liveness import STALE_AFTER, interrupted_runs
 from ._protocol import (
     BatchRejected,
@@ -96,27 +96,6 @@ def _data_error(psycopg: Any, exc: BaseException) -> bool:
     if isinstance(exc, psycopg.ProgrammingError):
         return getattr(exc, "sqlstate", None) is None  # "cannot adapt type ...", client side
     return isinstance(exc, OverflowError | ValueError | TypeError)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password=`` query
-    parameter) replaced by ``***``, for messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hosts = netloc.rpartition("@")
-            if ":" in userinfo:
-                userinfo = userinfo.split(":", 1)[0] + ":***"
-            netloc = f"{userinfo}@{hosts}"
-        # Other parameters stay exactly as written (still percent-encoded).
-        query = "&".join(
-            "password=***" if item.split("=", 1)[0].lower() == "password" else item
-            for item in parts.query.split("&")
-        )
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparsable database URL>"
 
 
 def migrate(conn: Connection) -> int:

@@ -7,7 +7,11 @@ write-ahead logging (readers never block the writer), a 5 s busy timeout (so
 several processes writing to one file wait their turn instead of failing) and
 no foreign keys (rows of a run arrive in any order). Opening a store creates
 the file and its directory, applies pending migrations (``_schema``) and marks
-runs whose process died ``interrupted`` (``_liveness``).
+runs whose process died ``interrupted`` (``_liveness``). ``read_only=True``
+opens an existing file for reading only (``mode=ro``, or ``immutable`` when
+even that needs a write, as on a read-only mount): no migration, no marking.
+A failed transaction is rolled back only if SQLite has not already done it
+(it does on a full disk), so the error raised is the real one.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +44,7 @@ from ._queries import (
     stored_run,
     write_error_rows,
 )
-from ._schema import migrate
+from ._schema import MIGRATIONS, current_version, migrate
 from ._sql_reads import SQLReads
 
 __all__ = ["SQLiteStore", "default_store_path"]
@@ -88,17 +93,62 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite rolls back by itself on some errors (SQLITE_FULL): a second
+    # ROLLBACK would raise "cannot rollback" in place of the real error.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _connect_read_only(target: Path) -> sqlite3.Connection:
+    """``target`` opened for reading only: ``mode=ro`` when SQLite can still
+    keep its shared-memory file beside it, else ``immutable`` (a read-only
+    mount, where nothing else can be writing it either)."""
+    if not target.is_file():
+        raise FileNotFoundError(f"no SQLite store at {target}")
+    uri = "file:" + urllib.parse.quote(str(target.absolute())) + "?mode=ro"
+    for options in ("", "&immutable=1"):
+        conn = sqlite3.connect(
+            uri + options, uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            version = current_version(conn)
+        except sqlite3.OperationalError:
+            conn.close()
+            if options:
+                raise
+            continue
+        if version < len(MIGRATIONS):
+            conn.close()
+            raise sqlite3.OperationalError(
+                f"the store at {target} cannot be written and has an older schema "
+                f"(version {version}, this steptrace reads {len(MIGRATIONS)}): open it once "
+                "where it can be written to migrate it"
+            )
+        return conn
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class SQLiteStore(SQLReads):
-    """A ``RunStore`` in one SQLite file (``path``; ``":memory:"`` for tests)."""
+    """A ``RunStore`` in one SQLite file (``path``; ``":memory:"`` for tests);
+    ``read_only``: see the module docstring."""
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, stale_after: float = STALE_AFTER
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        stale_after: float = STALE_AFTER,
+        read_only: bool = False,
     ) -> None:
         target = default_store_path() if path is None else Path(path)
+        self.path = target
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        if read_only:
+            self._conn: sqlite3.Connection | None = _connect_read_only(target)
+            return
         if str(target) != ":memory:":
             target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = target
-        self._lock = threading.Lock()
         conn = sqlite3.connect(
             str(target),
             timeout=BUSY_TIMEOUT_MS / 1000,
@@ -114,7 +164,7 @@ class SQLiteStore(SQLReads):
         except BaseException:
             conn.close()
             raise
-        self._conn: sqlite3.Connection | None = conn
+        self._conn = conn
         self.mark_interrupted(stale_after=stale_after)
 
     def _connection(self) -> sqlite3.Connection:
@@ -139,7 +189,7 @@ class SQLiteStore(SQLReads):
                 conn.executemany(WRITE_ERRORS, write_errors)
                 conn.execute("COMMIT")
             except BaseException as exc:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 if isinstance(exc, _DATA_ERRORS):
                     raise BatchRejected(f"{type(exc).__name__}: {exc}") from exc
                 raise
@@ -164,7 +214,7 @@ class SQLiteStore(SQLReads):
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         return gone
 
