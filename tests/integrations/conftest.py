@@ -15,15 +15,15 @@ def close_the_thread_loop() -> Iterator[None]:
     """The frameworks' ``run_sync`` keep their thread's event loop open on
     purpose (the OpenAI Agents SDK for sessions holding loop-bound locks);
     close it, after finalizing what the run left, so nothing leaks past a test
-    and a leak that remains warns in the test that made it."""
+    and a leak that remains warns in the test that made it. A loop that was
+    the thread's before the test (a module's ``asyncio.Runner``) is not the
+    test's to close."""
+    before = _thread_loop()
     yield
     policy = asyncio.get_event_loop_policy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            loop = policy.get_event_loop()
-        except RuntimeError:  # asyncio.run left none behind
-            loop = None
+    loop = _thread_loop()
+    if loop is not None and loop is before:
+        return
     gc.collect()  # finalize the run's async generators while their loop still runs
     if loop is not None and not loop.is_closed():
         loop.run_until_complete(asyncio.sleep(0))
@@ -31,3 +31,12 @@ def close_the_thread_loop() -> Iterator[None]:
         loop.close()
     policy.set_event_loop(None)
     gc.collect()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:  # none set (asyncio.run leaves none behind)
+            return None
