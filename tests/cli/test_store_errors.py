@@ -95,13 +95,16 @@ def test_a_damaged_store_is_a_clear_error_naming_the_file(
 @contextlib.contextmanager
 def read_only_mount(folder: Path) -> Iterator[Path]:
     """A tmpfs mounted at ``folder``, handed back to fill, then made read-only."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        reason = "mounting a read-only file system needs root and mount(8)"
+    folder.mkdir()
+    mounted = os.geteuid() == 0 and shutil.which("mount") is not None
+    if mounted:
+        command = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)]
+        mounted = subprocess.run(command, capture_output=True, check=False).returncode == 0
+    if not mounted:
+        reason = "mounting a file system needs root, mount(8) and the right to mount"
         if os.environ.get("STEPTRACE_REQUIRE_SERVICES") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    folder.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], check=True)
     try:
         yield folder
     finally:
