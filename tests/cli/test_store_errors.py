@@ -31,7 +31,9 @@ from pathlib import Path
 import pytest
 
 import steptrace
+from steptrace.portal import create_app
 from steptrace.store import SQLiteStore, record_runs
+from tests.portal.conftest import call
 
 from .conftest import ENTRY, Cli, cli_env
 
@@ -90,6 +92,16 @@ def test_a_damaged_store_is_a_clear_error_naming_the_file(
             assert_clear_error(result, db)
     if reads_runs:
         assert_clear_error(cli("--store", str(db), "portal", "--port", "0"), db)
+    else:  # the portal starts (its runs list reads well); a run's page names the file
+        with contextlib.closing(SQLiteStore(db)) as store:
+            app = create_app(store)
+            try:
+                run_id = call(app, "GET", "/api/runs").json()["runs"][0]["id"]
+                response = call(app, "GET", f"/api/runs/{run_id}")
+            finally:
+                app.reads.close()
+        assert response.status == 500
+        assert response.json()["message"].startswith(f"cannot read the run store at {db}: ")
 
 
 @contextlib.contextmanager
