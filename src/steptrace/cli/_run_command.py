@@ -173,7 +173,9 @@ def report(runs: list[Run], wrapper: Run, out: TextIO, style: Style) -> list[Run
         totals = totals_line(run) + (f"; steps: {statuses}" if statuses else "")
         out.write(terminal_text(totals) + "\n")
         if run.error:
-            out.write(style.paint(f"error: {run.error}", "red") + "\n")
+            # Its first line: the traceback above holds the rest (a diff, say).
+            first, *rest = run.error.splitlines() or [""]
+            out.write(style.paint(f"error: {first}{' ...' if rest else ''}", "red") + "\n")
     return others if empty else [wrapper, *others]
 
 

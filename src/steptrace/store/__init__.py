@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from ._open import is_database_url, open_store, record_runs, store_location
 from ._protocol import (
     Aggregate,
+    BatchRejected,
     EventRow,
     LlmCallRow,
     RunRow,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Aggregate",
+    "BatchRejected",
     "EventRow",
     "LlmCallRow",
     "PostgresStore",

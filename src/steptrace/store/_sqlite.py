@@ -27,18 +27,22 @@ from typing import Any
 
 from ._liveness import STALE_AFTER, interrupted_runs
 from ._protocol import (
+    BatchRejected,
     StoredRun,
     WriteBatch,
 )
 from ._queries import (
     CALL_COLUMNS,
+    CHILD_RUNS,
     HEARTBEAT,
     RUN_COLUMNS,
     SPAN_COLUMNS,
-    TABLES,
+    UPSERTS,
+    WRITE_ERRORS,
     batch_rows,
     heartbeat_rows,
     stored_run,
+    write_error_rows,
 )
 from ._schema import MIGRATIONS, current_version, migrate
 from ._sql_reads import SQLReads
@@ -50,11 +54,17 @@ BUSY_TIMEOUT_MS = 5000
 
 _DEFAULT_PATH = ".steptrace/runs.db"
 
-_INSERTS = {
-    table: f"INSERT OR REPLACE INTO {table} ({columns}) "
-    f"VALUES ({', '.join('?' * (columns.count(',') + 1))})"
-    for table, (columns, _) in TABLES.items()
-}
+# What sqlite3 raises for a value it cannot bind or a row a constraint refuses:
+# the data's fault (``BatchRejected``), unlike OperationalError (locked, full).
+_DATA_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+    ValueError,  # text that is not valid Unicode (lone surrogates)
+    TypeError,
+)
 
 
 def default_store_path() -> Path:
@@ -168,16 +178,20 @@ class SQLiteStore(SQLReads):
         # Rows are encoded before the write lock is taken: other processes wait less.
         tables = batch_rows(batch)
         heartbeats = heartbeat_rows(batch)
+        write_errors = write_error_rows(batch)
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for table, rows in tables:
-                    conn.executemany(_INSERTS[table], rows)
+                    conn.executemany(UPSERTS[table], rows)
                 conn.executemany(HEARTBEAT, heartbeats)
+                conn.executemany(WRITE_ERRORS, write_errors)
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 _rollback(conn)
+                if isinstance(exc, _DATA_ERRORS):
+                    raise BatchRejected(f"{type(exc).__name__}: {exc}") from exc
                 raise
 
     # -- reading ------------------------------------------------------------------
@@ -244,9 +258,12 @@ class SQLiteStore(SQLReads):
                     f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = ? ORDER BY seq",
                     (run_id,),
                 ).fetchall()
+                children = conn.execute(CHILD_RUNS, (run_id,)).fetchall()
             finally:
                 conn.execute("COMMIT")
-        return None if head is None else stored_run(head, spans, events, steps, calls)
+        if head is None:
+            return None
+        return stored_run(head, spans, events, steps, calls, children)
 
     def close(self) -> None:
         with self._lock:
