@@ -164,7 +164,6 @@
   function hashParams() {
     return new URLSearchParams(location.hash.slice(1));
   }
-  const runHref = (id) => "/runs/" + encodeURIComponent(id);
   const objectHref = (id, key, value) => runHref(id) + "#" + new URLSearchParams({ [key]: String(value) }).toString();
   function permalink(href, what) {
     return link(href, { class: "permalink", title: "link to this " + what, "aria-label": "link to this " + what }, "#");
