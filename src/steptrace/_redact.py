@@ -54,6 +54,8 @@ _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@?#]*:)([^\s/@?
 _PASSWORD_PARAM = re.compile(r"([?&](?i:password)=)([^&#\s]+)")
 
 _SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY")
+# Every shape ``_PATTERNS`` finds holds ``sk-`` or one of these (lower-cased).
+_KEY_WORDS = ("bearer", "key", "authorization")
 
 MIN_SECRET_LENGTH = 8
 
@@ -106,11 +108,16 @@ def redact(text: str) -> str:
         value = os.environ.get(name)
         if value and len(value) >= MIN_SECRET_LENGTH:
             text = text.replace(value, REDACTED)
+    # Cheap substring checks first: most text holds none of these shapes, and
+    # the CLI passes every cell and line it prints through here.
     if "://" in text:
         text = _URL_PASSWORD.sub(r"\1***\3", text)
-    if "=" in text:
+    lower = text.lower()
+    if "password=" in lower:
         text = _PASSWORD_PARAM.sub(r"\1***", text)
-    return _PATTERNS.sub(REDACTED, text)
+    if "sk-" in text or any(word in lower for word in _KEY_WORDS):
+        text = _PATTERNS.sub(REDACTED, text)
+    return text
 
 
 def redacted(value: Any) -> Any:

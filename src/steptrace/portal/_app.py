@@ -61,6 +61,14 @@ def _route(segments: list[str]) -> tuple[Any, list[str]] | None:
     return None
 
 
+def _failure(reads: StoreReads, error: Exception) -> str:
+    """A read that failed, with where the store is (a damaged file says which)."""
+    store = getattr(reads, "store", None)
+    where = getattr(store, "path", None) or getattr(store, "url", None)
+    text = f"{type(error).__name__}: {error}"
+    return text if where is None else f"cannot read the run store at {where}: {text}"
+
+
 def _json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
@@ -142,9 +150,9 @@ class PortalApp:
         except _api.ApiError as error:
             await self._error(send, error.status, error.code, error.message, True)
             return
-        except Exception as error:  # a store failure: say so, keep serving
+        except Exception as error:  # a store failure: say so, naming the store; keep serving
             logger.exception("portal: GET /api/%s failed", "/".join(segments))
-            await self._error(send, 500, "internal_error", f"{type(error).__name__}: {error}", True)
+            await self._error(send, 500, "internal_error", _failure(self.reads, error), True)
             return
         await self._send(send, 200, _json_bytes(payload), b"application/json", head)
 
