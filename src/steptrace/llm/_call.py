@@ -310,6 +310,7 @@ class _Call:
             duration_ms=self.duration_ms,
             response_id=response.response_id,
             attempts=self.attempt + 1,
+            finish_reason=response.finish_reason,
         )
 
 
