@@ -6,8 +6,8 @@ repeated call id dropped with a ``ToolRejected``); ``handle(screened)`` then
 answers every kept call, in order: it refuses what screening refused and
 arguments that are not a JSON object (saying so), rejects unknown tools,
 tools outside the phase or the policy, invalid arguments, ``PreToolUse``
-denials and refused approvals (``ToolRejected``, with a reason the model sees); skips calls the loop tracker has blocked
-(``LoopIntervention`` skip); runs the rest concurrently with their timeouts
+denials and refused approvals (``ToolRejected``, with a reason the model
+sees); skips calls the loop tracker has blocked (``LoopIntervention`` skip); runs the rest concurrently with their timeouts
 (``ToolExecution``; a raising tool is an ``error`` result the model sees); and
 lets ``PostToolUse`` hooks rewrite results and the tracker warn or block
 (``LoopIntervention``). Results are cut to ``ToolLimits.max_result_chars``.
