@@ -7,15 +7,15 @@ answers every kept call, in order: it refuses what screening refused and
 arguments that are not a JSON object (saying so), rejects unknown tools,
 tools outside the phase or the policy, invalid arguments, ``PreToolUse``
 denials and refused approvals (``ToolRejected``, with a reason the model
-sees); skips calls the loop tracker has blocked (``LoopIntervention`` skip); runs the rest concurrently with their timeouts
-(``ToolExecution``; a raising tool is an ``error`` result the model sees); and
-lets ``PostToolUse`` hooks rewrite results and the tracker warn or block
-(``LoopIntervention``). Results are cut to ``ToolLimits.max_result_chars``.
-A tool raising ``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` ends
-the turn: the exception is raised from ``handle`` (in the loop's own task, so
-the loop records its end) once the other calls of the turn are done. The
-built-in ``next_phase`` call moves the phase through the loop's ``advance``
-callback.
+sees); skips calls the loop tracker has blocked (``LoopIntervention`` skip);
+runs the rest concurrently with their timeouts (``ToolExecution``; a raising
+tool is an ``error`` result the model sees); and lets ``PostToolUse`` hooks
+rewrite results and the tracker warn or block (``LoopIntervention``).
+Results are cut to ``ToolLimits.max_result_chars``. A tool raising
+``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` ends the turn: the
+exception is raised from ``handle`` (in the loop's own task, so the loop
+records its end) once the other calls of the turn are done. The built-in
+``next_phase`` call moves the phase through the loop's ``advance`` callback.
 """
 
 from __future__ import annotations
