@@ -42,7 +42,16 @@ from ..spans import Span, SpanKind
 from ..tracing import emit_event, span
 from . import _config
 from ._schema import OutputSchema, nudge
-from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
+from ._types import (
+    LlmRequest,
+    LlmResponse,
+    LlmResult,
+    Message,
+    Provider,
+    ToolCall,
+    ToolSpec,
+    with_valid_usage,
+)
 from .providers._cassette import response_to_dict
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "allm_call", "estimate_input_tokens", "llm_call"]
@@ -168,6 +177,7 @@ class _Call:
         self.input_tokens = self.output_tokens = self.cache_tokens = self.duration_ms = 0
         self.cost_usd: float | None = 0.0
         self.attempt = 0
+        self.usage_estimated = False
 
     # -- per attempt --------------------------------------------------------------
 
@@ -229,7 +239,24 @@ class _Call:
     ) -> dict[str, Any]:
         """Describe the response on its (still open) span, emit ``LlmCall``, and
         return the arguments for ``record_llm_usage`` (which the caller makes
-        after the span ends, so a budget error is not the request's error)."""
+        after the span ends, so a budget error is not the request's error).
+
+        Counts that are not token counts (a broken or hostile server's) are
+        refused and estimated, never raised: the call was made and paid for,
+        so it is recorded, marked ``estimated``."""
+        response = with_valid_usage(response, lambda: estimate_input_tokens(request))
+        if response.usage_estimated:
+            self.usage_estimated = True
+            request_span.set("steptrace.usage_estimated", True)
+        if response.usage_refused:
+            request_span.set("steptrace.usage_refused", list(response.usage_refused))
+            logger.warning(
+                "steptrace: %s %s reported usage that is not token counts (%s); "
+                "recorded an estimate instead",
+                self.provider.name,
+                self.model,
+                ", ".join(response.usage_refused),
+            )
         source = core_settings.price_source
         cost = (
             None
@@ -266,6 +293,7 @@ class _Call:
                 cache_tokens=response.cache_read_tokens,
                 duration_ms=duration_ms,
                 iteration=agent_iteration.get(),
+                estimated=response.usage_estimated,
             )
         )
         self.input_tokens += response.input_tokens
@@ -311,6 +339,7 @@ class _Call:
             response_id=response.response_id,
             attempts=self.attempt + 1,
             finish_reason=response.finish_reason,
+            usage_estimated=self.usage_estimated,
         )
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "json_depth",
     "parse_json_object",
     "usage_count",
+    "with_valid_usage",
 ]
 
 MAX_JSON_DEPTH = 100
@@ -281,3 +282,49 @@ class Provider(Protocol):
     def complete(self, request: LlmRequest) -> LlmResponse: ...
 
     async def acomplete(self, request: LlmRequest) -> LlmResponse: ...
+
+
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+def with_valid_usage(response: LlmResponse, estimate_input: Callable[[], int]) -> LlmResponse:
+    """``response`` when its counts are token counts (what the built-in
+    providers return), else a copy with the bad ones refused: input and output
+    estimated (``estimate_input()``, ~3 characters a token of the answer),
+    cache and reasoning counts zero, and the copy marked ``usage_estimated``."""
+    values = [getattr(response, name) for name in _COUNTS]
+    if all(type(v) is int and 0 <= v <= MAX_USAGE_COUNT for v in values):
+        return response
+    refused = list(response.usage_refused)
+    checked = {name: usage_count(v, name, refused) for name, v in zip(_COUNTS, values, strict=True)}
+    input_tokens = checked["input_tokens"]
+    output_tokens = checked["output_tokens"]
+    if input_tokens is None:
+        input_tokens = estimate_input()
+    if output_tokens is None:
+        chars = len(response.text) + sum(
+            len(c.name) + len(c.raw_arguments) for c in response.tool_calls
+        )
+        output_tokens = -(-chars // 3)
+    return LlmResponse(
+        text=response.text,
+        model=response.model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        tool_calls=response.tool_calls,
+        cache_read_tokens=min(checked["cache_read_tokens"] or 0, input_tokens),
+        cache_write_tokens=min(checked["cache_write_tokens"] or 0, input_tokens),
+        reasoning_tokens=min(checked["reasoning_tokens"] or 0, output_tokens),
+        response_id=response.response_id,
+        finish_reason=response.finish_reason,
+        usage_estimated=response.usage_estimated
+        or checked["input_tokens"] is None
+        or checked["output_tokens"] is None,
+        usage_refused=tuple(refused),
+    )
