@@ -33,7 +33,7 @@ from ..hooks import HookContext, HookEvent, adispatch, matching_hooks, registere
 from ..llm._types import Message, ToolCall
 from ..spans import SpanKind
 from ..tracing import emit_event, span
-from ._limits import Screened, ToolLimits, screen, shown_name
+from ._limits import Screened, ToolLimits, screen, shown_name, shown_text
 from ._loop_detection import LoopTracker
 from ._policy import NEXT_PHASE_TOOL, ToolPolicy
 from ._state import LoopState
@@ -73,6 +73,7 @@ class ToolDispatcher:
         return kept
 
     def reject(self, call: ToolCall, reason: str) -> str:
+        reason = shown_text(reason, 1000)
         emit_event(ToolRejected(tool_name=call.name, reason=reason, iteration=self.state.iteration))
         return f"Tool call rejected: {reason}"
 

@@ -77,6 +77,16 @@ def shown_name(name: str) -> str:
     return shown
 
 
+def shown_text(text: str, limit: int = 300) -> str:
+    """``text`` (built from model output, e.g. a validation error naming an
+    argument the model made up) with characters that are not printable
+    escaped, cut to ``limit`` characters."""
+    if text.isprintable() and len(text) <= limit:
+        return text
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text[:limit])
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 @dataclass(frozen=True, slots=True)
 class Screened:
     """A tool call as the transcript keeps it, and why it is refused (if it is)."""
