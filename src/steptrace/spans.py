@@ -281,6 +281,20 @@ def notify_end(span: Span) -> None:
             report_observer_failure(f"span processor {processor!r}.on_end", exc, span)
 
 
+def notify_amended(root: Span) -> None:
+    """Tell processors that have ``on_amend(root)`` that a run's record changed
+    after the fact (usage that arrived after its scope ended): the run store
+    writes the amended rows again. A processor has this method or not."""
+    for processor in processors:
+        on_amend = getattr(processor, "on_amend", None)
+        if on_amend is None:
+            continue
+        try:
+            on_amend(root)
+        except Exception as exc:
+            report_observer_failure(f"span processor {processor!r}.on_amend", exc, root)
+
+
 def describe_error(exc: BaseException) -> str:
     """How an exception is written into records: ``Type: message``."""
     text = str(exc)

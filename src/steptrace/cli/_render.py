@@ -44,6 +44,7 @@ _STATUS_COLOURS = {
     "failed": "red",
     "error": "red",
     "interrupted": "yellow",
+    "over_budget": "red",
     "skipped": "yellow",
     "escalated": "magenta",
 }

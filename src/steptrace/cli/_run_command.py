@@ -144,7 +144,8 @@ def report(runs: list[Run], wrapper: Run, out: TextIO, style: Style) -> list[Run
     """Each run's ledger and totals; the wrapper run in one line when the
     script did its work in runs of its own. Returns the runs worth a look."""
     others = [r for r in runs if r is not wrapper]
-    empty = bool(others) and not wrapper.completed_steps and not wrapper.usage().llm_calls
+    # The wrapper's usage includes its child runs': "empty" means no calls of its own.
+    empty = bool(others) and not wrapper.completed_steps and not wrapper.llm_trace
     for run in [wrapper, *others]:
         if run is wrapper and empty:
             out.write(

@@ -31,7 +31,7 @@ from ._render import (
 
 __all__ = ["add_parser", "parse_since"]
 
-_STATUSES = ("running", "completed", "failed", "interrupted")
+_STATUSES = ("running", "completed", "over_budget", "failed", "interrupted")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 EXAMPLES = """\

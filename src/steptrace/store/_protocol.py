@@ -34,7 +34,7 @@ __all__ = [
     "WriteBatch",
 ]
 
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+RUN_STATUSES = ("running", "completed", "over_budget", "failed", "interrupted")
 """Every status a stored run can have."""
 
 

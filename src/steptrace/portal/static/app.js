@@ -234,7 +234,7 @@
       placeholder: "exact run name",
       onchange: (e) => go({ ...state, name: e.target.value.trim() }),
     });
-    const statuses = Array.from(new Set(["running", "completed", "failed", "interrupted", ...facets.statuses]));
+    const statuses = Array.from(new Set(["running", "completed", "over_budget", "failed", "interrupted", ...facets.statuses]));
     form.append(
       select("Status", "status", statuses),
       h("label", {}, "Name", nameInput, names),
