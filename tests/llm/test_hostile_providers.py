@@ -9,6 +9,7 @@ a server did not report is estimated and marked so in the record."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 import steptrace
-from steptrace import LlmCall, llm
+from steptrace import LlmCall, event_from_dict, llm
 from steptrace.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from steptrace.llm import LlmRequest, Message, Provider
 from steptrace.llm.providers.anthropic import AnthropicProvider
@@ -264,3 +265,24 @@ def test_reported_usage_is_not_marked_and_keeps_the_seed_shape(vendor: Vendor) -
     (event,) = [e for e in run.events if isinstance(e, LlmCall)]
     assert not event.estimated
     assert "estimated" not in event.to_dict()
+
+
+def test_the_estimated_mark_round_trips_and_is_the_only_key_beyond_the_seed() -> None:
+    fields = {
+        "call_id": "c",
+        "model": "m",
+        "input_tokens": 3,
+        "output_tokens": 4,
+        "cache_tokens": 0,
+        "duration_ms": 5,
+        "iteration": 1,
+    }
+    marked = LlmCall(**fields, estimated=True)
+    data = json.loads(json.dumps(marked.to_dict()))
+    assert list(data) == ["type", *fields, "estimated"]
+    assert event_from_dict(data) == marked
+    plain = LlmCall(**fields)
+    assert list(plain.to_dict()) == ["type", *fields]
+    assert event_from_dict(plain.to_dict()) == plain
+    with pytest.raises(TypeError, match="estimated"):
+        event_from_dict({**data, "estimated": "yes"})
