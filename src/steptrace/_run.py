@@ -29,7 +29,7 @@ from .budget import PICO_PER_USD, Ledger, Usage
 
 if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
-from .spans import Span, SpanKind, end_span, notify_amended, notify_start
+from .spans import Span, SpanKind, describe_error, end_span, notify_amended, notify_start
 
 __all__ = [
     "CompletedStep",
@@ -395,7 +395,7 @@ class Run:
             self.ended_at = time.time()
             if error is not None:
                 self.status = "failed"
-                self.error = f"{type(error).__name__}: {error}"
+                self.error = describe_error(error)  # credentials redacted
             else:
                 self.status = "over_budget" if over_limit(self.ledger) else "completed"
             usage = self.ledger.usage()

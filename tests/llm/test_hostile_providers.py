@@ -268,7 +268,7 @@ def test_reported_usage_is_not_marked_and_keeps_the_seed_shape(vendor: Vendor) -
 
 
 def test_the_estimated_mark_round_trips_and_is_the_only_key_beyond_the_seed() -> None:
-    fields = {
+    fields: dict[str, Any] = {
         "call_id": "c",
         "model": "m",
         "input_tokens": 3,

@@ -44,7 +44,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _config
@@ -53,6 +53,7 @@ from .._redact import redacted
 from .._run import EventCursor, StepCursor, TraceCursor, active_frame, ledger_row
 from .._span_context import span_context
 from ..spans import SpanKind, remove_span_processor
+from ._isolation import Rejection, write_isolated
 from ._liveness import HEARTBEAT_INTERVAL, this_host
 from ._protocol import (
     EventRow,
@@ -280,10 +281,28 @@ class StoreWriter:
         self._wake.set()
         self._thread.join(timeout)
 
-    def _failed(self, where: str, exc: Exception) -> None:
+    def _failed(
+        self, where: str, exc: Exception | None, rejected: Sequence[Rejection] = ()
+    ) -> None:
+        """Count and log a failure: ``exc``, or rows the store refused (one
+        warning a run, each row counted)."""
         with self._counts_lock:
-            self.failures += 1
-            first = self.failures == 1
+            self.failures += max(1, len(rejected))
+            first = self.failures == max(1, len(rejected))
+        if exc is None:
+            by_run: dict[str, list[Rejection]] = {}
+            for rejection in rejected:
+                by_run.setdefault(rejection.run_id, []).append(rejection)
+            for run_id, rows in by_run.items():
+                logger.warning(
+                    "steptrace: run store refused %d row(s) of run %s, counted on the run "
+                    "(write_errors); its other rows and other runs are stored. Last: %s",
+                    len(rows),
+                    run_id,
+                    rows[-1].message(),
+                    exc_info=rows[-1].error if first else None,
+                )
+            return
         if first:
             logger.warning("steptrace: run store %s failed", where, exc_info=exc)
         else:
@@ -331,12 +350,17 @@ class StoreWriter:
                 self._heartbeat()
 
     def _write(self, batch: WriteBatch, records: int) -> None:
+        # A batch the store refuses for its data is written again run by run and
+        # row by row (_isolation): only the rows at fault are lost, each counted
+        # on its own run; any other failure loses the batch, as before.
         try:
-            self.store.write(batch)
+            rejected = write_isolated(self.store, batch)
         except Exception as exc:
             self._failed("write", exc)
-        else:
-            self.written += records
+            return
+        self.written += records - len(rejected)
+        if rejected:
+            self._failed("write", None, rejected)
 
     def _heartbeat(self) -> None:
         if not self._open_runs:
@@ -474,6 +498,7 @@ def _call_row(run_id: str, seq: int, entry: tuple[Any, ...]) -> LlmCallRow:
 
 def _run_row(run: Run, *, ended: bool) -> RunRow:
     budget = None if run.budget is None else run.budget.to_dict()
+    parent: dict[str, Any] = {k: getattr(run, k, None) for k in ("parent_run_id", "parent_span_id")}
     if not ended:
         return RunRow(
             id=run.id,
@@ -485,6 +510,7 @@ def _run_row(run: Run, *, ended: bool) -> RunRow:
             pid=os.getpid(),
             host=this_host(),
             heartbeat_at=time.time(),
+            **parent,
         )
     usage = run.usage()
     return RunRow(
@@ -503,4 +529,5 @@ def _run_row(run: Run, *, ended: bool) -> RunRow:
         pid=os.getpid(),
         host=this_host(),
         heartbeat_at=run.ended_at,
+        **parent,
     )
