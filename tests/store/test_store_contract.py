@@ -950,7 +950,20 @@ def _family() -> list[RunRow]:
 
 
 def test_child_runs_list_under_their_parent(store: RunStore) -> None:
-    store.write(WriteBatch(runs=_family()))
+    persona = SpanRow(
+        run_id="job.b",
+        span_id=1,
+        parent_id=None,
+        name="analyst",
+        kind="persona",
+        start_ns=1,
+        end_ns=2,
+        status="ok",
+        error=None,
+    )
+    store.write(WriteBatch(runs=_family(), spans=[persona]))
+    assert [r.id for r in store.list_runs(top_level=True, persona="analyst")] == ["job"]
+    assert [r.id for r in store.list_runs(persona="analyst")] == ["job.b"]
     assert [r.id for r in store.list_runs(top_level=True)] == ["again", "solo", "job"]
     assert store.count_runs(top_level=True) == 3
     assert [r.id for r in store.list_runs(parent_run_id="job")] == ["job.b", "job.a"]

@@ -11,7 +11,8 @@ part, ``output_tokens``, ``cache_creation_input_tokens``,
 ``cache_read_input_tokens``); with ``"stream": true`` the real event sequence
 (``message_start`` with ``output_tokens`` 1, ``ping``, ``content_block_start``,
 ``text_delta``/``input_json_delta`` deltas, ``content_block_stop``,
-``message_delta`` with the final ``output_tokens`` and stop reason,
+``message_delta`` with the stop reason and the final cumulative usage, input
+and cache counts included, as the real API sends it,
 ``message_stop``). Errors come back with the real status codes, headers
 (``retry-after``) and ``{"type": "error", "error": {...}}`` bodies, or as an
 ``error`` event in the middle of a stream.
@@ -391,6 +392,7 @@ class FakeAnthropicRoutes:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                # Cumulative, as the real API sends it (input and cache counts too).
                 "usage": _final_usage(message["usage"]),
             },
         )
@@ -398,11 +400,9 @@ class FakeAnthropicRoutes:
 
 
 def _final_usage(usage: Any) -> Any:
-    """The ``usage`` of ``message_delta``: the final output tokens (a broken
-    ``usage`` as it is)."""
-    if isinstance(usage, Mapping) and "output_tokens" in usage:
-        return {"output_tokens": usage["output_tokens"]}
-    return usage
+    """The ``usage`` of ``message_delta``: a copy of the message's, cumulative
+    (a broken ``usage`` that is not an object as it is)."""
+    return dict(usage) if isinstance(usage, Mapping) else usage
 
 
 def _started(message: Mapping[str, Any]) -> dict[str, Any]:
