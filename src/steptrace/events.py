@@ -7,9 +7,11 @@ dataclasses. ``to_dict()`` gives the seed's serde shape exactly
 fields and wrongly typed values with an error naming the event and the field.
 ``summarize_events`` computes the seed's ``agent_trace_summary`` keys from any
 sequence of events, as a roll-up over every loop with a stated meaning, and
-beside them a summary per loop and the LLM calls made outside any loop. This
-module knows nothing about runs; the functions that read and write the current
-run's event log live in ``tracing``.
+beside them a summary per loop and the LLM calls made outside any loop. A
+field added beyond the seed (``LlmCall.estimated``) is written only when it
+differs from its default, so every event the seed could describe keeps the
+seed's shape exactly. This module knows nothing about runs; the functions that
+read and write the current run's event log live in ``tracing``.
 
 The LLM call trace log entry (``LlmTraceEntry``) is here too: the seed's four
 fields plus two optional ones.
@@ -45,23 +47,29 @@ class _Event:
     type: ClassVar[str]
 
     def to_dict(self) -> dict[str, Any]:
-        """The seed's serde shape: ``type`` first, then the fields in order."""
+        """The seed's serde shape: ``type`` first, then the fields in order
+        (a field beyond the seed's only when it is not its default)."""
         out: dict[str, Any] = {"type": self.type}
         # Field names are looked up once a class: exporters and the store call
         # this for every event.
         names = _FIELD_NAMES.get(type(self))
         if names is None:
             names = _FIELD_NAMES[type(self)] = tuple(
-                f.name
+                (f.name, f.default if f.metadata.get(_BEYOND_SEED) else _ALWAYS)
                 for f in dataclasses.fields(self)  # type: ignore[arg-type]
             )
-        for name in names:
+        for name, omitted in names:
             value = getattr(self, name)
+            if value is omitted:
+                continue
             out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_NAMES: dict[type, tuple[tuple[str, Any], ...]] = {}
+_ALWAYS = object()
+_BEYOND_SEED = "steptrace_beyond_seed"
+"""Field metadata: not in the seed's event, written only when not the default."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,6 +82,9 @@ class LlmCall(_Event):
     cache_tokens: int
     duration_ms: int
     iteration: int
+    estimated: bool = field(default=False, metadata={_BEYOND_SEED: True})
+    """The provider reported no usable token counts: they are steptrace's
+    conservative estimate (written as ``"estimated": true``, absent otherwise)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -192,15 +203,18 @@ def _check_value(event_type: str, name: str, annotation: str, value: Any) -> Any
     return tuple(value)
 
 
-_SCHEMAS: dict[type, tuple[tuple[tuple[str, str], ...], frozenset[str]]] = {}
-"""Per event class: its fields' (name, annotation) and the keys its dict may have."""
+_SCHEMAS: dict[type, tuple[tuple[tuple[str, str, bool], ...], frozenset[str]]] = {}
+"""Per event class: its fields' (name, annotation, required) and the keys its
+dict may have."""
 
 
-def _schema(cls: type) -> tuple[tuple[tuple[str, str], ...], frozenset[str]]:
+def _schema(cls: type) -> tuple[tuple[tuple[str, str, bool], ...], frozenset[str]]:
     schema = _SCHEMAS.get(cls)
     if schema is None:
-        fields = tuple((f.name, str(f.type)) for f in dataclasses.fields(cls))
-        schema = _SCHEMAS[cls] = (fields, frozenset(name for name, _ in fields) | {"type"})
+        fields = tuple(
+            (f.name, str(f.type), not f.metadata.get(_BEYOND_SEED)) for f in dataclasses.fields(cls)
+        )
+        schema = _SCHEMAS[cls] = (fields, frozenset(name for name, _, _ in fields) | {"type"})
     return schema
 
 
@@ -222,8 +236,10 @@ def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
     if not allowed.issuperset(data):
         raise ValueError(f"{event_type}: unexpected field(s) {sorted(set(data) - allowed)}")
     kwargs: dict[str, Any] = {}
-    for name, annotation in fields:
+    for name, annotation, required in fields:
         if name not in data:
+            if not required:
+                continue
             raise ValueError(f"{event_type}: missing field {name!r}")
         kwargs[name] = _check_value(event_type, name, annotation, data[name])
     return cls(**kwargs)  # type: ignore[return-value]

@@ -291,6 +291,7 @@ def test_a_stream_closed_early_records_what_is_known(
     assert row.output_tokens == math.ceil(len("one two ") / 3)
     [event] = run.events
     assert isinstance(event, LlmCall)
+    assert event.estimated
     [llm_span] = llm_spans(collector)
     assert llm_span.metadata["steptrace.stream_closed_early"] is True
     assert llm_span.metadata["steptrace.usage_estimated"] is True

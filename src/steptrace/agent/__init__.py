@@ -7,10 +7,11 @@ answers without calling a tool, emitting every agent trace event of the seed:
 """
 
 from ._compaction import Compaction
-from ._loop import AgentResult, aagent_loop, agent_loop
+from ._limits import ToolLimits
+from ._loop import AgentResult, aagent_loop, agent_loop, agent_result_of
 from ._loop_detection import LoopDetection
 from ._policy import NEXT_PHASE_TOOL, Phase, ToolPolicy
-from ._tools import MutationClass, Tool, ToolTimeout, tool
+from ._tools import MutationClass, Tool, ToolTimeout, configure_tool_threads, tool, tool_threads
 
 __all__ = [
     "NEXT_PHASE_TOOL",
@@ -20,9 +21,13 @@ __all__ = [
     "MutationClass",
     "Phase",
     "Tool",
+    "ToolLimits",
     "ToolPolicy",
     "ToolTimeout",
     "aagent_loop",
     "agent_loop",
+    "agent_result_of",
+    "configure_tool_threads",
     "tool",
+    "tool_threads",
 ]

@@ -1,14 +1,21 @@
 """Tool dispatch: one model turn's tool calls, from admission to results.
 
-``ToolDispatcher.handle(calls)`` answers every tool call of a turn, in order:
-it rejects unknown tools, tools outside the phase or the policy, invalid
-arguments, ``PreToolUse`` denials and refused approvals (``ToolRejected``, with
-a reason the model sees); skips calls the loop tracker has blocked
-(``LoopIntervention`` skip); runs the rest concurrently with their timeouts
-(``ToolExecution``; a raising tool is an ``error`` result the model sees); and
-lets ``PostToolUse`` hooks rewrite results and the tracker warn or block
-(``LoopIntervention``). The built-in ``next_phase`` call moves the phase
-through the loop's ``advance`` callback.
+``ToolDispatcher.screen(calls)`` first makes the turn's calls safe to keep
+(``_limits.screen``: hostile names escaped, oversized arguments refused, a
+repeated call id dropped with a ``ToolRejected``); ``handle(screened)`` then
+answers every kept call, in order: it refuses what screening refused and
+arguments that are not a JSON object (saying so), rejects unknown tools,
+tools outside the phase or the policy, invalid arguments, ``PreToolUse``
+denials and refused approvals (``ToolRejected``, with a reason the model
+sees); skips calls the loop tracker has blocked (``LoopIntervention`` skip);
+runs the rest concurrently with their timeouts (``ToolExecution``; a raising
+tool is an ``error`` result the model sees); and lets ``PostToolUse`` hooks
+rewrite results and the tracker warn or block (``LoopIntervention``).
+Results are cut to ``ToolLimits.max_result_chars``. A tool raising
+``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` ends the turn: the
+exception is raised from ``handle`` (in the loop's own task, so the loop
+records its end) once the other calls of the turn are done. The built-in
+``next_phase`` call moves the phase through the loop's ``advance`` callback.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from ..hooks import HookContext, HookEvent, adispatch, matching_hooks, registere
 from ..llm._types import Message, ToolCall
 from ..spans import SpanKind
 from ..tracing import emit_event, span
+from ._limits import Screened, ToolLimits, screen, shown_name, shown_text
 from ._loop_detection import LoopTracker
 from ._policy import NEXT_PHASE_TOOL, ToolPolicy
 from ._state import LoopState
@@ -44,14 +52,28 @@ class ToolDispatcher:
         tracker: LoopTracker,
         state: LoopState,
         advance: Callable[[str], bool],
+        limits: ToolLimits,
     ) -> None:
         self.tools = tools
         self.policy = policy
         self.tracker = tracker
         self.state = state
         self.advance = advance
+        self.limits = limits
+
+    def screen(self, calls: Sequence[ToolCall]) -> list[Screened]:
+        """The turn's calls as the transcript keeps them; duplicates rejected."""
+        kept, duplicates = screen(calls, self.limits)
+        for call in duplicates:
+            self.reject(
+                call,
+                f"duplicate tool call id `{shown_name(call.id)}`: "
+                "only the first call with an id runs",
+            )
+        return kept
 
     def reject(self, call: ToolCall, reason: str) -> str:
+        reason = shown_text(reason, 1000)
         emit_event(ToolRejected(tool_name=call.name, reason=reason, iteration=self.state.iteration))
         return f"Tool call rejected: {reason}"
 
@@ -94,7 +116,10 @@ class ToolDispatcher:
         )
         if denial is not None:
             return self.reject(call, denial)
-        kwargs, errors = tool.validate(call.arguments)
+        arguments, why = call.parsed_arguments()
+        if arguments is None:
+            return self.reject(call, f"invalid arguments: {why}")
+        kwargs, errors = tool.validate(arguments)
         if kwargs is None:
             return self.reject(call, "invalid arguments: " + "; ".join(errors))
         for verdict in await self._hooks(
@@ -123,8 +148,10 @@ class ToolDispatcher:
 
     async def _execute(
         self, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
-    ) -> tuple[str, str, int]:
-        """(result text, status, duration ms) of one tool run."""
+    ) -> tuple[str, str, int, BaseException | None]:
+        """(result text, status, duration ms, an exception that ends the loop)
+        of one tool run."""
+        fatal: BaseException | None = None
         started = time.perf_counter()
         attributes = {
             "gen_ai.tool.name": tool.name,
@@ -138,14 +165,28 @@ class ToolDispatcher:
                 text, status = f"Tool error: {exc}", "error"
             except Exception as exc:
                 text, status = f"Tool error: {type(exc).__name__}: {redact(str(exc))}", "error"
+            except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+                # Raised here, in a task of gather's, it would escape the event
+                # loop itself: hand it to the loop's task instead.
+                text, status, fatal = f"Tool error: {type(exc).__name__}", "error", exc
             tool_span.set("steptrace.status", status)
-        return text, status, round((time.perf_counter() - started) * 1000)
+        return (
+            self.limits.cut_result(text),
+            status,
+            round((time.perf_counter() - started) * 1000),
+            fatal,
+        )
 
-    async def handle(self, calls: Sequence[ToolCall]) -> None:
+    async def handle(self, screened: Sequence[Screened]) -> None:
         state = self.state
+        calls = [item.call for item in screened]
         answers: list[str | None] = []
         runs: list[tuple[int, ToolCall, Tool, dict[str, Any]]] = []
-        for index, call in enumerate(calls):
+        for index, item in enumerate(screened):
+            call = item.call
+            if item.refusal is not None:
+                answers.append(self.reject(call, item.refusal))
+                continue
             admitted = await self._admit(call)
             if isinstance(admitted, str):
                 answers.append(admitted)
@@ -176,7 +217,10 @@ class ToolDispatcher:
             answers.append(None)
             runs.append((index, call, tool, kwargs))
         outcomes = await asyncio.gather(*(self._execute(c, t, k) for _, c, t, k in runs))
-        for (index, call, tool, kwargs), (text, status, duration_ms) in zip(
+        for *_, fatal in outcomes:
+            if fatal is not None:
+                raise fatal
+        for (index, call, tool, kwargs), (text, status, duration_ms, _) in zip(
             runs, outcomes, strict=True
         ):
             # Repeats are judged on what the tool returned, before hooks rewrite it.

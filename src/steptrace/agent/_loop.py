@@ -6,14 +6,23 @@ threshold (``ContextCompaction``), ask the model through ``allm_call`` with the
 tools the phase offers (``LlmCall``, ``SchemaRetry``), then hand the turn's
 tool calls to the dispatcher (``_dispatch``: ``ToolRejected``,
 ``ToolExecution``, ``LoopIntervention``). A turn without tool calls ends the
-loop ``done``.
-``LoopComplete`` is emitted on every exit, whatever the status.
+loop: ``done`` when the model finished its answer, ``truncated`` when it hit
+its output limit (``length``/``max_tokens``), ``refused`` when it refused or
+its answer was filtered; ``AgentResult.stop_reason`` says which, in one
+vocabulary for every provider (``stop``, ``length``, ``tool_calls``,
+``refusal``, ``content_filter``, else the provider's own word).
+``LoopComplete`` is emitted on every exit, whatever the status and whatever
+ends it: a ``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` from a
+tool, a cancellation, ``asyncio.wait_for``'s timeout.
 
 Budgets: a loop given ``budget=`` runs as a step of its own with
 ``error_boundary`` (default ``continue``). When a budget runs out the loop
 stops cleanly: with ``continue`` on its own step the ``AgentResult`` (status
 ``budget_exhausted``) is returned; otherwise the error propagates with the
-result attached as ``error.agent_result``. Other failures also carry it.
+result attached as ``error.agent_result``. Other failures also carry it, and
+so does the ``CancelledError`` of a cancelled loop; ``asyncio.wait_for``
+raises a ``TimeoutError`` of its own from it, so ``agent_result_of(error)``
+looks along the error's causes.
 """
 
 from __future__ import annotations
@@ -43,14 +52,44 @@ from ..spans import SpanKind
 from ..tracing import collect_events, emit_event, span
 from ._compaction import Compaction, acompact, deterministic_summary
 from ._dispatch import ToolDispatcher
+from ._limits import ToolLimits
 from ._loop_detection import LoopDetection, LoopTracker
 from ._policy import NEXT_PHASE_TOOL, Phase, ToolPolicy
 from ._state import LoopState
 from ._tools import Tool
 
-__all__ = ["AgentResult", "aagent_loop", "agent_loop"]
+__all__ = ["AgentResult", "aagent_loop", "agent_loop", "agent_result_of"]
 
-Status = Literal["done", "max_iterations", "budget_exhausted", "rejected", "error", "cancelled"]
+Status = Literal[
+    "done",
+    "truncated",
+    "refused",
+    "max_iterations",
+    "budget_exhausted",
+    "rejected",
+    "error",
+    "cancelled",
+]
+
+# Every provider's finish reasons in one vocabulary.
+_STOP_REASONS = {
+    "stop": "stop",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_calls": "tool_calls",
+    "tool_use": "tool_calls",
+    "function_call": "tool_calls",
+    "refusal": "refusal",
+    "content_filter": "content_filter",
+}
+_ENDS: dict[str | None, Status] = {
+    "length": "truncated",
+    "refusal": "refused",
+    "content_filter": "refused",
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +111,24 @@ class AgentResult:
     summary: dict[str, Any]
     usage: Usage
     cost_usd: float | None
+    stop_reason: str | None = None
+    """Why the model stopped on the last turn: ``stop``, ``length``,
+    ``tool_calls``, ``refusal``, ``content_filter``, or the provider's word."""
+
+
+def agent_result_of(error: BaseException) -> AgentResult | None:
+    """The ``AgentResult`` an error out of ``agent_loop`` carries, looked up
+    along its causes (``asyncio.wait_for`` raises ``TimeoutError`` from the
+    loop's ``CancelledError``); None when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = getattr(current, "agent_result", None)
+        if isinstance(found, AgentResult):
+            return found
+        current = current.__cause__ or current.__context__
+    return None
 
 
 _NEXT_PHASE_SPEC = ToolSpec(
@@ -99,7 +156,10 @@ class _Loop:
         max_tokens: int | None,
         provider: Provider | str | None,
         max_rejected_turns: int,
+        tool_limits: ToolLimits,
     ) -> None:
+        if not isinstance(tool_limits, ToolLimits):
+            raise TypeError(f"agent_loop: tool_limits must be a ToolLimits, got {tool_limits!r}")
         if not isinstance(task, str) or not task:
             raise ValueError("agent_loop: task must be a non-empty string")
         if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
@@ -129,6 +189,7 @@ class _Loop:
             LoopTracker(loop_detection),
             self.state,
             self._advance,
+            tool_limits,
         )
         self.compaction = compaction
         self.output_schema = output_schema
@@ -136,6 +197,7 @@ class _Loop:
         self.provider = provider
         self.max_rejected_turns = max_rejected_turns
         self.started = time.perf_counter()
+        self.stop_reason: str | None = None
 
     # -- phases ---------------------------------------------------------------------
 
@@ -181,11 +243,15 @@ class _Loop:
             provider=self.provider,
         )
         state.count(result)
-        state.add(Message(role="assistant", content=result.text, tool_calls=result.tool_calls))
+        raw = result.finish_reason
+        self.stop_reason = None if raw is None else _STOP_REASONS.get(raw, raw)
+        screened = self.dispatcher.screen(result.tool_calls)
+        calls = tuple(item.call for item in screened)
+        state.add(Message(role="assistant", content=result.text, tool_calls=calls))
         if not result.tool_calls:
             state.text, state.data = result.text, result.data
             return True
-        await self.dispatcher.handle(result.tool_calls)
+        await self.dispatcher.handle(screened)
         phase = state.phase
         if phase is not None and phase.exit_when is not None and phase.exit_when(state.transcript):
             self._advance("its exit condition was met")
@@ -234,7 +300,7 @@ class _Loop:
                 token = agent_iteration.set(state.iteration + 1)
                 try:
                     if await self.turn():
-                        return "done", None
+                        return _ENDS.get(self.stop_reason, "done"), None
                 finally:
                     agent_iteration.reset(token)
                 if state.rejected_turns >= self.max_rejected_turns:
@@ -243,7 +309,7 @@ class _Loop:
             return "budget_exhausted", exc
         except (asyncio.CancelledError, KeyboardInterrupt) as exc:
             return "cancelled", exc
-        except Exception as exc:
+        except BaseException as exc:  # anything else, SystemExit and GeneratorExit included
             return "error", exc
 
     def complete(self, status: Status, events: list[AgentEvent]) -> AgentResult:
@@ -270,6 +336,7 @@ class _Loop:
                 state.input_tokens, state.output_tokens, state.cost_usd or 0.0, state.llm_calls
             ),
             cost_usd=state.cost_usd,
+            stop_reason=self.stop_reason,
         )
 
 
@@ -301,6 +368,7 @@ async def aagent_loop(
     provider: Provider | str | None = None,
     name: str = "agent_loop",
     max_rejected_turns: int = 3,
+    tool_limits: ToolLimits | None = None,
 ) -> AgentResult:
     """Run a tool-using agent until it answers without calling a tool.
 
@@ -310,8 +378,10 @@ async def aagent_loop(
     caps each model turn's output (and is what each turn's pre-flight check
     reserves; without it, 4,096). ``budget``:
     run the loop as a step named ``name`` with this budget and
-    ``error_boundary``. Returns an ``AgentResult``; see the module docstring for
-    how budget exhaustion and errors end the loop.
+    ``error_boundary``. ``tool_limits``: caps on tool arguments and results
+    (``ToolLimits``; 100,000 characters each by default). Returns an
+    ``AgentResult``; see the module docstring for how budget exhaustion and
+    errors end the loop.
     """
     loop = _Loop(
         task,
@@ -327,6 +397,7 @@ async def aagent_loop(
         max_tokens,
         provider,
         max_rejected_turns,
+        tool_limits or ToolLimits(),
     )
     if budget is None:
         # No step of its own, but a span: the loop's events and requests group
@@ -388,6 +459,7 @@ def agent_loop(
     provider: Provider | str | None = None,
     name: str = "agent_loop",
     max_rejected_turns: int = 3,
+    tool_limits: ToolLimits | None = None,
 ) -> AgentResult:
     """``aagent_loop`` for synchronous code (runs it in a fresh event loop, in
     this context: the run, step and persona carry over). From async code, await
@@ -413,6 +485,7 @@ def agent_loop(
                 provider=provider,
                 name=name,
                 max_rejected_turns=max_rejected_turns,
+                tool_limits=tool_limits,
             )
         finally:
             await _close_loop_clients(provider)

@@ -11,13 +11,21 @@ the loop (``_loop.py``); a tool's own exceptions pass through unchanged.
 
 pydantic is imported when the first tool is declared, never by
 ``import steptrace.agent``; without it ``@tool`` fails with an install hint.
-A sync tool that times out keeps running in its thread until it returns
-(Python cannot stop a thread); only its result is dropped.
+
+Sync tools run in the tool threads (``configure_tool_threads``), daemon threads
+of their own, never asyncio's default executor: at most
+``DEFAULT_TOOL_WORKERS`` (32) at once. A sync tool that times out keeps running
+in its thread until it returns (Python cannot stop a thread), but the loop
+neither waits for it nor counts it as a worker, so hung tools cannot starve the
+others, hold ``agent_loop`` or keep the process from exiting; past
+``DEFAULT_ABANDONED_TOOLS`` (128) such threads still running, a sync tool fails
+at once with an error the model reads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import enum
 import functools
@@ -30,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Generic, cast, get_args, get_origin, overload
 
 from ..errors import StepTraceError
+from ..llm._threads import DaemonPool, PoolStats
 from ..llm._types import ToolSpec
 
 if TYPE_CHECKING:
@@ -46,7 +55,39 @@ else:
     P = ParamSpec("P")
     R = TypeVar("R")
 
-__all__ = ["MutationClass", "Tool", "ToolTimeout", "tool"]
+__all__ = [
+    "DEFAULT_ABANDONED_TOOLS",
+    "DEFAULT_TOOL_WORKERS",
+    "MutationClass",
+    "Tool",
+    "ToolTimeout",
+    "configure_tool_threads",
+    "tool",
+    "tool_threads",
+]
+
+DEFAULT_TOOL_WORKERS = 32
+"""Sync tools that may run at once (more wait for a thread, inside their timeout)."""
+
+DEFAULT_ABANDONED_TOOLS = 128
+"""Timed-out sync tools that may still be running before new ones are refused."""
+
+_TOOL_THREADS = DaemonPool(
+    "steptrace-tool", max_workers=DEFAULT_TOOL_WORKERS, max_abandoned=DEFAULT_ABANDONED_TOOLS
+)
+
+
+def configure_tool_threads(
+    *, max_workers: int = DEFAULT_TOOL_WORKERS, max_abandoned: int = DEFAULT_ABANDONED_TOOLS
+) -> None:
+    """Size the threads sync tools run in (see the module docstring)."""
+    _TOOL_THREADS.resize(max_workers=max_workers, max_abandoned=max_abandoned)
+
+
+def tool_threads() -> PoolStats:
+    """The tool threads' bounds and what they are doing now."""
+    return _TOOL_THREADS.stats()
+
 
 # What the OpenAI and Anthropic APIs accept as a tool name.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -176,7 +217,9 @@ class Tool(Generic[P, R]):
         fn: Callable[..., Any] = self.fn
         if self.is_async:
             return await fn(**kwargs)
-        value = await asyncio.to_thread(fn, **kwargs)
+        # In a copy of the caller's context, as asyncio.to_thread would.
+        context = contextvars.copy_context()
+        value = await _TOOL_THREADS.run(functools.partial(context.run, fn, **kwargs))
         if inspect.isawaitable(value):  # a sync wrapper around a coroutine
             value = await value
         return value

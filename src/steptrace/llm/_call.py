@@ -48,7 +48,16 @@ from ..spans import Span, SpanKind
 from ..tracing import emit_event, span
 from . import _config
 from ._schema import OutputSchema, nudge
-from ._types import LlmRequest, LlmResponse, LlmResult, Message, Provider, ToolCall, ToolSpec
+from ._types import (
+    LlmRequest,
+    LlmResponse,
+    LlmResult,
+    Message,
+    Provider,
+    ToolCall,
+    ToolSpec,
+    with_valid_usage,
+)
 from .providers._cassette import response_to_dict
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "allm_call", "estimate_input_tokens", "llm_call"]
@@ -176,6 +185,7 @@ class _Call:
         self.attempt = 0
         self.hold: Hold | None = None
         """The pre-flight hold of the request in flight (None without limits)."""
+        self.usage_estimated = False
 
     # -- per attempt --------------------------------------------------------------
 
@@ -243,7 +253,24 @@ class _Call:
     ) -> dict[str, Any]:
         """Describe the response on its (still open) span, emit ``LlmCall``, and
         return the arguments for ``record_llm_usage`` (which the caller makes
-        after the span ends, so a budget error is not the request's error)."""
+        after the span ends, so a budget error is not the request's error).
+
+        Counts that are not token counts (a broken or hostile server's) are
+        refused and estimated, never raised: the call was made and paid for,
+        so it is recorded, marked ``estimated``."""
+        response = with_valid_usage(response, lambda: estimate_input_tokens(request))
+        if response.usage_estimated:
+            self.usage_estimated = True
+            request_span.set("steptrace.usage_estimated", True)
+        if response.usage_refused:
+            request_span.set("steptrace.usage_refused", list(response.usage_refused))
+            logger.warning(
+                "steptrace: %s %s reported usage that is not token counts (%s); "
+                "recorded an estimate instead",
+                self.provider.name,
+                self.model,
+                ", ".join(response.usage_refused),
+            )
         try:
             cost = price_call(
                 self.model,
@@ -278,6 +305,7 @@ class _Call:
                 cache_tokens=response.cache_read_tokens,
                 duration_ms=duration_ms,
                 iteration=agent_iteration.get(),
+                estimated=response.usage_estimated,
             )
         )
         self.input_tokens += response.input_tokens
@@ -322,6 +350,8 @@ class _Call:
             duration_ms=self.duration_ms,
             response_id=response.response_id,
             attempts=self.attempt + 1,
+            finish_reason=response.finish_reason,
+            usage_estimated=self.usage_estimated,
         )
 
 

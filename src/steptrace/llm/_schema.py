@@ -5,8 +5,11 @@ TypedDict (validated through pydantic's ``TypeAdapter``), or a JSON Schema dict
 (validated with ``jsonschema``). ``validate(text)`` parses the model's text (a
 Markdown code fence around the JSON is tolerated, as models add one) and
 returns ``(data, [])`` or ``(None, errors)``, each error a short
-``path: message`` string that the nudge shows the model. pydantic and
-jsonschema are imported only when a schema of their kind is used.
+``path: message`` string that the nudge shows the model. The text is hostile:
+an answer nested deeper than ``MAX_JSON_DEPTH`` is an error like any other
+(never a ``RecursionError``), and at most ``MAX_ERRORS`` errors of at most
+``MAX_ERROR_CHARS`` characters each are kept. pydantic and jsonschema are
+imported only when a schema of their kind is used.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._types import MAX_JSON_DEPTH, json_depth
+
 __all__ = ["OutputSchema", "nudge"]
+
+MAX_ERRORS = 20
+MAX_ERROR_CHARS = 300
+_TOO_DEEP = f"(root): nested too deeply (over {MAX_JSON_DEPTH} levels)"
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
 
@@ -107,12 +116,23 @@ class OutputSchema:
         ``(None, errors)``."""
         try:
             data = json.loads(_strip_fence(text))
+        except RecursionError:
+            return None, [_TOO_DEEP]
         except json.JSONDecodeError as exc:
             return None, [f"(root): not valid JSON ({exc.msg} at line {exc.lineno})"]
+        except ValueError as exc:  # an integer too long to convert
+            return None, [f"(root): not valid JSON ({str(exc)[:100]})"]
+        if json_depth(data) > MAX_JSON_DEPTH:
+            return None, [_TOO_DEEP]
         try:
             return self._check(data), []
         except _Invalid as invalid:
-            return None, invalid.errors
+            errors = invalid.errors[:MAX_ERRORS]
+            return None, [
+                e if len(e) <= MAX_ERROR_CHARS else e[: MAX_ERROR_CHARS - 3] + "..." for e in errors
+            ]
+        except RecursionError:  # a validator's own recursion, inside the depth limit
+            return None, [_TOO_DEEP]
 
     @property
     def request_format(self) -> dict[str, Any]:

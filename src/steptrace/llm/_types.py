@@ -10,15 +10,25 @@ Token conventions (the same as the core's ``record_llm_usage``):
 ``input_tokens`` counts every prompt token, cached ones included;
 ``cache_read_tokens`` and ``cache_write_tokens`` say how many of them were read
 from or written to the provider's prompt cache.
+
+Model output is hostile data, and this module owns the two checks every
+provider applies to it where it enters: ``parse_json_object`` (tool-call
+arguments: a JSON object nested at most ``MAX_JSON_DEPTH`` deep, or the reason
+it is not one) and ``usage_count`` (a token count is an int from 0 to
+``MAX_USAGE_COUNT``; anything else is refused, named, and replaced by an
+estimate that marks the response ``usage_estimated``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_USAGE_COUNT",
     "LlmRequest",
     "LlmResponse",
     "LlmResult",
@@ -26,20 +36,97 @@ __all__ = [
     "Provider",
     "ToolCall",
     "ToolSpec",
+    "json_depth",
+    "parse_json_object",
+    "usage_count",
+    "with_valid_usage",
 ]
 
+MAX_JSON_DEPTH = 100
+"""The deepest nesting of objects and arrays accepted in model output (tool
+arguments, structured output) and in replay cassettes; deeper is refused."""
+
+MAX_USAGE_COUNT = 10**12
+"""The largest token count accepted from a provider or a cassette (a trillion
+tokens in one call is a broken or hostile server, not a bill)."""
+
 Role = Literal["system", "user", "assistant", "tool"]
+
+
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in parsed JSON (a scalar is 0),
+    computed without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+_JSON_KINDS = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+
+
+def parse_json_object(raw: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``(object, None)`` when ``raw`` is a JSON object nested at most
+    ``MAX_JSON_DEPTH`` deep (empty text is ``{}``), else ``(None, why)`` with a
+    short reason the model can act on. Never raises."""
+    if not raw.strip():
+        return {}, None
+    try:
+        parsed = json.loads(raw)
+    except RecursionError:
+        return None, f"arguments are nested too deeply (over {MAX_JSON_DEPTH} levels)"
+    except json.JSONDecodeError as exc:
+        return None, (
+            f"arguments are not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        )
+    except ValueError as exc:  # e.g. an integer too long to convert
+        return None, f"arguments are not valid JSON ({str(exc)[:80]})"
+    if not isinstance(parsed, dict):
+        kind = _JSON_KINDS.get(type(parsed), "a number")
+        return None, f"arguments must be a JSON object, got {kind}"
+    if json_depth(parsed) > MAX_JSON_DEPTH:
+        return None, f"arguments are nested too deeply (over {MAX_JSON_DEPTH} levels)"
+    return parsed, None
+
+
+def usage_count(value: object, name: str, refused: list[str]) -> int | None:
+    """``value`` when it is a token count (an int from 0 to ``MAX_USAGE_COUNT``),
+    else None after appending ``name=<value shown short>`` to ``refused``."""
+    if type(value) is int and 0 <= value <= MAX_USAGE_COUNT:
+        return value
+    shown = repr(value) if type(value) is not int else f"{value:.3g}"
+    refused.append(f"{name}={shown[:40]}")
+    return None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ToolCall:
     """A tool call the model asked for. ``arguments`` is the parsed JSON object
-    (empty when the model sent invalid JSON; ``raw_arguments`` keeps the text)."""
+    (empty when the model sent anything else; ``raw_arguments`` keeps the text,
+    and ``parsed_arguments`` says what was wrong with it)."""
 
     id: str
     name: str
     arguments: Mapping[str, Any] = field(default_factory=dict)
     raw_arguments: str = ""
+
+    def parsed_arguments(self) -> tuple[Mapping[str, Any] | None, str | None]:
+        """``(arguments, None)``, or ``(None, why)`` when the model's text is not
+        a JSON object (see ``parse_json_object``). Without raw text (a call
+        built by hand), ``arguments`` as they are."""
+        if not self.raw_arguments:
+            return self.arguments, None
+        return parse_json_object(self.raw_arguments)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -146,6 +233,11 @@ class LlmResponse:
     reasoning_tokens: int = 0
     response_id: str | None = None
     finish_reason: str | None = None
+    usage_estimated: bool = False
+    """The provider reported no usable counts: ``input_tokens`` and/or
+    ``output_tokens`` are steptrace's conservative estimate."""
+    usage_refused: tuple[str, ...] = ()
+    """The reported counts that were refused (``name=value``), if any."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -167,6 +259,11 @@ class LlmResult:
     duration_ms: int
     response_id: str | None
     attempts: int = 1
+    finish_reason: str | None = None
+    """Why the model stopped, as the provider said it (``stop``, ``length``,
+    ``tool_calls``, ``end_turn``, ``max_tokens``, ``refusal``, ...)."""
+    usage_estimated: bool = False
+    """Some attempt's usage was estimated (see ``LlmResponse.usage_estimated``)."""
 
 
 @runtime_checkable
@@ -185,3 +282,49 @@ class Provider(Protocol):
     def complete(self, request: LlmRequest) -> LlmResponse: ...
 
     async def acomplete(self, request: LlmRequest) -> LlmResponse: ...
+
+
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+)
+
+
+def with_valid_usage(response: LlmResponse, estimate_input: Callable[[], int]) -> LlmResponse:
+    """``response`` when its counts are token counts (what the built-in
+    providers return), else a copy with the bad ones refused: input and output
+    estimated (``estimate_input()``, ~3 characters a token of the answer),
+    cache and reasoning counts zero, and the copy marked ``usage_estimated``."""
+    values = [getattr(response, name) for name in _COUNTS]
+    if all(type(v) is int and 0 <= v <= MAX_USAGE_COUNT for v in values):
+        return response
+    refused = list(response.usage_refused)
+    checked = {name: usage_count(v, name, refused) for name, v in zip(_COUNTS, values, strict=True)}
+    input_tokens = checked["input_tokens"]
+    output_tokens = checked["output_tokens"]
+    if input_tokens is None:
+        input_tokens = estimate_input()
+    if output_tokens is None:
+        chars = len(response.text) + sum(
+            len(c.name) + len(c.raw_arguments) for c in response.tool_calls
+        )
+        output_tokens = -(-chars // 3)
+    return LlmResponse(
+        text=response.text,
+        model=response.model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        tool_calls=response.tool_calls,
+        cache_read_tokens=min(checked["cache_read_tokens"] or 0, input_tokens),
+        cache_write_tokens=min(checked["cache_write_tokens"] or 0, input_tokens),
+        reasoning_tokens=min(checked["reasoning_tokens"] or 0, output_tokens),
+        response_id=response.response_id,
+        finish_reason=response.finish_reason,
+        usage_estimated=response.usage_estimated
+        or checked["input_tokens"] is None
+        or checked["output_tokens"] is None,
+        usage_refused=tuple(refused),
+    )

@@ -319,6 +319,7 @@ class _Call:
                 cache_tokens=cached,
                 duration_ms=duration_ms,
                 iteration=0,
+                estimated=usage is None,
             )
         )
         return {

@@ -76,6 +76,13 @@ class AnthropicReply:
     ``cache_write_tokens``. ``output_tokens`` defaults to the answer's estimate.
     ``stop_reason`` defaults to ``tool_use`` when there are tool uses, else
     ``end_turn``. ``delay`` seconds pass before the answer starts.
+
+    Misbehaviour, for tests of broken or hostile servers: ``usage`` is sent
+    instead of the counted usage (any JSON; in a stream, in ``message_start``
+    and ``message_delta``), ``cut_after`` closes a stream after that many
+    events, and ``trickle_s``/``trickle_for`` keep the connection alive with a
+    byte every ``trickle_s`` seconds for ``trickle_for`` seconds before
+    answering. A script may also answer with a ``Reply``, sent as it is.
     """
 
     text: str = ""
@@ -88,6 +95,10 @@ class AnthropicReply:
     model: str | None = None
     id: str | None = None
     delay: float = 0.0
+    usage: Any = None
+    cut_after: int | None = None
+    trickle_s: float | None = None
+    trickle_for: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,7 +157,7 @@ class AnthropicErrorReply:
         return cls(status=404, type="not_found_error", message=message)
 
 
-ScriptItem: TypeAlias = str | AnthropicReply | AnthropicErrorReply
+ScriptItem: TypeAlias = str | AnthropicReply | AnthropicErrorReply | Reply
 AnthropicScript: TypeAlias = Iterable[ScriptItem] | Callable[[RecordedRequest], ScriptItem]
 """Replies in order (a string is a text answer), or a function of the request."""
 
@@ -253,6 +264,8 @@ class FakeAnthropicRoutes:
         item = refusal if refusal is not None else self._next_item(request)
         if isinstance(item, str):
             item = AnthropicReply(text=item)
+        if isinstance(item, Reply):
+            return item
         if not isinstance(item, AnthropicReply | AnthropicErrorReply):
             raise TypeError(f"fake Anthropic: a script gave {item!r}, not a reply")
         if item.delay:
@@ -261,9 +274,16 @@ class FakeAnthropicRoutes:
         if isinstance(item, AnthropicErrorReply):
             return self._error(item, body, headers, request_id)
         message = self._message(item, body)
+        if item.usage is not None:
+            message["usage"] = item.usage
+        misbehaviour: dict[str, Any] = {
+            "cut_after": item.cut_after,
+            "trickle_s": item.trickle_s,
+            "trickle_for": item.trickle_for,
+        }
         if body.get("stream"):
-            return Reply(events=self._events(message), headers=headers)
-        return Reply(body=message, headers=headers)
+            return Reply(events=self._events(message), headers=headers, **misbehaviour)
+        return Reply(body=message, headers=headers, **misbehaviour)
 
     def _refusal(
         self, request: RecordedRequest, body: Mapping[str, Any]
@@ -373,21 +393,24 @@ class FakeAnthropicRoutes:
                 "type": "message_delta",
                 "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
                 # Cumulative, as the real API sends it (input and cache counts too).
-                "usage": dict(message["usage"]),
+                "usage": _final_usage(message["usage"]),
             },
         )
         yield "message_stop", {"type": "message_stop"}
 
 
+def _final_usage(usage: Any) -> Any:
+    """The ``usage`` of ``message_delta``: a copy of the message's, cumulative
+    (a broken ``usage`` that is not an object as it is)."""
+    return dict(usage) if isinstance(usage, Mapping) else usage
+
+
 def _started(message: Mapping[str, Any]) -> dict[str, Any]:
     """The ``message`` of ``message_start``: no content yet, one output token."""
-    return {
-        **message,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {**message["usage"], "output_tokens": 1},
-    }
+    usage = message["usage"]
+    if isinstance(usage, Mapping) and isinstance(usage.get("output_tokens"), int):
+        usage = {**usage, "output_tokens": 1}
+    return {**message, "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
 
 
 def add_anthropic_routes(

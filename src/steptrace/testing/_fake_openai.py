@@ -99,6 +99,15 @@ class OpenAIReply:
     are tool calls, else ``stop``. ``refusal`` answers with a refusal instead of
     content. ``model`` defaults to the request's; ``delay`` seconds pass before
     the answer starts.
+
+    Misbehaviour, for tests of broken or hostile servers: ``usage`` is sent
+    instead of the counted usage (any JSON, e.g. negative or string counts),
+    ``omit_usage`` sends none (as some compatible servers do), ``cut_after``
+    closes a stream after that many events, with no finish and no ``[DONE]``,
+    and ``trickle_s``/``trickle_for`` keep the connection alive with a byte
+    every ``trickle_s`` seconds for ``trickle_for`` seconds before answering.
+    A script may also answer with a ``Reply``, sent as it is (e.g. a body that
+    is not JSON).
     """
 
     text: str = ""
@@ -112,6 +121,11 @@ class OpenAIReply:
     model: str | None = None
     id: str | None = None
     delay: float = 0.0
+    usage: Any = None
+    omit_usage: bool = False
+    cut_after: int | None = None
+    trickle_s: float | None = None
+    trickle_for: float = 0.0
 
     @classmethod
     def json(cls, value: Any, **fields: Any) -> OpenAIReply:
@@ -203,7 +217,7 @@ class OpenAIErrorReply:
         return cls(status=404, message=message, code="model_not_found")
 
 
-ScriptItem: TypeAlias = str | OpenAIReply | OpenAIErrorReply
+ScriptItem: TypeAlias = str | OpenAIReply | OpenAIErrorReply | Reply
 OpenAIScript: TypeAlias = Iterable[ScriptItem] | Callable[[RecordedRequest], ScriptItem]
 """Replies in order (a string is a text answer), or a function of the request."""
 
@@ -312,6 +326,8 @@ class FakeOpenAIRoutes:
         item = refusal if refusal is not None else self._next_item(request)
         if isinstance(item, str):
             item = OpenAIReply(text=item)
+        if isinstance(item, Reply):
+            return item
         if not isinstance(item, OpenAIReply | OpenAIErrorReply):
             raise TypeError(f"fake OpenAI: a script gave {item!r}, not a reply")
         if item.delay:
@@ -319,9 +335,19 @@ class FakeOpenAIRoutes:
         if isinstance(item, OpenAIErrorReply):
             return self._error(item, body, headers)
         completion = self._completion(item, body)
+        if item.omit_usage:
+            completion.pop("usage")
+        elif item.usage is not None:
+            completion["usage"] = item.usage
+        misbehaviour: dict[str, Any] = {
+            "cut_after": item.cut_after,
+            "trickle_s": item.trickle_s,
+            "trickle_for": item.trickle_for,
+        }
         if body.get("stream"):
-            return Reply(events=self._events(completion, body), headers=headers)
-        return Reply(body=completion, headers=headers)
+            events = self._events(completion, body)
+            return Reply(events=events, headers=headers, **misbehaviour)
+        return Reply(body=completion, headers=headers, **misbehaviour)
 
     def _refusal(self, request: RecordedRequest) -> OpenAIErrorReply | None:
         """The real API's answer to a request it refuses before the model runs."""
@@ -508,7 +534,7 @@ class FakeOpenAIRoutes:
                 argument = {"arguments": raw[start : start + 12]}
                 yield None, chunk({"tool_calls": [{"index": index, "function": argument}]})
         yield None, chunk({}, choice["finish_reason"])
-        if include_usage:
+        if include_usage and "usage" in completion:
             yield None, {**head, "choices": [], "usage": completion["usage"]}
         yield None, "[DONE]"
 

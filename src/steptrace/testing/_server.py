@@ -6,6 +6,13 @@ register a route (method + path) with a handler that receives the parsed JSON
 body and headers and returns a ``Reply``: a JSON body with a status code, or a
 server-sent-events stream. Every request is kept in ``requests`` so tests can
 assert on exactly what an SDK sent. Standard library only.
+
+A ``Reply`` can also misbehave as hostile or broken servers do: ``raw`` bytes
+instead of JSON (with any ``content_type``), ``trickle_s`` (after the headers,
+one keep-alive byte, or SSE comment, every ``trickle_s`` seconds for
+``trickle_for`` seconds before the answer: a read timeout that restarts with
+every byte never fires) and ``cut_after`` (a stream closed after that many
+events, with no end).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +39,12 @@ class Reply:
     body: Any = None
     events: Iterable[tuple[str | None, Any]] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+    """Sent as the body instead of ``body`` as JSON."""
+    content_type: str = "application/json"
+    trickle_s: float | None = None
+    trickle_for: float = 0.0
+    cut_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,17 +127,41 @@ class FakeServer:
                         reply = Reply(500, {"error": {"message": f"fake handler failed: {exc}"}})
                 self._send(reply)
 
-            def _send(self, reply: Reply) -> None:
-                if reply.events is None:
-                    payload = json.dumps(reply.body).encode()
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(payload)
+            def _trickle(self, reply: Reply, keepalive: bytes) -> None:
+                if reply.trickle_s is None:
                     return
+                until = time.monotonic() + reply.trickle_for
+                while time.monotonic() < until and server._httpd is not None:
+                    self.wfile.write(keepalive)
+                    self.wfile.flush()
+                    time.sleep(reply.trickle_s)
+
+            def _send(self, reply: Reply) -> None:
+                try:
+                    if reply.events is None:
+                        self._send_body(reply)
+                    else:
+                        self._send_events(reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client hung up (early close, timeout)
+
+            def _send_body(self, reply: Reply) -> None:
+                payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                if reply.trickle_s is None:
+                    self.send_header("Content-Length", str(len(payload)))
+                else:  # the body runs to the end of the connection
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self._trickle(reply, b" ")  # JSON allows leading whitespace
+                self.wfile.write(payload)
+
+            def _send_events(self, reply: Reply) -> None:
+                assert reply.events is not None
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -131,15 +169,15 @@ class FakeServer:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                try:
-                    for event, data in reply.events:
-                        text = data if isinstance(data, str) else json.dumps(data)
-                        chunk = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
-                        self.wfile.write(chunk.encode())
-                        self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client closed the stream early
                 self.close_connection = True
+                self._trickle(reply, b": keep-alive\n\n")
+                for sent, (event, data) in enumerate(reply.events):
+                    if reply.cut_after is not None and sent >= reply.cut_after:
+                        return  # the connection closes mid-stream
+                    text = data if isinstance(data, str) else json.dumps(data)
+                    chunk = (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
+                    self.wfile.write(chunk.encode())
+                    self.wfile.flush()
 
         self._httpd = _QuietHTTPServer(("127.0.0.1", 0), RequestHandler)
         self._httpd.daemon_threads = True

@@ -30,7 +30,9 @@ Every further line is one call:
     ``finish_reason``.
 
 Blank lines and unknown keys are ignored when reading; anything else that is
-malformed raises ``CassetteError`` naming the file, the line and the field.
+malformed raises ``CassetteError`` naming the file, the line and the field:
+a line nested deeper than ``MAX_JSON_DEPTH`` or a token count over
+``MAX_USAGE_COUNT`` included.
 """
 
 from __future__ import annotations
@@ -49,7 +51,13 @@ from typing import Any
 
 from steptrace._redact import redact, redacted
 from steptrace.errors import StepTraceError
-from steptrace.llm._types import LlmResponse, ToolCall
+from steptrace.llm._types import (
+    MAX_JSON_DEPTH,
+    MAX_USAGE_COUNT,
+    LlmResponse,
+    ToolCall,
+    json_depth,
+)
 
 __all__ = [
     "CASSETTE_VERSION",
@@ -166,6 +174,8 @@ def _tool_call(data: object, where: str) -> ToolCall:
 
 
 def _show(value: object) -> str:
+    if type(value) is int and value.bit_length() > 64:  # repr may refuse, and says little
+        return f"int of {value.bit_length()} bits"
     text = redact(repr(value))
     return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
@@ -198,6 +208,10 @@ def _count(obj: Mapping[str, Any], key: str, where: str, *, required: bool = Fal
     value = obj.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise CassetteError(f"{where}.{key}: expected a non-negative integer, got {_show(value)}")
+    if value > MAX_USAGE_COUNT:
+        raise CassetteError(
+            f"{where}.{key}: expected at most {MAX_USAGE_COUNT:,} tokens, got {_show(value)}"
+        )
     return value
 
 
@@ -259,12 +273,20 @@ def _check_request(data: object, where: str) -> dict[str, Any]:
 
 
 def _parse_line(raw: bytes, where: str) -> object:
+    too_deep = f"{where}: nested too deeply (over {MAX_JSON_DEPTH} levels)"
     try:
-        return json.loads(raw.decode(_ENCODING, _ERRORS))
+        data = json.loads(raw.decode(_ENCODING, _ERRORS))
     except UnicodeDecodeError as exc:
         raise CassetteError(f"{where}: not UTF-8 text ({exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise CassetteError(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except RecursionError:
+        raise CassetteError(too_deep) from None
+    except ValueError as exc:  # an integer too long to convert
+        raise CassetteError(f"{where}: not valid JSON ({str(exc)[:100]})") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise CassetteError(too_deep)
+    return data
 
 
 def _entry(data: object, number: int, where: str) -> Entry:

@@ -27,7 +27,14 @@ Usage follows the steptrace convention: ``input_tokens`` counts every prompt
 token, so it is Anthropic's ``input_tokens`` (the uncached part) plus
 ``cache_creation_input_tokens`` plus ``cache_read_input_tokens``; the last two
 are ``cache_write_tokens`` and ``cache_read_tokens``. Streaming reads usage from
-``message_start`` and the final ``message_delta``.
+``message_start`` and the final ``message_delta``. Counts that are missing or
+are not token counts are refused and estimated (~3 characters a token), and
+the response says so (``usage_estimated``, ``usage_refused``).
+
+``timeout`` is an overall deadline per request (``_guard``). An answer that is
+not a message (a body that is not JSON, HTML from a proxy, an event that does
+not parse) is a retryable ``ProviderUnavailable``, and so is a stream that
+ends before its stop reason.
 
 SDK clients are created on first use with ``max_retries=0`` (``llm_call``
 retries), and a client passed in is copied with ``max_retries=0``;
@@ -38,6 +45,7 @@ translated into the ``ProviderError`` tree with credentials redacted.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import logging
 import threading
@@ -61,7 +69,22 @@ from ...errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from .._types import LlmRequest, LlmResponse, Message, ToolCall
+from .._types import LlmRequest, LlmResponse, Message, ToolCall, parse_json_object, usage_count
+from ._guard import (
+    UNDECODABLE,
+    DeadlineExceeded,
+    Malformed,
+    PoolExhausted,
+    call_sync,
+    check_timeout,
+    deadline,
+    estimate_input,
+    estimate_output,
+    iterate_sync,
+    malformed,
+    parsed,
+    timed_out,
+)
 
 __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_TIMEOUT_S", "AnthropicProvider"]
 
@@ -71,7 +94,7 @@ DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` sent when the request has none (the Messages API requires one)."""
 
 DEFAULT_TIMEOUT_S = 600.0
-"""Seconds before a request times out (the SDK's own default)."""
+"""Seconds a request may take in all, from sending it to the answer's last byte."""
 
 SCHEMA_INSTRUCTION = (
     "Answer with a single JSON value that matches this JSON Schema, and nothing else "
@@ -86,8 +109,9 @@ class AnthropicProvider:
     with ``max_retries=0``); the kind not given is created when first needed
     from ``api_key`` and ``base_url`` (default: the SDK's environment variables,
     ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL``), or from the given
-    client's key and URL. ``timeout`` (seconds) applies to the clients the
-    provider creates; a given client keeps its own.
+    client's key and URL. ``timeout`` (seconds) is the overall deadline of
+    each request, whichever client sends it; the clients the provider creates
+    also use it as the SDK's timeout.
     """
 
     def __init__(
@@ -115,7 +139,7 @@ class AnthropicProvider:
         self._given_async = async_client
         self._api_key = api_key
         self._base_url = base_url
-        self._timeout = timeout
+        self._timeout = check_timeout("AnthropicProvider", timeout)
         self._client: anthropic.Anthropic | None = None
         self._async_client: anthropic.AsyncAnthropic | None = None
         self._lock = threading.Lock()
@@ -170,42 +194,59 @@ class AnthropicProvider:
                 if not self._drop_rejected_temperature(error, params):
                     raise
             return self._send(request, params)
-        except anthropic.AnthropicError as error:
-            raise translate_error(error, self.name, request.model) from None
-        except TypeError as error:
-            raise _missing_credentials(error, self.name, request.model) from None
+        except Exception as error:
+            raise self._translate(error, request) from None
 
     async def acomplete(self, request: LlmRequest) -> LlmResponse:
         params = self.params(request)
         try:
-            try:
+            async with deadline(self._timeout):  # one deadline, a temperature resend included
+                try:
+                    return await self._asend(request, params)
+                except anthropic.BadRequestError as error:
+                    if not self._drop_rejected_temperature(error, params):
+                        raise
                 return await self._asend(request, params)
-            except anthropic.BadRequestError as error:
-                if not self._drop_rejected_temperature(error, params):
-                    raise
-            return await self._asend(request, params)
-        except anthropic.AnthropicError as error:
-            raise translate_error(error, self.name, request.model) from None
-        except TypeError as error:
-            raise _missing_credentials(error, self.name, request.model) from None
+        except Exception as error:
+            raise self._translate(error, request) from None
+
+    def _translate(self, error: Exception, request: LlmRequest) -> Exception:
+        """The ``ProviderError`` for a failed request; anything else (the
+        caller's ``on_text`` raising, a bug) as it is."""
+        if isinstance(error, anthropic.AnthropicError):
+            return translate_error(error, self.name, request.model)
+        if isinstance(error, DeadlineExceeded):
+            return timed_out(self.name, request.model, self._timeout)
+        if isinstance(error, UNDECODABLE):
+            return malformed(self.name, request.model, error)
+        if isinstance(error, PoolExhausted):
+            return ProviderUnavailable(
+                f"{self.name}: {error}", provider=self.name, model=request.model
+            )
+        if isinstance(error, TypeError):
+            return _missing_credentials(error, self.name, request.model)
+        return error
 
     def _send(self, request: LlmRequest, params: dict[str, Any]) -> LlmResponse:
+        messages = self.client.messages
         if not request.stream:
-            return response_from_message(self.client.messages.create(**params))
+            message = call_sync(functools.partial(messages.create, **params), self._timeout)
+            return parsed(response_from_message, message, request)
         assembler = _StreamAssembler(request)
-        with self.client.messages.create(**params, stream=True) as events:
-            for event in events:
-                assembler.feed(event)
-        return assembler.response()
+        opened = functools.partial(messages.create, **params, stream=True)
+        for event in iterate_sync(opened, self._timeout):
+            assembler.take(event)
+        return parsed(assembler.response, request)
 
     async def _asend(self, request: LlmRequest, params: dict[str, Any]) -> LlmResponse:
+        messages = self.async_client.messages
         if not request.stream:
-            return response_from_message(await self.async_client.messages.create(**params))
+            return parsed(response_from_message, await messages.create(**params), request)
         assembler = _StreamAssembler(request)
-        async with await self.async_client.messages.create(**params, stream=True) as events:
+        async with await messages.create(**params, stream=True) as events:
             async for event in events:
-                assembler.feed(event)
-        return assembler.response()
+                assembler.take(event)
+        return parsed(assembler.response, request)
 
     def _drop_rejected_temperature(
         self, error: anthropic.BadRequestError, params: dict[str, Any]
@@ -322,65 +363,82 @@ def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
-def _tool_call(block_id: str, name: str, raw: str, parsed: Any = None) -> ToolCall:
-    if parsed is None:
-        try:
-            parsed = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            parsed = {}
-    return ToolCall(
-        id=block_id,
-        name=name,
-        arguments=parsed if isinstance(parsed, dict) else {},
-        raw_arguments=raw,
-    )
+def _tool_call(block_id: str, name: str, raw: str) -> ToolCall:
+    arguments, _ = parse_json_object(raw)  # the agent loop tells the model what was wrong
+    return ToolCall(id=block_id, name=name, arguments=arguments or {}, raw_arguments=raw)
 
 
-def _usage_counts(usage: Any) -> tuple[int, int, int, int]:
-    """(all input, output, cache read, cache write) from an SDK usage object."""
-    uncached = getattr(usage, "input_tokens", None) or 0
-    read = getattr(usage, "cache_read_input_tokens", None) or 0
-    write = getattr(usage, "cache_creation_input_tokens", None) or 0
-    output = getattr(usage, "output_tokens", None) or 0
-    return uncached + read + write, output, read, write
+def _usage(
+    counts: Any, request: LlmRequest, text: str, calls: tuple[ToolCall, ...]
+) -> dict[str, Any]:
+    """``LlmResponse`` usage fields from Anthropic's counts (an SDK usage
+    object or a dict): counts that are not token counts are refused, and
+    missing or refused input or output counts estimated."""
+    refused: list[str] = []
+
+    def count(name: str) -> int | None:
+        value = counts.get(name) if isinstance(counts, dict) else getattr(counts, name, None)
+        return None if value is None else usage_count(value, name, refused)
+
+    uncached, output = count("input_tokens"), count("output_tokens")
+    read = count("cache_read_input_tokens") or 0
+    write = count("cache_creation_input_tokens") or 0
+    estimated = uncached is None or output is None
+    input_tokens = estimate_input(request) if uncached is None else uncached + read + write
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": estimate_output(text, calls) if output is None else output,
+        "cache_read_tokens": min(read, input_tokens),
+        "cache_write_tokens": min(write, input_tokens),
+        "usage_estimated": estimated,
+        "usage_refused": tuple(refused),
+    }
 
 
-def response_from_message(message: Any) -> LlmResponse:
-    """An ``LlmResponse`` from an SDK ``Message``."""
+def response_from_message(message: Any, request: LlmRequest) -> LlmResponse:
+    """An ``LlmResponse`` from an SDK ``Message``; raises ``Malformed`` when
+    ``message`` is not one."""
+    if not isinstance(message, anthropic.types.Message):
+        raise Malformed(f"the answer is {type(message).__name__}, not a message")
     texts: list[str] = []
     calls: list[ToolCall] = []
     for block in message.content:
         if block.type == "text":
+            if not isinstance(block.text, str):
+                raise Malformed(f"a text block holds {type(block.text).__name__}")
             texts.append(block.text)
         elif block.type == "tool_use":
-            raw = json.dumps(block.input)
-            calls.append(_tool_call(block.id, block.name, raw, block.input))
-    input_tokens, output_tokens, read, write = _usage_counts(message.usage)
+            calls.append(_tool_call(block.id, block.name, json.dumps(block.input)))
+    text = "".join(texts)
     return LlmResponse(
-        text="".join(texts),
+        text=text,
         model=message.model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
         tool_calls=tuple(calls),
-        cache_read_tokens=read,
-        cache_write_tokens=write,
         response_id=message.id,
         finish_reason=message.stop_reason,
+        **_usage(message.usage, request, text, tuple(calls)),
     )
 
 
 class _StreamAssembler:
     """Builds the ``LlmResponse`` of a stream from its raw events, calling
-    ``on_text`` with every text delta."""
+    ``on_text`` with every text delta (outside the parsing, so an error of the
+    caller's callback is never taken for a malformed event)."""
 
     def __init__(self, request: LlmRequest) -> None:
         self.on_text = request.on_text
         self.model = request.model
         self.message_id: str | None = None
         self.stop_reason: str | None = None
-        self.usage: dict[str, int] = {}
+        self.usage: dict[str, Any] = {}
         self.texts: list[str] = []
         self.tools: dict[int, list[str]] = {}  # index -> [id, name, json parts...]
+
+    def take(self, event: Any) -> None:
+        """Feed one event, then pass its text to ``on_text``."""
+        text = parsed(self.feed, event)
+        if text and self.on_text is not None:
+            self.on_text(text)
 
     def _take_usage(self, usage: Any) -> None:
         for key in (
@@ -393,14 +451,18 @@ class _StreamAssembler:
             if value is not None:
                 self.usage[key] = value
 
-    def feed(self, event: Any) -> None:
+    def feed(self, event: Any) -> str:
+        """Take in one event; returns its text delta."""
+        if not _is_sdk_object(event):
+            raise Malformed(f"a stream event is {type(event).__name__}, not an event")
         kind = event.type
         if kind == "content_block_delta":
             delta = event.delta
             if delta.type == "text_delta":
+                if not isinstance(delta.text, str):
+                    raise Malformed(f"a text delta is {type(delta.text).__name__}")
                 self.texts.append(delta.text)
-                if self.on_text is not None:
-                    self.on_text(delta.text)
+                return delta.text
             elif delta.type == "input_json_delta" and event.index in self.tools:
                 self.tools[event.index].append(delta.partial_json)
         elif kind == "content_block_start":
@@ -414,25 +476,28 @@ class _StreamAssembler:
         elif kind == "message_delta":
             self.stop_reason = event.delta.stop_reason or self.stop_reason
             self._take_usage(event.usage)
+        return ""
 
-    def response(self) -> LlmResponse:
-        read = self.usage.get("cache_read_input_tokens", 0)
-        write = self.usage.get("cache_creation_input_tokens", 0)
+    def response(self, request: LlmRequest) -> LlmResponse:
+        if self.stop_reason is None:
+            raise Malformed("the stream ended before the answer did (no stop reason)")
         calls = tuple(
             _tool_call(parts[0], parts[1], "".join(parts[2:]))
             for _, parts in sorted(self.tools.items())
         )
+        text = "".join(self.texts)
         return LlmResponse(
-            text="".join(self.texts),
+            text=text,
             model=self.model,
-            input_tokens=self.usage.get("input_tokens", 0) + read + write,
-            output_tokens=self.usage.get("output_tokens", 0),
             tool_calls=calls,
-            cache_read_tokens=read,
-            cache_write_tokens=write,
             response_id=self.message_id,
             finish_reason=self.stop_reason,
+            **_usage(self.usage, request, text, calls),
         )
+
+
+def _is_sdk_object(value: object) -> bool:
+    return isinstance(value, anthropic.BaseModel)
 
 
 # Error bodies' types, for errors that arrive inside a 200 stream.

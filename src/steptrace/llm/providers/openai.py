@@ -22,8 +22,15 @@ Usage follows the steptrace convention, which is OpenAI's: ``input_tokens`` is
 ``prompt_tokens`` (cached tokens included), ``cache_read_tokens`` is
 ``prompt_tokens_details.cached_tokens``, ``reasoning_tokens`` comes from
 ``completion_tokens_details`` (already inside ``output_tokens``). A server that
-returns no usage at all (some compatible ones) is counted by a conservative
-estimate of ~3 characters a token, never as free.
+returns no usage at all (some compatible ones), or counts that are not token
+counts (negative, strings, absurd), is counted by a conservative estimate of
+~3 characters a token, never as free, and the response says so
+(``usage_estimated``, with the refused values in ``usage_refused``).
+
+``timeout`` is an overall deadline per request (``_guard``). An answer that is
+not a chat completion (a body that is not JSON, HTML from a proxy, a stream
+event that does not parse) is a retryable ``ProviderUnavailable``, and so is a
+stream that ends before its finish reason: a cut stream is never a success.
 
 SDK clients are created on first use with ``max_retries=0`` (``llm_call``
 retries, each retry visible in the trace), and a client passed in is copied
@@ -37,8 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
-import math
 import re
 import threading
 import time
@@ -62,15 +69,27 @@ from ...errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from .._types import LlmRequest, LlmResponse, Message, ToolCall
+from .._types import LlmRequest, LlmResponse, Message, ToolCall, parse_json_object, usage_count
+from ._guard import (
+    UNDECODABLE,
+    DeadlineExceeded,
+    Malformed,
+    PoolExhausted,
+    call_sync,
+    check_timeout,
+    deadline,
+    estimate_input,
+    estimate_output,
+    iterate_sync,
+    malformed,
+    parsed,
+    timed_out,
+)
 
 __all__ = ["DEFAULT_TIMEOUT_S", "OpenAIProvider", "translate_error"]
 
 DEFAULT_TIMEOUT_S = 600.0
-"""Seconds before a request times out (the SDK's own default)."""
-
-ESTIMATE_CHARS_PER_TOKEN = 3
-"""For servers that report no usage: a conservative ~3 characters a token."""
+"""Seconds a request may take in all, from sending it to the answer's last byte."""
 
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -82,8 +101,9 @@ class OpenAIProvider:
     ``max_retries=0``); the kind not given is created when first needed from
     ``api_key`` and ``base_url`` (default: the SDK's environment variables,
     ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``), or from the given client's key,
-    URL, organization and project. ``timeout`` (seconds) applies to the clients
-    the provider creates; a given client keeps its own. ``close()`` /
+    URL, organization and project. ``timeout`` (seconds) is the overall
+    deadline of each request, whichever client sends it; the clients the
+    provider creates also use it as the SDK's timeout. ``close()`` /
     ``aclose()`` release the clients it created.
     """
 
@@ -112,7 +132,7 @@ class OpenAIProvider:
         self._given_async = async_client
         self._api_key = api_key
         self._base_url = base_url
-        self._timeout = timeout
+        self._timeout = check_timeout("OpenAIProvider", timeout)
         self._client: openai.OpenAI | None = None
         self._async_copy: openai.AsyncOpenAI | None = None
         self._async_by_loop: weakref.WeakKeyDictionary[
@@ -187,30 +207,47 @@ class OpenAIProvider:
         try:
             completions = self.client.chat.completions
             if not request.stream:
-                completion = completions.create(**params)
-                return response_from_completion(completion, request, self.name)
+                create = functools.partial(completions.create, **params)
+                completion = call_sync(create, self._timeout)
+                return parsed(response_from_completion, completion, request, self.name)
             assembler = _StreamAssembler(request)
-            with completions.create(**params, **_STREAM) as chunks:
-                for chunk in chunks:
-                    assembler.feed(chunk)
-            return assembler.response()
-        except openai.OpenAIError as error:
-            raise translate_error(error, self.name, request.model) from None
+            opened = functools.partial(completions.create, **params, **_STREAM)
+            for chunk in iterate_sync(opened, self._timeout):
+                assembler.take(chunk)
+            return parsed(assembler.response)
+        except Exception as error:
+            raise self._translate(error, request) from None
 
     async def acomplete(self, request: LlmRequest) -> LlmResponse:
         params = self.params(request)
         try:
             completions = self.async_client.chat.completions
-            if not request.stream:
-                completion = await completions.create(**params)
-                return response_from_completion(completion, request, self.name)
-            assembler = _StreamAssembler(request)
-            async with await completions.create(**params, **_STREAM) as chunks:
-                async for chunk in chunks:
-                    assembler.feed(chunk)
-            return assembler.response()
-        except openai.OpenAIError as error:
-            raise translate_error(error, self.name, request.model) from None
+            async with deadline(self._timeout):
+                if not request.stream:
+                    completion = await completions.create(**params)
+                    return parsed(response_from_completion, completion, request, self.name)
+                assembler = _StreamAssembler(request)
+                async with await completions.create(**params, **_STREAM) as chunks:
+                    async for chunk in chunks:
+                        assembler.take(chunk)
+                return parsed(assembler.response)
+        except Exception as error:
+            raise self._translate(error, request) from None
+
+    def _translate(self, error: Exception, request: LlmRequest) -> Exception:
+        """The ``ProviderError`` for a failed request; anything else (the
+        caller's ``on_text`` raising, a bug) as it is."""
+        if isinstance(error, openai.OpenAIError):
+            return translate_error(error, self.name, request.model)
+        if isinstance(error, DeadlineExceeded):
+            return timed_out(self.name, request.model, self._timeout)
+        if isinstance(error, UNDECODABLE):
+            return malformed(self.name, request.model, error)
+        if isinstance(error, PoolExhausted):
+            return ProviderUnavailable(
+                f"{self.name}: {error}", provider=self.name, model=request.model
+            )
+        return error
 
     def params(self, request: LlmRequest) -> dict[str, Any]:
         """The keyword arguments of ``chat.completions.create`` for ``request``
@@ -293,39 +330,41 @@ def to_openai_messages(messages: Iterable[Message]) -> list[dict[str, Any]]:
 
 
 def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
-    try:
-        parsed = json.loads(raw) if raw else {}
-    except ValueError:
-        parsed = {}
-    return ToolCall(
-        id=call_id,
-        name=name,
-        arguments=parsed if isinstance(parsed, dict) else {},
-        raw_arguments=raw,
-    )
+    if not isinstance(raw, str):
+        raise Malformed(f"tool call arguments are {type(raw).__name__}, not text")
+    arguments, _ = parse_json_object(raw)  # the agent loop tells the model what was wrong
+    return ToolCall(id=call_id, name=name, arguments=arguments or {}, raw_arguments=raw)
 
 
-def _estimate(chars: int) -> int:
-    return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN)
+def _usage(
+    usage: Any, request: LlmRequest, text: str, calls: tuple[ToolCall, ...]
+) -> dict[str, Any]:
+    """``LlmResponse`` usage fields from an SDK ``CompletionUsage``: counts that
+    are not token counts are refused, and missing or refused input or output
+    counts estimated."""
+    refused: list[str] = []
 
+    def count(owner: Any, name: str) -> int | None:
+        value = getattr(owner, name, None)
+        return None if value is None else usage_count(value, name, refused)
 
-def _usage(usage: Any, request: LlmRequest, text: str, calls: Iterable[ToolCall]) -> dict[str, int]:
-    """``LlmResponse`` usage fields from an SDK ``CompletionUsage`` (or an estimate)."""
-    if usage is None:
-        prompt_chars = sum(len(m.content) for m in request.messages)
-        output_chars = len(text) + sum(len(c.name) + len(c.raw_arguments) for c in calls)
-        return {
-            "input_tokens": _estimate(prompt_chars) + 4 * len(request.messages),
-            "output_tokens": _estimate(output_chars),
-        }
-    prompt = usage.prompt_tokens_details
-    completion = usage.completion_tokens_details
+    prompt = getattr(usage, "prompt_tokens_details", None)
+    completion = getattr(usage, "completion_tokens_details", None)
+    input_tokens = count(usage, "prompt_tokens")
+    output_tokens = count(usage, "completion_tokens")
+    estimated = input_tokens is None or output_tokens is None
+    if input_tokens is None:
+        input_tokens = estimate_input(request)
+    if output_tokens is None:
+        output_tokens = estimate_output(text, calls)
     return {
-        "input_tokens": usage.prompt_tokens or 0,
-        "output_tokens": usage.completion_tokens or 0,
-        "cache_read_tokens": (prompt and prompt.cached_tokens) or 0,
-        "cache_write_tokens": (prompt and prompt.cache_write_tokens) or 0,
-        "reasoning_tokens": (completion and completion.reasoning_tokens) or 0,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_read_tokens": min(count(prompt, "cached_tokens") or 0, input_tokens),
+        "cache_write_tokens": min(count(prompt, "cache_write_tokens") or 0, input_tokens),
+        "reasoning_tokens": min(count(completion, "reasoning_tokens") or 0, output_tokens),
+        "usage_estimated": estimated,
+        "usage_refused": tuple(refused),
     }
 
 
@@ -334,7 +373,10 @@ def response_from_completion(
 ) -> LlmResponse:
     """An ``LlmResponse`` from an SDK ``ChatCompletion``.
 
-    A refusal with no content becomes the text, with ``finish_reason`` ``refusal``."""
+    A refusal with no content becomes the text, with ``finish_reason`` ``refusal``.
+    Raises ``Malformed`` when ``completion`` is not a chat completion."""
+    if not isinstance(completion, openai.types.chat.ChatCompletion):
+        raise Malformed(f"the answer is {type(completion).__name__}, not a chat completion")
     if not completion.choices:
         raise ProviderUnavailable(
             f"{provider}: the server returned no choices",
@@ -344,12 +386,14 @@ def response_from_completion(
         )
     choice = completion.choices[0]
     message = choice.message
-    finish_reason = choice.finish_reason
+    finish_reason: str | None = choice.finish_reason
     text = message.content
     if text is None:
         text = message.refusal or ""
         if message.refusal:
             finish_reason = "refusal"
+    if not isinstance(text, str):
+        raise Malformed(f"the message content is {type(text).__name__}, not text")
     calls: list[ToolCall] = []
     for call in message.tool_calls or ():
         if call.type == "function":
@@ -364,13 +408,14 @@ def response_from_completion(
         tool_calls=tuple(calls),
         response_id=completion.id,
         finish_reason=finish_reason,
-        **_usage(completion.usage, request, text, calls),
+        **_usage(completion.usage, request, text, tuple(calls)),
     )
 
 
 class _StreamAssembler:
     """Builds the ``LlmResponse`` of a stream from its chunks, calling
-    ``on_text`` with every content delta."""
+    ``on_text`` with every content delta (outside the parsing, so an error of
+    the caller's callback is never taken for a malformed chunk)."""
 
     def __init__(self, request: LlmRequest) -> None:
         self.request = request
@@ -383,19 +428,30 @@ class _StreamAssembler:
         self.refusals: list[str] = []
         self.tools: dict[int, list[str]] = {}  # index -> [id, name, argument parts...]
 
-    def feed(self, chunk: Any) -> None:
+    def take(self, chunk: Any) -> None:
+        """Feed one chunk, then pass its text to ``on_text``."""
+        text = parsed(self.feed, chunk)
+        if text and self.on_text is not None:
+            self.on_text(text)
+
+    def feed(self, chunk: Any) -> str:
+        """Take in one chunk; returns its content delta."""
+        if not isinstance(chunk, openai.types.chat.ChatCompletionChunk):
+            raise Malformed(f"a stream event is {type(chunk).__name__}, not a chunk")
         self.response_id = self.response_id or chunk.id
         self.model = chunk.model or self.model
         if chunk.usage is not None:
             self.usage = chunk.usage
+        text = ""
         for choice in chunk.choices:
             if choice.index != 0:
                 continue
             delta = choice.delta
             if delta.content:
+                if not isinstance(delta.content, str):
+                    raise Malformed(f"a content delta is {type(delta.content).__name__}")
                 self.texts.append(delta.content)
-                if self.on_text is not None:
-                    self.on_text(delta.content)
+                text += delta.content
             if delta.refusal:
                 self.refusals.append(delta.refusal)
             for call in delta.tool_calls or ():
@@ -410,8 +466,11 @@ class _StreamAssembler:
                         parts.append(function.arguments)
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
+        return text
 
     def response(self) -> LlmResponse:
+        if self.finish_reason is None:
+            raise Malformed("the stream ended before the answer did (no finish reason)")
         text = "".join(self.texts)
         finish_reason = self.finish_reason
         if not text and self.refusals:
