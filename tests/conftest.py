@@ -1,5 +1,5 @@
 """Every test starts in a fresh default run, with no hooks, in strict mode, and
-may reach no address outside the loopback range.
+may reach no address outside the loopback range; hypothesis has no deadline.
 
 Strict mode makes a failing hook or span processor raise, so a test cannot pass
 while observability code is silently broken; tests of the lenient behaviour
@@ -14,11 +14,17 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import steptrace
 from steptrace.testing import block_network
 
 from ._services import MissingService, local_postgres, local_redis
+
+# Timing is for benchmarks/: on a loaded 2-core machine (parallel workers, other
+# jobs) a per-example deadline or a slow-generation check only adds flakes.
+settings.register_profile("steptrace", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("steptrace")
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@
 The official SDKs are exercised through their whole transport by pointing their
 ``base_url`` at this server. It knows nothing about any API: API modules
 register a route (method + path) with a handler that receives the parsed JSON
-body and headers and returns a ``Reply``: a JSON body with a status code, or a
+body and headers and returns an ``HttpReply``: a JSON body with a status code, or a
 server-sent-events stream. Every request is kept in ``requests`` so tests can
 assert on exactly what an SDK sent. Standard library only.
 """
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeServer", "RecordedRequest", "Reply"]
+__all__ = ["FakeServer", "HttpReply", "RecordedRequest"]
 
 
 @dataclass(frozen=True)
-class Reply:
+class HttpReply:
     """A response: ``body`` as JSON with ``status``, or, when ``events`` is set, a
     ``text/event-stream`` of ``(event name or None, data)`` pairs (data is JSON
     unless it is a string, which is sent as is, e.g. ``[DONE]``)."""
@@ -41,7 +41,11 @@ class RecordedRequest:
     body: Any
 
 
-Handler = Callable[[RecordedRequest], Reply]
+# The fake API modules' name for it (``steptrace.testing.Reply`` is the scripted
+# provider's model answer, a different thing).
+Reply = HttpReply
+
+Handler = Callable[[RecordedRequest], HttpReply]
 
 
 class _QuietHTTPServer(ThreadingHTTPServer):
@@ -105,15 +109,17 @@ class FakeServer:
                     server.requests.append(request)
                 handler = server._routes.get((method, path))
                 if handler is None:
-                    reply = Reply(404, {"error": {"message": f"no fake route {method} {path}"}})
+                    reply = HttpReply(404, {"error": {"message": f"no fake route {method} {path}"}})
                 else:
                     try:
                         reply = handler(request)
                     except Exception as exc:  # a bug in a fake must show, not hang
-                        reply = Reply(500, {"error": {"message": f"fake handler failed: {exc}"}})
+                        reply = HttpReply(
+                            500, {"error": {"message": f"fake handler failed: {exc}"}}
+                        )
                 self._send(reply)
 
-            def _send(self, reply: Reply) -> None:
+            def _send(self, reply: HttpReply) -> None:
                 if reply.events is None:
                     payload = json.dumps(reply.body).encode()
                     self.send_response(reply.status)
