@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sqlite3
 import threading
@@ -64,7 +65,8 @@ def writer(store: SQLiteStore) -> Iterator[StoreWriter]:
 
 
 def _tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
+    # closing(): a connection's own `with` ends a transaction but leaves it open.
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
         return {name for (name,) in rows}
 
