@@ -368,7 +368,7 @@ def test_a_store_that_fails_to_open_closes_its_connection(
     connect = sqlite3.connect
 
     def tracking(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = connect(*args, **kwargs)
+        conn: sqlite3.Connection = connect(*args, **kwargs)
         opened.append(conn)
         return conn
 
