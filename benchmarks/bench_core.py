@@ -124,7 +124,7 @@ def _hold_unbudgeted(thunk: Callable[[], float]) -> float:
 
 
 # Large enough that no benchmark ever exhausts it; the checks still run on every call.
-@steptrace.step(name="bench.holder.budget", budget={"max_tokens": 10**15, "max_usd": 1e9})
+@steptrace.step(name="bench.holder.budget", budget={"max_tokens": 10**15, "max_usd": 1e6})
 def _hold_budgeted(thunk: Callable[[], float]) -> float:
     return thunk()
 

@@ -45,6 +45,10 @@ class FlatPrices:
         return (input_tokens + 4 * output_tokens) / 1_000_000
 
 
+HOLD_TARGET_US = 2.0
+"""What the pre-flight with its holds on three limited scopes may add to an ``llm_call``."""
+
+
 def per_call_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
     """Median microseconds per call, each repeat in a fresh run, with the cyclic
     garbage collector off while timing (as ``timeit`` does): the records a run
@@ -64,7 +68,7 @@ def per_call_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
     return statistics.median(samples)
 
 
-def scripted_rows(calls: int, repeats: int) -> tuple[float, float]:
+def scripted_rows(calls: int, repeats: int) -> tuple[float, float, float]:
     provider = ScriptedProvider(lambda request: "The answer is forty-two, as computed.")
     request = LlmRequest(model="m", messages=(Message(role="user", content="What is it?"),))
 
@@ -78,9 +82,25 @@ def scripted_rows(calls: int, repeats: int) -> tuple[float, float]:
         for _ in range(calls):
             llm.llm_call("What is it?", provider=provider)
 
+    # The same call where a step, a persona and a run all have limits: every
+    # request is pre-flighted and holds its worst case on the three ledgers.
+    @steptrace.step(model="m", budget={"max_tokens": 10**12, "max_usd": 1e6})
+    def held_step() -> None:
+        for _ in range(calls):
+            llm.llm_call("What is it?", provider=provider)
+
+    @steptrace.persona(budget={"max_tokens": 10**12, "max_usd": 1e6})
+    def held() -> None:
+        held_step()
+
+    def held_in_run() -> None:
+        with steptrace.run("bench", budget={"max_tokens": 10**12, "max_usd": 1e6}):
+            held()
+
     return (
         per_call_us(bare, 1, repeats) / calls,
         per_call_us(traced, 1, repeats) / calls,
+        per_call_us(held_in_run, 1, repeats) / calls,
     )
 
 
@@ -150,7 +170,7 @@ def main() -> None:
     calls, repeats = (200, 3) if args.quick else (2000, 7)
     steptrace.configure(price_source=FlatPrices())
     print(f"steptrace LLM layer overhead; {repeats} repeats, median microseconds per call")
-    bare, traced = scripted_rows(calls, repeats)
+    bare, traced, held = scripted_rows(calls, repeats)
     rows = [("scripted provider, bare complete()", bare, None), ("llm_call", traced, traced - bare)]
     http = openai_rows(max(calls // 4, 50), repeats * 2)
     if http is not None:
@@ -163,6 +183,12 @@ def main() -> None:
         verdict = "" if added is None else ("PASS" if added < TARGET_US else "FAIL")
         shown = "" if added is None else f"{added:9.1f}"
         print(f"{label:<40} {value:9.1f} {shown:>9}  {verdict}")
+    pre_flight = held - traced
+    verdict = "PASS" if pre_flight <= HOLD_TARGET_US else "FAIL"
+    print(
+        f"{'llm_call, step+persona+run limits':<40} {held:9.1f} {pre_flight:9.1f}  "
+        f"{verdict} (pre-flight + holds on 3 scopes, target {HOLD_TARGET_US:g} us)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ Debian's Chromium (``/usr/bin/chromium``, headless). Rows:
 - scroll: time from setting the event list's scroll position to the rows
   there being drawn: the next page of events (200 rows on), ten times in a
   row, and a jump to the middle of the run (event 50,000).
+- search: ``GET /api/runs/{id}/search`` timed from Python over loopback, for
+  a word found in one call only (``rare``: every prompt, response and event is
+  read) and for one in every prompt (``common``: the query stops at its
+  limit); and in the browser, from pressing Enter in the search box to the
+  matches drawn. Each LLM call stores a transcript (about 2 KB of prompt and a
+  tool-call response), as a run recorded with content does.
 
 Baseline in the same run: the same page for a run of 100 events (10 steps);
 ratios are big run / small run. Target (issue 6): the first screen in under 1.5 s.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import socket
 import statistics
@@ -33,13 +40,22 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from _machine import load_average, revision
 from steptrace.portal import create_app
-from steptrace.store import EventRow, RunRow, SpanRow, SQLiteStore, StepRow, WriteBatch
+from steptrace.store import (
+    EventRow,
+    RunRow,
+    SpanRow,
+    SQLiteStore,
+    StepRow,
+    TranscriptRow,
+    WriteBatch,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 TARGET_FIRST_SCREEN_S = 1.5
@@ -138,6 +154,7 @@ def synthetic_run(run_id: str, *, events: int, steps: int, start: float) -> Writ
         ),
     ]
     ledger: list[StepRow] = []
+    transcripts: list[TranscriptRow] = []
     next_id = 3
     for s in range(steps):
         at = ns + 2 + s * step_ns
@@ -189,6 +206,8 @@ def synthetic_run(run_id: str, *, events: int, steps: int, start: float) -> Writ
                     metadata=meta,
                 )
             )
+            if kind == "llm_call":
+                transcripts.append(_transcript(run_id, next_id, s, c, steps))
             next_id += 1
         ledger.append(
             StepRow(
@@ -258,11 +277,48 @@ def synthetic_run(run_id: str, *, events: int, steps: int, start: float) -> Writ
         spans=spans,
         steps=ledger,
         events=rows,
+        transcripts=transcripts,
+    )
+
+
+RARE, COMMON = "needle-7f3a", "workspace"
+_SYSTEM = (
+    "You are a careful research assistant working in a project workspace. Use the tools "
+    "to read files; never guess at their content. " * 4
+)
+
+
+def _transcript(run_id: str, span_id: int, step: int, call: int, steps: int) -> TranscriptRow:
+    """About 2 KB of prompt and a tool-call answer; ``RARE`` in one call only."""
+    notes = f"Notes of task {step}: " + " ".join(f"item-{step}-{i}" for i in range(120))
+    path = f"notes/task-{step}-{call}.md"
+    if step == steps * 9 // 10 and call == 0:
+        path = f"notes/{RARE}.md"
+    return TranscriptRow(
+        run_id=run_id,
+        span_id=span_id,
+        request={
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": _SYSTEM, "tool_calls": [], "tool_call_id": None},
+                {"role": "user", "content": notes, "tool_calls": [], "tool_call_id": None},
+            ],
+        },
+        response={
+            "text": "",
+            "tool_calls": [
+                {"id": f"call_{step}_{call}", "name": "read_file", "arguments": {"path": path}}
+            ],
+        },
     )
 
 
 def write_in_batches(store: SQLiteStore, batch: WriteBatch, size: int = 5000) -> None:
-    store.write(WriteBatch(runs=batch.runs, spans=batch.spans, steps=batch.steps))
+    store.write(
+        WriteBatch(
+            runs=batch.runs, spans=batch.spans, steps=batch.steps, transcripts=batch.transcripts
+        )
+    )
     for i in range(0, len(batch.events), size):
         store.write(WriteBatch(events=batch.events[i : i + size]))
 
@@ -347,8 +403,53 @@ def measure(
         index = min(events - 1, n * EVENT_PAGE)
         scroll_next.append(page.evaluate(_WAIT_FOR_ROW, [index, ROW_HEIGHT]) / 1000)
     jump.append(page.evaluate(_WAIT_FOR_ROW, [events // 2, ROW_HEIGHT]) / 1000)
+    # Each search differs in case only (same matches): the page searches anew.
+    variants = [RARE, RARE.upper(), RARE.title(), RARE.capitalize(), RARE.swapcase()]
+    found = [
+        page.evaluate(_SEARCH_IN_PAGE, variants[i % len(variants)]) / 1000
+        for i in range(max(2, scrolls // 2))
+    ]
     context.close()
-    return {"first": first, "api": api, "scroll": scroll_next, "jump": jump}
+    searches: dict[str, list[float]] = {RARE: [], COMMON: []}
+    for _ in range(loads):
+        for needle, times in searches.items():
+            started = time.perf_counter()
+            with urllib.request.urlopen(f"{url}/api/runs/{run_id}/search?q={needle}") as reply:
+                body = json.loads(reply.read())
+            times.append(time.perf_counter() - started)
+            assert body["hits"], needle
+    return {
+        "first": first,
+        "api": api,
+        "scroll": scroll_next,
+        "jump": jump,
+        "search_rare": searches[RARE],
+        "search_common": searches[COMMON],
+        "search_page": found,
+    }
+
+
+_SEARCH_IN_PAGE = """
+async (needle) => {
+  const input = document.querySelector('[data-testid=search] input[name=q]');
+  const results = () => document.querySelector('[data-testid=search-results]');
+  input.value = needle;
+  const t0 = performance.now();
+  input.form.requestSubmit();
+  await new Promise((resolve) => {
+    const check = () => {
+      const box = results();
+      if (box && box.dataset.ready === '1' && box.querySelector('li[data-hit]')) resolve();
+      else requestAnimationFrame(check);
+    };
+    check();
+  });
+  const t = performance.now() - t0;
+  history.replaceState(null, '', location.pathname);
+  input.value = '';
+  return t;
+}
+"""
 
 
 def _ms(values: list[float]) -> str:
@@ -440,6 +541,15 @@ def main() -> int:
         f"{'scroll: jump to the middle':34} {_ms(result['jump']):>14} "
         f"{_ms(base['jump']):>12} {_ratio(result['jump'], base['jump']):>8}"
     )
+    for key, label in (
+        ("search_rare", "search API: word in one call"),
+        ("search_common", "search API: word in every prompt"),
+        ("search_page", "search in the page: Enter to matches"),
+    ):
+        print(
+            f"{label:34} {_ms(result[key]):>14} {_ms(base[key]):>12} "
+            f"{_ratio(result[key], base[key]):>8}"
+        )
     worst = max(result["first"])
     verdict = "meets" if statistics.median(result["first"]) < TARGET_FIRST_SCREEN_S else "MISSES"
     print(

@@ -470,5 +470,5 @@ def test_cache_reads_and_writes_reach_the_price_source() -> None:
     steptrace.configure(price_source=CachePrices())
     steptrace.record_llm_usage("m", 100, 5, cache_tokens=40, cache_write_tokens=30)
     assert seen == [(40, 30)]
-    with pytest.raises(ValueError, match="cache_write_tokens must be >= 0"):
+    with pytest.raises(ValueError, match="cache_write_tokens must be between 0 and"):
         steptrace.record_llm_usage("m", 1, 1, cache_write_tokens=-1)

@@ -356,11 +356,13 @@ def test_summary_of_a_mixed_stream() -> None:
         ),
     ]
     summary = summarize_events(events)
-    assert list(summary) == SUMMARY_KEYS
-    assert summary == {
-        "status": "done",
-        "iterations": 4,
-        "total_duration_ms": 1234,
+    assert list(summary) == [*SUMMARY_KEYS, "loops", "outside_loops"]
+    # Two loops: the roll-up sums their iterations and durations; they ended
+    # differently, so the status says so.
+    assert {k: summary[k] for k in SUMMARY_KEYS} == {
+        "status": "mixed",
+        "iterations": 5,
+        "total_duration_ms": 1239,
         "llm_calls": 2,
         "tool_executions": 3,
         "tool_rejections": 1,
@@ -372,6 +374,31 @@ def test_summary_of_a_mixed_stream() -> None:
         "total_tool_duration_ms": 101,
         "tools_used": ["search", "write"],
     }
+    first, second = summary["loops"]
+    assert first == {
+        "status": "interrupted",
+        "iterations": 1,
+        "total_duration_ms": 5,
+        "llm_calls": 1,
+        "tool_executions": 2,
+        "tool_rejections": 0,
+        "interventions": 0,
+        "compactions": 0,
+        "total_input_tokens": 100,
+        "total_output_tokens": 20,
+        "total_llm_duration_ms": 300,
+        "total_tool_duration_ms": 100,
+        "tools_used": ["search", "write"],
+    }
+    assert list(first) == SUMMARY_KEYS
+    assert (second["status"], second["iterations"], second["tools_used"]) == ("done", 4, ["search"])
+    assert (second["tool_rejections"], second["compactions"], second["llm_calls"]) == (1, 2, 1)
+    assert summary["outside_loops"] == {
+        "llm_calls": 0,
+        "total_input_tokens": 0,
+        "total_output_tokens": 0,
+        "total_llm_duration_ms": 0,
+    }
     # Only the kinds the seed ignores: nothing changes.
     ignored: list[AgentEvent] = [e for e in events if isinstance(e, PhaseChange | SchemaRetry)]
     assert summarize_events([e for e in events if e not in ignored]) == summary
@@ -379,6 +406,13 @@ def test_summary_of_a_mixed_stream() -> None:
 
 def test_summary_of_an_empty_stream() -> None:
     summary = summarize_events([])
+    assert summary.pop("loops") == []
+    assert summary.pop("outside_loops") == {
+        "llm_calls": 0,
+        "total_input_tokens": 0,
+        "total_output_tokens": 0,
+        "total_llm_duration_ms": 0,
+    }
     assert list(summary) == SUMMARY_KEYS
     assert summary == {
         "status": "unknown",
@@ -411,11 +445,11 @@ def test_summary_equals_independent_computation(events: list[AgentEvent]) -> Non
     for tool in tools:
         if tool.tool_name not in first_use:
             first_use.append(tool.tool_name)
-    last = completes[-1] if completes else None
+    statuses = list(dict.fromkeys(e.status for e in completes))
     expected = {
-        "status": last.status if last else "unknown",
-        "iterations": last.iterations if last else 0,
-        "total_duration_ms": last.total_duration_ms if last else 0,
+        "status": "unknown" if not statuses else statuses[0] if len(statuses) == 1 else "mixed",
+        "iterations": sum(e.iterations for e in completes),
+        "total_duration_ms": sum(e.total_duration_ms for e in completes),
         "llm_calls": len(llm),
         "tool_executions": len(tools),
         "tool_rejections": sum(isinstance(e, ToolRejected) for e in events),
@@ -428,6 +462,16 @@ def test_summary_equals_independent_computation(events: list[AgentEvent]) -> Non
         "tools_used": first_use,
     }
     summary = summarize_events(events)
-    assert summary == expected
-    assert list(summary) == SUMMARY_KEYS
-    assert json.loads(json.dumps(summary)) == expected
+    assert {k: summary[k] for k in SUMMARY_KEYS} == expected
+    assert list(summary) == [*SUMMARY_KEYS, "loops", "outside_loops"]
+    assert json.loads(json.dumps(summary)) == summary
+    # The loops and the calls outside them partition the stream's counts.
+    loops, outside = summary["loops"], summary["outside_loops"]
+    assert [loop["status"] for loop in loops if loop["status"] != "unknown"] == [
+        e.status for e in completes if e.status != "unknown"
+    ]
+    for key in ("llm_calls", "total_input_tokens", "total_output_tokens"):
+        assert sum(loop[key] for loop in loops) + outside[key] == summary[key]
+    for key in ("tool_executions", "tool_rejections", "interventions", "compactions"):
+        assert sum(loop[key] for loop in loops) == summary[key]
+    assert outside["llm_calls"] == sum(e.iteration == 0 for e in llm)

@@ -1,81 +1,147 @@
-"""The package's layers import only downwards.
+"""The architecture's import contracts (``[tool.importlinter]`` in
+pyproject.toml, checked by ``lint-imports`` in scripts/test.sh) cover the
+whole package and catch the breaks they are there for.
 
-The core (``steptrace/*.py``) imports no subpackage; ``llm`` builds on the core
-only; ``agent`` on ``llm`` and the core; ``export``, ``store`` and ``shared`` on the core
-(and read what the others record); ``testing`` serves tests of everything.
-Checked on the source's import statements, so a cycle cannot creep in through
-a lazy import either.
+What the contracts cannot say themselves is checked here: that every core
+module sits in a layer and every underscore module of a subpackage is
+protected (a new module cannot slip past them), and that the core imports
+nothing outside the standard library at all (the contract can only name the
+third-party packages it knows). Each break is proved to fail ``lint-imports``
+on a copy of the package with one bad import added.
 """
 
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "src" / "steptrace"
-SUBPACKAGES = {"llm", "agent", "export", "store", "testing", "shared"}
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "src" / "steptrace"
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
-# What each layer may import from the other layers (the core is always allowed).
-ALLOWED: dict[str, set[str]] = {
-    "core": set(),
-    "llm": set(),
-    "agent": {"llm"},
-    "export": set(),
-    "store": set(),
-    "shared": set(),
-    "testing": {"llm"},
-    # The applications at the top: the web viewer reads the store; the CLI
-    # drives everything (it runs scripts, replays, exports, serves the portal).
-    "portal": {"store"},
-    "cli": {"llm", "agent", "store", "export", "testing", "portal", "shared"},
-}
+CONFIG: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"][
+    "importlinter"
+]
+CONTRACTS: list[dict[str, Any]] = CONFIG["contracts"]
+CORE = sorted(p for p in PACKAGE.glob("*.py"))
+SUBPACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
 
 
-def layer_of(path: Path) -> str:
-    relative = path.relative_to(PACKAGE)
-    return relative.parts[0] if len(relative.parts) > 1 else "core"
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_layers(path: Path) -> set[str]:
-    """The subpackages of steptrace this module imports (relatively or not)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package_parts = ("steptrace", *path.relative_to(PACKAGE).parent.parts)
+def test_every_core_module_sits_in_a_layer() -> None:
+    (layers,) = [c for c in CONTRACTS if c["type"] == "layers"]
+    named = {name.strip() for layer in layers["layers"] for name in layer.split("|")}
+    missing = {p.stem for p in CORE if p.name != "__init__.py"} - named
+    assert not missing, f"core modules in no layer of pyproject.toml: {sorted(missing)}"
+    assert set(SUBPACKAGES) - {"integrations"} <= named
+
+
+def test_every_underscore_module_of_a_subpackage_is_protected() -> None:
+    protected = {
+        module
+        for contract in CONTRACTS
+        if contract["type"] == "protected"
+        for module in contract["protected_modules"]
+    }
+    private = {
+        module_name(path)
+        for sub in SUBPACKAGES
+        for path in (PACKAGE / sub).rglob("*.py")
+        if any(
+            part.startswith("_") and part not in ("__init__", "__main__")
+            for part in path.relative_to(PACKAGE / sub).with_suffix("").parts
+        )
+    }
+    assert private - protected == set(), "add these to a protected contract in pyproject.toml"
+    assert protected - private == set(), "these protected modules no longer exist"
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of what ``path`` imports that are neither the standard
+    library nor steptrace (function-level imports included)."""
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = list(package_parts[: len(package_parts) - node.level + 1])
-                target = [*base, *(node.module.split(".") if node.module else [])]
-                names = [[*target, alias.name] for alias in node.names]
-            else:
-                names = [(node.module or "").split(".")]
-        elif isinstance(node, ast.Import):
-            names = [alias.name.split(".") for alias in node.names]
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module]
         else:
             continue
-        for parts in names:
-            if len(parts) > 1 and parts[0] == "steptrace" and parts[1] in SUBPACKAGES:
-                found.add(parts[1])
+        for name in names:
+            top = name.partition(".")[0]
+            if top != "steptrace" and top not in sys.stdlib_module_names:
+                found.add(top)
     return found
 
 
-MODULES = sorted(PACKAGE.rglob("*.py"))
+@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+def test_the_core_imports_only_the_standard_library(path: Path) -> None:
+    assert third_party_imports(path) == set()
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_each_module_imports_only_the_layers_below_it(path: Path) -> None:
-    layer = layer_of(path)
-    wrong = imported_layers(path) - ALLOWED[layer] - {layer}
-    assert not wrong, f"{path.relative_to(PACKAGE)} ({layer}) imports {sorted(wrong)}"
+def lint(project: Path) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` over the package in ``project/src`` with the project's config."""
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--config", str(project / "pyproject.toml")],
+        cwd=project,
+        env={"PYTHONPATH": str(project / "src"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
-def test_the_checker_resolves_relative_imports_to_their_layer() -> None:
-    # Known imports (a module's own layer counts too): ``from ..llm._call`` two
-    # levels up, ``from .providers...`` inside llm, ``from ..llm.providers``
-    # in testing.
-    assert imported_layers(PACKAGE / "agent" / "_loop.py") == {"agent", "llm"}
-    assert imported_layers(PACKAGE / "llm" / "__init__.py") == {"llm"}
-    assert imported_layers(PACKAGE / "testing" / "__init__.py") == {"llm", "testing"}
-    assert imported_layers(PACKAGE / "_accounting.py") == set()
+def test_the_contracts_hold() -> None:
+    result = lint(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+BREAKS = {
+    "the store imports the portal": ("store/_liveness.py", "import steptrace.portal", "Layers"),
+    "budget imports the CLI": ("budget.py", "from steptrace import cli", "Layers"),
+    "the CLI reads a store's private module": (
+        "cli/_tree.py",
+        "from steptrace.store import _sqlite",
+        "Only steptrace.store imports",
+    ),
+    "the portal imports the CLI's renderer": (
+        "portal/_api.py",
+        "from steptrace.cli import _render",
+        "Layers",
+    ),
+    "export imports an llm internal": (
+        "export/_files.py",
+        "from steptrace.llm import _call",
+        "Only steptrace.llm imports",
+    ),
+    "the core imports a third-party package": (
+        "events.py",
+        "import pydantic",
+        "The core imports the standard library only",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_a_broken_layer_fails_lint_imports(case: str, tmp_path: Path) -> None:
+    target, line, contract = BREAKS[case]
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(PACKAGE, tmp_path / "src" / "steptrace", ignore=shutil.ignore_patterns("*.pyc"))
+    module = tmp_path / "src" / "steptrace" / target
+    module.write_text(module.read_text() + f"\n{line}  # the break under test\n")
+    result = lint(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    broken = [row for row in result.stdout.splitlines() if " BROKEN" in row]
+    assert any(row.startswith(contract) for row in broken), result.stdout

@@ -48,7 +48,7 @@ def test_the_ledger_table_has_a_row_per_step_and_shows_errors_under_their_row() 
         "300",
         "1",
         "0.500000",
-        "$0.5000/$2",
+        "$0.50/$2",
     ]
     assert lines[3].split()[:4] == ["capped", "writer", "m", "skipped"]
     assert lines[3].split()[-2:] == ["110/100", "tok"]

@@ -15,7 +15,14 @@ cost of ``import steptrace`` for programs that only use steps and budgets.
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._accounting import arecord_llm_usage, check_budget, record_llm_usage
+from ._accounting import (
+    Hold,
+    arecord_llm_usage,
+    check_budget,
+    record_llm_usage,
+    release_budget_hold,
+    reserve,
+)
 from ._config import configure
 from ._context import ContextSnapshot, bind, restore_context, snapshot_context
 from ._propagation import extract, inject
@@ -144,6 +151,7 @@ __all__ = [
     "ContextSnapshot",
     "Deny",
     "ErrorBoundary",
+    "Hold",
     "HookContext",
     "HookEvent",
     "HookRegistration",
@@ -203,8 +211,10 @@ __all__ = [
     "register_step",
     "register_step_from_dict",
     "register_step_hook",
+    "release_budget_hold",
     "remove_hook",
     "remove_span_processor",
+    "reserve",
     "reset",
     "restore_context",
     "run",

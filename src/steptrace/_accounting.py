@@ -1,13 +1,22 @@
-"""Accounting: recording LLM usage into the active scopes and enforcing budgets.
+"""Accounting: holding budget for calls, recording their usage, enforcing limits.
 
 ``record_llm_usage`` is the seed's ``record_step_llm_usage`` widened to nested
 scopes: the innermost step gets the call in its own counters (its ledger row),
-and every enclosing budget ledger (budgeted steps, personas, the run) gets it in
-its subtree totals, all under the run's lock. Then, outside the lock,
-``OnBudgetThreshold`` hooks that the new totals reach fire (once per scope
-invocation), and the first scope, innermost first, whose usage is now strictly
-over a limit raises ``BudgetExhausted``. ``check_budget`` is the pre-flight twin:
-it raises before a call whose worst case cannot fit in what any scope has left.
+and every enclosing budget ledger (budgeted steps, personas, the run and the
+runs around it) gets it in its subtree totals, all under the run's lock. Then,
+outside the lock, ``OnBudgetThreshold`` hooks that the new totals reach fire
+(once per scope invocation), and the first scope, innermost first, whose usage
+is now strictly over a limit raises ``BudgetExhausted``.
+
+``reserve`` is the pre-flight: under the same lock it checks that the call's
+worst case fits beside what every limited scope has used *and what other
+calls in flight hold*, and holds it there (then in shared pools); the
+``Hold`` it returns is settled by the call's usage or released when the call
+fails, so concurrent calls cannot together overspend a scope. ``check_budget``
+is ``reserve`` with the hold kept in this context for the next
+``record_llm_usage`` here. Usage recorded after its scope ended (a thread that
+outlived its step, a generator resumed later) is kept, counted and flagged
+late, and a run that ends over a limit says so in its status.
 
 ``record_llm_usage`` runs on every model call, so its common path is written
 flat: one combined argument test, one lock, no allocation but the trace tuple.
@@ -17,13 +26,24 @@ from __future__ import annotations
 
 import contextvars
 import math
+import sys
+import threading
 from time import time as _time
+from types import TracebackType
 from typing import Any
 
 from . import _context, _reservations
 from ._config import settings
-from ._run import active_frame
-from .budget import PICO_PER_USD, Ledger, PriceSource, pico_to_usd, usd_to_pico
+from ._run import active_frame, amend_late
+from .budget import (
+    MAX_CALL_TOKENS,
+    MAX_CALL_USD,
+    PICO_PER_USD,
+    Ledger,
+    PriceSource,
+    checked_price,
+    pico_to_usd,
+)
 from .errors import BudgetExhausted, PricingUnknown
 from .hooks import (
     HookContext,
@@ -35,11 +55,13 @@ from .hooks import (
     registered_hooks,
 )
 
-__all__ = ["arecord_llm_usage", "check_budget", "record_llm_usage"]
+__all__ = ["Hold", "arecord_llm_usage", "check_budget", "record_llm_usage", "reserve"]
 
 _Frame = _context.Frame
 _get_frame = _context.get_frame
-_INF = math.inf
+_get_pending = _context.pending_hold.get
+_MAXT = MAX_CALL_TOKENS
+_MAXC = MAX_CALL_USD
 _THRESHOLD = HookEvent.ON_BUDGET_THRESHOLD
 _ThresholdCall = tuple[list[HookRegistration], HookContext, Any]
 
@@ -51,11 +73,16 @@ _deferred_hooks: contextvars.ContextVar[list[_ThresholdCall] | None] = contextva
 
 
 def _check_count(where: str, name: str, value: object) -> int:
-    if type(value) is int and value >= 0:
+    if type(value) is int and 0 <= value <= _MAXT:
         return value
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    raise ValueError(f"{where}: {name} must be >= 0, got {value}")
+        raise TypeError(f"{where}: {name} must be an int, got {_short(value)}")
+    raise ValueError(f"{where}: {name} must be between 0 and {_MAXT:,}, got {_short(value)}")
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _validate(
@@ -78,10 +105,12 @@ def _validate(
         isinstance(cost_usd, int | float)
         and not isinstance(cost_usd, bool)
         and math.isfinite(cost_usd)
-        and cost_usd >= 0
+        and 0 <= cost_usd <= _MAXC
     ):
-        raise ValueError(f"{where}: cost_usd must be a finite number >= 0, got {cost_usd!r}")
-    if isinstance(duration_ms, float) and math.isfinite(duration_ms) and duration_ms >= 0:
+        raise ValueError(
+            f"{where}: cost_usd must be a number between 0 and {_MAXC:,.0f}, got {_short(cost_usd)}"
+        )
+    if isinstance(duration_ms, float) and math.isfinite(duration_ms) and 0 <= duration_ms <= _MAXT:
         return round(duration_ms)
     return _check_count(where, "duration_ms", duration_ms)
 
@@ -96,12 +125,30 @@ def _price(
 ) -> float | None:
     if source is None:
         return None
-    return source.cost_usd(
+    answer = source.cost_usd(
         model,
         input_tokens,
         output_tokens,
         cache_read_tokens=cache_tokens,
         cache_write_tokens=cache_write_tokens,
+    )
+    if answer is None or (type(answer) is float and 0.0 <= answer <= _MAXC):
+        return answer
+    return checked_price(answer, source, model)
+
+
+def price_call(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> float | None:
+    """The configured price source's cost of a call, checked: None when the
+    price is unknown, ``ValueError`` naming the source when its answer is not
+    a price."""
+    return _price(
+        settings.price_source, model, input_tokens, output_tokens, cache_tokens, cache_write_tokens
     )
 
 
@@ -180,6 +227,7 @@ def record_llm_usage(
     duration_ms: int = 0,
     cache_tokens: int = 0,
     cache_write_tokens: int = 0,
+    _hold: Hold | None = None,
 ) -> None:
     """Record one LLM call's usage in the active step and every enclosing budget.
 
@@ -191,6 +239,9 @@ def record_llm_usage(
     ``OnBudgetThreshold`` hooks ran), and ``PricingUnknown`` when the call could
     not be priced while a USD budget is in force. The usage is recorded before
     either is raised, and appears in the run's LLM trace log when tracing is on.
+    A pending hold of this context (``check_budget``) is settled by it.
+    Token counts, ``duration_ms`` and ``cache_*`` must be ints in
+    ``0..MAX_CALL_TOKENS``; ``cost_usd`` a number in ``0..MAX_CALL_USD``.
     """
     # One combined test on the common path; _validate explains any failure.
     if not (
@@ -199,44 +250,64 @@ def record_llm_usage(
         and type(output_tokens) is int
         and type(duration_ms) is int
         and type(cache_tokens) is int
-        and input_tokens >= 0
-        and output_tokens >= 0
-        and duration_ms >= 0
-        and cache_tokens >= 0
-        and (cost_usd is None or (type(cost_usd) is float and 0.0 <= cost_usd < _INF))
+        and 0 <= input_tokens <= _MAXT
+        and 0 <= output_tokens <= _MAXT
+        and 0 <= duration_ms <= _MAXT
+        and 0 <= cache_tokens <= _MAXT
+        and (cost_usd is None or (type(cost_usd) is float and 0.0 <= cost_usd <= _MAXC))
     ):
         duration_ms = _validate(
             model, input_tokens, output_tokens, cost_usd, duration_ms, cache_tokens
         )
+        if cost_usd is not None:
+            cost_usd = float(cost_usd)
 
-    frame = _get_frame() or active_frame()
+    if _hold is None:
+        frame = _get_frame() or active_frame()
+        hold = _get_pending()
+    else:
+        frame = _hold.frame
+        hold = _hold
     run = frame.run
     step = frame.step
     named = model
     if not model and step is not None:
         model = step.definition.model or ""
     priced = True
+    price_error: BaseException | None = None
     if cost_usd is None:
-        if type(cache_write_tokens) is not int or cache_write_tokens < 0:
+        if type(cache_write_tokens) is not int or not 0 <= cache_write_tokens <= _MAXT:
             _check_count("record_llm_usage", "cache_write_tokens", cache_write_tokens)
-        cost_usd = _price(
-            settings.price_source,
-            model,
-            input_tokens,
-            output_tokens,
-            cache_tokens,
-            cache_write_tokens,
-        )
+        try:
+            cost_usd = _price(
+                settings.price_source,
+                model,
+                input_tokens,
+                output_tokens,
+                cache_tokens,
+                cache_write_tokens,
+            )
+        except Exception as exc:  # a broken price source: the call is still recorded
+            price_error = exc
+            cost_usd = None
         if cost_usd is None:
             priced = False
             cost_usd = 0.0
     pico = round(cost_usd * PICO_PER_USD)
     exceeded: BaseException | None = None
     thresholds: list[_ThresholdCall] | None = None
+    shared_held: _reservations.SharedHeld = []
+    late = frame.end_ns is not None or run.ended_at is not None
 
     lock = run.lock
     lock.acquire()
     try:
+        if hold is not None and hold.state is _HELD:
+            hold.state = _SETTLED
+            shared_held = hold.shared
+            for ledger in hold.ledgers:
+                ledger.held_tokens -= hold.tokens
+                ledger.held_pico -= hold.pico
         if step is not None:
             step.own_input_tokens += input_tokens
             step.own_output_tokens += output_tokens
@@ -270,6 +341,7 @@ def record_llm_usage(
                     cache_tokens,
                     frame,
                     _time(),
+                    late,
                 )
             )
         if registered_hooks and _THRESHOLD in registered_hooks:
@@ -277,11 +349,19 @@ def record_llm_usage(
     finally:
         lock.release()
 
-    if frame.shared:
+    if len(run.raw_trace) > run.trim_at:
+        run.trim()
+    if late:
+        amend_late(frame)
+    if frame.shared or shared_held:
         # The one test the hot path makes for shared budgets (see _reservations).
-        problem = _reservations.settle(frame, model, input_tokens + output_tokens, pico, priced)
+        problem = _reservations.settle(
+            frame, shared_held, model, input_tokens + output_tokens, pico, priced
+        )
         if exceeded is None:
             exceeded = problem
+    if exceeded is None and price_error is not None:
+        exceeded = price_error
     if exceeded is None and not priced:
         unpriced = next((led for led in frame.accounted if led.max_pico is not None), None)
         if unpriced is not None:
@@ -306,6 +386,7 @@ async def arecord_llm_usage(
     duration_ms: int = 0,
     cache_tokens: int = 0,
     cache_write_tokens: int = 0,
+    _hold: Hold | None = None,
 ) -> None:
     """``record_llm_usage`` for async code: async threshold hooks are awaited on
     this loop (before any exhaustion error is raised)."""
@@ -321,6 +402,7 @@ async def arecord_llm_usage(
             duration_ms=duration_ms,
             cache_tokens=cache_tokens,
             cache_write_tokens=cache_write_tokens,
+            _hold=_hold,
         )
     except (BudgetExhausted, PricingUnknown) as exc:
         error = exc
@@ -341,6 +423,192 @@ def limits_in_force() -> bool:
     ) or any(budget.has_limit for budget, _ in frame.shared)
 
 
+_HELD = "held"
+_SETTLED = "settled"
+_RELEASED = "released"
+
+
+class Hold:
+    """A pre-flight's claim: a call's worst case held on every limited scope in
+    force (step, persona, run, enclosing runs) and on every shared pool.
+
+    Made by ``reserve``. ``settle`` records the call's real usage in the scope
+    the hold was taken in (replacing the hold); ``release`` frees it when the
+    call never happened (failed, cancelled). Either may be called once; later
+    calls do nothing. As a context manager, leaving the block releases a hold
+    that was not settled. Thread-safe.
+    """
+
+    __slots__ = ("frame", "ledgers", "model", "owner", "pico", "shared", "state", "tokens")
+
+    def __init__(
+        self, frame: _Frame, model: str, ledgers: tuple[Ledger, ...], tokens: int, pico: int
+    ) -> None:
+        self.frame = frame
+        self.owner: tuple[int, int] | None = None
+        """For ``check_budget``'s hold: the thread and task that made it."""
+        self.model = model
+        self.ledgers = ledgers
+        self.tokens = tokens
+        """The worst case held, in tokens and picodollars."""
+        self.pico = pico
+        self.shared: _reservations.SharedHeld = []
+        self.state = _HELD
+        """``held``, then ``settled`` or ``released``."""
+
+    @property
+    def held(self) -> bool:
+        return self.state is _HELD
+
+    def settle(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cost_usd: float | None = None,
+        duration_ms: int = 0,
+        cache_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        model: str | None = None,
+    ) -> None:
+        """Record the call's usage (as ``record_llm_usage`` does, in the hold's
+        scope, for ``model`` or the reserved one) and free the hold."""
+        record_llm_usage(
+            self.model if model is None else model,
+            input_tokens,
+            output_tokens,
+            cost_usd=cost_usd,
+            duration_ms=duration_ms,
+            cache_tokens=cache_tokens,
+            cache_write_tokens=cache_write_tokens,
+            _hold=self,
+        )
+
+    async def asettle(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cost_usd: float | None = None,
+        duration_ms: int = 0,
+        cache_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        model: str | None = None,
+    ) -> None:
+        """``settle`` for async code (async threshold hooks awaited here)."""
+        await arecord_llm_usage(
+            self.model if model is None else model,
+            input_tokens,
+            output_tokens,
+            cost_usd=cost_usd,
+            duration_ms=duration_ms,
+            cache_tokens=cache_tokens,
+            cache_write_tokens=cache_write_tokens,
+            _hold=self,
+        )
+
+    def release(self) -> None:
+        """Free the hold without recording anything: the call never happened."""
+        with self.frame.run.lock:
+            if self.state is not _HELD:
+                return
+            self.state = _RELEASED
+            for ledger in self.ledgers:
+                ledger.held_tokens -= self.tokens
+                ledger.held_pico -= self.pico
+        if self.shared:
+            _reservations.release(self.shared)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.state is _HELD:
+            self.release()
+
+    def __repr__(self) -> str:
+        return f"Hold(model={self.model!r}, tokens={self.tokens}, state={self.state!r})"
+
+
+def reserve(
+    model: str,
+    estimated_input_tokens: int,
+    max_output_tokens: int,
+    *,
+    price: PriceSource | None = None,
+) -> Hold:
+    """Pre-flight a model call: hold its worst case on every scope in force.
+
+    The worst case is ``estimated_input_tokens + max_output_tokens`` tokens,
+    and their price from ``price`` (default: the configured price source).
+    Under the run's lock, every limited scope (step, persona, run, enclosing
+    runs) is checked against what it has used plus what other calls in flight
+    hold, and the worst case is held on each; then shared pools reserve it.
+    Raises ``BudgetExhausted`` (``preflight=True``) naming the first scope,
+    innermost first, it cannot fit in, ``PricingUnknown`` when a USD limit is in
+    force and no price is known, ``SharedPoolUnavailable`` when a pool cannot
+    be reached; nothing stays held when it raises. Settle the returned ``Hold``
+    with the call's usage, or release it when the call fails.
+    """
+    _check_count("reserve", "estimated_input_tokens", estimated_input_tokens)
+    _check_count("reserve", "max_output_tokens", max_output_tokens)
+    if not isinstance(model, str):
+        raise TypeError(f"reserve: model must be a string, got {_short(model)}")
+    frame = _get_frame() or active_frame()
+    limited = tuple(
+        led for led in frame.accounted if led.max_tokens is not None or led.max_pico is not None
+    )
+    worst_tokens = estimated_input_tokens + max_output_tokens
+    worst_pico = 0
+    usd_ledger = next((led for led in limited if led.max_pico is not None), None)
+    shared_usd = next((b for b, _ in frame.shared if b.max_pico is not None), None)
+    if usd_ledger is not None or shared_usd is not None:
+        cost = _price(
+            price or settings.price_source, model, estimated_input_tokens, max_output_tokens
+        )
+        if cost is None:
+            if usd_ledger is not None:
+                raise PricingUnknown(model, scope=usd_ledger.kind, scope_name=usd_ledger.name)
+            assert shared_usd is not None
+            raise PricingUnknown(model, scope="shared", scope_name=shared_usd.key)
+        worst_pico = round(cost * PICO_PER_USD)
+    if limited:
+        with frame.run.lock:
+            for ledger in limited:
+                limit = ledger.max_tokens
+                if limit is not None:
+                    used = ledger.input_tokens + ledger.output_tokens + ledger.held_tokens
+                    if used + worst_tokens > limit:
+                        raise _exhausted(frame, ledger, "max_tokens", limit, projected=worst_tokens)
+                max_pico = ledger.max_pico
+                if max_pico is not None and ledger.cost_pico + ledger.held_pico + worst_pico > (
+                    max_pico
+                ):
+                    raise _exhausted(
+                        frame,
+                        ledger,
+                        "max_usd",
+                        pico_to_usd(max_pico),
+                        projected=pico_to_usd(worst_pico),
+                    )
+            for ledger in limited:
+                ledger.held_tokens += worst_tokens
+                ledger.held_pico += worst_pico
+    hold = Hold(frame, model, limited, worst_tokens, worst_pico)
+    if frame.shared:
+        try:
+            hold.shared = _reservations.reserve(frame, worst_tokens, worst_pico)
+        except BaseException:
+            hold.release()
+            raise
+    return hold
+
+
 def check_budget(
     model: str,
     estimated_input_tokens: int,
@@ -348,46 +616,40 @@ def check_budget(
     *,
     price: PriceSource | None = None,
 ) -> None:
-    """Pre-flight: raise before a call that the active budgets cannot afford.
+    """Pre-flight for code that reports usage with ``record_llm_usage``: raise
+    before a call the active budgets cannot afford, else hold its worst case.
 
-    The worst case is ``estimated_input_tokens + max_output_tokens`` tokens, and
-    their price from ``price`` (default: the configured price source). Raises
-    ``BudgetExhausted`` with ``preflight=True`` naming the first scope, innermost
-    first, that it would push over a limit (an already exhausted scope included),
-    or ``PricingUnknown`` when a USD budget is in force and no price is known.
-    Then, when shared budgets are in force, reserves the worst case in their
-    pools (settled by the next ``record_llm_usage`` in this context), raising
-    ``BudgetExhausted`` with ``scope="shared"`` when a pool cannot fit it and
-    ``SharedPoolUnavailable`` when a pool cannot be reached.
+    The same check and hold as ``reserve``; the hold is kept in this context
+    and settled by the next ``record_llm_usage`` here (a stream finished in a
+    copy of this context included), released by ``release_budget_hold()``
+    when the call fails, or replaced by this context's next ``check_budget``.
     """
-    _check_count("check_budget", "estimated_input_tokens", estimated_input_tokens)
-    _check_count("check_budget", "max_output_tokens", max_output_tokens)
-    frame = active_frame()
-    accounted = frame.accounted
-    worst_tokens = estimated_input_tokens + max_output_tokens
-    worst_pico = 0
-    usd_ledger = next((led for led in accounted if led.max_pico is not None), None)
-    if usd_ledger is not None:
-        source = price or settings.price_source
-        cost = _price(source, model, estimated_input_tokens, max_output_tokens)
-        if cost is None:
-            raise PricingUnknown(model, scope=usd_ledger.kind, scope_name=usd_ledger.name)
-        worst_pico = usd_to_pico(cost)
-    with frame.run.lock:
-        for ledger in accounted:
-            if ledger.max_tokens is not None:
-                used = ledger.input_tokens + ledger.output_tokens
-                if used + worst_tokens > ledger.max_tokens:
-                    raise _exhausted(
-                        frame, ledger, "max_tokens", ledger.max_tokens, projected=worst_tokens
-                    )
-            if ledger.max_pico is not None and ledger.cost_pico + worst_pico > ledger.max_pico:
-                raise _exhausted(
-                    frame,
-                    ledger,
-                    "max_usd",
-                    pico_to_usd(ledger.max_pico),
-                    projected=pico_to_usd(worst_pico),
-                )
-    if frame.shared:
-        _reservations.reserve(frame, model, estimated_input_tokens, max_output_tokens, price)
+    owner = _owner()
+    previous = _get_pending()
+    # A copied context (a task or bound thread started after the pre-flight)
+    # sees the same hold: only the thread or task that made it replaces it.
+    if previous is not None and previous.state is _HELD and previous.owner == owner:
+        previous.release()
+    hold = reserve(model, estimated_input_tokens, max_output_tokens, price=price)
+    hold.owner = owner
+    _context.pending_hold.set(hold)
+
+
+def _owner() -> tuple[int, int]:
+    """(thread id, id of the running asyncio task or 0)."""
+    task = 0
+    asyncio = sys.modules.get("asyncio")  # never imported here just to ask
+    if asyncio is not None:
+        try:
+            task = id(asyncio.current_task())
+        except RuntimeError:  # no running loop in this thread
+            pass
+    return threading.get_ident(), task
+
+
+def release_budget_hold() -> None:
+    """Free the hold of this context's last ``check_budget`` when its call never
+    happened (a provider error, a cancellation). Does nothing when settled."""
+    hold = _get_pending()
+    if hold is not None and hold.state is _HELD:
+        hold.release()

@@ -224,6 +224,13 @@ get_frame = _active.get
 set_frame = _active.set
 reset_frame = _active.reset
 
+pending_hold: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "steptrace_pending_hold", default=None
+)
+"""The ``Hold`` of this context's last ``check_budget``, settled by the next
+``record_llm_usage`` here. The hold is mutable, so a record made in a copy of
+this context (a stream finished in a callback) still marks it settled."""
+
 
 class ContextSnapshot:
     """The detached step and persona stacks of one context (opaque)."""

@@ -28,8 +28,7 @@ from typing import Any
 
 from . import spans as _spans
 from ._run import Continuation, Run, active_frame
-from ._shared import SharedBudget
-from .budget import Budget
+from ._shared import BudgetSpec, SharedBudget, split_budget
 
 __all__ = ["CARRIER_VERSION", "extract", "inject", "span_id_hex", "trace_id_hex"]
 
@@ -96,7 +95,7 @@ def inject() -> dict[str, Any]:
 def extract(
     carrier: Mapping[str, Any],
     *,
-    budget: Budget | Mapping[str, Any] | None = None,
+    budget: BudgetSpec = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Run:
     """Continue the run ``carrier`` (from ``inject``) came from, here:
@@ -105,7 +104,8 @@ def extract(
     The ``Run`` has the carrier's run id and name, its root span's parent is
     the carrier's span, and usage inside it draws from the carrier's shared
     budgets (their pools are rebuilt from kind and URL, once per process).
-    ``budget`` adds a local budget for this part of the run; ``metadata``
+    ``budget`` adds limits for this part of the run (any form ``run(budget=)``
+    takes: a local budget, shared ones, or both); ``metadata``
     describes it. A malformed carrier raises ``ValueError``/``TypeError``
     naming the field.
     """
@@ -137,13 +137,13 @@ def extract(
         SharedBudget.from_carrier(item, f"extract: carrier field 'shared_budgets[{index}]'")
         for index, item in enumerate(listed)
     )
-    local = Budget.coerce(budget, f"run `{run_name}` (extract)")
+    local, more = split_budget(budget, f"run `{run_name}` (extract)")
     return Run(
         run_name or None,
         budget=local,
         metadata=metadata,
         _continues=Continuation(run_id, span_id, traceparent),
-        _shared=shared,
+        _shared=(*shared, *more),
     )
 
 

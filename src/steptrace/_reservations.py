@@ -1,19 +1,17 @@
-"""How shared budgets ride on the accounting: reserve before, settle after.
+"""The shared backend of budget holds: reservations in a pool every process draws from.
 
-``check_budget`` (the pre-flight every ``llm_call`` makes) calls ``reserve``:
-for every shared budget in force it asks the pool to hold the call's worst
-case (prompt estimate plus the output cap, priced), and refuses with the same
-``BudgetExhausted`` a local budget gives (``scope="shared"``, ``scope_name``
-the key) when the pool cannot fit it beside what is settled and reserved.
-The holds are kept in this context (a ContextVar) until the call reports back.
-
-``record_llm_usage`` calls ``settle`` when the frame has shared budgets (the
-only test it makes for them): each held reservation is replaced by the actual
-amount, and a budget without a hold gets the amount added; a budget now
-strictly over a limit gives the error to raise after recording, exactly as a
-local budget does. ``release_pending`` drops holds whose call never happened
-(a provider error, the run ending). A worker that dies holding a reservation
-leaves it to expire on the pool's clock after ``reservation_ttl`` seconds.
+A pre-flight (``steptrace.reserve``, ``check_budget``, every ``llm_call``) holds
+the call's worst case on every scope in force. Local scopes (step, persona,
+run) are held in their ledgers under the run's lock (``_accounting``); shared
+budgets are held here, by asking each pool to reserve the worst case, refusing
+with the same ``BudgetExhausted`` a local budget gives (``scope="shared"``,
+``scope_name`` the key) when the pool cannot fit it beside what is settled and
+reserved. The ``Hold`` keeps the reservations until its call reports back:
+``settle`` replaces each with the actual amount (a budget without a hold gets
+the amount added), and returns the error to raise after recording when a
+budget is now strictly over a limit; ``release`` drops holds whose call never
+happened. A worker that dies holding a reservation leaves it to expire on the
+pool's clock after ``reservation_ttl`` seconds.
 
 Bounds: a call that went through the pre-flight can only push a pool over its
 limit when its actual usage exceeds the reserved worst case (the provider
@@ -25,36 +23,20 @@ fleet of N workers by at most N such calls.
 
 from __future__ import annotations
 
-import contextvars
 import time
 from typing import TYPE_CHECKING
 
-from ._config import settings
 from ._shared import PoolTotals, SharedBudget
-from .budget import PriceSource, pico_to_usd, usd_to_pico
+from .budget import pico_to_usd
 from .errors import BudgetExhausted, PricingUnknown, SharedPoolUnavailable
 
 if TYPE_CHECKING:
     from ._context import Frame
 
-__all__ = ["release_pending", "reserve", "settle"]
+__all__ = ["SharedHeld", "release", "reserve", "settle"]
 
-
-class _Holds:
-    """The reservations one pre-flight made: (budget, pool key, reservation id)."""
-
-    __slots__ = ("done", "held")
-
-    def __init__(self, held: list[tuple[SharedBudget, str, str]]) -> None:
-        self.held = held
-        self.done = False
-
-
-# A mutable holder, so a record made in a copy of this context (a stream
-# finished in a callback) still marks the holds settled.
-_pending: contextvars.ContextVar[_Holds | None] = contextvars.ContextVar(
-    "steptrace_shared_holds", default=None
-)
+SharedHeld = list[tuple[SharedBudget, str, str]]
+"""The reservations one pre-flight made: (budget, pool key, reservation id)."""
 
 
 def _error(
@@ -93,32 +75,16 @@ def _error(
     )
 
 
-def reserve(
-    frame: Frame,
-    model: str,
-    input_tokens: int,
-    max_output_tokens: int,
-    price: PriceSource | None,
-) -> None:
-    """Hold the worst case on every shared budget in force, or raise
-    ``BudgetExhausted`` (``preflight=True``) naming the first that cannot fit;
-    nothing stays held when it raises."""
-    release_pending()
-    shared = frame.shared
-    worst_tokens = input_tokens + max_output_tokens
-    worst_pico = 0
-    priced = next((b for b, _ in shared if b.max_pico is not None), None)
-    if priced is not None:
-        source = price or settings.price_source
-        cost = None if source is None else source.cost_usd(model, input_tokens, max_output_tokens)
-        if cost is None:
-            raise PricingUnknown(model, scope="shared", scope_name=priced.key)
-        worst_pico = usd_to_pico(cost)
+def reserve(frame: Frame, worst_tokens: int, worst_pico: int) -> SharedHeld:
+    """Hold the worst case on every shared budget in force and return the holds,
+    or raise ``BudgetExhausted`` (``preflight=True``) naming the first that
+    cannot fit; nothing stays held when it raises. ``worst_pico`` is the priced
+    worst case (the caller priced it when any shared budget has a USD limit)."""
     run_id = frame.run.id
     now = time.time()
-    held: list[tuple[SharedBudget, str, str]] = []
+    held: SharedHeld = []
     try:
-        for budget, owner in shared:
+        for budget, owner in frame.shared:
             if not budget.has_limit:
                 continue  # a metering-only budget has nothing to refuse
             key = budget.pool_key(run_id, now)
@@ -135,10 +101,9 @@ def reserve(
                 raise _refusal(frame, budget, owner, totals, worst_tokens, worst_pico)
             held.append((budget, key, reservation))
     except BaseException:
-        _release(held)
+        release(held)
         raise
-    if held:
-        _pending.set(_Holds(held))
+    return held
 
 
 def _refusal(
@@ -163,16 +128,14 @@ def _refusal(
     )
 
 
-def settle(frame: Frame, model: str, tokens: int, pico: int, priced: bool) -> BaseException | None:
-    """Settle this context's holds with the actual usage, or add it where there
-    is no hold. Returns the error to raise after recording: a budget now
-    strictly over a limit, an unreachable pool, or an unpriced call under a
-    shared USD limit."""
-    holds = _pending.get()
-    by_budget: dict[int, tuple[str, str]] = {}
-    if holds is not None and not holds.done:
-        holds.done = True
-        by_budget = {id(budget): (key, rid) for budget, key, rid in holds.held}
+def settle(
+    frame: Frame, held: SharedHeld, model: str, tokens: int, pico: int, priced: bool
+) -> BaseException | None:
+    """Settle ``held`` (a pre-flight's holds, possibly empty) with the actual
+    usage, or add it where there is no hold. Returns the error to raise after
+    recording: a budget now strictly over a limit, an unreachable pool, or an
+    unpriced call under a shared USD limit."""
+    by_budget = {id(budget): (key, rid) for budget, key, rid in held}
     error: BaseException | None = None
     run_id = frame.run.id
     now = time.time()
@@ -190,9 +153,9 @@ def settle(frame: Frame, model: str, tokens: int, pico: int, priced: bool) -> Ba
             error = _error(frame, budget, owner, True, totals.tokens, totals.pico, None)
         elif budget.max_pico is not None and totals.pico > budget.max_pico:
             error = _error(frame, budget, owner, False, totals.tokens, totals.pico, None)
-    if by_budget and holds is not None:
+    if by_budget:
         # Held by the pre-flight but not in force here (recorded in another scope).
-        _release([h for h in holds.held if id(h[0]) in by_budget])
+        release([h for h in held if id(h[0]) in by_budget])
     if error is None and not priced:
         usd = next((b for b, _ in frame.shared if b.max_pico is not None), None)
         if usd is not None:
@@ -200,15 +163,8 @@ def settle(frame: Frame, model: str, tokens: int, pico: int, priced: bool) -> Ba
     return error
 
 
-def release_pending() -> None:
-    """Drop this context's holds whose call never reported back."""
-    holds = _pending.get()
-    if holds is not None and not holds.done:
-        holds.done = True
-        _release(holds.held)
-
-
-def _release(held: list[tuple[SharedBudget, str, str]]) -> None:
+def release(held: SharedHeld) -> None:
+    """Drop reservations whose call never happened."""
     for budget, key, reservation in held:
         try:
             budget.pool.release(key, reservation)

@@ -13,24 +13,33 @@ run records it from the start.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
+import weakref
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _context
-from ._reservations import release_pending
 from ._shared import BudgetSpec, SharedBudget, split_budget
 from .budget import PICO_PER_USD, Ledger, Usage
 
 if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
-from .spans import Span, SpanKind, end_span, notify_start
+from .spans import Span, SpanKind, describe_error, end_span, notify_amended, notify_start
 
-__all__ = ["CompletedStep", "EventCursor", "Run", "TraceCursor", "current_run", "run"]
+__all__ = [
+    "CompletedStep",
+    "EventCursor",
+    "Run",
+    "StepCursor",
+    "TraceCursor",
+    "current_run",
+    "run",
+]
 
 
 class CompletedStep(NamedTuple):
@@ -148,9 +157,13 @@ class Run:
         _default: bool = False,
         _continues: Continuation | None = None,
         _shared: tuple[SharedBudget, ...] = (),
+        _parent: _context.Frame | None = None,
+        retain: int | None = None,
     ) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"run: name must be a string, got {name!r}")
+        # A continuation hangs under a span of another process, never under this one's.
+        parent = None if _continues is not None else _parent
         self.id = _new_run_id() if _continues is None else _continues.run_id
         self.name = name or ("default" if _default else "run")
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -181,7 +194,46 @@ class Run:
         self.spans: list[Span] = []
         """Every span of the run (run, personas, steps, user spans), in start order."""
         self.tracing_enabled = trace_llm
-        self.lock = threading.Lock()
+        self.parent: Run | None = None if parent is None else parent.run
+        """The run this one was opened in (its usage counts against that run's
+        scopes too), or None for a top-level run."""
+        self.parent_run_id: str | None = None
+        """The enclosing run's id, when that run is recorded (not a default run)."""
+        self.parent_span_id: int | None = None
+        if parent is not None and not parent.run.is_default:
+            self.parent_run_id = parent.run.id
+            self.parent_span_id = parent.span_id
+        # One lock for a run and the runs nested in it: a usage record updates
+        # ledgers of both, atomically with every pre-flight hold on them.
+        self.lock: threading.Lock = threading.Lock() if parent is None else parent.run.lock
+        if retain is not None and (
+            isinstance(retain, bool) or not isinstance(retain, int) or retain < 1
+        ):
+            raise ValueError(f"run `{self.name}`: retain must be a positive int, got {retain!r}")
+        self.retain = retain
+        """How many of each record (spans, ended steps, events, LLM calls) the run
+        keeps in memory; None keeps everything. Older records are dropped in
+        batches once twice as many are held (see ``trim``)."""
+        self.trim_at = _NEVER if retain is None else 2 * retain
+        self.dropped = {"spans": 0, "steps": 0, "events": 0, "llm_calls": 0}
+        """Records dropped by retention (the ledger totals still count them)."""
+        self.dropped_statuses: Counter[str] = Counter()
+        # Where each list starts in its whole record: readers keep absolute
+        # positions, so trimming the front never shifts what they read next.
+        self.readers: weakref.WeakSet[EventCursor | TraceCursor | StepCursor] = weakref.WeakSet()
+        """Cursors reading this run's records (store writer, exporters): retention
+        never drops a record one of them has not read yet."""
+        self.backpressure: list[Callable[[], object]] = []
+        """Called (on the run's thread) when readers lag so far behind that
+        retention cannot drop anything: each waits for its reader to catch up."""
+        self.spans_base = 0
+        self.steps_base = 0
+        self.events_base = 0
+        self.trace_base = 0
+        self.late_calls = 0
+        """LLM calls recorded after the scope they were made in had ended."""
+        self.amended_steps: list[_context.StepFrame] = []
+        """Ended steps whose ledger row changed after they ended (late usage)."""
         self._token: Any = None
         self.ended_steps: list[_context.StepFrame] = []
         """Ended step frames, in order; ``completed_steps`` is built from them."""
@@ -191,12 +243,18 @@ class Run:
         self.root = _context.Frame(
             self.name,
             SpanKind.RUN,
-            None,
+            parent,
             self,
             self.ledger,
             {"run.name": self.name},
             self.shared_budgets,
         )
+        # A nested run's calls are its own record, not rows of the step around it.
+        self.root.step = None
+        if self.parent_run_id is not None:
+            self.root.metadata["steptrace.parent_run_id"] = self.parent_run_id
+        elif parent is not None:
+            self.root.parent_id = None  # the enclosing default run is not recorded
         if _continues is not None:
             # The root hangs under the span that called inject() in the other process.
             self.root.parent_id = _continues.parent_span_id
@@ -208,8 +266,73 @@ class Run:
 
     def opened(self, frame: _context.Frame) -> None:
         """Record a frame just created in this run and show it to span processors."""
-        self.spans.append(frame)
+        spans = self.spans
+        spans.append(frame)
+        if len(spans) > self.trim_at:
+            self.trim()
         notify_start(frame)
+
+    def trim(self) -> None:
+        """Drop the oldest records beyond ``retain`` of each kind, counting them.
+
+        Called when a list reaches twice ``retain`` (so trimming is amortized
+        to a slice deletion every ``retain`` records). Never drops what a
+        registered reader (the store writer, an exporter) has not read yet: a
+        reader that falls behind holds the records until it catches up. Under
+        the lock, so a reader holding it sees each list and its base
+        consistently; appends that take no lock (spans, ended steps) land at
+        the end, untouched."""
+        keep = self.retain
+        if keep is None:
+            return
+        with self.lock:
+            unread_steps = unread_events = unread_trace = _NEVER
+            for reader in self.readers:
+                if type(reader) is StepCursor:
+                    unread_steps = min(unread_steps, reader.position - self.steps_base)
+                elif type(reader) is EventCursor:
+                    unread_events = min(unread_events, reader.unread_from(self.events))
+                elif type(reader) is TraceCursor:
+                    unread_trace = min(unread_trace, reader.unread_from(self.raw_trace))
+            dropped = self.dropped
+            excess = len(self.spans) - keep
+            if excess > 0:
+                del self.spans[:excess]
+                self.spans_base += excess
+                dropped["spans"] += excess
+            ended = self.ended_steps
+            excess = min(len(ended) - keep, unread_steps)
+            if excess > 0:
+                rows = self.ledger_rows
+                statuses = self.dropped_statuses
+                for frame in ended[:excess]:
+                    statuses[frame.outcome or "completed"] += 1
+                    rows.pop(frame.span_id, None)
+                del ended[:excess]
+                self.steps_base += excess
+                dropped["steps"] += excess
+            excess = min(len(self.events) - keep, unread_events)
+            if excess > 0:
+                del self.events[:excess]
+                del self.event_span_ids[:excess]
+                self.events_base += excess
+                dropped["events"] += excess
+            excess = min(len(self.raw_trace) - keep, unread_trace)
+            if excess > 0:
+                del self.raw_trace[:excess]
+                self.trace_base += excess
+                dropped["llm_calls"] += excess
+            behind = max(len(ended), len(self.events), len(self.raw_trace)) > 2 * self.trim_at
+        if behind and not _catching_up.get():
+            # A reader pins records four times the retention: the run waits
+            # for it rather than grow without bound (the store writer's flush).
+            token = _catching_up.set(True)
+            try:
+                for wait in list(self.backpressure):
+                    wait()
+            finally:
+                _catching_up.reset(token)
+            self.trim()
 
     def events_by_span(self) -> list[tuple[int, AgentEvent]]:
         """``(span id, event)`` for every event, in order (for exporters)."""
@@ -265,12 +388,17 @@ class Run:
         """Close the run record (called on leaving the ``with`` block)."""
         if self.ended_at is not None:
             return
-        release_pending()  # a shared hold whose call never reported back
-        self.ended_at = time.time()
-        self.status = "completed" if error is None else "failed"
-        if error is not None:
-            self.error = f"{type(error).__name__}: {error}"
-        usage = self.ledger.usage()
+        pending = _context.pending_hold.get()
+        if pending is not None and pending.frame.run is self:
+            pending.release()  # a pre-flight hold whose call never reported back
+        with self.lock:
+            self.ended_at = time.time()
+            if error is not None:
+                self.status = "failed"
+                self.error = describe_error(error)  # credentials redacted
+            else:
+                self.status = "over_budget" if over_limit(self.ledger) else "completed"
+            usage = self.ledger.usage()
         span = self.root
         span.metadata.update(
             input_tokens=usage.input_tokens,
@@ -299,7 +427,8 @@ class Run:
 
         usage = self.usage()
         statuses = Counter(step.status for step in self.completed_steps)
-        return {
+        statuses.update(self.dropped_statuses)
+        summary = {
             "run_id": self.id,
             "name": self.name,
             "status": self.status,
@@ -312,12 +441,59 @@ class Run:
             "budget": None if self.budget is None else self.budget.to_dict(),
             "agent": summarize_events(self.events),
         }
+        if self.retain is not None:
+            # The totals and step counts above are exact; ``agent`` rolls up
+            # the events still held.
+            summary["retention"] = {"retain": self.retain, "dropped": dict(self.dropped)}
+        return summary
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, name={self.name!r}, status={self.status!r})"
 
 
+def over_limit(ledger: Ledger) -> bool:
+    """Whether a scope's usage is strictly over one of its limits."""
+    return (
+        ledger.max_tokens is not None
+        and ledger.input_tokens + ledger.output_tokens > ledger.max_tokens
+    ) or (ledger.max_pico is not None and ledger.cost_pico > ledger.max_pico)
+
+
+def amend_late(frame: _context.Frame) -> None:
+    """File usage recorded after its scope ended: counted on the run, the ended
+    step's ledger row rebuilt, the run's status ``over_budget`` when it had
+    ended within its limits and no longer is, and processors told."""
+    run = frame.run
+    step = frame.step
+    with run.lock:
+        run.late_calls += 1
+        if step is not None and step.end_ns is not None:
+            run.ledger_rows.pop(step.span_id, None)
+            run.amended_steps.append(step)
+        if run.ended_at is not None and run.status == "completed" and over_limit(run.ledger):
+            run.status = "over_budget"
+            run.root.metadata["status"] = "over_budget"
+        if run.ended_at is not None:
+            usage = run.ledger.usage()
+            run.root.metadata.update(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=usage.cost_usd,
+                llm_calls=usage.llm_calls,
+            )
+    notify_amended(run.root)
+
+
 _STATUSES = ("completed", "failed", "skipped", "escalated")
+_NEVER = 2**62
+
+_catching_up: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "steptrace_catching_up", default=False
+)
+
+DEFAULT_RETAIN = 10_000
+"""What a default run keeps of each record: it lives as long as its thread,
+which in a service is the whole process."""
 
 
 class EventCursor:
@@ -325,49 +501,112 @@ class EventCursor:
     time, for span processors (exporters, the store writer).
 
     ``read()`` returns the ``(span id, event)`` pairs emitted since the last
-    call. It takes no lock, so a processor called while the run's lock is held
-    elsewhere cannot deadlock: it relies on ``emit_event`` appending the event
-    before its span id (only complete pairs are returned) and on
-    ``take_agent_trace`` swapping in new lists rather than clearing them
-    (a swap is seen, and reading starts over on the new lists). Not
-    thread-safe itself: callers serialize their own reads.
+    call. Positions are absolute (``events_base`` plus the list index), so
+    retention trimming the front of the list never makes it skip or repeat
+    an event; events trimmed before they were read are counted in ``lost``.
+    It takes the run's lock briefly: never call it while holding that lock.
+    ``take_agent_trace`` swaps in a new list with base 0, and reading starts
+    over on it. Not thread-safe itself: callers serialize their own reads.
     """
 
-    __slots__ = ("_events", "_ids", "_read", "_run")
+    __slots__ = ("__weakref__", "_events", "_position", "_run", "lost")
 
     def __init__(self, run: Run) -> None:
         self._run = run
         self._events: list[AgentEvent] | None = None
-        self._ids: list[int] | None = None
-        self._read = 0
+        self._position = 0
+        self.lost = 0
+        run.readers.add(self)
+
+    def unread_from(self, events: list[AgentEvent]) -> int:
+        """How many of ``events`` (the run's list now) this cursor has read."""
+        return self._position - self._run.events_base if events is self._events else 0
 
     def read(self) -> list[tuple[int, AgentEvent]]:
-        events, ids = self._run.events, self._run.event_span_ids
-        if self._events is not events or self._ids is not ids:
-            self._events, self._ids, self._read = events, ids, 0
-        count = min(len(events), len(ids))
-        start, self._read = self._read, max(count, self._read)
-        return list(zip(ids[start:count], events[start:count], strict=True))
+        run = self._run
+        with run.lock:
+            events, ids, base = run.events, run.event_span_ids, run.events_base
+            if self._events is not events:
+                self._events, self._position = events, 0
+            start = self._position - base
+            if start < 0:
+                self.lost -= start
+                start = 0
+            count = min(len(events), len(ids))  # a pair is complete once both are in
+            self._position = base + count
+            return list(zip(ids[start:count], events[start:count], strict=True))
 
 
 class TraceCursor:
     """Reads a run's raw LLM trace log a little at a time, like ``EventCursor``
-    (no lock; a ``take_trace`` swap is seen and reading starts over). Each item
-    is the raw tuple: ``LlmTraceEntry`` fields, the recording frame, wall time."""
+    (absolute positions, trimmed entries counted in ``lost``, a ``take_trace``
+    swap seen). Each item is a raw ``TraceRecord``."""
 
-    __slots__ = ("_read", "_run", "_trace")
+    __slots__ = ("__weakref__", "_position", "_run", "_trace", "lost")
 
     def __init__(self, run: Run) -> None:
         self._run = run
         self._trace: list[tuple[Any, ...]] | None = None
-        self._read = 0
+        self._position = 0
+        self.lost = 0
+        run.readers.add(self)
+
+    def unread_from(self, trace: list[tuple[Any, ...]]) -> int:
+        """How many of ``trace`` (the run's list now) this cursor has read."""
+        return self._position - self._run.trace_base if trace is self._trace else 0
 
     def read(self) -> list[tuple[Any, ...]]:
-        trace = self._run.raw_trace
-        if self._trace is not trace:
-            self._trace, self._read = trace, 0
-        start, self._read = self._read, max(len(trace), self._read)
-        return trace[start : self._read]
+        run = self._run
+        with run.lock:
+            trace, base = run.raw_trace, run.trace_base
+            if self._trace is not trace:
+                self._trace, self._position = trace, 0
+            start = self._position - base
+            if start < 0:
+                self.lost -= start
+                start = 0
+            count = len(trace)
+            self._position = base + count
+            return trace[start:count]
+
+
+class StepCursor:
+    """Reads a run's ended steps a little at a time, with each one's absolute
+    ledger position (its place among every step the run ended), and the
+    amended ones (late usage) again. Reads each length once under the lock:
+    a step ending meanwhile is read next time, never skipped."""
+
+    __slots__ = ("__weakref__", "_amended", "_run", "lost", "position")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self.position = 0
+        """Absolute: how many of the run's ended steps were read."""
+        self._amended = 0
+        self.lost = 0
+        run.readers.add(self)
+
+    def read(self) -> list[tuple[int, _context.StepFrame]]:
+        run = self._run
+        with run.lock:
+            ended, base = run.ended_steps, run.steps_base
+            start = self.position - base
+            if start < 0:
+                self.lost -= start
+                start = 0
+            count = len(ended)
+            self.position = base + count
+            read = [(base + index, ended[index]) for index in range(start, count)]
+            amended = run.amended_steps
+            count = len(amended)
+            for index in range(self._amended, count):
+                frame = amended[index]
+                try:
+                    read.append((base + ended.index(frame), frame))
+                except ValueError:
+                    self.lost += 1  # trimmed since: its row stays as first written
+            self._amended = count
+        return read
 
 
 def trace_entries(raw: list[tuple[Any, ...]]) -> list[LlmTraceEntry]:
@@ -410,21 +649,39 @@ def run(
     *,
     budget: BudgetSpec = None,
     metadata: Mapping[str, Any] | None = None,
+    detached: bool = False,
+    retain: int | None = None,
 ) -> Run:
     """Open a run: ``with steptrace.run("nightly", budget={"max_usd": 2}) as r:``.
 
     The run's budget caps everything inside it; usage counts against it as well
     as against every enclosing step and persona budget. ``budget`` may also be a
     ``SharedBudget`` or a list of one local budget and shared ones.
+
+    A run opened inside another run (or inside a step or persona) is its child:
+    its usage counts against every enclosing scope, and the store shows it under
+    its parent. ``detached=True`` opens an independent top-level run instead,
+    whose usage no enclosing budget sees: an explicit choice, for work that is
+    not the caller's to pay for.
+
+    ``retain`` bounds what the run keeps in memory (spans, ended steps, events,
+    LLM calls: that many of each, the oldest dropped and counted); None, the
+    default, keeps everything. A store recording the run has been handed each
+    record long before it is dropped.
     """
-    return Run(name, budget=budget, metadata=metadata)
+    if not isinstance(detached, bool):
+        raise TypeError(f"run: detached must be True or False, got {detached!r}")
+    parent = None if detached else _context.get_frame()
+    if parent is not None and parent.run.is_default and parent is parent.run.root:
+        parent = None  # no scope around: a top-level run
+    return Run(name, budget=budget, metadata=metadata, _parent=parent, retain=retain)
 
 
 def active_frame() -> _context.Frame:
     """The innermost frame of this context, creating the default run if needed."""
     frame = _context.get_frame()
     if frame is None:
-        frame = Run(_default=True, trace_llm=False).root
+        frame = Run(_default=True, trace_llm=False, retain=DEFAULT_RETAIN).root
         _context.set_frame(frame)
     return frame
 
@@ -436,6 +693,6 @@ def current_run() -> Run:
 
 def new_default_run() -> Run:
     """Replace this context's state with a fresh default run (see ``reset``)."""
-    fresh = Run(_default=True, trace_llm=False)
+    fresh = Run(_default=True, trace_llm=False, retain=DEFAULT_RETAIN)
     _context.set_frame(fresh.root)
     return fresh

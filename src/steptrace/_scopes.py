@@ -161,7 +161,10 @@ class StepScope:
     def open(self) -> _StepFrame:
         parent = _get_frame() or active_frame()
         frame = _StepFrame(self.definition, parent, self.limits)
-        parent.run.spans.append(frame)
+        run = parent.run
+        run.spans.append(frame)
+        if len(run.spans) > run.trim_at:
+            run.trim()
         if _spans.processors or registered_hooks:
             self.announce(frame)
         return frame

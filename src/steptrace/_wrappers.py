@@ -74,7 +74,10 @@ def _wrap_sync_step(fn: Callable[..., Any], scope: StepScope) -> Callable[..., A
         parent = _get_frame() or active_frame()
         frame = _StepFrame(definition, parent, limits)
         run = parent.run
-        run.spans.append(frame)
+        spans = run.spans
+        spans.append(frame)
+        if len(spans) > run.trim_at:
+            run.trim()  # retention: see Run.trim
         if _spans.processors or registered_hooks:
             call = announce(frame, (args, kwargs))
             if call is not None:  # a PreStep hook rewrote the arguments

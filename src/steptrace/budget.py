@@ -22,6 +22,18 @@ __all__ = ["Budget", "PriceSource", "Usage"]
 
 PICO_PER_USD = 10**12
 
+MAX_CALL_TOKENS = 10**12
+"""The most tokens one recorded call may count (input, output, cache or duration
+in ms alike): far beyond any model, far below where sums overflow a store's
+64-bit integers."""
+
+MAX_CALL_USD = 1_000_000.0
+"""The most one recorded call may cost, in USD."""
+
+MAX_BUDGET_USD = 9_000_000.0
+"""The largest ``max_usd`` limit: picodollars must fit a signed 64-bit integer
+(about $9.2M) in stores and shared pools."""
+
 
 def usd_to_pico(usd: float) -> int:
     return round(usd * PICO_PER_USD)
@@ -97,9 +109,29 @@ def _check_max_usd(value: object, owner: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{owner}: budget.max_usd must be a number >= 0, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{owner}: budget.max_usd must be a finite number >= 0, got {value}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_BUDGET_USD:
+        raise ValueError(
+            f"{owner}: budget.max_usd must be a number between 0 and "
+            f"{MAX_BUDGET_USD:,.0f}, got {value!r}"
+        )
     return float(value)
+
+
+def checked_price(answer: object, source: object, model: str) -> float:
+    """A price source's answer that was not a plain float in range: accept an
+    int, refuse anything else naming the value and the source (a negative price
+    would credit a ledger, NaN poisons every total after it)."""
+    if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer <= MAX_CALL_USD:
+        return float(answer)
+    if isinstance(answer, float) and math.isfinite(answer) and 0 <= answer <= MAX_CALL_USD:
+        return answer
+    text = repr(answer)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    raise ValueError(
+        f"price source {type(source).__name__} priced model {model!r} at {text}: "
+        f"expected None (unknown) or a number of USD between 0 and {MAX_CALL_USD:,.0f}"
+    )
 
 
 class Usage(NamedTuple):
@@ -123,6 +155,8 @@ class Ledger:
     __slots__ = (
         "cost_pico",
         "fired_thresholds",
+        "held_pico",
+        "held_tokens",
         "input_tokens",
         "kind",
         "llm_calls",
@@ -151,6 +185,9 @@ class Ledger:
         self.output_tokens = 0
         self.cost_pico = 0
         self.llm_calls = 0
+        self.held_tokens = 0
+        """Worst cases held by pre-flights whose calls have not reported back."""
+        self.held_pico = 0
         self.fired_thresholds: set[int] | None = None
 
     @property

@@ -5,9 +5,11 @@ dataclasses. ``to_dict()`` gives the seed's serde shape exactly
 (``{"type": "<snake_case>", ...fields in declaration order}``) and
 ``event_from_dict`` reads it back, rejecting unknown types, missing or extra
 fields and wrongly typed values with an error naming the event and the field.
-``summarize_events`` computes the seed's ``agent_trace_summary`` dict (exactly its
-keys) from any sequence of events. This module knows nothing about runs; the
-functions that read and write the current run's event log live in ``tracing``.
+``summarize_events`` computes the seed's ``agent_trace_summary`` keys from any
+sequence of events, as a roll-up over every loop with a stated meaning, and
+beside them a summary per loop and the LLM calls made outside any loop. This
+module knows nothing about runs; the functions that read and write the current
+run's event log live in ``tracing``.
 
 The LLM call trace log entry (``LlmTraceEntry``) is here too: the seed's four
 fields plus two optional ones.
@@ -227,55 +229,130 @@ def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
     return cls(**kwargs)  # type: ignore[return-value]
 
 
-def summarize_events(events: Iterable[AgentEvent]) -> dict[str, Any]:
-    """The seed's rolled-up summary, with exactly its keys.
+class _Tally:
+    """The seed's counts for one loop (or a whole stream)."""
 
-    Counts each kind, sums LLM tokens and durations and tool durations, lists the
-    distinct tools executed in first-use order, and takes status, iterations and
-    total duration from the last ``LoopComplete`` (``"unknown"``/0 without one).
+    __slots__ = (
+        "compactions",
+        "input_tokens",
+        "interventions",
+        "iterations",
+        "llm_calls",
+        "llm_duration_ms",
+        "output_tokens",
+        "rejections",
+        "status",
+        "tool_duration_ms",
+        "tool_executions",
+        "tools_used",
+        "total_duration_ms",
+    )
+
+    def __init__(self) -> None:
+        self.llm_calls = self.tool_executions = self.rejections = 0
+        self.interventions = self.compactions = 0
+        self.input_tokens = self.output_tokens = 0
+        self.llm_duration_ms = self.tool_duration_ms = 0
+        self.tools_used: dict[str, None] = {}
+        self.status, self.iterations, self.total_duration_ms = "unknown", 0, 0
+
+    def add_call(self, event: LlmCall) -> None:
+        self.llm_calls += 1
+        self.input_tokens += event.input_tokens
+        self.output_tokens += event.output_tokens
+        self.llm_duration_ms += event.duration_ms
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "iterations": self.iterations,
+            "total_duration_ms": self.total_duration_ms,
+            "llm_calls": self.llm_calls,
+            "tool_executions": self.tool_executions,
+            "tool_rejections": self.rejections,
+            "interventions": self.interventions,
+            "compactions": self.compactions,
+            "total_input_tokens": self.input_tokens,
+            "total_output_tokens": self.output_tokens,
+            "total_llm_duration_ms": self.llm_duration_ms,
+            "total_tool_duration_ms": self.tool_duration_ms,
+            "tools_used": list(self.tools_used),
+        }
+
+
+def summarize_events(events: Iterable[AgentEvent]) -> dict[str, Any]:
+    """The seed's summary keys, rolled up over the whole stream, then ``loops``
+    and ``outside_loops``.
+
+    ``loops`` has one dict per agent loop with the seed's keys over that loop's
+    events alone, in the order the loops ended (a loop still going or cut off
+    last, status ``"unknown"``). A loop's events are those after the previous
+    loop's ``LoopComplete`` up to its own, less the ``LlmCall``s made outside
+    any loop (``iteration == 0``); loops run concurrently in one run are told
+    apart only in the roll-up. ``outside_loops`` counts those outside calls
+    (``llm_calls``, ``total_input_tokens``, ``total_output_tokens``,
+    ``total_llm_duration_ms``).
+
+    The roll-up (the seed's keys): every count, token and duration total and
+    ``tools_used`` (first-use order) are over the whole stream, every loop and
+    the calls outside them; ``iterations`` and ``total_duration_ms`` are the
+    sums over the loops that completed; ``status`` is theirs when they all
+    ended alike, ``"mixed"`` when they did not, ``"unknown"`` when none
+    completed. For one loop, the seed's summary exactly.
     """
-    llm_calls = tool_executions = tool_rejections = interventions = compactions = 0
-    total_input_tokens = total_output_tokens = 0
-    total_llm_duration_ms = total_tool_duration_ms = 0
-    tools_used: dict[str, None] = {}
-    status, iterations, total_duration_ms = "unknown", 0, 0
+    total, outside = _Tally(), _Tally()
+    loops: list[_Tally] = []
+    current: _Tally | None = None
+    statuses: dict[str, None] = {}
     for event in events:
+        if isinstance(event, SchemaRetry):
+            continue
+        if isinstance(event, LlmCall) and event.iteration == 0:
+            total.add_call(event)
+            outside.add_call(event)
+            continue
+        if current is None:
+            current = _Tally()
+            loops.append(current)
         match event:
             case LlmCall():
-                llm_calls += 1
-                total_input_tokens += event.input_tokens
-                total_output_tokens += event.output_tokens
-                total_llm_duration_ms += event.duration_ms
+                total.add_call(event)
+                current.add_call(event)
             case ToolExecution():
-                tool_executions += 1
-                total_tool_duration_ms += event.duration_ms
-                tools_used.setdefault(event.tool_name)
+                for tally in (total, current):
+                    tally.tool_executions += 1
+                    tally.tool_duration_ms += event.duration_ms
+                    tally.tools_used.setdefault(event.tool_name)
             case ToolRejected():
-                tool_rejections += 1
+                total.rejections += 1
+                current.rejections += 1
             case LoopIntervention():
-                interventions += 1
+                total.interventions += 1
+                current.interventions += 1
             case ContextCompaction():
-                compactions += 1
+                total.compactions += 1
+                current.compactions += 1
             case LoopComplete():
-                status = event.status
-                iterations = event.iterations
-                total_duration_ms = event.total_duration_ms
-            case PhaseChange() | SchemaRetry():
+                current.status = event.status
+                current.iterations = event.iterations
+                current.total_duration_ms = event.total_duration_ms
+                total.iterations += event.iterations
+                total.total_duration_ms += event.total_duration_ms
+                statuses.setdefault(event.status)
+                current = None
+            case PhaseChange():
                 pass
+    if statuses:
+        total.status = next(iter(statuses)) if len(statuses) == 1 else "mixed"
     return {
-        "status": status,
-        "iterations": iterations,
-        "total_duration_ms": total_duration_ms,
-        "llm_calls": llm_calls,
-        "tool_executions": tool_executions,
-        "tool_rejections": tool_rejections,
-        "interventions": interventions,
-        "compactions": compactions,
-        "total_input_tokens": total_input_tokens,
-        "total_output_tokens": total_output_tokens,
-        "total_llm_duration_ms": total_llm_duration_ms,
-        "total_tool_duration_ms": total_tool_duration_ms,
-        "tools_used": list(tools_used),
+        **total.as_dict(),
+        "loops": [loop.as_dict() for loop in loops],
+        "outside_loops": {
+            "llm_calls": outside.llm_calls,
+            "total_input_tokens": outside.input_tokens,
+            "total_output_tokens": outside.output_tokens,
+            "total_llm_duration_ms": outside.llm_duration_ms,
+        },
     }
 
 

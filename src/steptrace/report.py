@@ -8,6 +8,7 @@ the examples and the CLI; no colour, no terminal control, standard library only.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 from ._run import CompletedStep, Run
@@ -26,25 +27,57 @@ def _budget_use(row: CompletedStep) -> str:
     if row.max_tokens is not None:
         return f"{row.total_tokens}/{row.max_tokens} tok"
     if row.max_usd is not None:
-        return f"${row.cost_usd:.4f}/${row.max_usd:g}"
+        return f"{_spent(row.cost_usd)}/${row.max_usd:g}"
     return "-"
+
+
+def _spent(usd: float) -> str:
+    """``$0.000042``, ``$0.0125``, ``$0.50``: three significant digits below a
+    dollar (trailing zeros dropped, at least two decimals), cents above."""
+    if usd == 0:
+        return "$0"
+    if abs(usd) >= 1:
+        return f"${usd:,.2f}"
+    decimals = 2 - math.floor(math.log10(abs(usd)))
+    whole, _, fraction = f"{usd:.{decimals}f}".partition(".")
+    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+_HEADERS = ("step", "persona", "model", "status", "in", "out", "calls", "cost USD", "budget")
+_RIGHT = frozenset(range(4, 9))
 
 
 def ledger_table(run: HasLedger) -> str:
     """The run's completed-step ledger as an aligned text table."""
-    header = (
-        f"{'step':<20} {'persona':<10} {'model':<18} {'status':<9} "
-        f"{'in':>6} {'out':>6} {'calls':>5} {'cost USD':>10} {'budget':>16}"
-    )
-    lines = [header, "-" * len(header)]
-    for row in run.completed_steps:
-        lines.append(
-            f"{row.name:<20} {row.persona or '-':<10} {row.model or '-':<18} {row.status:<9} "
-            f"{row.input_tokens:>6} {row.output_tokens:>6} {row.llm_calls:>5} "
-            f"{row.cost_usd:>10.6f} {_budget_use(row):>16}"
+    cells = [
+        (
+            row.name,
+            row.persona or "-",
+            row.model or "-",
+            row.status,
+            str(row.input_tokens),
+            str(row.output_tokens),
+            str(row.llm_calls),
+            f"{row.cost_usd:.6f}",
+            _budget_use(row),
         )
+        for row in run.completed_steps
+    ]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(_HEADERS)]
+
+    def line(values: tuple[str, ...]) -> str:
+        return "  ".join(
+            v.rjust(w) if i in _RIGHT else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
+
+    header = line(_HEADERS)
+    lines = [header, "-" * len(header)]
+    for row, values in zip(run.completed_steps, cells, strict=True):
+        lines.append(line(values))
         if row.error:
-            lines.append(f"{'':<20} -> {row.error}")
+            first, *rest = row.error.splitlines() or [""]
+            lines.append(f"{'':<{widths[0]}} -> {first}{' ...' if rest else ''}")
     return "\n".join(lines)
 
 

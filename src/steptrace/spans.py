@@ -268,7 +268,7 @@ def end_span(span: Span, error: BaseException | str | None = None) -> None:
         span.status = "ok"
     else:
         span.status = "error"
-        span.error = error if isinstance(error, str) else describe_error(error)
+        span.error = describe_error(error) if not isinstance(error, str) else _redact_text(error)
     notify_end(span)
 
 
@@ -281,7 +281,29 @@ def notify_end(span: Span) -> None:
             report_observer_failure(f"span processor {processor!r}.on_end", exc, span)
 
 
+def notify_amended(root: Span) -> None:
+    """Tell processors that have ``on_amend(root)`` that a run's record changed
+    after the fact (usage that arrived after its scope ended): the run store
+    writes the amended rows again. A processor has this method or not."""
+    for processor in processors:
+        on_amend = getattr(processor, "on_amend", None)
+        if on_amend is None:
+            continue
+        try:
+            on_amend(root)
+        except Exception as exc:
+            report_observer_failure(f"span processor {processor!r}.on_amend", exc, root)
+
+
 def describe_error(exc: BaseException) -> str:
-    """How an exception is written into records: ``Type: message``."""
-    text = str(exc)
+    """How an exception is written into records: ``Type: message``, with
+    credentials redacted (an SDK error may echo the key it was sent)."""
+    text = _redact_text(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _redact_text(text: str) -> str:
+    # Imported on the first error: ``import steptrace`` stays free of it.
+    from ._redact import redact
+
+    return redact(text)

@@ -50,6 +50,7 @@ def take_trace() -> list[LlmTraceEntry]:
     run = current_run()
     with run.lock:
         raw, run.raw_trace = run.raw_trace, []
+        run.trace_base = 0
     return trace_entries(raw)
 
 
@@ -78,10 +79,13 @@ def emit_event(event: AgentEvent) -> None:
     lock = run.lock
     lock.acquire()
     try:
-        run.events.append(event)
+        events = run.events
+        events.append(event)
         run.event_span_ids.append(frame.span_id)
     finally:
         lock.release()
+    if len(events) > run.trim_at:
+        run.trim()
     for collected in _collectors.get():
         collected.append(event)
 
@@ -118,6 +122,7 @@ def take_agent_trace() -> list[AgentEvent]:
     with run.lock:
         events, run.events = run.events, []
         run.event_span_ids = []
+        run.events_base = 0
     return events
 
 

@@ -3,6 +3,7 @@ exit code comes back, and the store holds exactly what it did."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .conftest import EXAMPLES, PIPELINE, Cli, read_runs
@@ -156,3 +157,40 @@ def test_runs_the_script_opens_itself_are_stored_and_reported(cli: Cli, tmp_path
     assert demo.run.llm_calls > 5
     assert demo.events
     assert {s.status for s in demo.completed_steps} >= {"completed", "skipped"}
+
+
+def test_one_execution_is_one_entry_with_the_scripts_runs_under_it(
+    cli: Cli, tmp_path: Path
+) -> None:
+    done = cli("run", str(EXAMPLES / "agent_demo.py"))
+    assert done.returncode == 0, done.stderr
+    wrapper, demo = read_runs(tmp_path / ".steptrace" / "runs.db")
+    assert (wrapper.name, demo.name) == ("agent_demo", "agent-demo")
+    assert demo.run.parent_run_id == wrapper.id
+    assert wrapper.child_run_ids == [demo.id]
+    listed = json.loads(cli("runs", "--json").stdout)
+    (entry,) = listed["runs"]
+    assert entry["id"] == wrapper.id
+    assert [child["id"] for child in entry["children"]] == [demo.id]
+    # The wrapper's usage is its child's: counted once.
+    assert listed["totals"]["llm_calls"] == demo.run.llm_calls
+    assert entry["cost_usd"] == demo.run.cost_usd
+
+
+def test_an_execution_replays_from_its_one_entry(cli: Cli, tmp_path: Path) -> None:
+    """The entry `runs` lists for a script is the wrapper run; replaying it
+    answers the calls its child runs made, and the new runs are all replays."""
+    assert cli("run", "-q", str(EXAMPLES / "agent_demo.py")).returncode == 0
+    (entry,) = json.loads(cli("runs", "--json").stdout)["runs"]
+    done = cli("replay", "-q", entry["id"], str(EXAMPLES / "agent_demo.py"))
+    assert done.returncode == 0, done.stderr
+    calls = entry["llm_calls"]
+    assert f"replayed run {entry['id']}: {calls} of {calls} recorded call(s) answered" in (
+        done.stderr
+    )
+    replay, demo = read_runs(tmp_path / ".steptrace" / "runs.db")[-2:]
+    assert (replay.run.replay_of, demo.run.replay_of) == (entry["id"], entry["id"])
+    assert demo.run.parent_run_id == replay.id
+    listed = json.loads(cli("runs", "--json").stdout)
+    assert [r["id"] for r in listed["runs"]] == [replay.id, entry["id"]]
+    assert listed["totals"]["llm_calls"] == calls  # the replay spent nothing

@@ -4,7 +4,11 @@ formats, validated) and ``prices``."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
+
+from steptrace.store import RunRow, SQLiteStore, WriteBatch
 
 from .conftest import PIPELINE, Cli, Recorded, read_runs
 
@@ -125,3 +129,84 @@ def test_prices_of_an_unknown_model_suggests_close_names(cli: Cli) -> None:
     suggestions = done.stderr.split("Close model names: ")[1].strip().split(", ")
     assert suggestions[0] == "gpt-4o-mini"
     assert "Close model names" not in cli("prices", "zzzzzzzzzzzz").stderr
+
+
+def _family(store_path: Path) -> None:
+    """A script's wrapper run with the run it opened (a child), a replay of
+    the wrapper with its own child, and a run with rows the store refused."""
+
+    def row(run_id: str, name: str, start: float, **fields: Any) -> RunRow:
+        return RunRow(
+            id=run_id,
+            name=name,
+            status="completed",
+            started_at=start,
+            ended_at=start + 1,
+            input_tokens=100,
+            output_tokens=10,
+            cost_usd=0.5,
+            llm_calls=1,
+            **fields,
+        )
+
+    now = time.time() - 60
+    replay = {"replay_of": "wrap-1"}
+    with SQLiteStore(store_path) as store:
+        store.write(
+            WriteBatch(
+                runs=[
+                    row("wrap-1", "agent_demo", now),
+                    row("demo-1", "agent-demo", now + 0.1, parent_run_id="wrap-1"),
+                    row("wrap-2", "agent_demo", now + 2, metadata=replay),
+                    row("demo-2", "agent-demo", now + 2.1, parent_run_id="wrap-2", metadata=replay),
+                    row("lossy", "lossy", now + 4),
+                ],
+                write_errors=[("lossy", 3, "span 9: OverflowError: int too large")],
+            )
+        )
+
+
+def test_runs_list_one_entry_an_execution_and_spend_once(cli: Cli, tmp_path: Path) -> None:
+    _family(tmp_path / ".steptrace" / "runs.db")
+    lines = cli("runs", "--color", "never").stdout.splitlines()
+    assert [line.split()[:3] for line in lines[1:6]] == [
+        ["lossy", "lossy", "(3"],
+        ["wrap-2", "agent_demo", "(replay)"],
+        ["demo-2", "└", "agent-demo"],
+        ["wrap-1", "agent_demo", "completed"],
+        ["demo-1", "└", "agent-demo"],
+    ]
+    assert "(3 rows not stored)" in lines[1]
+    # Each call once: the children are in their parents' totals; the replay spent nothing.
+    assert lines[6] == "3 runs: 2 LLM calls, 200 tokens in, 20 out, $1.00 (1 replay not counted)"
+    # A filter finds the execution a matching child run belongs to.
+    named = cli("runs", "--name", "agent-demo").stdout.splitlines()
+    assert [line.split()[0] for line in named[1:-1]] == ["wrap-2", "demo-2", "wrap-1", "demo-1"]
+    data = json.loads(cli("runs", "--json").stdout)
+    assert [r["id"] for r in data["runs"]] == ["lossy", "wrap-2", "wrap-1"]
+    assert [c["id"] for c in data["runs"][2]["children"]] == ["demo-1"]
+    assert data["runs"][2]["children"][0]["parent_run_id"] == "wrap-1"
+    assert data["runs"][1]["replay_of"] == "wrap-1"
+    assert data["runs"][0]["write_errors"] == 3
+    assert data["totals"]["cost_usd"] == 1.0
+
+
+def test_a_replay_is_marked_and_spends_nothing(cli: Cli, tmp_path: Path) -> None:
+    assert cli("run", "-q", str(PIPELINE)).returncode == 0
+    done = cli("replay", "-q", "last", str(PIPELINE))
+    assert done.returncode == 0, done.stderr
+    original, replay = read_runs(tmp_path / ".steptrace" / "runs.db")
+    assert (original.run.replay_of, replay.run.replay_of) == (None, original.id)
+    assert replay.run.cost_usd == original.run.cost_usd  # what it would have cost
+    lines = cli("runs", "--color", "never").stdout.splitlines()
+    assert [line.split()[:3] for line in lines[1:3]] == [
+        [replay.id, "pipeline", "(replay)"],
+        [original.id, "pipeline", "completed"],
+    ]
+    assert (
+        lines[3] == "2 runs: 2 LLM calls, 300 tokens in, 60 out, $0.000420 (1 replay not counted)"
+    )
+    with SQLiteStore(tmp_path / ".steptrace" / "runs.db") as store:
+        assert [(a.key, a.llm_calls) for a in store.aggregate("model")] == [("test-model", 2)]
+    shown = cli("show", replay.id, "--color", "never").stdout
+    assert f"  replay of {original.id}: its calls were answered from that run" in shown

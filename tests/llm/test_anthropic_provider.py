@@ -536,7 +536,7 @@ def test_the_fake_streams_the_real_event_sequence(fake: FakeAnthropic) -> None:
     data = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
     assert data[0]["message"]["usage"]["output_tokens"] == 1
     assert data[0]["message"]["content"] == []
-    assert data[-2]["usage"] == {"output_tokens": 9}
+    assert data[-2]["usage"] == {**data[0]["message"]["usage"], "output_tokens": 9}
     assert data[-2]["delta"]["stop_reason"] == "tool_use"
 
 

@@ -58,12 +58,15 @@ def test_runs_list_matches_the_store(app: Any, demo: Demo, demo_store: SQLiteSto
     by_id = {r["id"]: r for r in body["runs"]}
     assert by_id[demo.run_id]["personas"] == ["maintainer"]
     assert by_id[HOSTILE_RUN]["personas"] == ["attacker", "bystander"]
+    # The demo's run is a child of `steptrace run`'s wrapper, whose usage holds it.
+    assert by_id[demo.run_id]["parent_run_id"] is not None
+    spent = [r for r in stored if r.parent_run_id is None]
     assert body["totals"] == {
         "runs": 3,
-        "input_tokens": sum(r.input_tokens for r in stored),
-        "output_tokens": sum(r.output_tokens for r in stored),
-        "cost_usd": pytest.approx(sum(r.cost_usd for r in stored)),
-        "llm_calls": sum(r.llm_calls for r in stored),
+        "input_tokens": sum(r.input_tokens for r in spent),
+        "output_tokens": sum(r.output_tokens for r in spent),
+        "cost_usd": pytest.approx(sum(r.cost_usd for r in spent)),
+        "llm_calls": sum(r.llm_calls for r in spent),
     }
     assert body["totals"]["llm_calls"] == 16
     assert body["totals"]["input_tokens"] == 12349 + 30
@@ -242,7 +245,7 @@ def test_live_header_of_an_ended_run(app: Any, demo: Demo) -> None:
 @pytest.mark.parametrize(
     ("target", "status", "code", "words"),
     [
-        ("/api/runs/nope", 404, "run_not_found", "no run with id 'nope'"),
+        ("/api/runs/nope", 404, "run_not_found", "no run 'nope' in this store"),
         ("/api/runs/nope/events", 404, "run_not_found", "'nope'"),
         ("/api/runs/nope/live", 404, "run_not_found", "'nope'"),
         ("/api/runs/nope/summary", 404, "run_not_found", "'nope'"),
@@ -360,5 +363,59 @@ def test_api_answers_are_not_cached_and_nan_is_null(tmp_path: Any) -> None:
             response = call(app, "GET", "/api/runs/nan-run")
             assert response.headers["cache-control"] == "no-store"
             assert json.loads(response.body)["run"]["metadata"] == {"score": None, "big": None}
+    finally:
+        store.close()
+
+
+def test_child_runs_replays_and_write_errors_are_shown(tmp_path: Any) -> None:
+    from steptrace.store import RunRow, WriteBatch
+
+    from .conftest import portal
+
+    def row(run_id: str, start: float, cost: float, **fields: Any) -> RunRow:
+        return RunRow(
+            id=run_id,
+            name=run_id,
+            status="completed",
+            started_at=start,
+            ended_at=start + 1,
+            input_tokens=10,
+            cost_usd=cost,
+            llm_calls=1,
+            **fields,
+        )
+
+    store = SQLiteStore(tmp_path / "family.db")
+    try:
+        store.write(
+            WriteBatch(
+                runs=[
+                    row("parent", 1.0, 2.0),
+                    row("child", 1.5, 1.5, parent_run_id="parent", parent_span_id=2**60),
+                    row("replay", 3.0, 2.0, metadata={"replay_of": "parent"}),
+                ],
+                write_errors=[("child", 2, "span 7: OverflowError: int too large")],
+            )
+        )
+        with portal(store) as app:
+            body = get(app, "/api/runs")
+            by_id = {r["id"]: r for r in body["runs"]}
+            assert by_id["child"]["parent_run_id"] == "parent"
+            assert by_id["child"]["parent_span_id"] == str(2**60)
+            assert by_id["child"]["write_errors"] == 2
+            assert by_id["child"]["write_error"] == "span 7: OverflowError: int too large"
+            assert by_id["replay"]["replay_of"] == "parent"
+            assert by_id["parent"]["parent_run_id"] is None
+            # Spend: the parent's totals hold its child's; the replay spent nothing.
+            assert body["totals"]["runs"] == 3
+            assert body["totals"]["cost_usd"] == 2.0
+            assert body["totals"]["llm_calls"] == 1
+            assert get(app, "/api/runs?name=child")["totals"]["cost_usd"] == 1.5
+            parent = get(app, "/api/runs/parent")
+            assert [c["id"] for c in parent["child_runs"]] == ["child"]
+            assert parent["parent"] is None
+            child = get(app, "/api/runs/child")
+            assert child["parent"] == {"id": "parent", "name": "parent"}
+            assert child["child_runs"] == []
     finally:
         store.close()

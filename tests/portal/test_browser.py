@@ -27,7 +27,7 @@ from playwright.sync_api import (
 )
 
 import steptrace
-from steptrace.events import PhaseChange
+from steptrace.events import LlmCall, PhaseChange
 from steptrace.store import SQLiteStore, StoreWriter
 from steptrace.tracing import emit_event
 
@@ -185,6 +185,12 @@ def test_a_run_tree_waterfall_events_and_a_call(
     )
     expect(page.locator("[data-step-status=completed]")).to_have_text("2 completed")
     expect(page.locator("[data-step-status=skipped]")).to_have_text("1 skipped")
+    loops = page.get_by_test_id("loops").locator("tbody tr")
+    expect(loops).to_have_count(2)
+    expect(loops.nth(0)).to_contain_text("review_workspace")
+    expect(loops.nth(0)).to_contain_text("done")
+    expect(loops.nth(1)).to_contain_text("draft_release_notes")
+    expect(loops.nth(1)).to_contain_text("budget_exhausted")
 
     review.get_by_role("button", name="expand review_workspace").click()
     expect(review.locator("li[data-kind=llm_call]")).to_have_count(12)
@@ -246,7 +252,7 @@ def test_hostile_content_is_text_and_runs_nothing(
     expect(page.get_by_test_id("event-list").locator(".event-row")).to_contain_text(
         f"{IMG_PAYLOAD}: {SCRIPT_PAYLOAD}"
     )
-    tree.locator("button.call-link").click()
+    tree.locator("a.call-link").click()
     detail = page.get_by_test_id("call-detail")
     expect(detail).to_have_attribute("data-ready", "1")
     expect(detail.get_by_test_id("response")).to_have_text(f"Here you go: {SCRIPT_PAYLOAD}")
@@ -328,7 +334,7 @@ def test_a_big_run_pages_its_events_and_leaf_spans(
 
 def test_an_unknown_run_says_so(page: Page, base_url_demo: str) -> None:
     page.goto(f"{base_url_demo}/runs/no-such-run")
-    expect(page.get_by_role("alert")).to_have_text("no run with id 'no-such-run' in this store")
+    expect(page.get_by_role("alert")).to_contain_text("no run 'no-such-run' in this store")
     page.get_by_role("link", name="Runs").click()
     expect(page.locator("#main[data-ready=list]")).to_be_visible()
 
@@ -352,4 +358,190 @@ def test_the_token_link_lets_the_browser_in(
             finally:
                 stranger.close()
     finally:
+        store.close()
+
+
+# -- addresses, search and the small things (issue 12) -------------------------------------
+
+
+def _in_view(page: Page, selector: str) -> Any:
+    box = page.locator(selector).first.bounding_box()
+    assert box is not None, selector
+    viewport = page.viewport_size
+    assert viewport is not None
+    assert box["y"] >= 0, box
+    assert box["y"] < viewport["height"], box
+    assert box["x"] + box["width"] <= viewport["width"] + 1, box
+    return box
+
+
+def test_every_object_has_a_link_that_reopens_it(
+    page: Page, base_url_demo: str, demo: Demo, requests_seen: list[str]
+) -> None:
+    with SQLiteStore(demo.path) as store:
+        newest = store.list_runs(limit=1)[0].id
+        stored = store.get_run(demo.run_id)
+    assert stored is not None
+    # Runs open as the CLI names them; the address then shows the id.
+    page.goto(f"{base_url_demo}/runs/last")
+    expect(page.locator("#main[data-ready=run]")).to_be_visible()
+    expect(page).to_have_url(f"{base_url_demo}/runs/{newest}")
+    page.goto(f"{base_url_demo}/runs/agent-demo")
+    expect(page).to_have_url(f"{base_url_demo}/runs/{demo.run_id}")
+    expect(page.get_by_test_id("run-id")).to_have_text(demo.run_id)
+
+    # An LLM call clicked far down the page opens where the reader is looking,
+    # and its address reopens it.
+    calls = page.get_by_test_id("calls").locator("tbody tr")
+    calls.nth(4).scroll_into_view_if_needed()
+    span_id = calls.nth(4).get_attribute("data-span-id")
+    calls.nth(4).click()
+    detail = page.get_by_test_id("call-detail")
+    expect(detail).to_have_attribute("data-ready", "1")
+    expect(page).to_have_url(f"{base_url_demo}/runs/{demo.run_id}#call={span_id}")
+    _in_view(page, "[data-testid=call-detail] h2")
+    page.go_back()
+    expect(detail).to_be_hidden()
+    page.goto(f"{base_url_demo}/runs/{demo.run_id}#call={span_id}")
+    expect(detail).to_have_attribute("data-ready", "1")
+    expect(detail).to_have_attribute("data-span-id", str(span_id))
+    expect(detail.get_by_test_id("call-link")).to_have_attribute(
+        "href", f"/runs/{demo.run_id}#call={span_id}"
+    )
+    page.keyboard.press("Escape")
+    expect(detail).to_be_hidden()
+
+    # A step, by its span.
+    draft = next(s for s in stored.spans if s.name == "draft_release_notes")
+    page.goto(f"{base_url_demo}/runs/{demo.run_id}#span={draft.span_id}")
+    node = page.locator(f"li.highlight[data-span-id='{draft.span_id}']")
+    expect(node).to_be_visible()
+    _in_view(page, f"li.highlight[data-span-id='{draft.span_id}'] .name")
+    expect(node.locator("a.permalink").first).to_have_attribute(
+        "href", f"/runs/{demo.run_id}#span={draft.span_id}"
+    )
+
+    # An event deep in a long run: scrolled to and shown.
+    page.goto(f"{base_url_demo}/runs/{BIG_RUN}#event=2500")
+    row = page.locator(".event-row.highlight[data-seq='2500']")
+    expect(row).to_be_visible()
+    expect(page.get_by_test_id("event-detail")).to_contain_text("event #2500")
+    expect(page.get_by_test_id("event-detail").locator("a.permalink")).to_have_attribute(
+        "href", f"/runs/{BIG_RUN}#event=2500"
+    )
+
+
+def test_search_in_a_run_jumps_to_its_matches(
+    page: Page, base_url_demo: str, demo: Demo, requests_seen: list[str], tmp_path: Path
+) -> None:
+    page.goto(f"{base_url_demo}/runs/{demo.run_id}")
+    expect(page.locator("#main[data-ready=run]")).to_be_visible()
+    box = page.get_by_role("searchbox", name="search in this run")
+    box.fill("status.md")
+    box.press("Enter")
+    expect(page).to_have_url(re.compile(r"#q=status\.md$"))
+    results = page.get_by_test_id("search-results")
+    expect(results).to_have_attribute("data-ready", "1")
+    hits = results.locator("li[data-hit]")
+    assert hits.count() >= 5
+    kinds = set(hits.evaluate_all("items => items.map(i => i.dataset.kind)"))
+    assert {"prompt", "tool_arguments"} <= kinds
+    expect(hits.first.locator("mark")).to_have_text("STATUS.md")
+    assert any("/search?q=status.md" in u for u in requests_seen)
+
+    # Next: the first match, in its call, marked and in view.
+    page.get_by_test_id("next-hit").click()
+    expect(page.get_by_test_id("hit-counter")).to_have_text(re.compile(r"^match 1 of \d+$"))
+    detail = page.get_by_test_id("call-detail")
+    expect(detail).to_have_attribute("data-ready", "1")
+    expect(detail.locator("mark").first).to_have_text("STATUS.md")
+    expect(detail.locator("mark").first).to_be_in_viewport()
+    page.get_by_test_id("next-hit").click()
+    expect(page.get_by_test_id("hit-counter")).to_have_text(re.compile(r"^match 2 of \d+$"))
+    shot(page, tmp_path / "search.png")
+
+    # A match in an event scrolls the event list to it; the search stays in the address.
+    page.goto(f"{base_url_demo}/runs/{demo.run_id}#q=not%20available%20in%20phase")
+    expect(results).to_have_attribute("data-ready", "1")
+    results.locator("li[data-kind=error] button.hit").first.click()
+    expect(page).to_have_url(re.compile(r"#event=\d+&q=not"))
+    expect(page.locator(".event-row.highlight")).to_contain_text("not available in phase")
+
+
+def test_timeline_starts_where_the_work_starts(
+    page: Page, base_url_demo: str, demo: Demo, requests_seen: list[str]
+) -> None:
+    page.goto(f"{base_url_demo}/runs/{demo.run_id}")
+    timeline = page.get_by_test_id("timeline")
+    expect(timeline.locator(".wf-row")).to_have_count(34)
+    start = float(timeline.get_attribute("data-start") or "0")
+    with SQLiteStore(demo.path) as store:
+        stored = store.get_run(demo.run_id)
+    assert stored is not None
+    first_step = min(s.start_ns for s in stored.spans if s.kind == "step")
+    origin = round(stored.run.started_at * 1e9)
+    assert start == pytest.approx((first_step - origin) / 1e6, abs=0.01)
+    # The first step's bar begins at the left edge of the track.
+    track = timeline.locator(".wf-row .wf-track").first.bounding_box()
+    step_id = next(s.span_id for s in stored.spans if s.start_ns == first_step)
+    bar = timeline.locator(f".wf-row[data-span-id='{step_id}'] .wf-bar").bounding_box()
+    assert track is not None
+    assert bar is not None
+    assert bar["x"] - track["x"] < 2
+    page.get_by_test_id("timeline-range").click()
+    expect(timeline).to_have_attribute("data-start", "0")
+
+
+def test_small_things_look_right(
+    page: Page, base_url_demo: str, demo: Demo, tmp_path: Path, requests_seen: list[str]
+) -> None:
+    # The run id stays on one line, even in a narrow window.
+    page.set_viewport_size({"width": 640, "height": 800})
+    page.goto(f"{base_url_demo}/runs/{demo.run_id}")
+    run_id = page.get_by_test_id("run-id")
+    expect(run_id).to_have_text(demo.run_id)
+    height = run_id.evaluate("el => el.getBoundingClientRect().height")
+    line = run_id.evaluate("el => parseFloat(getComputedStyle(el).lineHeight) || 20")
+    assert height < 1.5 * line
+
+    # Disabled pager buttons look disabled, not like the enabled ones.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{base_url_demo}/")
+    expect(page.locator("#main[data-ready=list]")).to_be_visible()
+    newer = page.get_by_role("button", name=re.compile("Newer"))
+    expect(newer).to_be_disabled()
+    style = "el => [getComputedStyle(el).backgroundColor, getComputedStyle(el).cursor]"
+    disabled = newer.evaluate(style)
+    enabled = page.get_by_role("button", name="Clear").evaluate(style)
+    accent = "rgb(53, 89, 199)"  # an enabled button's fill
+    assert disabled[1] == "not-allowed"
+    assert disabled[0] not in (enabled[0], accent)
+
+    # Calls too quick to time (scripted) read "under 1 ms", not "0 ms".
+    store = SQLiteStore(tmp_path / "quick.db")
+    writer = StoreWriter(store)
+    steptrace.add_span_processor(writer)
+    try:
+        with steptrace.run("quick") as run:
+            emit_event(
+                LlmCall(
+                    call_id="c",
+                    model="m",
+                    input_tokens=1,
+                    output_tokens=1,
+                    cache_tokens=0,
+                    duration_ms=0,
+                    iteration=0,
+                )
+            )
+        assert writer.flush()
+        with portal(store) as app, serving(app) as url:
+            page.goto(f"{url}/runs/{run.id}")
+            summary = page.get_by_test_id("summary")
+            expect(summary).to_have_attribute("data-ready", "1")
+            expect(summary).to_contain_text("LLM timeunder 1 ms")
+            expect(summary).to_contain_text("1 (1 outside any loop)")
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
         store.close()

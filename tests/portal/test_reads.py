@@ -27,6 +27,7 @@ from steptrace.portal._server import open_reads
 from steptrace.portal._sqlite_reads import SQLiteReads
 from steptrace.store import (
     PostgresStore,
+    RunRow,
     RunStore,
     SQLiteStore,
     StepRow,
@@ -39,6 +40,45 @@ from .conftest import HOSTILE_RUN, Demo, call, portal, synthetic_run
 
 BIG_RUN = "20260102-000000-bigrun00"
 RUNNING = "20260103-000000-running0"
+FAMILY = [
+    RunRow(
+        id="fam",
+        name="family",
+        status="completed",
+        started_at=1e9,
+        ended_at=1e9 + 9,
+        input_tokens=30,
+        output_tokens=3,
+        cost_usd=2.0,
+        llm_calls=3,
+    ),
+    RunRow(
+        id="fam.c",
+        name="agent-demo",
+        status="completed",
+        started_at=1e9 + 1,
+        ended_at=1e9 + 2,
+        input_tokens=20,
+        output_tokens=2,
+        cost_usd=1.5,
+        llm_calls=2,
+        parent_run_id="fam",
+        parent_span_id=5,
+    ),
+    RunRow(
+        id="fam.r",
+        name="family",
+        status="completed",
+        started_at=1e9 + 10,
+        ended_at=1e9 + 19,
+        input_tokens=30,
+        output_tokens=3,
+        cost_usd=2.0,
+        llm_calls=3,
+        metadata={"replay_of": "fam"},
+    ),
+]
+"""A run with a child, and a replay of it."""
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +89,7 @@ def sqlite_store(demo: Demo, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     opened.write(synthetic_run(BIG_RUN, steps=40, calls_per_step=15, events=3000))
     # Still running: no duration, which sorts last both ways.
     opened.write(synthetic_run(RUNNING, steps=2, calls_per_step=1, events=5, status="running"))
+    opened.write(WriteBatch(runs=FAMILY))
     yield opened
     opened.close()
 
@@ -132,6 +173,29 @@ def test_runs_facets_totals_aggregates(readers: Any, run_ids: list[str]) -> None
         same(readers, "totals", filters)
     for by in ("model", "persona", "step", "day"):
         same(readers, "aggregate", by)
+
+
+def test_child_runs_and_replays_spend_once(readers: Any) -> None:
+    children = same(readers, "child_runs", "fam")
+    assert [c.id for c in children] == ["fam.c"]
+    assert same(readers, "child_runs", "fam.c") == []
+    # The family's spend is the parent's alone: the child is in it, the replay
+    # spent nothing; a child is counted when its parent does not match.
+    family = same(readers, "totals", RunFilters(name="family"))
+    assert (family.runs, family.input_tokens, family.cost_usd, family.llm_calls) == (2, 30, 2.0, 3)
+    child = same(readers, "totals", RunFilters(name="agent-demo"))
+    assert child.runs == 2
+    assert child.input_tokens == 20 + readers[0].header(_demo_id(readers)).input_tokens
+    everything = same(readers, "totals", RunFilters())
+    every = readers[0].store.list_runs(limit=1000)
+    assert everything.cost_usd == pytest.approx(
+        sum(r.cost_usd for r in every if r.parent_run_id is None and r.replay_of is None)
+    )
+
+
+def _demo_id(readers: Any) -> str:
+    (row,) = [r for r in readers[0].store.list_runs(name="agent-demo") if r.id != "fam.c"]
+    return str(row.id)
 
 
 @pytest.mark.parametrize("run", ["demo", HOSTILE_RUN, BIG_RUN, RUNNING, "missing"])

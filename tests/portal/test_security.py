@@ -30,7 +30,19 @@ def test_no_token_on_loopback_works(app: Any, host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["evil.example:8765", "evil.example", "192.168.1.5:8765", "127.0.0.1.evil.example", ""]
+    "host",
+    [
+        "evil.example:8765",
+        "evil.example",
+        "192.168.1.5:8765",
+        "127.0.0.1.evil.example",
+        "",
+        # Text after the bracketed address that is not a port: another name.
+        "[::1]evil.example",
+        "[::1].evil.example:8765",
+        "[::1]:8765evil.example",
+        "127.0.0.1:80evil.example",
+    ],
 )
 def test_a_host_that_is_not_loopback_is_refused(app: Any, host: str) -> None:
     # A page on another site that rebinds its name to 127.0.0.1 sends its own Host.
@@ -139,3 +151,15 @@ def test_serve_refuses_a_blank_token_and_a_missing_store(tmp_path: Any, demo: De
 def test_loopback_names() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.8.9.1", "::1", "[::1]", "localhost"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "localhost.evil", ""]))
+
+
+@pytest.mark.parametrize(
+    "span", ["99999999999999999999999999", str(2**63), "-1", "1e3", "x" * 1000]
+)
+def test_a_span_id_no_store_can_hold_is_a_400(app: Any, demo: Demo, span: str) -> None:
+    # Past 2**63 - 1 the store's integer column overflows: a client error, not a 500.
+    response = call(app, "GET", f"/api/runs/{demo.run_id}/spans/{span}/children")
+    assert response.status == 400, response.body
+    assert response.json()["error"] == "bad_parameter"
+    assert "span id must be an integer from 0 to" in response.json()["message"]
+    assert len(response.json()["message"]) < 200  # the raw value is not echoed whole

@@ -63,7 +63,7 @@ def test_windows_follow_the_utc_calendar(now: int, run_id: str) -> None:
         ({"key": "has space"}, ValueError, "key must be"),
         ({"max_tokens": 0}, ValueError, "SharedBudget `k`: budget.max_tokens"),
         ({"max_usd": -1}, ValueError, "SharedBudget `k`: budget.max_usd"),
-        ({"max_usd": 1e7}, ValueError, "at most 9000000"),
+        ({"max_usd": 1e7}, ValueError, "between 0 and 9,000,000"),
         ({"window": "week"}, ValueError, "window must be one of"),
         ({"pool": "redis://x"}, TypeError, "pool must be a SharedPool"),
         ({"reservation_ttl": 0}, ValueError, "reservation_ttl"),

@@ -27,6 +27,7 @@ import pytest
 import steptrace
 from steptrace import PhaseChange
 from steptrace.store import (
+    BatchRejected,
     EventRow,
     LlmCallRow,
     PostgresStore,
@@ -398,8 +399,9 @@ def test_a_failed_batch_leaves_data_and_connection_intact(db_url: str) -> None:
             ],
         )
         sessions = _sessions(db_url)
-        with pytest.raises(psycopg.errors.NotNullViolation):
+        with pytest.raises(BatchRejected) as refused:
             store.write(broken)
+        assert isinstance(refused.value.__cause__, psycopg.errors.NotNullViolation)
         assert store.list_runs() == [kept]
         assert store.event_counts("kept") == {"phase_change": 1}
         # The one pooled connection was rolled back and reused, not replaced.

@@ -33,6 +33,7 @@ import steptrace
 from steptrace import LlmCall, PhaseChange, ToolRejected, llm
 from steptrace.llm._config import reset_configuration
 from steptrace.store import (
+    BatchRejected,
     EventRow,
     LlmCallRow,
     PostgresStore,
@@ -751,8 +752,9 @@ def test_a_batch_failing_half_way_writes_nothing(store: RunStore) -> None:
         llm_calls=[bad_call],
         heartbeats=[("kept", 5.0)],
     )
-    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
+    with pytest.raises(BatchRejected) as refused:  # the data's fault, said so
         store.write(half)
+    assert isinstance(refused.value.__cause__, sqlite3.IntegrityError | psycopg.IntegrityError)
     assert store.get_run("kept") == before
     assert store.run_ids() == ["kept"]
     assert len(store.events("kept")) == 1
@@ -891,3 +893,155 @@ def test_a_closed_store_refuses_calls(backend: Backend, store: RunStore) -> None
         with pytest.raises(RuntimeError, match="closed"):
             call()
     assert backend.reopen().run_ids() == ["r1"]
+
+
+# -- child runs and replays -------------------------------------------------------------
+
+
+def _family() -> list[RunRow]:
+    """Two executions: ``job`` with two children (one with a child of its own),
+    and ``solo``; plus a replay of ``job``, with a child."""
+    return [
+        RunRow(id="job", name="job", status="completed", started_at=1e9, cost_usd=3.0),
+        RunRow(
+            id="job.a",
+            name="agent",
+            status="failed",
+            started_at=1e9 + 1,
+            cost_usd=1.0,
+            parent_run_id="job",
+            parent_span_id=7,
+        ),
+        RunRow(
+            id="job.b",
+            name="library",
+            status="completed",
+            started_at=1e9 + 2,
+            cost_usd=2.0,
+            parent_run_id="job",
+        ),
+        RunRow(
+            id="job.b.x",
+            name="inner",
+            status="completed",
+            started_at=1e9 + 3,
+            cost_usd=0.5,
+            parent_run_id="job.b",
+        ),
+        RunRow(id="solo", name="agent", status="completed", started_at=1e9 + 4, cost_usd=0.25),
+        RunRow(
+            id="again",
+            name="job",
+            status="completed",
+            started_at=1e9 + 5,
+            cost_usd=3.0,
+            metadata={"replay_of": "job"},
+        ),
+        RunRow(
+            id="again.a",
+            name="agent",
+            status="completed",
+            started_at=1e9 + 6,
+            cost_usd=3.0,
+            parent_run_id="again",
+            metadata={"replay_of": "job"},
+        ),
+    ]
+
+
+def test_child_runs_list_under_their_parent(store: RunStore) -> None:
+    persona = SpanRow(
+        run_id="job.b",
+        span_id=1,
+        parent_id=None,
+        name="analyst",
+        kind="persona",
+        start_ns=1,
+        end_ns=2,
+        status="ok",
+        error=None,
+    )
+    store.write(WriteBatch(runs=_family(), spans=[persona]))
+    assert [r.id for r in store.list_runs(top_level=True, persona="analyst")] == ["job"]
+    assert [r.id for r in store.list_runs(persona="analyst")] == ["job.b"]
+    assert [r.id for r in store.list_runs(top_level=True)] == ["again", "solo", "job"]
+    assert store.count_runs(top_level=True) == 3
+    assert [r.id for r in store.list_runs(parent_run_id="job")] == ["job.b", "job.a"]
+    assert store.count_runs(parent_run_id="job") == 2
+    assert store.list_runs(parent_run_id="solo") == []
+    # An execution is listed when its top run or one of its children matches.
+    assert [r.id for r in store.list_runs(top_level=True, status="failed")] == ["job"]
+    assert [r.id for r in store.list_runs(top_level=True, name="agent")] == [
+        "again",
+        "solo",
+        "job",
+    ]
+    assert [r.id for r in store.list_runs(top_level=True, name="library")] == ["job"]
+    assert store.count_runs(top_level=True, name="library") == 1
+    job = store.get_run("job")
+    assert job is not None
+    assert job.child_run_ids == ["job.a", "job.b"]
+    child = store.get_run("job.a")
+    assert child is not None
+    assert (child.run.parent_run_id, child.run.parent_span_id) == ("job", 7)
+    assert child.child_run_ids == []
+    assert not child.run.is_top_level
+    assert store.list_runs(name="inner")[0].parent_run_id == "job.b"
+
+
+def test_replays_are_marked_and_spend_nothing(store: RunStore) -> None:
+    store.write(WriteBatch(runs=_family()))
+    rows = {r.id: r for r in store.list_runs()}
+    assert {run_id for run_id, r in rows.items() if r.replay_of} == {"again", "again.a"}
+    assert rows["again"].replay_of == "job"
+    calls = [
+        LlmCallRow(
+            run_id=run_id,
+            seq=0,
+            span_id=None,
+            step=None,
+            persona=None,
+            model="m",
+            input_tokens=1,
+            output_tokens=1,
+            cache_tokens=0,
+            cost_usd=0.5,
+            duration_ms=1,
+            at=DAY0,
+        )
+        for run_id in ("job.a", "again.a")
+    ]
+    store.write(WriteBatch(llm_calls=calls))
+    # Spend counts each call once, in the run that made it, and no replay.
+    assert store.aggregate("model") == [Aggregate("m", 1, 1, 1, 0.5)]
+    assert store.aggregate("model", run_id="again.a") == [Aggregate("m", 1, 1, 1, 0.5)]
+
+
+def test_a_child_run_is_recorded_with_its_parent(store: RunStore) -> None:
+    # A run opened inside another is its child (items enter left to right).
+    with (
+        recording(store) as writer,
+        steptrace.run("parent") as parent,
+        steptrace.run("child") as child,
+    ):
+        note()
+    assert (writer.failures, writer.dropped) == (0, 0)
+    stored = store.get_run(child.id)
+    assert stored is not None
+    assert (stored.run.parent_run_id, stored.run.parent_span_id) == (
+        parent.id,
+        parent.root.span_id,
+    )
+    top = store.get_run(parent.id)
+    assert top is not None
+    assert top.child_run_ids == [child.id]
+    assert [r.id for r in store.list_runs(top_level=True)] == [parent.id]
+
+
+def test_a_header_written_again_keeps_the_write_errors(store: RunStore) -> None:
+    store.write(WriteBatch(runs=[_run("r1")]))
+    store.write(WriteBatch(write_errors=[("r1", 2, "span 3: refused")]))
+    store.write(WriteBatch(runs=[_run("r1", "completed", ended_at=time.time())]))
+    store.write(WriteBatch(write_errors=[("r1", 1, "event 4: refused")]))
+    (row,) = store.list_runs()
+    assert (row.status, row.write_errors, row.write_error) == ("completed", 3, "event 4: refused")

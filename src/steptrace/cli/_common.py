@@ -3,20 +3,24 @@ that must already exist, and how the commands write JSON.
 
 ``CliError`` carries a message (and an exit code, 1 unless said otherwise);
 ``_main`` prints it as ``steptrace: error: ...`` without a traceback.
-``open_existing_store`` refuses to create an empty store just to read it and
-says where it looked and why there.
+``reading_store`` refuses to create an empty store just to read it and says
+where it looked and why there; it opens a store it cannot write read-only,
+and turns a store that cannot be read (a damaged file) into an error naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..store import RunStore, open_store, store_location
-from ..store._open import is_database_url
+from ..store import RunStore, is_database_url, open_store, store_location
+from ._render import terminal_json
 
 __all__ = [
     "EXIT_ERROR",
@@ -24,8 +28,8 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "existing_store_location",
-    "open_existing_store",
     "print_json",
+    "reading_store",
 ]
 
 EXIT_OK = 0
@@ -67,11 +71,14 @@ def existing_store_location(target: str | None) -> str:
     return location
 
 
-def open_existing_store(target: str | None) -> RunStore:
-    """The store ``existing_store_location(target)`` names, opened."""
+@contextlib.contextmanager
+def reading_store(target: str | None) -> Iterator[RunStore]:
+    """The store ``existing_store_location(target)`` names, opened for reading
+    (read-only when it cannot be written) and closed after the block; a
+    ``CliError`` naming it when it cannot be opened or read."""
     location = existing_store_location(target)
     try:
-        return open_store(location)
+        store = open_store(location, reading=True)
     except ImportError as exc:
         raise CliError(str(exc)) from None
     except NotImplementedError as exc:
@@ -81,10 +88,21 @@ def open_existing_store(target: str | None) -> RunStore:
             f"cannot open the store at {location} ({store_origin(target)}): "
             f"{type(exc).__name__}: {exc}"
         ) from None
+    try:
+        yield store
+    except sqlite3.DatabaseError as exc:
+        raise CliError(
+            f"cannot read the store at {location} ({store_origin(target)}): {exc}; "
+            "the file may be damaged (`sqlite3 FILE 'PRAGMA integrity_check'` says more)"
+        ) from None
+    finally:
+        with contextlib.suppress(Exception):  # closing a damaged store must not hide why
+            store.close()
 
 
 def print_json(value: Any, out: TextIO | None = None) -> None:
-    """``value`` as indented JSON on stdout (anything JSON cannot hold as its str())."""
+    """``value`` as indented JSON on stdout (anything JSON cannot hold as its
+    str()), safe for a terminal (``terminal_json``)."""
     stream = sys.stdout if out is None else out
-    stream.write(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+    stream.write(terminal_json(json.dumps(value, indent=2, default=str, ensure_ascii=False)))
     stream.write("\n")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..export import export_run
-from ._common import CliError, open_existing_store
+from ._common import CliError, reading_store
+from ._render import terminal_json, terminal_text
 from ._resolve import resolve_run_id
 
 __all__ = ["add_parser"]
@@ -57,19 +57,17 @@ def add_parser(commands: Any) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         run_id = resolve_run_id(store, args.run)
         stored = store.get_run(run_id)
-    finally:
-        store.close()
     if stored is None:
         raise CliError(f"run {run_id} vanished from the store while reading it")
     if args.output == "-":
         with tempfile.TemporaryDirectory(prefix="steptrace-export-") as scratch:
             path = export_run(stored, Path(scratch) / "run", args.format)
             with path.open("r", encoding="utf-8") as source:
-                shutil.copyfileobj(source, sys.stdout)
+                for line in source:  # JSON text: made safe for a terminal as JSON
+                    sys.stdout.write(terminal_json(line))
         return 0
     target = Path(args.output) if args.output else Path(run_id + _SUFFIX[args.format])
     if target.is_dir():
@@ -78,5 +76,7 @@ def run_export(args: argparse.Namespace) -> int:
         path = export_run(stored, target, args.format)
     except OSError as exc:
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
-    print(f"wrote run {run_id} ({args.format}) to {os.fspath(path)}", file=sys.stderr)
+    print(
+        terminal_text(f"wrote run {run_id} ({args.format}) to {os.fspath(path)}"), file=sys.stderr
+    )
     return 0

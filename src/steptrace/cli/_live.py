@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .._context import Frame
 from ..budget import Ledger, pico_to_usd
 from ..spans import Span, SpanKind
-from ._render import Style, format_duration, format_limit_usd, format_tokens, format_usd
+from ._render import (
+    Style,
+    format_duration,
+    format_limit_usd,
+    format_tokens,
+    format_usd,
+    terminal_text,
+)
 
 if TYPE_CHECKING:
     from .._run import Run
@@ -216,9 +223,11 @@ class LiveDisplay:
 
     def _fit(self, line: str, width: int) -> str:
         # Painted lines carry escape codes: fit on the plain text, paint after.
+        # Names in it are hostile (a model may choose them): made safe first.
         plain, paint = line, None
         if line.startswith("\x00"):
             paint, plain = line[1:].split("\x00", 1)
+        plain = terminal_text(plain)
         if len(plain) > width - 1:
             plain = plain[: width - 2] + ("…" if self._unicode else "~")
         return plain if paint is None else self.style.paint(plain, *paint.split(","))
@@ -293,7 +302,7 @@ class LiveDisplay:
             pct = ledger.budget_pct()
             share = "" if pct is None else f" ({_pct_text(pct)})"
             parts.append(f"{ledger.kind} {ledger.name} {tokens} tok {cost}{share}")
-        return " · ".join(parts) if self._unicode else " | ".join(parts)
+        return terminal_text(" · ".join(parts) if self._unicode else " | ".join(parts))
 
 
 def _elapsed(seconds: float) -> str:

@@ -24,6 +24,7 @@ from . import (
     _show_command,
 )
 from ._common import EXIT_ERROR, EXIT_USAGE, CliError
+from ._render import terminal_lines
 
 __all__ = ["build_parser", "main"]
 
@@ -125,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = handler(args)
     except CliError as exc:
         _flush_quietly()
-        print(f"steptrace: error: {exc}", file=sys.stderr)
+        print(f"steptrace: error: {terminal_lines(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("steptrace: interrupted", file=sys.stderr)

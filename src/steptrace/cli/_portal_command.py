@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 from typing import Any
 
 from ._common import CliError, existing_store_location
@@ -60,6 +61,13 @@ def run_portal(args: argparse.Namespace) -> int:
         )
     except ImportError as exc:
         raise CliError(f"{INSTALL_HINT} ({exc})") from None
+    except sqlite3.DatabaseError as exc:
+        raise CliError(
+            f"cannot read the store at {location}: {exc}; the file may be damaged "
+            "(`sqlite3 FILE 'PRAGMA integrity_check'` says more)"
+        ) from None
+    except ConnectionError as exc:  # a database that refuses the connection
+        raise CliError(f"cannot open the store at {location}: {exc}") from None
     except ValueError as exc:  # a non-loopback address without a token, a bad port
         raise CliError(str(exc)) from None
     except OSError as exc:

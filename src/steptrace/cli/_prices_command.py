@@ -3,8 +3,11 @@ the price comes from.
 
 Prices are per million tokens, from the configured price table
 (``steptrace.llm.prices``: the maintained genai-prices table plus overrides).
-An unknown model is an error that suggests close model names: ``difflib``
-over the table's model ids and the overrides.
+A rate the table does not list for the model (genai-prices gives no cache
+write or reasoning price for many) is shown at the price it is charged, marked
+"not listed". An unknown model is an error that suggests close model names
+(``difflib`` over the table's model ids and the overrides) and shows how to
+supply a price.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ._common import CliError, print_json
-from ._render import Style, format_tokens, wants_colour
+from ._render import Style, format_tokens, terminal_text, wants_colour
 
 if TYPE_CHECKING:
     from ..llm.prices import PriceTable
@@ -36,6 +39,18 @@ _RATES = (
     ("cache_write_per_mtok", "cache write"),
     ("reasoning_per_mtok", "reasoning"),
 )
+_CHARGED_AS = {
+    "cache_read_per_mtok": "input",
+    "cache_write_per_mtok": "input",
+    "reasoning_per_mtok": "output",
+}
+_HOW_TO_PRICE = """Supply a price (USD per million tokens) in the program, before its calls:
+  from steptrace.llm import ModelPrice, install_default_prices
+  install_default_prices(
+      overrides={{{model!r}: ModelPrice(input_per_mtok=0.5, output_per_mtok=1.5)}},
+      replace=True,
+  )
+or pass the call's cost yourself: steptrace.record_llm_usage(..., cost_usd=0.0012)."""
 
 
 def add_parser(commands: Any) -> None:
@@ -66,7 +81,8 @@ def run_prices(args: argparse.Namespace) -> int:
         table = source if isinstance(source, PriceTable) else None
         close = close_models(args.model, table)
         hint = f"\nClose model names: {', '.join(close)}" if close else ""
-        raise CliError(f"no price known for model {args.model!r}.{hint}")
+        how = _HOW_TO_PRICE.format(model=args.model)
+        raise CliError(f"no price known for model {args.model!r}.{hint}\n{how}")
     if args.json:
         print_json(info)
         return 0
@@ -75,13 +91,16 @@ def run_prices(args: argparse.Namespace) -> int:
     provider = info.get("provider")
     title = f"{style.paint(info['model'], 'bold')}"
     if matched and matched.lower() != str(info["model"]).lower():
-        title += f" (priced as {matched})"
-    print(f"{title}  provider {provider or '-'}  source {_source(info)}")
+        title += terminal_text(f" (priced as {matched})")
+    facts = terminal_text(f"  provider {provider or '-'}  source {_source(info)}")
+    print(f"{title}{facts}")
     print("USD per million tokens")
+    unlisted = set(info.get("unlisted") or ())
     for key, label in _RATES:
         value = info.get(key)
         if value is not None:
-            print(f"  {label:<12} {_price(value)}")
+            note = f"  (not listed: charged as {_CHARGED_AS[key]})" if key in unlisted else ""
+            print(f"  {label:<12} {_price(value)}{note}")
     if info.get("per_request_usd"):
         print(f"  {'per request':<12} ${info['per_request_usd']:g}")
     for tier in info.get("tiers") or []:

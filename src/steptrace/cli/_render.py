@@ -1,4 +1,15 @@
-"""Text for a terminal: colour (only where it belongs), numbers, times, tables.
+"""Text for a terminal: safe text, colour (only where it belongs), numbers,
+times, tables.
+
+Stored names, errors, metadata and events are hostile data (a model chose
+some of them). ``terminal_text`` is the one function every renderer passes
+such text through: credentials are redacted (``steptrace._redact``) and every
+control or format character (ESC, BEL, C1 controls, bidi overrides,
+zero-width characters, line breaks where one line is expected) is shown as a
+visible escape (``\\x1b``, ``\\u202e``, ``\\n``) instead of acting on the
+terminal. ``terminal_lines`` does it to each line of a block of our own,
+``terminal_json`` to JSON text (as JSON escapes, so it still parses).
+``Style.paint`` and ``table`` apply it to whatever they are given.
 
 ``Style`` paints text with ANSI colours when enabled: on a terminal, never
 with ``NO_COLOR`` set (https://no-color.org), or as ``--color`` says.
@@ -10,10 +21,14 @@ so colour never breaks the alignment.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import TextIO
+
+from .._redact import redact
 
 __all__ = [
     "Style",
@@ -23,6 +38,9 @@ __all__ = [
     "format_tokens",
     "format_usd",
     "table",
+    "terminal_json",
+    "terminal_lines",
+    "terminal_text",
     "wants_colour",
 ]
 
@@ -44,9 +62,59 @@ _STATUS_COLOURS = {
     "failed": "red",
     "error": "red",
     "interrupted": "yellow",
+    "over_budget": "red",
     "skipped": "yellow",
     "escalated": "magenta",
 }
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Not printable by ``str.isprintable`` but harmless: spaces and private use.
+_HARMLESS = frozenset({"Zs", "Co"})
+
+
+def _acts_on_terminal(ch: str) -> bool:
+    """Control (Cc), format (Cf: bidi, zero-width), surrogate, unassigned, and
+    line/paragraph separator characters."""
+    return not ch.isprintable() and unicodedata.category(ch) not in _HARMLESS
+
+
+def _visible(ch: str) -> str:
+    named = _NAMED_ESCAPES.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def terminal_text(text: object) -> str:
+    """``text`` (``str()`` of anything else) as one line that is safe to print:
+    credentials redacted, characters that act on a terminal shown escaped."""
+    line = redact(text if isinstance(text, str) else str(text))
+    if line.isprintable():
+        return line
+    return "".join(_visible(ch) if _acts_on_terminal(ch) else ch for ch in line)
+
+
+def terminal_lines(text: str) -> str:
+    """A block of lines of our own (a table, a traceback): each line made safe
+    with ``terminal_text``, the line breaks kept."""
+    return "\n".join(terminal_text(line) for line in text.split("\n"))
+
+
+def terminal_json(text: str) -> str:
+    """JSON text (lines of it) safe to print: credentials redacted, characters
+    that act on a terminal written as JSON escapes (they can only be inside
+    strings there, so the JSON still parses to the same data); line breaks
+    between lines kept."""
+    text = redact(text)
+    if text.isprintable():
+        return text
+    return "".join(
+        json.dumps(ch)[1:-1] if ch != "\n" and _acts_on_terminal(ch) else ch for ch in text
+    )
 
 
 def wants_colour(stream: TextIO, choice: str = "auto") -> bool:
@@ -61,12 +129,14 @@ def wants_colour(stream: TextIO, choice: str = "auto") -> bool:
 
 
 class Style:
-    """Paints text when ``enabled``; otherwise returns it unchanged."""
+    """Paints text when ``enabled``; the text is made safe (``terminal_text``)
+    either way."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
     def paint(self, text: str, *styles: str) -> str:
+        text = terminal_text(text)
         if not self.enabled or not styles or not text:
             return text
         codes = ";".join(_CODES[s] for s in styles)
@@ -76,12 +146,12 @@ class Style:
         """``text`` (default: the status itself) in the status's colour."""
         colour = _STATUS_COLOURS.get(status)
         shown = status if text is None else text
-        return shown if colour is None else self.paint(shown, colour)
+        return terminal_text(shown) if colour is None else self.paint(shown, colour)
 
     def pct(self, pct: float | None, text: str) -> str:
         """``text`` coloured by how much of a budget is used."""
         if pct is None:
-            return text
+            return terminal_text(text)
         return self.paint(text, "red" if pct > 100 else "yellow" if pct >= 80 else "green")
 
 
@@ -151,7 +221,9 @@ def table(
     """Rows aligned under ``headers`` (columns in ``right`` right-aligned).
 
     ``painters[r][c]``, when given, colours cell ``c`` of row ``r`` after
-    padding."""
+    padding. Every cell is made safe (``terminal_text``) first."""
+    headers = [terminal_text(h) for h in headers]
+    rows = [[terminal_text(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):

@@ -1,15 +1,18 @@
 """``steptrace replay RUN SCRIPT.py [ARGS...]``: the script again, offline, on
 the stored run's recorded answers.
 
-The stored run's LLM call transcripts (``store.transcripts``), ordered by
-their ``chat`` spans' start, become a replay cassette
+The stored run's LLM call transcripts (``store.transcripts``), with those of
+the runs opened inside it (its child runs, as under ``steptrace run``),
+ordered by their ``chat`` spans' start, become a replay cassette
 (``cassette_from_calls``; ``--cassette PATH`` keeps it). The script then runs
 like ``steptrace run`` (stored as a new run whose metadata names the one it
-replays) with every ``llm_call`` answered by a ``ReplayProvider`` over that
-cassette, whatever provider the script configures or passes, and with
-connections beyond loopback refused (``steptrace.testing.block_network``), so
-a replay never spends money. A run stored without content (``--no-content``)
-cannot be replayed: the error says so.
+replays, as do the runs the script opens meanwhile: the store marks them all
+as replays and keeps them out of spend totals) with every ``llm_call``
+answered by a ``ReplayProvider`` over that cassette, whatever provider the
+script configures or passes, and with connections beyond loopback refused
+(``steptrace.testing.block_network``), so a replay never spends money. A run
+stored without content (``--no-content``) cannot be replayed: the error says
+so.
 
 The provider is pinned with ``steptrace.llm.override_provider``, which keeps
 the model name each call would have sent.
@@ -24,8 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..spans import Span, add_span_processor, remove_span_processor
 from ..store import StoredRun
-from ._common import CliError, open_existing_store
+from ._common import CliError, reading_store
 from ._render import Style
 from ._resolve import resolve_run_id
 from ._run_command import add_script_arguments, record_script
@@ -74,9 +78,17 @@ def add_parser(commands: Any) -> None:
 
 
 def cassette_calls(store: Any, stored: StoredRun) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """``(request, response)`` pairs of the run's LLM calls, in the order
-    their spans started; ``CliError`` when the run was stored without content."""
-    transcripts = store.transcripts(stored.id)
+    """``(request, response)`` pairs of the LLM calls of the run and of the
+    runs opened inside it (``steptrace run``'s wrapper holds none of its own),
+    in the order their spans started; ``CliError`` when the run was stored
+    without content."""
+    family = [stored]
+    for member in family:  # grows as children are found
+        for child_id in member.child_run_ids:
+            child = store.get_run(child_id)
+            if child is not None:
+                family.append(child)
+    transcripts = [t for member in family for t in store.transcripts(member.id)]
     if not transcripts:
         if stored.run.llm_calls:
             raise CliError(
@@ -92,22 +104,23 @@ def cassette_calls(store: Any, stored: StoredRun) -> list[tuple[dict[str, Any], 
             "call(s) have no prompt or response to replay. Record it again without "
             "--no-content to replay it."
         )
-    started = {span.span_id: (span.start_ns, span.span_id) for span in stored.spans}
-    ordered = sorted(transcripts, key=lambda t: started.get(t.span_id, (0, t.span_id)))
+    started = {
+        (member.id, span.span_id): (span.start_ns, span.span_id)
+        for member in family
+        for span in member.spans
+    }
+    ordered = sorted(transcripts, key=lambda t: started.get((t.run_id, t.span_id), (0, t.span_id)))
     return [(t.request, t.response) for t in ordered if t.request and t.response]
 
 
 def run_replay(args: argparse.Namespace) -> int:
     path = check_script(args.script)
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         run_id = resolve_run_id(store, args.run)
         stored = store.get_run(run_id)
         if stored is None:
             raise CliError(f"run {run_id} vanished from the store while reading it")
         calls = cassette_calls(store, stored)
-    finally:
-        store.close()
 
     from ..llm.providers.replay import CassetteError, ReplayProvider, cassette_from_calls
 
@@ -119,7 +132,10 @@ def run_replay(args: argparse.Namespace) -> int:
             raise CliError(f"run {run_id}: its transcripts do not make a cassette: {exc}") from None
         except OSError as exc:
             raise CliError(f"cannot write the cassette {cassette}: {exc}") from None
-        provider = ReplayProvider(cassette, strict_order=args.strict_order)
+        source = f"the calls recorded in run {run_id}"
+        if args.cassette:
+            source += f" (cassette {cassette})"
+        provider = ReplayProvider(cassette, strict_order=args.strict_order, source=source)
         metadata = {"script": str(path), "argv": list(args.script_args), "replay_of": run_id}
 
         def after(run: Run, out: TextIO, style: Style) -> None:
@@ -135,9 +151,38 @@ def run_replay(args: argparse.Namespace) -> int:
             path,
             name=args.name or (path.absolute().name if path.is_dir() else path.stem),
             metadata=metadata,
-            around=lambda: offline(provider),
+            around=lambda: replaying(provider, run_id),
             after=after,
         )
+
+
+@contextlib.contextmanager
+def replaying(provider: ReplayProvider, original: str) -> Iterator[None]:
+    """Offline on ``provider``, every run opened meanwhile marked as a replay
+    of ``original``."""
+    marker = _MarkReplays(original)
+    add_span_processor(marker)
+    try:
+        with offline(provider):
+            yield
+    finally:
+        remove_span_processor(marker)
+
+
+class _MarkReplays:
+    """Puts ``replay_of`` in the metadata of every run that starts (the store
+    reads it into the run's ``replay_of``), unless the run says otherwise."""
+
+    def __init__(self, original: str) -> None:
+        self.original = original
+
+    def on_start(self, span: Span) -> None:
+        run: Run | None = getattr(span, "run", None)
+        if run is not None and span is run.root and not run.is_default:
+            run.metadata.setdefault("replay_of", self.original)
+
+    def on_end(self, span: Span) -> None:
+        pass
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from ..spans import add_span_processor, remove_span_processor
 from ..store import StoreWriter, record_runs, store_location
 from ._common import CliError
 from ._live import LiveDisplay
-from ._render import Style, format_duration, wants_colour
+from ._render import Style, format_duration, terminal_lines, terminal_text, wants_colour
 from ._script import RunsSeen, check_script, run_script
 
 if TYPE_CHECKING:
@@ -144,7 +144,8 @@ def report(runs: list[Run], wrapper: Run, out: TextIO, style: Style) -> list[Run
     """Each run's ledger and totals; the wrapper run in one line when the
     script did its work in runs of its own. Returns the runs worth a look."""
     others = [r for r in runs if r is not wrapper]
-    empty = bool(others) and not wrapper.completed_steps and not wrapper.usage().llm_calls
+    # The wrapper's usage includes its child runs': "empty" means no calls of its own.
+    empty = bool(others) and not wrapper.completed_steps and not wrapper.llm_trace
     for run in [wrapper, *others]:
         if run is wrapper and empty:
             out.write(
@@ -158,15 +159,23 @@ def report(runs: list[Run], wrapper: Run, out: TextIO, style: Style) -> list[Run
             )
             continue
         duration = format_duration(None if run.ended_at is None else run.duration_ms / 1000)
-        title = f"run {run.id} `{run.name}` {style.status(run.status)} in {duration}"
-        out.write("\n" + style.paint(title, "bold") + "\n")
+        title = (
+            style.paint(f"run {run.id} `{run.name}`", "bold")
+            + " "
+            + style.status(run.status)
+            + style.paint(f" in {duration}", "bold")
+        )
+        out.write("\n" + title + "\n")
         steps = run.completed_steps
-        out.write((ledger_table(run) if steps else "(no steps)") + "\n")
+        out.write(terminal_lines(ledger_table(run) if steps else "(no steps)") + "\n")
         summary = run.summary()
         statuses = ", ".join(f"{n} {s}" for s, n in summary["steps"].items() if n)
-        out.write(totals_line(run) + (f"; steps: {statuses}" if statuses else "") + "\n")
+        totals = totals_line(run) + (f"; steps: {statuses}" if statuses else "")
+        out.write(terminal_text(totals) + "\n")
         if run.error:
-            out.write(style.paint(f"error: {run.error}", "red") + "\n")
+            # Its first line: the traceback above holds the rest (a diff, say).
+            first, *rest = run.error.splitlines() or [""]
+            out.write(style.paint(f"error: {first}{' ...' if rest else ''}", "red") + "\n")
     return others if empty else [wrapper, *others]
 
 

@@ -5,6 +5,12 @@ personas of a run are those its LLM calls were charged to (one small
 aggregate query a row). ``--since`` takes a span back from now (``30m``,
 ``2h``, ``7d``, ``1w``) or a date or time (``2026-11-21``,
 ``2026-11-21T14:00``, local time).
+
+One entry an execution: the list holds top-level runs (filters match a run
+or one of its child runs), each followed by the runs opened inside it,
+indented (``└``). A parent's usage includes its children's, so the totals
+line adds up the top-level entries only, and leaves replays out: a replay's
+calls were answered from a stored run and spent nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from ..store import RunRow, RunStore
-from ._common import open_existing_store, print_json
+from ._common import print_json, reading_store
 from ._render import (
     Style,
     format_duration,
@@ -31,7 +37,7 @@ from ._render import (
 
 __all__ = ["add_parser", "parse_since"]
 
-_STATUSES = ("running", "completed", "failed", "interrupted")
+_STATUSES = ("running", "completed", "over_budget", "failed", "interrupted")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 EXAMPLES = """\
@@ -94,11 +100,16 @@ def parse_since(text: str, *, now: float | None = None) -> float:
         ) from None
 
 
-def _so_far(store: RunStore, run: RunRow) -> RunRow:
-    """A running run's usage from its call log (its totals are written at its end)."""
+def _so_far(store: RunStore, run: RunRow, children: list[RunRow]) -> RunRow:
+    """A running run's usage from its call log and its children's (its totals
+    are written at its end)."""
     if run.ended_at is not None:
         return run
-    usage = store.aggregate("model", run_id=run.id)
+    usage = [
+        a
+        for run_id in (run.id, *(child.id for child in children))
+        for a in store.aggregate("model", run_id=run_id)
+    ]
     return dataclasses.replace(
         run,
         input_tokens=sum(a.input_tokens for a in usage),
@@ -110,6 +121,18 @@ def _so_far(store: RunStore, run: RunRow) -> RunRow:
 
 def _personas(store: RunStore, run_id: str) -> list[str]:
     return sorted(a.key for a in store.aggregate("persona", run_id=run_id) if a.key is not None)
+
+
+def _children(store: RunStore, run_id: str, depth: int = 1) -> list[tuple[int, RunRow]]:
+    """``(depth, run)`` for every run opened inside ``run_id``, each followed by
+    its own, in start order."""
+    rows = sorted(store.list_runs(parent_run_id=run_id, limit=1000), key=lambda r: r.started_at)
+    found: list[tuple[int, RunRow]] = []
+    for row in rows:
+        below = _children(store, row.id, depth + 1)
+        found.append((depth, _so_far(store, row, [r for _, r in below])))
+        found.extend(below)
+    return found
 
 
 def _run_json(run: RunRow, personas: list[str]) -> dict[str, Any]:
@@ -127,27 +150,41 @@ def _run_json(run: RunRow, personas: list[str]) -> dict[str, Any]:
         "llm_calls": run.llm_calls,
         "error": run.error,
         "metadata": run.metadata,
+        "parent_run_id": run.parent_run_id,
+        "replay_of": run.replay_of,
+        "write_errors": run.write_errors,
+        "write_error": run.write_error,
     }
 
 
 def run_runs(args: argparse.Namespace) -> int:
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         filters: dict[str, Any] = {
             "name": args.name,
             "status": args.status,
             "persona": args.persona,
             "started_after": args.since,
         }
-        runs = [_so_far(store, run) for run in store.list_runs(**filters, limit=args.limit)]
-        matching = store.count_runs(**filters)
-        personas = {run.id: _personas(store, run.id) for run in runs}
-    finally:
-        store.close()
+        runs: list[RunRow] = []
+        children: dict[str, list[tuple[int, RunRow]]] = {}
+        for run in store.list_runs(**filters, top_level=True, limit=args.limit):
+            children[run.id] = _children(store, run.id)
+            runs.append(_so_far(store, run, [child for _, child in children[run.id]]))
+        matching = store.count_runs(**filters, top_level=True)
+        every = [*runs, *(child for below in children.values() for _, child in below)]
+        personas = {run.id: _personas(store, run.id) for run in every}
     if args.json:
         print_json(
             {
-                "runs": [_run_json(run, personas[run.id]) for run in runs],
+                "runs": [
+                    {
+                        **_run_json(run, personas[run.id]),
+                        "children": [
+                            _run_json(child, personas[child.id]) for _, child in children[run.id]
+                        ],
+                    }
+                    for run in runs
+                ],
                 "shown": len(runs),
                 "matching": matching,
                 "totals": _totals(runs),
@@ -162,14 +199,16 @@ def run_runs(args: argparse.Namespace) -> int:
     now = time.time()
     rows = []
     painters = []
-    for run in runs:
+    for run, depth in (
+        (shown, depth) for top in runs for depth, shown in [(0, top), *children[top.id]]
+    ):
         duration = run.duration_s
         if duration is None and run.status == "running":
             duration = now - run.started_at
         rows.append(
             [
                 run.id,
-                run.name,
+                ("  " * (depth - 1) + "└ " if depth else "") + run.name + _marks(run),
                 run.status,
                 ", ".join(personas[run.id]) or "-",
                 format_time(run.started_at),
@@ -193,21 +232,37 @@ def run_runs(args: argparse.Namespace) -> int:
     totals = _totals(runs)
     shown = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
     of = f" (of {matching} matching; --limit shows more)" if matching > len(runs) else ""
+    replays = sum(r.replay_of is not None for r in runs)
+    left_out = f" ({replays} replay{'s' if replays != 1 else ''} not counted)" if replays else ""
     print(
         style.paint(
             f"{shown}{of}: {totals['llm_calls']:,} LLM calls, "
             f"{format_tokens(totals['input_tokens'])} tokens in, "
-            f"{format_tokens(totals['output_tokens'])} out, {format_usd(totals['cost_usd'])}",
+            f"{format_tokens(totals['output_tokens'])} out, {format_usd(totals['cost_usd'])}"
+            f"{left_out}",
             "bold",
         )
     )
     return 0
 
 
+def _marks(run: RunRow) -> str:
+    """What sets a run apart in the list: a replay, rows the store refused."""
+    marks = []
+    if run.replay_of is not None:
+        marks.append("replay")
+    if run.write_errors:
+        marks.append(f"{run.write_errors} rows not stored")
+    return f" ({', '.join(marks)})" if marks else ""
+
+
 def _totals(runs: list[RunRow]) -> dict[str, Any]:
+    """What the top-level ``runs`` spent (their children's usage is in theirs),
+    replays left out."""
+    spent = [r for r in runs if r.replay_of is None]
     return {
-        "llm_calls": sum(r.llm_calls for r in runs),
-        "input_tokens": sum(r.input_tokens for r in runs),
-        "output_tokens": sum(r.output_tokens for r in runs),
-        "cost_usd": round(sum(r.cost_usd for r in runs), 12),
+        "llm_calls": sum(r.llm_calls for r in spent),
+        "input_tokens": sum(r.input_tokens for r in spent),
+        "output_tokens": sum(r.output_tokens for r in spent),
+        "cost_usd": round(sum(r.cost_usd for r in spent), 12),
     }

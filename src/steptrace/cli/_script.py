@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .._run import run as open_run
 from ..spans import Span
 from ._common import CliError
+from ._render import terminal_lines, terminal_text
 
 if TYPE_CHECKING:
     from .._run import Run
@@ -113,7 +114,7 @@ def exit_code(exc: SystemExit) -> int:
         return 0
     if isinstance(code, int):
         return code
-    print(code, file=sys.stderr)
+    print(terminal_text(code), file=sys.stderr)
     return 1
 
 
@@ -125,4 +126,5 @@ def print_script_traceback(exc: BaseException, path: Path) -> None:
         tb = tb.tb_next
     # No frame of the script (a SyntaxError while compiling it): the exception
     # itself says where.
-    traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    sys.stderr.write(terminal_lines(text))

@@ -6,7 +6,9 @@ percent, with the status), the count of each event type, the event stream
 (``--events``: all; ``--type T``: those types), the completed-step ledger and
 the summary. ``--json`` prints the same facts as one JSON object: ``run``,
 ``summary``, ``tree`` (see ``_tree.node_json``), ``completed_steps``,
-``llm_calls``, ``event_counts`` and, when asked for, ``events``.
+``llm_calls``, ``event_counts``, ``child_runs`` and, when asked for,
+``events``. A child run names its parent run; a run with children lists them
+(``child runs``), each with its status and usage.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 
 from ..events import _EVENT_TYPES
 from ..report import ledger_table
-from ..store import EventRow, RunStore, StoredRun
-from ._common import CliError, open_existing_store, print_json
+from ..store import EventRow, RunRow, RunStore, StoredRun
+from ._common import CliError, print_json, reading_store
 from ._render import (
     Style,
     format_duration,
@@ -30,6 +32,8 @@ from ._render import (
     format_tokens,
     format_usd,
     table,
+    terminal_lines,
+    terminal_text,
     wants_colour,
 )
 from ._resolve import resolve_run_id
@@ -89,18 +93,21 @@ def run_show(args: argparse.Namespace) -> int:
                 f"unknown event type(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(_EVENT_TYPES))}"
             )
-    store = open_existing_store(args.store)
-    try:
+    with reading_store(args.store) as store:
         run_id = resolve_run_id(store, args.run)
         stored = store.get_run(run_id)
         if stored is None:  # deleted between the two reads
             raise CliError(f"run {run_id} vanished from the store while reading it")
         counts = store.event_counts(run_id)
+        children = sorted(
+            store.list_runs(parent_run_id=run_id, limit=1000), key=lambda r: r.started_at
+        )
         wanted = args.events or bool(types)
         event_types = None if args.events else types
         roots = step_tree(stored, all_spans=args.spans)
         if args.json:
             data = _json(stored, roots, counts)
+            data["child_runs"] = [_child_json(child) for child in children]
             if wanted:
                 data["events"] = [
                     {"seq": e.seq, "span_id": e.span_id, **e.data}
@@ -111,6 +118,8 @@ def run_show(args: argparse.Namespace) -> int:
         style = Style(wants_colour(sys.stdout, args.color))
         out = sys.stdout
         out.write(_header(stored, style) + "\n\n")
+        if children:
+            out.write(_child_runs(children, style) + "\n\n")
         out.write(style.paint("step tree", "bold") + "  (usage of each subtree; used / limit)\n")
         out.write(_tree_table(roots, style) + "\n\n")
         out.write(_event_counts(counts, wanted, style) + "\n")
@@ -118,13 +127,10 @@ def run_show(args: argparse.Namespace) -> int:
             for event in _events(store, run_id, event_types):
                 out.write(_event_line(event) + "\n")
         out.write("\n" + style.paint("ledger", "bold") + "\n")
-        out.write(
-            (ledger_table(stored) if stored.completed_steps else "(no completed steps)") + "\n\n"
-        )
-        out.write(_summary(stored, style) + "\n")
+        ledger = ledger_table(stored) if stored.completed_steps else "(no completed steps)"
+        out.write(terminal_lines(ledger) + "\n\n")
+        out.write(_summary(stored, style, _loop_names(store, stored)) + "\n")
         return 0
-    finally:
-        store.close()
 
 
 def _events(store: RunStore, run_id: str, types: list[str] | None) -> Iterator[EventRow]:
@@ -151,15 +157,73 @@ def _header(stored: StoredRun, style: Style) -> str:
     lines.append(when)
     if run.budget:
         limits = _limits_text(run.budget.get("max_tokens"), run.budget.get("max_usd"))
-        lines.append(f"  budget: {limits}")
+        lines.append(terminal_text(f"  budget: {limits}"))
     if run.metadata:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in run.metadata.items())
-        lines.append(f"  metadata: {shown}")
+        lines.append(terminal_text(f"  metadata: {shown}"))
+    if run.parent_run_id is not None:
+        parent = terminal_text(run.parent_run_id)
+        lines.append(
+            f"  child run of {style.paint(parent, 'cyan')}"
+            + style.paint(f"  (steptrace show {parent})", "dim")
+        )
+    if run.replay_of is not None:
+        original = terminal_text(run.replay_of)
+        lines.append(
+            f"  replay of {style.paint(original, 'cyan')}: its calls were answered from "
+            "that run and spent nothing (left out of spend totals)"
+        )
+    if run.write_errors:
+        detail = terminal_text(
+            f"{run.write_errors} row(s) could not be stored; last: {run.write_error}"
+        )
+        lines.append("  " + style.paint(detail, "yellow"))
     if run.host or run.pid:
         lines.append(style.paint(f"  recorded by pid {run.pid} on {run.host}", "dim"))
     if run.error:
         lines.append("  " + style.paint(f"error: {run.error}", "red"))
     return "\n".join(lines)
+
+
+def _child_runs(children: list[RunRow], style: Style) -> str:
+    """The runs opened inside this one (their usage is part of this run's)."""
+    rows = [
+        [
+            child.id,
+            child.name,
+            child.status,
+            format_tokens(child.input_tokens + child.output_tokens),
+            format_usd(child.cost_usd),
+            format_duration(child.duration_s),
+        ]
+        for child in children
+    ]
+    painters: list[list[Any]] = [
+        [None, None, lambda text, s=child.status: style.status(s, text)] for child in children
+    ]
+    title = style.paint("child runs", "bold") + "  (included in this run's usage)"
+    listing = table(
+        ["ID", "NAME", "STATUS", "TOKENS", "COST", "TIME"],
+        rows,
+        right=(3, 4, 5),
+        painters=painters,
+        style=style,
+    )
+    return f"{title}\n{listing}"
+
+
+def _child_json(child: RunRow) -> dict[str, Any]:
+    return {
+        "id": child.id,
+        "name": child.name,
+        "status": child.status,
+        "started_at": child.started_at,
+        "ended_at": child.ended_at,
+        "input_tokens": child.input_tokens,
+        "output_tokens": child.output_tokens,
+        "cost_usd": child.cost_usd,
+        "llm_calls": child.llm_calls,
+    }
 
 
 def _limits_text(max_tokens: Any, max_usd: Any) -> str:
@@ -240,25 +304,34 @@ def _tree_table(roots: list[Node], style: Style) -> str:
 def _event_counts(counts: dict[str, int], listing: bool, style: Style) -> str:
     if not counts:
         return style.paint("events", "bold") + ": none"
-    shown = ", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items()))
+    shown = terminal_text(", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items())))
     total = sum(counts.values())
     hint = "" if listing else style.paint("  (list them with --events or --type TYPE)", "dim")
     return f"{style.paint('events', 'bold')} ({total:,}): {shown}{hint}"
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    text = text.replace("\n", "\\n")
+    text = terminal_text(value if isinstance(value, str) else repr(value))
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
 
 
 def _event_line(event: EventRow) -> str:
     data = event.data
     fields = " ".join(f"{k}={_short(v)}" for k, v in data.items() if k != "type")
-    return f"  {event.seq:>6}  {data.get('type', '?'):<18} {fields}"
+    return terminal_text(f"  {event.seq:>6}  {data.get('type', '?'):<18} {fields}")
 
 
-def _summary(stored: StoredRun, style: Style) -> str:
+def _loop_names(store: RunStore, stored: StoredRun) -> list[str]:
+    """The name of the span each ended agent loop ran in (its step, or its
+    own span), in the order the loops ended: how the summary's loops are named."""
+    names = {span.span_id: span.name for span in stored.spans}
+    return [
+        names.get(row.span_id, "?") if row.span_id is not None else "?"
+        for row in _events(store, stored.id, ["loop_complete"])
+    ]
+
+
+def _summary(stored: StoredRun, style: Style, loop_names: list[str] | None = None) -> str:
     summary = stored.summary
     lines = [style.paint("summary", "bold")]
     if stored.run.ended_at is None:
@@ -280,17 +353,33 @@ def _summary(stored: StoredRun, style: Style) -> str:
     step_text = ", ".join(f"{n} {status}" for status, n in steps.items() if n) or "none"
     lines.append(f"  steps: {step_text}")
     agent = summary.get("agent") or {}
-    if agent.get("iterations") or agent.get("tool_executions"):
+    loops = agent.get("loops") or []
+    if loops or agent.get("iterations") or agent.get("tool_executions"):
+        outside = (agent.get("outside_loops") or {}).get("llm_calls") or 0
         lines.append(
-            f"  agent: {agent.get('status')}, {agent.get('iterations')} iterations, "
-            f"{agent.get('tool_executions')} tool executions, "
-            f"{agent.get('tool_rejections')} rejections, "
-            f"{agent.get('interventions')} interventions, {agent.get('compactions')} compactions"
+            f"  agent ({len(loops)} loop{'s, all together' if len(loops) != 1 else ''}): "
+            + _agent_counts(agent)
+            + (f"; {outside} LLM call(s) outside any loop" if outside else "")
         )
+        if len(loops) > 1:
+            named = loop_names or []
+            for i, loop in enumerate(loops, 1):
+                name = f" {_short(named[i - 1])}" if i <= len(named) else ""
+                lines.append(f"    loop {i}{name}: {_agent_counts(loop)}")
         tools = agent.get("tools_used") or []
         if tools:
             lines.append(f"  tools used: {', '.join(map(str, tools))}")
-    return "\n".join(lines)
+    # The first line is painted (safe already); the rest carry stored text.
+    return "\n".join([lines[0], *map(terminal_text, lines[1:])])
+
+
+def _agent_counts(agent: dict[str, Any]) -> str:
+    return (
+        f"{agent.get('status')}, {agent.get('iterations')} iterations, "
+        f"{agent.get('llm_calls')} LLM calls, {agent.get('tool_executions')} tool executions, "
+        f"{agent.get('tool_rejections')} rejections, "
+        f"{agent.get('interventions')} interventions, {agent.get('compactions')} compactions"
+    )
 
 
 def _json(stored: StoredRun, roots: list[Node], counts: dict[str, int]) -> dict[str, Any]:
@@ -312,6 +401,11 @@ def _json(stored: StoredRun, roots: list[Node], counts: dict[str, int]) -> dict[
             "llm_calls": run.llm_calls,
             "pid": run.pid,
             "host": run.host,
+            "parent_run_id": run.parent_run_id,
+            "parent_span_id": run.parent_span_id,
+            "replay_of": run.replay_of,
+            "write_errors": run.write_errors,
+            "write_error": run.write_error,
         },
         "summary": stored.summary,
         "tree": [node_json(root) for root in roots],

@@ -7,7 +7,10 @@ recorded in it (``own``, from the run's LLM call log) and in its whole subtree
 context). Budgets are checked against subtrees (a nested step's calls count
 against its parent's budget), so ``total`` is what a limit is compared with.
 LLM-call and tool spans are folded into counts on their parent
-(``llm_spans``, ``tool_spans``) unless ``all_spans`` keeps them as nodes.
+(``llm_spans``, ``tool_spans``) unless ``all_spans`` keeps them as nodes; a
+kept LLM-call span then carries the usage its request recorded (the call log
+attributes calls to the enclosing step, so that usage moves from the node the
+log gave it to, and no total counts it twice).
 Spans whose parent was not stored (a run still going stores spans as they
 end) become roots. ``node_json`` is the machine form of a node.
 """
@@ -122,6 +125,10 @@ def step_tree(stored: StoredRun, *, all_spans: bool = False) -> list[Node]:
         node.own.output_tokens += call.output_tokens
         node.own.cost_usd += call.cost_usd or 0.0
         node.own.llm_calls += 1
+    if all_spans:
+        for span in stored.spans:
+            if span.kind == "llm_call":
+                _move_request_usage(nodes[span.span_id], nodes)
     roots: list[Node] = []
     for span in stored.spans:  # start order: children in the order they began
         node = nodes[span.span_id]
@@ -139,6 +146,35 @@ def step_tree(stored: StoredRun, *, all_spans: bool = False) -> list[Node]:
     for root in roots:
         _sum(root)
     return roots
+
+
+def _request_usage(span: SpanRow) -> Usage | None:
+    """What one LLM request recorded on its span, or None (a failed request)."""
+    meta = span.metadata
+    inp, out = meta.get("gen_ai.usage.input_tokens"), meta.get("gen_ai.usage.output_tokens")
+    if not isinstance(inp, int) or not isinstance(out, int):
+        return None
+    cost = meta.get("steptrace.cost_usd")
+    return Usage(inp, out, float(cost) if isinstance(cost, int | float) else 0.0, 1)
+
+
+def _move_request_usage(node: Node, nodes: dict[int, Node]) -> None:
+    usage = _request_usage(node.span)
+    if usage is None:
+        return
+    node.own.add(usage)
+    # The call log holds the call on the nearest enclosing span with calls.
+    parent_id = node.span.parent_id
+    while parent_id is not None and parent_id in nodes:
+        holder = nodes[parent_id]
+        if holder.own.llm_calls:
+            own = holder.own
+            own.input_tokens = max(0, own.input_tokens - usage.input_tokens)
+            own.output_tokens = max(0, own.output_tokens - usage.output_tokens)
+            own.cost_usd = max(0.0, own.cost_usd - usage.cost_usd)
+            own.llm_calls -= 1
+            return
+        parent_id = holder.span.parent_id
 
 
 def _sum(node: Node) -> Usage:

@@ -1,8 +1,9 @@
 """``llm_call`` and ``allm_call``: one model call, budgeted, traced and validated.
 
 Each call: resolve the model and provider (``_config``), then per attempt
-refuse before sending if the worst case cannot fit the active budgets
-(``check_budget`` with a conservative input estimate and the output cap), send
+refuse before sending if the worst case cannot fit the active budgets, else
+hold it on them (``reserve`` with a conservative input estimate and the
+output cap; the hold is settled by the usage, released on any failure), send
 the request with retries of retryable provider errors (each request its own
 ``chat <model>`` span with OpenTelemetry GenAI attributes, failed ones marked
 ``error``), record the provider's real usage and priced cost into the active
@@ -32,9 +33,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import spans as _spans
-from .._accounting import arecord_llm_usage, check_budget, limits_in_force, record_llm_usage
-from .._config import settings as core_settings
-from .._reservations import release_pending
+from .._accounting import (
+    Hold,
+    arecord_llm_usage,
+    limits_in_force,
+    price_call,
+    record_llm_usage,
+    reserve,
+)
 from ..errors import ProviderError, SchemaValidationFailed
 from ..events import LlmCall, SchemaRetry
 from ..runtime import active_step_model_default
@@ -168,6 +174,8 @@ class _Call:
         self.input_tokens = self.output_tokens = self.cache_tokens = self.duration_ms = 0
         self.cost_usd: float | None = 0.0
         self.attempt = 0
+        self.hold: Hold | None = None
+        """The pre-flight hold of the request in flight (None without limits)."""
 
     # -- per attempt --------------------------------------------------------------
 
@@ -182,13 +190,19 @@ class _Call:
             stream=self.on_text is not None,
             on_text=self.on_text,
         )
+        self.hold = None
         if limits_in_force():
-            check_budget(
+            self.hold = reserve(
                 self.model,
                 estimate_input_tokens(request),
                 self.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
             )
         return request
+
+    def release(self) -> None:
+        """Free the request's hold: it failed, or was cancelled, before any usage."""
+        if self.hold is not None:
+            self.hold.release()
 
     def request_span(self, request: LlmRequest) -> span:
         attributes: dict[str, Any] = {
@@ -230,18 +244,16 @@ class _Call:
         """Describe the response on its (still open) span, emit ``LlmCall``, and
         return the arguments for ``record_llm_usage`` (which the caller makes
         after the span ends, so a budget error is not the request's error)."""
-        source = core_settings.price_source
-        cost = (
-            None
-            if source is None
-            else source.cost_usd(
+        try:
+            cost = price_call(
                 self.model,
                 response.input_tokens,
                 response.output_tokens,
-                cache_read_tokens=response.cache_read_tokens,
-                cache_write_tokens=response.cache_write_tokens,
+                response.cache_read_tokens,
+                response.cache_write_tokens,
             )
-        )
+        except ValueError:
+            cost = None  # a bad price answer: the record reprices and says so, after recording
         request_span.metadata.update(
             {
                 "gen_ai.response.model": response.model,
@@ -353,22 +365,25 @@ def llm_call(
     while True:
         request = call.request()
         retry = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                with call.request_span(request) as request_span:
-                    response = call.provider.complete(request)
-                    duration_ms = round((time.perf_counter() - started) * 1000)
-                    usage = call.usage(request, response, duration_ms, request_span)
-                break
-            except ProviderError as error:  # the request's span ended as an error
-                retry += 1
-                delay = call.retry_delay(error, retry, request_span)
-                if delay is None:
-                    release_pending()  # the call never happened: free its shared hold
-                    raise
-            time.sleep(delay)
-        record_llm_usage(**usage)
+        try:
+            while True:
+                started = time.perf_counter()
+                try:
+                    with call.request_span(request) as request_span:
+                        response = call.provider.complete(request)
+                        duration_ms = round((time.perf_counter() - started) * 1000)
+                        usage = call.usage(request, response, duration_ms, request_span)
+                    break
+                except ProviderError as error:  # the request's span ended as an error
+                    retry += 1
+                    delay = call.retry_delay(error, retry, request_span)
+                    if delay is None:
+                        raise
+                time.sleep(delay)
+        except BaseException:
+            call.release()  # no usage will come: failed, interrupted or cancelled
+            raise
+        record_llm_usage(**usage, _hold=call.hold)
         result = call.conclude(response)
         if result is not None:
             return result
@@ -407,22 +422,25 @@ async def allm_call(
     while True:
         request = call.request()
         retry = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                async with call.request_span(request) as request_span:
-                    response = await call.provider.acomplete(request)
-                    duration_ms = round((time.perf_counter() - started) * 1000)
-                    usage = call.usage(request, response, duration_ms, request_span)
-                break
-            except ProviderError as error:  # the request's span ended as an error
-                retry += 1
-                delay = call.retry_delay(error, retry, request_span)
-                if delay is None:
-                    release_pending()  # the call never happened: free its shared hold
-                    raise
-            await asyncio.sleep(delay)
-        await arecord_llm_usage(**usage)
+        try:
+            while True:
+                started = time.perf_counter()
+                try:
+                    async with call.request_span(request) as request_span:
+                        response = await call.provider.acomplete(request)
+                        duration_ms = round((time.perf_counter() - started) * 1000)
+                        usage = call.usage(request, response, duration_ms, request_span)
+                    break
+                except ProviderError as error:  # the request's span ended as an error
+                    retry += 1
+                    delay = call.retry_delay(error, retry, request_span)
+                    if delay is None:
+                        raise
+                await asyncio.sleep(delay)
+        except BaseException:
+            call.release()  # no usage will come: failed, interrupted or cancelled
+            raise
+        await arecord_llm_usage(**usage, _hold=call.hold)
         result = call.conclude(response)
         if result is not None:
             return result

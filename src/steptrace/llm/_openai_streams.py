@@ -22,10 +22,9 @@ from typing import Any, Protocol
 import openai
 
 from .. import _context
-from .._accounting import arecord_llm_usage, record_llm_usage
+from .._accounting import arecord_llm_usage, record_llm_usage, release_budget_hold
 from .._config import report_observer_failure
 from .._redact import redact
-from .._reservations import release_pending
 from ..errors import BudgetExhausted, PricingUnknown
 from ..spans import Span, end_span
 from ..tracing import span as _span
@@ -67,7 +66,7 @@ class StreamCall(Protocol):
 def fail_span(request_span: Span, error: BaseException) -> None:
     """End the span as failed, with the error's message redacted, and free the
     call's shared-budget hold (the call will never report its usage)."""
-    release_pending()
+    release_budget_hold()
     text = redact(str(error))
     end_span(request_span, f"{type(error).__name__}: {text}" if text else type(error).__name__)
 

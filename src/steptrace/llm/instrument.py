@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from .._redact import register_credentials
+
 __all__ = ["instrument", "uninstrument"]
 
 C = TypeVar("C")
@@ -28,7 +30,9 @@ def _family(client: object) -> str:
 
 
 def instrument(client: C) -> C:
-    """Account every call made through ``client``; returns the same client."""
+    """Account every call made through ``client``; returns the same client.
+    The client's key is registered for redaction (``steptrace._redact``)."""
+    register_credentials(client)
     if _family(client) == "openai":
         from .instrument_openai import instrument_openai
 

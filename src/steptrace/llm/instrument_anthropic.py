@@ -41,9 +41,13 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .._accounting import arecord_llm_usage, check_budget, record_llm_usage
+from .._accounting import (
+    arecord_llm_usage,
+    check_budget,
+    record_llm_usage,
+    release_budget_hold,
+)
 from .._config import settings as core_settings
-from .._reservations import release_pending
 from ..errors import BudgetExhausted, PricingUnknown
 from ..events import LlmCall
 from ..runtime import active_step_model_default
@@ -232,7 +236,7 @@ class _Call:
             )
         _ended_span(f"chat {self.model}", attributes, self.start_ns, error)
         if self.message_id is None:
-            release_pending()  # no response: the call's shared-budget hold is freed
+            release_budget_hold()  # no response: the call's shared-budget hold is freed
             return None
         emit_event(
             LlmCall(

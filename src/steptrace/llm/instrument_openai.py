@@ -65,7 +65,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "instrument_openai needs the openai SDK: pip install 'steptrace[openai]'"
     ) from exc
 
-from .._accounting import arecord_llm_usage, check_budget, record_llm_usage
+from .._accounting import (
+    arecord_llm_usage,
+    check_budget,
+    record_llm_usage,
+    release_budget_hold,
+)
 from .._config import report_observer_failure
 from .._config import settings as core_settings
 from ..errors import BudgetExhausted, PricingUnknown
@@ -369,6 +374,8 @@ def _sync_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
             usage = _observed(call.conclude_completion, request_span, result)
         if usage is not None:
             record_llm_usage(**usage)
+        else:
+            release_budget_hold()  # a response it cannot read: nothing to settle
         return result
 
     return instrumented
@@ -391,6 +398,8 @@ def _async_wrapper(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awa
             usage = _observed(call.conclude_completion, request_span, result)
         if usage is not None:
             await arecord_llm_usage(**usage)
+        else:
+            release_budget_hold()  # a response it cannot read: nothing to settle
         return result
 
     return instrumented

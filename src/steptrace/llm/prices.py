@@ -152,6 +152,7 @@ class _Rates:
         "per_request",
         "reasoning",
         "tiers",
+        "unlisted",
     )
 
     def __init__(
@@ -171,11 +172,23 @@ class _Rates:
         self.cache_read = self.input if cache_read is None else cache_read
         self.cache_write = self.input if cache_write is None else cache_write
         self.reasoning = self.output if reasoning is None else reasoning
+        # Rates the source does not give, charged at their parent kind's price.
+        self.unlisted = tuple(
+            name
+            for name, value in (
+                ("cache_read_per_mtok", cache_read),
+                ("cache_write_per_mtok", cache_write),
+                ("reasoning_per_mtok", reasoning),
+            )
+            if value is None
+        )
         self.per_request = per_request
         self.tiers: tuple[tuple[int, _Rates], ...] = ()
         """(threshold, rates) ascending: ``rates`` apply when input_tokens > threshold."""
 
-    def as_dict(self) -> dict[str, float | None]:
+    def as_dict(self) -> dict[str, Any]:
+        """The rates; ``unlisted`` names those the source does not list (shown
+        at the price they are charged: cache at input's, reasoning at output's)."""
         return {
             "input_per_mtok": self.input if self.known_input else None,
             "output_per_mtok": self.output if self.known_output else None,
@@ -183,6 +196,7 @@ class _Rates:
             "cache_write_per_mtok": self.cache_write if self.known_input else None,
             "reasoning_per_mtok": self.reasoning if self.known_output else None,
             "per_request_usd": self.per_request,
+            "unlisted": list(self.unlisted),
         }
 
 

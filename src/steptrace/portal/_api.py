@@ -4,7 +4,9 @@ Handlers are plain blocking functions over a ``StoreReads`` (the app runs them
 in worker threads). Bad input raises ``ApiError`` with the HTTP status and a
 message naming the parameter and what was wrong; an unknown run or span is a
 404 naming it. Span ids travel as strings (JavaScript numbers hold only 53
-bits), span times as milliseconds from the run's start.
+bits), span times as milliseconds from the run's start. A run's page may name
+it as the CLI does (``resolve_run``): an id, a unique prefix, ``last`` or a
+run name (its latest run).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..store import EventRow, RunRow, SpanRow
+from . import _search
 from ._reads import SORT_KEYS, RunFilters, RunStructure, SortKey, StoreReads
 
 __all__ = ["ENDPOINTS", "ApiError", "Query"]
@@ -98,13 +101,20 @@ def _types(query: Query) -> list[str] | None:
     return types
 
 
+_MAX_SPAN_ID = 2**63 - 1  # what a store's integer column holds
+
+
 def _span_id(raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
         value = -1
-    if value < 0:
-        raise ApiError(400, "bad_parameter", f"span id must be a non-negative integer, got {raw!r}")
+    if not 0 <= value <= _MAX_SPAN_ID:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"span id must be an integer from 0 to {_MAX_SPAN_ID}, got {raw[:40]!r}",
+        )
     return value
 
 
@@ -141,6 +151,11 @@ def run_json(run: RunRow, personas: Sequence[str] | None = None) -> dict[str, An
         "host": run.host,
         "pid": run.pid,
         "heartbeat_at": run.heartbeat_at,
+        "parent_run_id": run.parent_run_id,
+        "parent_span_id": None if run.parent_span_id is None else str(run.parent_span_id),
+        "replay_of": run.replay_of,
+        "write_errors": run.write_errors,
+        "write_error": run.write_error,
         **({} if personas is None else {"personas": list(personas)}),
     }
 
@@ -219,11 +234,16 @@ def _structure_json(structure: RunStructure, origin: int) -> dict[str, Any]:
 
 
 def so_far(reads: StoreReads, run: RunRow) -> RunRow:
-    """``run`` with a running run's usage from its call log: the store writes
-    a run's totals only when it ends, so its header says 0 until then."""
+    """``run`` with a running run's usage from its call log and its child
+    runs': the store writes a run's totals only when it ends, so its header
+    says 0 until then."""
     if run.ended_at is not None:
         return run
-    usage = reads.store.aggregate("model", run_id=run.id)
+    usage = [
+        a
+        for run_id in (run.id, *(child.id for child in reads.child_runs(run.id)))
+        for a in reads.store.aggregate("model", run_id=run_id)
+    ]
     return dataclasses.replace(
         run,
         input_tokens=sum(a.input_tokens for a in usage),
@@ -248,7 +268,9 @@ def _need_structure(reads: StoreReads, run_id: str) -> RunStructure:
 
 
 def runs(reads: StoreReads, query: Query) -> dict[str, Any]:
-    """``GET /api/runs``: a page of runs with the filters' totals."""
+    """``GET /api/runs``: a page of runs with the filters' totals (what the
+    matching runs spent, each call once: replays and children whose parent
+    matches too are left out of the sums)."""
     filters = RunFilters(
         name=_text(query, "name"),
         status=_text(query, "status"),
@@ -305,8 +327,46 @@ def aggregates(reads: StoreReads, query: Query) -> dict[str, Any]:
     }
 
 
+_LATEST = ("last", "latest")
+_AMBIGUOUS_SHOWN = 10
+
+
+def resolve_run(reads: StoreReads, ref: str) -> str:
+    """The id of the run ``ref`` names, as the CLI reads it: an id, ``last``
+    (or ``latest``), a unique id prefix, or a run name (its latest run)."""
+    ref = ref.strip()
+    if ref and reads.header(ref) is not None:
+        return ref
+    if ref.lower() in _LATEST:
+        newest = reads.store.list_runs(limit=1)
+        if not newest:
+            raise ApiError(404, "run_not_found", "the store holds no runs yet")
+        return newest[0].id
+    if ref:
+        matches = reads.store.run_ids(ref, limit=_AMBIGUOUS_SHOWN + 1)
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ApiError(
+                409,
+                "ambiguous_run",
+                f"run id prefix {ref!r} matches several runs: {', '.join(matches[:10])}"
+                + (" and more" if len(matches) > _AMBIGUOUS_SHOWN else ""),
+            )
+        named = reads.store.list_runs(name=ref, limit=1)
+        if named:
+            return named[0].id
+    raise ApiError(
+        404,
+        "run_not_found",
+        f"no run {ref!r} in this store (not an id, an id prefix, `last` or a run name)",
+    )
+
+
 def run(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
-    """``GET /api/runs/{id}``: what the run's first screen shows (no events)."""
+    """``GET /api/runs/{ref}``: what the run's first screen shows (no events);
+    ``ref`` as ``resolve_run`` reads it (the answer's ``run.id`` is the id)."""
+    run_id = resolve_run(reads, run_id)
     structure = _need_structure(reads, run_id)
     head = _need_run(reads, run_id)
     counts = reads.event_counts(run_id)
@@ -314,8 +374,11 @@ def run(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     statuses = dict.fromkeys(("completed", "failed", "skipped", "escalated"), 0)
     for row in ledger:
         statuses[row.get("status", "")] = statuses.get(row.get("status", ""), 0) + 1
+    parent = None if head.parent_run_id is None else reads.header(head.parent_run_id)
     return {
         "run": run_json(head, reads.personas([run_id]).get(run_id, [])),
+        "parent": None if parent is None else {"id": parent.id, "name": parent.name},
+        "child_runs": [run_json(so_far(reads, child)) for child in reads.child_runs(run_id)],
         **_structure_json(structure, origin_ns(head)),
         "ledger": [
             {
@@ -397,6 +460,35 @@ def events(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     }
 
 
+def event(reads: StoreReads, query: Query, run_id: str, seq: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/events/{seq}``: one event and its position in the
+    run's stream (``offset``: how the page scrolls to it)."""
+    _need_run(reads, run_id)
+    number = _span_id(seq)
+    found = reads.event_at(run_id, number)
+    if found is None:
+        raise ApiError(404, "event_not_found", f"run {run_id!r} has no event #{seq}")
+    row, offset = found
+    return {"event": event_json(row), "offset": offset}
+
+
+def search(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}/search?q=TEXT``: where TEXT is in the run's prompts,
+    responses, tool arguments and results, errors, spans and events (see
+    ``_search``), in the order they happened within each kind."""
+    _need_run(reads, run_id)
+    needle = query.get("q", "")
+    if not needle.strip():
+        raise ApiError(400, "bad_parameter", "`q` is required: the text to find")
+    if "\x00" in needle:  # no store can hold it (PostgreSQL text cannot)
+        raise ApiError(400, "bad_parameter", "`q` may not contain a NUL character")
+    if len(needle) > _search.MAX_QUERY:
+        raise ApiError(400, "bad_parameter", f"`q` is at most {_search.MAX_QUERY} characters long")
+    limit = _int_param(query, "limit", 100, 1, 500)
+    found, more = reads.search(run_id, needle, limit)
+    return {"q": needle, "hits": [hit.as_json() for hit in found], "more": more, "limit": limit}
+
+
 def children(reads: StoreReads, query: Query, run_id: str, span: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/spans/{span}/children``: a page of a span's children."""
     origin = origin_ns(_need_run(reads, run_id))
@@ -457,6 +549,8 @@ ENDPOINTS: tuple[tuple[tuple[str, ...], Handler], ...] = (
     (("runs", "*", "live"), live),
     (("runs", "*", "summary"), summary),
     (("runs", "*", "events"), events),
+    (("runs", "*", "events", "*"), event),
+    (("runs", "*", "search"), search),
     (("runs", "*", "spans", "*", "children"), children),
     (("runs", "*", "llm-calls"), llm_calls),
     (("runs", "*", "llm-calls", "*"), llm_call),

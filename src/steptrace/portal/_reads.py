@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from ..events import event_from_dict, summarize_events
 from ..store import Aggregate, EventRow, RunRow, RunStore, SpanRow, StoredRun, TranscriptRow
+from . import _search
 
 __all__ = [
     "INLINE_SPAN_LIMIT",
@@ -179,14 +180,24 @@ class StoreReads:
         return ordered[offset : offset + limit], len(ordered)
 
     def totals(self, filters: RunFilters) -> RunTotals:
+        """The matching runs, and what they spent: each call counted once (a
+        child run whose parent matches too is in its parent's totals) and no
+        replay (its calls are the original's)."""
         rows = self._all_runs(filters)
+        ids = {r.id for r in rows}
+        spent = [r for r in rows if r.replay_of is None and r.parent_run_id not in ids]
         return RunTotals(
             runs=len(rows),
-            input_tokens=sum(r.input_tokens for r in rows),
-            output_tokens=sum(r.output_tokens for r in rows),
-            cost_usd=sum(r.cost_usd for r in rows),
-            llm_calls=sum(r.llm_calls for r in rows),
+            input_tokens=sum(r.input_tokens for r in spent),
+            output_tokens=sum(r.output_tokens for r in spent),
+            cost_usd=sum(r.cost_usd for r in spent),
+            llm_calls=sum(r.llm_calls for r in spent),
         )
+
+    def child_runs(self, run_id: str) -> list[RunRow]:
+        """The runs opened inside ``run_id``, in start order."""
+        rows = self.store.list_runs(parent_run_id=run_id, limit=_PAGE)
+        return sorted(rows, key=lambda r: (r.started_at, r.id))
 
     def personas(self, run_ids: Sequence[str]) -> dict[str, list[str]]:
         """Each run's personas (every persona span, not only those that called a
@@ -312,6 +323,38 @@ class StoreReads:
         """``summarize_events`` over the run's events (the summary's ``agent``)."""
         stored = self._stored(run_id)
         return None if stored is None else summarize_events(stored.events)
+
+    def event_at(self, run_id: str, seq: int) -> tuple[EventRow, int] | None:
+        """The event ``seq`` and its position in the run's whole stream."""
+        after, offset = -1, 0
+        while True:
+            page = self.store.events(run_id, after_seq=after, limit=_PAGE)
+            for row in page:
+                if row.seq == seq:
+                    return row, offset
+                if row.seq > seq:
+                    return None
+                offset += 1
+            if len(page) < _PAGE:
+                return None
+            after = page[-1].seq
+
+    def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.Hit], bool]:
+        """Where ``needle`` is in the run (see ``_search``), at most ``limit``
+        hits, and whether there may be more."""
+        stored = self._stored(run_id)
+        if stored is None:
+            return [], False
+        events: list[EventRow] = []
+        while True:
+            after = events[-1].seq if events else -1
+            page = self.store.events(run_id, after_seq=after, limit=_PAGE)
+            events.extend(page)
+            if len(page) < _PAGE:
+                break
+        rows = _search.scan_rows(stored, self.store.transcripts(run_id), events, needle, limit)
+        found = _search.hits(rows, needle, limit)
+        return found, rows.full or len(found) >= limit
 
     def transcript(self, run_id: str, span_id: int) -> TranscriptRow | None:
         rows = self.store.transcripts(run_id, [span_id])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
@@ -77,12 +78,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_PORT = re.compile(r":[0-9]*")
+
+
 def _host_name(host_header: str) -> str:
     """``Host`` without its port: ``127.0.0.1:8765`` -> ``127.0.0.1``,
-    ``[::1]:8765`` -> ``[::1]``."""
+    ``[::1]:8765`` -> ``[::1]``. Anything after the name but a port
+    (``[::1]evil.example``) leaves the header whole, which no check accepts."""
     if host_header.startswith("["):
-        return host_header.split("]", 1)[0] + "]"
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+        name, bracket, rest = host_header.partition("]")
+        name += bracket
+    elif host_header.count(":") == 1:
+        name, colon, port = host_header.partition(":")
+        rest = colon + port
+    else:
+        return host_header
+    return name if not rest or _PORT.fullmatch(rest) else host_header
 
 
 @dataclass(frozen=True, slots=True)

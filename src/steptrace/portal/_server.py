@@ -19,9 +19,15 @@ import webbrowser
 from pathlib import Path
 from urllib.parse import quote
 
-from ..store import RunStore, SQLiteStore, open_store, store_location
-from ..store._open import is_database_url
-from ..store._postgres import PostgresStore
+from .._redact import redact_url
+from ..store import (
+    PostgresStore,
+    RunStore,
+    SQLiteStore,
+    is_database_url,
+    open_store,
+    store_location,
+)
 from ._app import PortalApp
 from ._postgres_reads import PostgresReads
 from ._reads import StoreReads
@@ -35,8 +41,9 @@ _INSTALL_HINT = "the portal needs uvicorn: pip install 'steptrace[portal]'"
 
 def open_reads(store: RunStore) -> StoreReads:
     """The fastest reader for ``store``: SQL for a SQLite file or a PostgreSQL
-    database, else the ``RunStore`` protocol alone."""
-    if isinstance(store, SQLiteStore) and SQLiteReads.handles(store):
+    database, else the ``RunStore`` protocol alone (also for a SQLite file
+    opened read-only: the SQL reader's own connections would need to write)."""
+    if isinstance(store, SQLiteStore) and not store.read_only and SQLiteReads.handles(store):
         return SQLiteReads(store)
     if isinstance(store, PostgresStore):  # psycopg is imported when one is opened
         return PostgresReads(store)
@@ -98,7 +105,8 @@ def serve(
     Raises ``ValueError`` for a non-loopback ``host`` without a ``token`` or a
     port out of range, ``FileNotFoundError`` when the SQLite file does not
     exist, ``OSError`` when the address cannot be bound, ``ImportError`` without
-    uvicorn."""
+    uvicorn, ``sqlite3.DatabaseError`` when the store cannot be read. A store
+    that cannot be written is served read-only."""
     if token is not None and not token.strip():
         raise ValueError("portal token: must not be empty or blank")
     if not is_loopback(host) and token is None:
@@ -114,9 +122,10 @@ def serve(
     except ImportError as error:
         raise ImportError(_INSTALL_HINT) from error
     location = _check_target(store_target)
-    store = open_store(location)
+    store = open_store(location, reading=True)
     app = create_app(store, token=token)
     try:
+        store.list_runs(limit=1)  # a damaged file says so now, before anything listens
         sock = _listen(host, port)
         bound_port = sock.getsockname()[1]
         shown = f"[{host.strip('[]')}]" if ":" in host.strip("[]") else host
@@ -132,7 +141,8 @@ def serve(
             proxy_headers=False,
         )
         server = uvicorn.Server(config)
-        print(f"steptrace portal on {url} (store: {location}); Ctrl-C stops it", flush=True)
+        shown_store = redact_url(location) if is_database_url(location) else location
+        print(f"steptrace portal on {url} (store: {shown_store}); Ctrl-C stops it", flush=True)
         if open_browser:
             threading.Thread(
                 target=_open_when_started, args=(server, url), daemon=True, name="portal-browser"

@@ -22,6 +22,7 @@ from typing import Any
 from ..store import EventRow, RunRow, SpanRow
 from ..store._protocol import RunFilter
 from ..store._queries import RUN_COLUMNS, SPAN_COLUMNS, run_filter_clause, run_row, span_row
+from . import _search
 from ._reads import (
     INLINE_SPAN_LIMIT,
     STRUCTURE_LIMIT,
@@ -92,10 +93,18 @@ class SQLReads(StoreReads):
 
     def totals(self, filters: RunFilters) -> RunTotals:
         clause, params = self._where(filters)
-        runs, inp, out, cost, calls = self._rows(
-            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-            f"COALESCE(SUM(cost_usd), 0), COALESCE(SUM(llm_calls), 0) FROM runs{clause}",
-            params,
+        # Spend counts each call once: not a child whose parent matches too (the
+        # parent's totals hold it), not a replay (its calls are the original's).
+        spent = (
+            "replay_of IS NULL AND (parent_run_id IS NULL OR parent_run_id NOT IN "
+            f"(SELECT id FROM runs{clause}))"
+        )
+        only = f"{clause} AND {spent}" if clause else f" WHERE {spent}"
+        (runs,) = self._rows(f"SELECT COUNT(*) FROM runs{clause}", params)[0]
+        inp, out, cost, calls = self._rows(
+            "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+            f"COALESCE(SUM(cost_usd), 0), COALESCE(SUM(llm_calls), 0) FROM runs{only}",
+            [*params, *params],
         )[0]
         return RunTotals(int(runs), int(inp), int(out), float(cost), int(calls))
 
@@ -240,43 +249,145 @@ class SQLReads(StoreReads):
         rows = self._rows(sql + " ORDER BY seq LIMIT ? OFFSET ?", (*params, limit, offset))
         return [EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])) for r in rows]
 
+    def event_at(self, run_id: str, seq: int) -> tuple[EventRow, int] | None:
+        rows = self._rows(
+            "SELECT run_id, seq, span_id, data FROM events WHERE run_id = ? AND seq = ?",
+            (run_id, seq),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        before = self._rows(
+            "SELECT COUNT(*) FROM events WHERE run_id = ? AND seq < ?", (run_id, seq)
+        )[0][0]
+        return EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])), int(before)
+
+    def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.Hit], bool]:
+        with self._snapshot():
+            rows = _search.sql_rows(self._rows, run_id, needle, limit)
+        found = _search.hits(rows, needle, limit)
+        return found, rows.full or len(found) >= limit
+
     def agent_summary(self, run_id: str) -> dict[str, Any] | None:
-        """``summarize_events``'s dict, aggregated in SQL."""
+        """``summarize_events``'s dict, aggregated in SQL: the run's
+        ``loop_complete`` seqs bound the loops (a loop's events come after the
+        previous one's end, up to its own), and each kind of event is counted
+        per loop by a range join on ``seq``, reading only the events of that
+        kind through the (run, type, seq) index."""
         if self.header(run_id) is None:
             return None
-        counts = self.event_counts(run_id)
-        llm = self._rows(
-            f"SELECT COALESCE(SUM({self._json_int('input_tokens')}), 0), "
+        bounds = (
+            "WITH b AS (SELECT lo, LEAD(lo) OVER (ORDER BY lo) AS hi, "
+            "ROW_NUMBER() OVER (ORDER BY lo) - 1 AS lp FROM (SELECT -1 AS lo UNION ALL "
+            "SELECT seq FROM events WHERE run_id = ? AND type = 'loop_complete') AS ends) "
+        )
+        within = "e.run_id = ? AND e.seq > b.lo AND (b.hi IS NULL OR e.seq <= b.hi)"
+        kinds = [k for k in _COUNTED if k != "tool_execution"] + ["phase_change", "loop_complete"]
+        counted = ", ".join(f"'{kind}'" for kind in kinds)
+        cells: list[tuple[Any, ...]] = [
+            (lp, kind, 0, n, 0, 0, 0)
+            for lp, kind, n in self._rows(
+                bounds + "SELECT b.lp, e.type, COUNT(*) FROM b JOIN events e ON "
+                f"{within} AND e.type IN ({counted}) GROUP BY b.lp, e.type",
+                (run_id, run_id),
+            )
+        ]
+        cells += self._rows(
+            bounds + "SELECT b.lp, 'llm_call', CASE WHEN "
+            f"{self._json_int('iteration')} = 0 THEN 1 ELSE 0 END AS solo, COUNT(*), "
+            f"COALESCE(SUM({self._json_int('input_tokens')}), 0), "
             f"COALESCE(SUM({self._json_int('output_tokens')}), 0), "
             f"COALESCE(SUM({self._json_int('duration_ms')}), 0) "
-            "FROM events WHERE run_id = ? AND type = 'llm_call'",
-            (run_id,),
-        )[0]
+            f"FROM b JOIN events e ON {within} AND e.type = 'llm_call' GROUP BY b.lp, solo",
+            (run_id, run_id),
+        )
         tools = self._rows(
-            f"SELECT {self._json_text('tool_name')} AS tool, MIN(seq), "
-            f"SUM({self._json_int('duration_ms')}) "
-            "FROM events WHERE run_id = ? AND type = 'tool_execution' "
-            "GROUP BY tool ORDER BY MIN(seq)",
-            (run_id,),
+            bounds + f"SELECT b.lp, {self._json_text('tool_name')} AS tool, MIN(e.seq), "
+            f"COUNT(*), COALESCE(SUM({self._json_int('duration_ms')}), 0) "
+            f"FROM b JOIN events e ON {within} AND e.type = 'tool_execution' "
+            "GROUP BY b.lp, tool ORDER BY MIN(e.seq)",
+            (run_id, run_id),
         )
-        last = self._rows(
-            "SELECT data FROM events WHERE run_id = ? AND type = 'loop_complete' "
-            "ORDER BY seq DESC LIMIT 1",
-            (run_id,),
-        )
-        complete = json.loads(last[0][0]) if last else {}
-        return {
-            "status": complete.get("status", "unknown"),
-            "iterations": complete.get("iterations", 0),
-            "total_duration_ms": complete.get("total_duration_ms", 0),
-            "llm_calls": counts.get("llm_call", 0),
-            "tool_executions": counts.get("tool_execution", 0),
-            "tool_rejections": counts.get("tool_rejected", 0),
-            "interventions": counts.get("loop_intervention", 0),
-            "compactions": counts.get("context_compaction", 0),
-            "total_input_tokens": int(llm[0]),
-            "total_output_tokens": int(llm[1]),
-            "total_llm_duration_ms": int(llm[2]),
-            "total_tool_duration_ms": sum(int(d) for _, _, d in tools),
-            "tools_used": [tool for tool, _, _ in tools],
-        }
+        cells += [(lp, "tool_execution", 0, n, 0, 0, ms) for lp, _, _, n, ms in tools]
+        completes = [
+            json.loads(data)
+            for (data,) in self._rows(
+                "SELECT data FROM events WHERE run_id = ? AND type = 'loop_complete' ORDER BY seq",
+                (run_id,),
+            )
+        ]
+        firsts = [(lp, tool, first) for lp, tool, first, _, _ in tools]
+        return _agent_summary(cells, firsts, completes)
+
+
+_COUNTED = {
+    "tool_execution": "tool_executions",
+    "tool_rejected": "tool_rejections",
+    "loop_intervention": "interventions",
+    "context_compaction": "compactions",
+}
+
+
+def _tally() -> dict[str, Any]:
+    return {
+        "status": "unknown",
+        "iterations": 0,
+        "total_duration_ms": 0,
+        "llm_calls": 0,
+        "tool_executions": 0,
+        "tool_rejections": 0,
+        "interventions": 0,
+        "compactions": 0,
+        "total_input_tokens": 0,
+        "total_output_tokens": 0,
+        "total_llm_duration_ms": 0,
+        "total_tool_duration_ms": 0,
+        "tools_used": [],
+    }
+
+
+def _agent_summary(
+    cells: list[tuple[Any, ...]], tools: list[tuple[Any, ...]], completes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``summarize_events``'s dict from the grouped counts (see its docstring
+    for what each key means)."""
+    total, outside = _tally(), _tally()
+    loops: dict[int, dict[str, Any]] = {}
+    for lp, kind, solo, count, inp, out, ms in cells:
+        targets = [total, outside] if solo else [total, loops.setdefault(int(lp), _tally())]
+        for tally in targets:
+            if kind == "llm_call":
+                tally["llm_calls"] += int(count)
+                tally["total_input_tokens"] += int(inp)
+                tally["total_output_tokens"] += int(out)
+                tally["total_llm_duration_ms"] += int(ms)
+            elif kind in _COUNTED:
+                tally[_COUNTED[kind]] += int(count)
+                if kind == "tool_execution":
+                    tally["total_tool_duration_ms"] += int(ms)
+    for lp, tool, _ in tools:
+        if tool not in loops[int(lp)]["tools_used"]:
+            loops[int(lp)]["tools_used"].append(tool)
+        if tool not in total["tools_used"]:
+            total["tools_used"].append(tool)
+    statuses: dict[str, None] = {}
+    for lp, complete in enumerate(completes):
+        loop = loops.setdefault(lp, _tally())
+        loop["status"] = complete.get("status", "unknown")
+        loop["iterations"] = complete.get("iterations", 0)
+        loop["total_duration_ms"] = complete.get("total_duration_ms", 0)
+        total["iterations"] += loop["iterations"]
+        total["total_duration_ms"] += loop["total_duration_ms"]
+        statuses.setdefault(loop["status"])
+    if statuses:
+        total["status"] = next(iter(statuses)) if len(statuses) == 1 else "mixed"
+    return {
+        **total,
+        "loops": [loops[lp] for lp in sorted(loops)],
+        "outside_loops": {
+            "llm_calls": outside["llm_calls"],
+            "total_input_tokens": outside["total_input_tokens"],
+            "total_output_tokens": outside["total_output_tokens"],
+            "total_llm_duration_ms": outside["total_llm_duration_ms"],
+        },
+    }

@@ -26,6 +26,7 @@ import threading
 import uuid
 from typing import Any
 
+from .._redact import register_url
 from .._shared import PoolTotals, masked_url
 from ..errors import SharedPoolUnavailable
 
@@ -151,6 +152,7 @@ class PostgresPool:
                 f"PostgresPool: url must be a postgresql:// URL, got {masked_url(str(url))!r}"
             )
         self.url = url
+        register_url(url)  # its password is redacted wherever it shows up
         self.timeout = timeout
         self._lock = threading.Lock()
         self._conn: Any = None

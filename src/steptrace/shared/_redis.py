@@ -26,6 +26,7 @@ import threading
 import uuid
 from typing import Any
 
+from .._redact import register_url
 from .._shared import PoolTotals, masked_url
 from ..errors import SharedPoolUnavailable
 
@@ -141,6 +142,7 @@ class RedisPool:
                 f"got {masked_url(str(url))!r}"
             )
         self.url = url
+        register_url(url)  # its password is redacted wherever it shows up
         self.prefix = prefix
         self.timeout = timeout
         self._lock = threading.Lock()

@@ -17,9 +17,10 @@ loaded on first use, so importing this package never imports psycopg.
 
 from typing import TYPE_CHECKING
 
-from ._open import open_store, record_runs, store_location
+from ._open import is_database_url, open_store, record_runs, store_location
 from ._protocol import (
     Aggregate,
+    BatchRejected,
     EventRow,
     LlmCallRow,
     RunRow,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Aggregate",
+    "BatchRejected",
     "EventRow",
     "LlmCallRow",
     "PostgresStore",
@@ -52,6 +54,7 @@ __all__ = [
     "TranscriptRow",
     "WriteBatch",
     "default_store_path",
+    "is_database_url",
     "migrate",
     "open_store",
     "record_runs",

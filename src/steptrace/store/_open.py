@@ -11,6 +11,7 @@ of the process into it.
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 from ..spans import add_span_processor
@@ -34,15 +35,27 @@ def store_location(target: str | os.PathLike[str] | None = None) -> str:
     return str(target)
 
 
-def open_store(target: str | os.PathLike[str] | None = None) -> RunStore:
-    """Open the store at ``target`` (a SQLite path or a ``postgresql://`` URL)."""
+def open_store(target: str | os.PathLike[str] | None = None, *, reading: bool = False) -> RunStore:
+    """Open the store at ``target`` (a SQLite path or a ``postgresql://`` URL).
+
+    ``reading``: the caller only reads (a viewer, a report): a SQLite file that
+    cannot be written (a read-only file or mount) is then opened read-only
+    instead of failing."""
     location = store_location(target)
     if is_database_url(location):
         # Imported here: only a database URL needs psycopg (steptrace[postgres]).
         from ._postgres import PostgresStore
 
         return PostgresStore(location)
-    return SQLiteStore(Path(location))
+    try:
+        return SQLiteStore(Path(location))
+    except sqlite3.OperationalError as error:
+        cannot_write = getattr(error, "sqlite_errorname", "").startswith(
+            ("SQLITE_READONLY", "SQLITE_CANTOPEN")
+        )
+        if not (reading and cannot_write and Path(location).is_file()):
+            raise
+    return SQLiteStore(Path(location), read_only=True)
 
 
 def record_runs(

@@ -21,24 +21,28 @@ import functools
 import os
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .._redact import redact_url  # registers the password: redacted everywhere
 from ._liveness import STALE_AFTER, interrupted_runs
 from ._protocol import (
+    BatchRejected,
     StoredRun,
     WriteBatch,
 )
 from ._queries import (
     CALL_COLUMNS,
+    CHILD_RUNS,
     HEARTBEAT,
     RUN_COLUMNS,
     SPAN_COLUMNS,
-    TABLES,
+    UPSERTS,
+    WRITE_ERRORS,
     batch_rows,
     heartbeat_rows,
     stored_run,
+    write_error_rows,
 )
 from ._schema import MIGRATIONS
 from ._sql_reads import SQLReads
@@ -78,38 +82,20 @@ def _pg(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-def _upsert(table: str, columns: str, key: tuple[str, ...]) -> str:
-    names = [name.strip() for name in columns.split(",")]
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in names if name not in key)
-    return (
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-    )
-
-
-_UPSERTS = {table: _upsert(table, columns, key) for table, (columns, key) in TABLES.items()}
+_UPSERTS = {table: _pg(sql) for table, sql in UPSERTS.items()}
 _HEARTBEAT = _pg(HEARTBEAT)
+_WRITE_ERRORS = _pg(WRITE_ERRORS)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password=`` query
-    parameter) replaced by ``***``, for messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hosts = netloc.rpartition("@")
-            if ":" in userinfo:
-                userinfo = userinfo.split(":", 1)[0] + ":***"
-            netloc = f"{userinfo}@{hosts}"
-        # Other parameters stay exactly as written (still percent-encoded).
-        query = "&".join(
-            "password=***" if item.split("=", 1)[0].lower() == "password" else item
-            for item in parts.query.split("&")
-        )
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparsable database URL>"
+def _data_error(psycopg: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` is the batch's data's fault (``BatchRejected``): a value
+    the server refuses (SQLSTATE classes 22 and 23) or psycopg cannot adapt or
+    encode, as opposed to a lost connection or a closed store."""
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return True
+    if isinstance(exc, psycopg.ProgrammingError):
+        return getattr(exc, "sqlstate", None) is None  # "cannot adapt type ...", client side
+    return isinstance(exc, OverflowError | ValueError | TypeError)
 
 
 def migrate(conn: Connection) -> int:
@@ -299,6 +285,7 @@ class PostgresStore(SQLReads):
             (_UPSERTS[table], rows) for table, rows in batch_rows(batch)
         ]
         statements.append((_HEARTBEAT, heartbeat_rows(batch)))
+        statements.append((_WRITE_ERRORS, write_error_rows(batch)))
 
         def write(conn: Connection) -> None:
             with conn.transaction(), conn.cursor() as cursor:
@@ -306,7 +293,12 @@ class PostgresStore(SQLReads):
                     if rows:
                         cursor.executemany(sql, rows)
 
-        self._call(write)
+        try:
+            self._call(write)
+        except Exception as exc:
+            if _data_error(self._psycopg, exc):
+                raise BatchRejected(f"{type(exc).__name__}: {exc}") from exc
+            raise
 
     def mark_interrupted(self, *, stale_after: float = STALE_AFTER) -> list[str]:
         def mark(conn: Connection) -> list[str]:
@@ -374,7 +366,8 @@ class PostgresStore(SQLReads):
                     f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = %s ORDER BY seq",
                     (run_id,),
                 ).fetchall()
-            return stored_run(head, spans, events, steps, calls)
+                children = conn.execute(_pg(CHILD_RUNS), (run_id,)).fetchall()
+            return stored_run(head, spans, events, steps, calls, children)
 
         return self._call(read)
 

@@ -23,6 +23,7 @@ __all__ = [
     "AGGREGATE_KEYS",
     "Aggregate",
     "AggregateKey",
+    "BatchRejected",
     "EventRow",
     "LlmCallRow",
     "RunRow",
@@ -34,7 +35,7 @@ __all__ = [
     "WriteBatch",
 ]
 
-RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+RUN_STATUSES = ("running", "completed", "over_budget", "failed", "interrupted")
 """Every status a stored run can have."""
 
 
@@ -45,7 +46,8 @@ class RunRow:
     id: str
     name: str
     status: str
-    """``running``, ``completed``, ``failed`` or ``interrupted`` (its process
+    """``running``, ``completed``, ``failed``, ``over_budget`` (it ended with
+    usage over a limit, e.g. recorded late) or ``interrupted`` (its process
     died before the run ended)."""
     started_at: float
     ended_at: float | None = None
@@ -61,10 +63,28 @@ class RunRow:
     """The process (and machine) writing the run while it runs."""
     heartbeat_at: float | None = None
     """When that process last said it was alive (``time.time()``)."""
+    parent_run_id: str | None = None
+    """The run this one was opened in (a child run), ``None`` for a top-level
+    run. A parent's totals include its children's usage."""
+    parent_span_id: int | None = None
+    """The span of the parent run the child was opened under."""
+    replay_of: str | None = None
+    """The run this one replays (``steptrace replay``). Written from the
+    ``replay_of`` key of the metadata when not given. Replays are left out of
+    spend totals."""
+    write_errors: int = 0
+    """Rows of this run the store refused (a value it cannot hold): counted by
+    the store, never written from a ``RunRow``."""
+    write_error: str | None = None
+    """The last of those refusals, saying which row and why."""
 
     @property
     def duration_s(self) -> float | None:
         return None if self.ended_at is None else self.ended_at - self.started_at
+
+    @property
+    def is_top_level(self) -> bool:
+        return self.parent_run_id is None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,7 +177,10 @@ class WriteBatch:
     """Rows to write in one transaction. A row whose key exists replaces it.
 
     ``heartbeats`` are ``(run id, time)``: set the run's ``heartbeat_at`` if it
-    is still ``running`` (nothing else of the row changes)."""
+    is still ``running`` (nothing else of the row changes). ``write_errors``
+    are ``(run id, rows, message)``: add ``rows`` to the run's ``write_errors``
+    and make ``message`` its ``write_error`` (a run header written later keeps
+    both)."""
 
     runs: list[RunRow] = field(default_factory=list)
     spans: list[SpanRow] = field(default_factory=list)
@@ -166,6 +189,7 @@ class WriteBatch:
     llm_calls: list[LlmCallRow] = field(default_factory=list)
     transcripts: list[TranscriptRow] = field(default_factory=list)
     heartbeats: list[tuple[str, float]] = field(default_factory=list)
+    write_errors: list[tuple[str, int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return (
@@ -176,7 +200,17 @@ class WriteBatch:
             + len(self.llm_calls)
             + len(self.transcripts)
             + len(self.heartbeats)
+            + len(self.write_errors)
         )
+
+
+class BatchRejected(Exception):
+    """The store refused a batch because of its data (a value its columns
+    cannot hold, text it cannot encode, JSON that cannot be encoded), not
+    because of its own state: the same rows will be refused again, other rows
+    can still be written. The driver's error is the ``__cause__``.
+    ``StoreWriter`` then writes the batch run by run and row by row
+    (``_isolation.write_isolated``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,6 +223,8 @@ class RunFilter:
     persona: str | None = None
     started_after: float | None = None
     started_before: float | None = None
+    top_level: bool = False
+    parent_run_id: str | None = None
 
 
 AggregateKey = Literal["model", "persona", "step", "day"]
@@ -222,6 +258,8 @@ class StoredRun:
     """The LLM call trace log, in order."""
     summary: dict[str, Any]
     """``Run.summary()``'s keys, recomputed from the stored rows."""
+    child_run_ids: list[str] = field(default_factory=list)
+    """The runs opened inside this one (its children), in start order."""
 
     @property
     def id(self) -> str:
@@ -294,8 +332,9 @@ class RunStore(Protocol):
     """Where runs are kept. Implementations: ``SQLiteStore``, ``PostgresStore``.
 
     Contract: thread-safe; ``write`` applies a whole batch in one transaction
-    or nothing of it (and raises), so a failure never damages what is already
-    stored; reads never see half a batch. Opening a store applies pending
+    or nothing of it (and raises: ``BatchRejected`` when the batch's data is at
+    fault), so a failure never damages what is already stored; reads never see
+    half a batch. Opening a store applies pending
     migrations and marks runs whose process died ``interrupted``.
     """
 
@@ -311,6 +350,8 @@ class RunStore(Protocol):
         persona: str | None = None,
         started_after: float | None = None,
         started_before: float | None = None,
+        top_level: bool = False,
+        parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRow]:
@@ -318,7 +359,10 @@ class RunStore(Protocol):
 
         ``persona``: runs with a span of that persona. ``started_after``
         (inclusive) and ``started_before`` (exclusive) bound ``started_at``
-        in ``time.time()`` seconds."""
+        in ``time.time()`` seconds. ``top_level``: one row an execution, the
+        runs opened outside any other; each is listed when it or one of its
+        child runs matches the filters. ``parent_run_id``: the children of
+        that run."""
         ...
 
     def count_runs(
@@ -329,6 +373,8 @@ class RunStore(Protocol):
         persona: str | None = None,
         started_after: float | None = None,
         started_before: float | None = None,
+        top_level: bool = False,
+        parent_run_id: str | None = None,
     ) -> int:
         """How many runs match the filters (as ``list_runs``), for paging."""
         ...
@@ -377,7 +423,9 @@ class RunStore(Protocol):
     ) -> list[Aggregate]:
         """LLM usage summed by ``by`` over every stored call (one run's with
         ``run_id``; ``since`` inclusive and ``until`` exclusive bound the call
-        time), most expensive first."""
+        time), most expensive first. Each call is counted once, in the run
+        that made it (a parent's own calls do not include its children's);
+        without ``run_id``, replays' calls are left out: they spent nothing."""
         ...
 
     def mark_interrupted(self, *, stale_after: float = ...) -> list[str]:

@@ -17,6 +17,7 @@ from ..events import AgentEvent, event_from_dict
 from ._protocol import (
     AGGREGATE_KEYS,
     AggregateKey,
+    BatchRejected,
     LlmCallRow,
     RunFilter,
     RunRow,
@@ -28,6 +29,7 @@ from ._protocol import (
 
 __all__ = [
     "CALL_COLUMNS",
+    "CHILD_RUNS",
     "EVENT_COLUMNS",
     "HEARTBEAT",
     "RUN_COLUMNS",
@@ -35,6 +37,8 @@ __all__ = [
     "STEP_COLUMNS",
     "TABLES",
     "TRANSCRIPT_COLUMNS",
+    "UPSERTS",
+    "WRITE_ERRORS",
     "aggregate_query",
     "batch_rows",
     "dumps",
@@ -44,12 +48,17 @@ __all__ = [
     "run_row",
     "span_row",
     "stored_run",
+    "write_error_rows",
 ]
 
-RUN_COLUMNS = (
+RUN_WRITTEN_COLUMNS = (
     "id, name, status, started_at, ended_at, error, metadata, budget, "
-    "input_tokens, output_tokens, cost_usd, llm_calls, pid, host, heartbeat_at"
+    "input_tokens, output_tokens, cost_usd, llm_calls, pid, host, heartbeat_at, "
+    "parent_run_id, parent_span_id, replay_of"
 )
+RUN_COLUMNS = RUN_WRITTEN_COLUMNS + ", write_errors, write_error"
+"""What a run row reads back: what the writer writes, and the store's own
+count of the run's refused rows (kept when a header is written again)."""
 CALL_COLUMNS = (
     "run_id, seq, span_id, step, persona, model, input_tokens, output_tokens, "
     "cache_tokens, cost_usd, duration_ms, at"
@@ -66,7 +75,7 @@ _SEQ_KEY = ("run_id", "seq")
 _SPAN_KEY = ("run_id", "span_id")
 
 TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "runs": (RUN_COLUMNS, ("id",)),
+    "runs": (RUN_WRITTEN_COLUMNS, ("id",)),
     "spans": (SPAN_COLUMNS, _SPAN_KEY),
     "events": (EVENT_COLUMNS, _SEQ_KEY),
     "completed_steps": (STEP_COLUMNS, _SEQ_KEY),
@@ -77,6 +86,27 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
 """Applied with ``(time, run id)`` for each of a batch's heartbeats."""
+
+CHILD_RUNS = "SELECT id FROM runs WHERE parent_run_id = ? ORDER BY started_at, id"
+"""A run's children's ids, in start order (``get_run``)."""
+
+WRITE_ERRORS = "UPDATE runs SET write_errors = write_errors + ?, write_error = ? WHERE id = ?"
+"""Applied with ``(rows, message, run id)`` for each of a batch's write errors."""
+
+
+def _upsert(table: str, columns: str, key: tuple[str, ...]) -> str:
+    names = [name.strip() for name in columns.split(",")]
+    updates = ", ".join(f"{name} = excluded.{name}" for name in names if name not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+UPSERTS = {table: _upsert(table, columns, key) for table, (columns, key) in TABLES.items()}
+"""Insert-or-update of each table, in SQL both databases accept: a row whose key
+exists is replaced in the columns written, so a run header written again keeps
+the store's own ``write_errors`` and ``write_error``."""
 
 # One encoder for every row: json.dumps with options builds a new one per call.
 # Metadata is user data: anything JSON cannot encode is stored as its str().
@@ -92,7 +122,27 @@ def loads_or_none(text: str | None) -> Any:
 
 
 def run_filter_clause(where: RunFilter) -> tuple[str, list[Any]]:
-    """A ``WHERE ...`` clause (or ``""``) over ``runs`` and its parameters."""
+    """A ``WHERE ...`` clause (or ``""``) over ``runs`` and its parameters.
+
+    With ``top_level``, the runs without a parent of which the run itself or
+    a child run matches the other filters."""
+    clause, params = _matching(where)
+    if where.parent_run_id is not None:
+        parent = "parent_run_id = ?"
+        clause = f"{clause} AND {parent}" if clause else f" WHERE {parent}"
+        params.append(where.parent_run_id)
+    if not where.top_level:
+        return clause, params
+    if not clause:
+        return " WHERE parent_run_id IS NULL", params
+    return (
+        " WHERE parent_run_id IS NULL AND id IN "
+        f"(SELECT COALESCE(parent_run_id, id) FROM runs{clause})",
+        params,
+    )
+
+
+def _matching(where: RunFilter) -> tuple[str, list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
     if where.name is not None:
@@ -134,6 +184,8 @@ def aggregate_query(
     if run_id is not None:
         conditions.append("run_id = ?")
         params.append(run_id)
+    else:  # a replay spent nothing: its calls are the original's again
+        conditions.append("run_id NOT IN (SELECT id FROM runs WHERE replay_of IS NOT NULL)")
     if since is not None:
         conditions.append("at >= ?")
         params.append(since)
@@ -203,6 +255,11 @@ def run_row(row: tuple[Any, ...]) -> RunRow:
         pid=row[12],
         host=row[13],
         heartbeat_at=row[14],
+        parent_run_id=row[15],
+        parent_span_id=row[16],
+        replay_of=row[17],
+        write_errors=int(row[18]),
+        write_error=row[19],
     )
 
 
@@ -212,9 +269,11 @@ def stored_run(
     events: Sequence[tuple[Any, ...]],
     steps: Sequence[tuple[Any, ...]],
     calls: Sequence[tuple[Any, ...]],
+    children: Sequence[tuple[Any, ...]] = (),
 ) -> StoredRun:
     """A ``StoredRun`` from a run's rows: ``RUN_COLUMNS``, ``SPAN_COLUMNS``,
-    ``(span_id, data)`` events, ``(data,)`` ledger rows, ``CALL_COLUMNS``."""
+    ``(span_id, data)`` events, ``(data,)`` ledger rows, ``CALL_COLUMNS``,
+    ``(id,)`` of its child runs."""
     run = run_row(head)
     loads = json.loads
     typed: list[AgentEvent] = [event_from_dict(loads(data)) for _, data in events]
@@ -228,12 +287,23 @@ def stored_run(
         completed_steps=ledger,
         llm_calls=llm_calls,
         summary=summarize(run, typed, ledger, llm_calls),
+        child_run_ids=[child_id for (child_id,) in children],
     )
 
 
 def batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """``(table, parameter rows)`` for every table of ``TABLES`` the batch
-    fills, values in the table's column order (JSON fields encoded)."""
+    fills, values in the table's column order (JSON fields encoded).
+
+    ``BatchRejected`` when a value cannot be encoded (a circular structure, an
+    object whose ``str()`` raises, ...)."""
+    try:
+        return _batch_rows(batch)
+    except Exception as exc:
+        raise BatchRejected(f"a row cannot be encoded: {type(exc).__name__}: {exc}") from exc
+
+
+def _batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
     tables: list[tuple[str, list[tuple[Any, ...]]]] = [
         (
             "runs",
@@ -254,6 +324,9 @@ def batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
                     r.pid,
                     r.host,
                     r.heartbeat_at,
+                    r.parent_run_id,
+                    r.parent_span_id,
+                    r.replay_of if r.replay_of is not None else _replay_of(r.metadata),
                 )
                 for r in batch.runs
             ],
@@ -321,6 +394,17 @@ def batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
     return [(table, rows) for table, rows in tables if rows]
 
 
+def _replay_of(metadata: Any) -> str | None:
+    """The run a run replays, as ``steptrace replay`` names it in the metadata."""
+    original = metadata.get("replay_of") if isinstance(metadata, dict) else None
+    return original if isinstance(original, str) else None
+
+
 def heartbeat_rows(batch: WriteBatch) -> list[tuple[float, str]]:
     """Parameters of ``HEARTBEAT`` for the batch's heartbeats."""
     return [(at, run_id) for run_id, at in batch.heartbeats]
+
+
+def write_error_rows(batch: WriteBatch) -> list[tuple[int, str, str]]:
+    """Parameters of ``WRITE_ERRORS`` for the batch's write errors."""
+    return [(rows, message, run_id) for run_id, rows, message in batch.write_errors]

@@ -36,6 +36,15 @@ Migration 2:
 - ``transcripts``: each ``llm_call`` request's content (request and response
   as the cassette shapes, redacted), keyed by its ``chat`` span;
 - indexes for filtering runs by status and persona.
+
+Migration 3:
+
+- ``runs`` gains ``parent_run_id`` and ``parent_span_id`` (a run opened inside
+  another is its child; a parent's totals include its children's usage),
+  ``replay_of`` (the run a replay replays: replays spend nothing and stay out
+  of spend totals), and ``write_errors`` / ``write_error``: how many of the
+  run's rows the store refused, and the last refusal (``_isolation``);
+- indexes for a run's children and for listing top-level runs.
 """
 
 from __future__ import annotations
@@ -134,6 +143,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, span_id)
         )
         """,
+    ),
+    (
+        "ALTER TABLE runs ADD COLUMN parent_run_id TEXT",
+        "ALTER TABLE runs ADD COLUMN parent_span_id BIGINT",
+        "ALTER TABLE runs ADD COLUMN replay_of TEXT",
+        "ALTER TABLE runs ADD COLUMN write_errors BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN write_error TEXT",
+        "CREATE INDEX runs_by_parent ON runs (parent_run_id, started_at)",
+        "CREATE INDEX runs_top_level_by_start ON runs (started_at DESC) "
+        "WHERE parent_run_id IS NULL",
     ),
 )
 

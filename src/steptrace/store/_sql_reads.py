@@ -43,6 +43,8 @@ class SQLReads:
         persona: str | None = None,
         started_after: float | None = None,
         started_before: float | None = None,
+        top_level: bool = False,
+        parent_run_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[RunRow]:
@@ -53,6 +55,8 @@ class SQLReads:
                 persona=persona,
                 started_after=started_after,
                 started_before=started_before,
+                top_level=top_level,
+                parent_run_id=parent_run_id,
             )
         )
         rows = self._read(
@@ -70,6 +74,8 @@ class SQLReads:
         persona: str | None = None,
         started_after: float | None = None,
         started_before: float | None = None,
+        top_level: bool = False,
+        parent_run_id: str | None = None,
     ) -> int:
         clause, params = run_filter_clause(
             RunFilter(
@@ -78,6 +84,8 @@ class SQLReads:
                 persona=persona,
                 started_after=started_after,
                 started_before=started_before,
+                top_level=top_level,
+                parent_run_id=parent_run_id,
             )
         )
         return int(self._read(f"SELECT COUNT(*) FROM runs{clause}", params)[0][0])

@@ -7,7 +7,11 @@ write-ahead logging (readers never block the writer), a 5 s busy timeout (so
 several processes writing to one file wait their turn instead of failing) and
 no foreign keys (rows of a run arrive in any order). Opening a store creates
 the file and its directory, applies pending migrations (``_schema``) and marks
-runs whose process died ``interrupted`` (``_liveness``).
+runs whose process died ``interrupted`` (``_liveness``). ``read_only=True``
+opens an existing file for reading only (``mode=ro``, or ``immutable`` when
+even that needs a write, as on a read-only mount): no migration, no marking.
+A failed transaction is rolled back only if SQLite has not already done it
+(it does on a full disk), so the error raised is the real one.
 """
 
 from __future__ import annotations
@@ -16,26 +20,31 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._liveness import STALE_AFTER, interrupted_runs
 from ._protocol import (
+    BatchRejected,
     StoredRun,
     WriteBatch,
 )
 from ._queries import (
     CALL_COLUMNS,
+    CHILD_RUNS,
     HEARTBEAT,
     RUN_COLUMNS,
     SPAN_COLUMNS,
-    TABLES,
+    UPSERTS,
+    WRITE_ERRORS,
     batch_rows,
     heartbeat_rows,
     stored_run,
+    write_error_rows,
 )
-from ._schema import migrate
+from ._schema import MIGRATIONS, current_version, migrate
 from ._sql_reads import SQLReads
 
 __all__ = ["SQLiteStore", "default_store_path"]
@@ -45,11 +54,17 @@ BUSY_TIMEOUT_MS = 5000
 
 _DEFAULT_PATH = ".steptrace/runs.db"
 
-_INSERTS = {
-    table: f"INSERT OR REPLACE INTO {table} ({columns}) "
-    f"VALUES ({', '.join('?' * (columns.count(',') + 1))})"
-    for table, (columns, _) in TABLES.items()
-}
+# What sqlite3 raises for a value it cannot bind or a row a constraint refuses:
+# the data's fault (``BatchRejected``), unlike OperationalError (locked, full).
+_DATA_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+    ValueError,  # text that is not valid Unicode (lone surrogates)
+    TypeError,
+)
 
 
 def default_store_path() -> Path:
@@ -78,17 +93,62 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite rolls back by itself on some errors (SQLITE_FULL): a second
+    # ROLLBACK would raise "cannot rollback" in place of the real error.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _connect_read_only(target: Path) -> sqlite3.Connection:
+    """``target`` opened for reading only: ``mode=ro`` when SQLite can still
+    keep its shared-memory file beside it, else ``immutable`` (a read-only
+    mount, where nothing else can be writing it either)."""
+    if not target.is_file():
+        raise FileNotFoundError(f"no SQLite store at {target}")
+    uri = "file:" + urllib.parse.quote(str(target.absolute())) + "?mode=ro"
+    for options in ("", "&immutable=1"):
+        conn = sqlite3.connect(
+            uri + options, uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            version = current_version(conn)
+        except sqlite3.OperationalError:
+            conn.close()
+            if options:
+                raise
+            continue
+        if version < len(MIGRATIONS):
+            conn.close()
+            raise sqlite3.OperationalError(
+                f"the store at {target} cannot be written and has an older schema "
+                f"(version {version}, this steptrace reads {len(MIGRATIONS)}): open it once "
+                "where it can be written to migrate it"
+            )
+        return conn
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class SQLiteStore(SQLReads):
-    """A ``RunStore`` in one SQLite file (``path``; ``":memory:"`` for tests)."""
+    """A ``RunStore`` in one SQLite file (``path``; ``":memory:"`` for tests);
+    ``read_only``: see the module docstring."""
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, stale_after: float = STALE_AFTER
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        stale_after: float = STALE_AFTER,
+        read_only: bool = False,
     ) -> None:
         target = default_store_path() if path is None else Path(path)
+        self.path = target
+        self.read_only = read_only
+        self._lock = threading.Lock()
+        if read_only:
+            self._conn: sqlite3.Connection | None = _connect_read_only(target)
+            return
         if str(target) != ":memory:":
             target.parent.mkdir(parents=True, exist_ok=True)
-        self.path = target
-        self._lock = threading.Lock()
         conn = sqlite3.connect(
             str(target),
             timeout=BUSY_TIMEOUT_MS / 1000,
@@ -104,7 +164,7 @@ class SQLiteStore(SQLReads):
         except BaseException:
             conn.close()
             raise
-        self._conn: sqlite3.Connection | None = conn
+        self._conn = conn
         try:
             self.mark_interrupted(stale_after=stale_after)
         except BaseException:
@@ -122,16 +182,20 @@ class SQLiteStore(SQLReads):
         # Rows are encoded before the write lock is taken: other processes wait less.
         tables = batch_rows(batch)
         heartbeats = heartbeat_rows(batch)
+        write_errors = write_error_rows(batch)
         with self._lock:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for table, rows in tables:
-                    conn.executemany(_INSERTS[table], rows)
+                    conn.executemany(UPSERTS[table], rows)
                 conn.executemany(HEARTBEAT, heartbeats)
+                conn.executemany(WRITE_ERRORS, write_errors)
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                _rollback(conn)
+                if isinstance(exc, _DATA_ERRORS):
+                    raise BatchRejected(f"{type(exc).__name__}: {exc}") from exc
                 raise
 
     # -- reading ------------------------------------------------------------------
@@ -154,7 +218,7 @@ class SQLiteStore(SQLReads):
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         return gone
 
@@ -198,9 +262,12 @@ class SQLiteStore(SQLReads):
                     f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = ? ORDER BY seq",
                     (run_id,),
                 ).fetchall()
+                children = conn.execute(CHILD_RUNS, (run_id,)).fetchall()
             finally:
                 conn.execute("COMMIT")
-        return None if head is None else stored_run(head, spans, events, steps, calls)
+        if head is None:
+            return None
+        return stored_run(head, spans, events, steps, calls, children)
 
     def close(self) -> None:
         with self._lock:

@@ -16,9 +16,12 @@ turns it into rows, writing them in batched transactions of at most
   header stays the opener's;
 - every span when it ends, with its frame facts (``span_context``);
 - the run's new agent events, completed steps and LLM trace entries, read by
-  the writer thread from the run's append-only lists (``EventCursor``,
-  ``run.ended_steps``, ``TraceCursor``) without the run's lock, each time it
-  handles one of the run's spans;
+  the writer thread through the run's cursors (``EventCursor``,
+  ``StepCursor``, ``TraceCursor``: absolute positions, each length read once
+  under the run's lock), each time it handles one of the run's spans;
+- a run's rows again when usage arrives after its scope ended (``on_amend``):
+  the amended ledger row, the late call, and the run's header when it had
+  already ended;
 - each ``llm_call`` request's content (``on_transcript``), redacted, or only
   its place when ``capture_content`` is off;
 - while a run is open, a heartbeat every ``heartbeat_interval`` seconds, so a
@@ -41,15 +44,16 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._context import Frame
 from .._redact import redacted
-from .._run import EventCursor, TraceCursor, active_frame, ledger_row
+from .._run import EventCursor, StepCursor, TraceCursor, active_frame, ledger_row
 from .._span_context import span_context
 from ..spans import SpanKind, remove_span_processor
+from ._isolation import Rejection, write_isolated
 from ._liveness import HEARTBEAT_INTERVAL, this_host
 from ._protocol import (
     EventRow,
@@ -77,8 +81,9 @@ _STOP = object()
 _YIELD_EVERY = 32
 
 # Inbox items other than an ended span (appended as itself) are tuples:
-_RUN_START = 0  # (_RUN_START, run)
+_RUN_START = 0  # (_RUN_START, run, its cursor)
 _TRANSCRIPT = 1  # (_TRANSCRIPT, run id, span id, content)
+_AMENDED = 2  # (_AMENDED, run): rows changed after the fact (late usage)
 
 
 class _Flush:
@@ -94,7 +99,7 @@ class _Flush:
 class _RunCursor:
     """How far the writer has read one run's event log, ledger and trace log."""
 
-    __slots__ = ("call_seq", "event_seq", "events", "seq_base", "steps_read", "trace")
+    __slots__ = ("call_seq", "event_seq", "events", "seq_base", "steps", "trace")
 
     def __init__(self, run: Run) -> None:
         self.events = EventCursor(run)
@@ -104,7 +109,7 @@ class _RunCursor:
         self.event_seq = self.seq_base
         """Events recorded so far: keeps counting when ``take_agent_trace()``
         swaps in fresh lists."""
-        self.steps_read = 0
+        self.steps = StepCursor(run)
         self.trace = TraceCursor(run)
         self.call_seq = self.seq_base
 
@@ -153,11 +158,41 @@ class StoreWriter:
         self.written = 0
         """Records committed to the store."""
         self._closed = False
+        self._inherited: RunStore | None = None
         self._thread = threading.Thread(
             target=self._drain, name="steptrace-store-writer", daemon=True
         )
         self._thread.start()
         atexit.register(self.close)
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _restart_in_child(this))
+
+    def _restart_after_fork(self) -> None:
+        """In a forked child: the writer thread did not survive the fork and the
+        parent's connection must not be used (nor closed) here, so open the
+        store anew and start a thread of this process's own. A store it cannot
+        reopen stops the recording in the child, with a warning."""
+        self._inherited = self.store  # kept, never closed: it is the parent's
+        self._inbox = collections.deque()
+        self._wake = threading.Event()
+        self._counts_lock = threading.Lock()
+        self._runs = weakref.WeakKeyDictionary()
+        self._open_runs = {}
+        reopened = _reopen(self.store)
+        if reopened is None or self._closed:
+            remove_span_processor(self)
+            if not self._closed:
+                logger.warning(
+                    "steptrace: %r cannot be reopened in a forked process; its records "
+                    "are not stored (call steptrace.store.record_runs() in the child)",
+                    self.store,
+                )
+            return
+        self.store = reopened
+        self._thread = threading.Thread(
+            target=self._drain, name="steptrace-store-writer", daemon=True
+        )
+        self._thread.start()
 
     # -- the SpanProcessor protocol (the run's threads) -----------------------------
 
@@ -165,7 +200,11 @@ class StoreWriter:
         if span.kind is SpanKind.RUN:  # only a run's start is written at once
             run: Run | None = getattr(span, "run", None)
             if run is not None and span is run.root and not run.is_default:
-                self._put((_RUN_START, run))
+                # The cursor is made here, on the run's thread, so the run's
+                # retention keeps every record until the writer has read it;
+                # a run that outpaces the writer that far waits for it.
+                run.backpressure.append(self._catch_up)
+                self._put((_RUN_START, run, _RunCursor(run)))
 
     def on_end(self, span: Span) -> None:
         # Called for every span of every run: one check, one append.
@@ -179,6 +218,15 @@ class StoreWriter:
             self._put(span)  # counts the drop
         if span is run.root:
             self.flush(self.run_end_timeout)
+
+    def _catch_up(self) -> None:
+        if threading.current_thread() is not self._thread:
+            self.flush(self.run_end_timeout * 15)
+
+    def on_amend(self, root: Span) -> None:
+        run: Run | None = getattr(root, "run", None)
+        if run is not None and not run.is_default:
+            self._put((_AMENDED, run))
 
     def on_transcript(
         self, span: Span, content: Callable[[], tuple[dict[str, Any], dict[str, Any]]]
@@ -233,10 +281,28 @@ class StoreWriter:
         self._wake.set()
         self._thread.join(timeout)
 
-    def _failed(self, where: str, exc: Exception) -> None:
+    def _failed(
+        self, where: str, exc: Exception | None, rejected: Sequence[Rejection] = ()
+    ) -> None:
+        """Count and log a failure: ``exc``, or rows the store refused (one
+        warning a run, each row counted)."""
         with self._counts_lock:
-            self.failures += 1
-            first = self.failures == 1
+            self.failures += max(1, len(rejected))
+            first = self.failures == max(1, len(rejected))
+        if exc is None:
+            by_run: dict[str, list[Rejection]] = {}
+            for rejection in rejected:
+                by_run.setdefault(rejection.run_id, []).append(rejection)
+            for run_id, rows in by_run.items():
+                logger.warning(
+                    "steptrace: run store refused %d row(s) of run %s, counted on the run "
+                    "(write_errors); its other rows and other runs are stored. Last: %s",
+                    len(rows),
+                    run_id,
+                    rows[-1].message(),
+                    exc_info=rows[-1].error if first else None,
+                )
+            return
         if first:
             logger.warning("steptrace: run store %s failed", where, exc_info=exc)
         else:
@@ -284,12 +350,17 @@ class StoreWriter:
                 self._heartbeat()
 
     def _write(self, batch: WriteBatch, records: int) -> None:
+        # A batch the store refuses for its data is written again run by run and
+        # row by row (_isolation): only the rows at fault are lost, each counted
+        # on its own run; any other failure loses the batch, as before.
         try:
-            self.store.write(batch)
+            rejected = write_isolated(self.store, batch)
         except Exception as exc:
             self._failed("write", exc)
-        else:
-            self.written += records
+            return
+        self.written += records - len(rejected)
+        if rejected:
+            self._failed("write", None, rejected)
 
     def _heartbeat(self) -> None:
         if not self._open_runs:
@@ -305,8 +376,15 @@ class StoreWriter:
         if type(item) is tuple:
             if item[0] == _RUN_START:
                 run: Run = item[1]
-                self._cursor(run, batch)
+                self._cursor(run, batch, item[2])
                 return 1
+            if item[0] == _AMENDED:
+                run = item[1]
+                records = self._read_run(run, self._cursor(run, batch), batch)
+                if run.ended_at is not None and not run.is_continuation:
+                    batch.runs.append(_run_row(run, ended=True))
+                    records += 1
+                return records
             _, run_id, span_id, content = item
             request: dict[str, Any] | None = None
             response: dict[str, Any] | None = None
@@ -327,10 +405,10 @@ class StoreWriter:
             records += 1
         return records
 
-    def _cursor(self, run: Run, batch: WriteBatch) -> _RunCursor:
+    def _cursor(self, run: Run, batch: WriteBatch, made: _RunCursor | None = None) -> _RunCursor:
         cursor = self._runs.get(run)
         if cursor is None:
-            cursor = self._runs[run] = _RunCursor(run)
+            cursor = self._runs[run] = made or _RunCursor(run)
             if not run.is_continuation:  # the run's header is its opener's to write
                 self._open_runs[run.id] = None
                 batch.runs.append(_run_row(run, ended=False))
@@ -340,25 +418,45 @@ class StoreWriter:
         """Add the run's events, ledger rows and trace entries not yet read;
         return how many."""
         run_id = run.id
-        before = cursor.event_seq + cursor.steps_read + cursor.call_seq
+        seq_base = cursor.seq_base
+        records = 0
         for span_id, event in cursor.events.read():
             batch.events.append(
                 EventRow(run_id=run_id, seq=cursor.event_seq, span_id=span_id, data=event.to_dict())
             )
             cursor.event_seq += 1
-        ended = run.ended_steps
-        for index in range(cursor.steps_read, len(ended)):
-            frame = ended[index]
+            records += 1
+        for position, frame in cursor.steps.read():
             batch.steps.append(
-                StepRow(
-                    run_id=run_id, seq=cursor.seq_base + index, data=ledger_row(frame).to_dict()
-                )
+                StepRow(run_id=run_id, seq=seq_base + position, data=ledger_row(frame).to_dict())
             )
-        cursor.steps_read = max(len(ended), cursor.steps_read)
+            records += 1
         for entry in cursor.trace.read():
             batch.llm_calls.append(_call_row(run_id, cursor.call_seq, entry))
             cursor.call_seq += 1
-        return cursor.event_seq + cursor.steps_read + cursor.call_seq - before
+            records += 1
+        return records
+
+
+def _restart_in_child(writer: weakref.ref[StoreWriter]) -> None:
+    alive = writer()
+    if alive is not None:
+        alive._restart_after_fork()
+
+
+def _reopen(store: RunStore) -> RunStore | None:
+    """The same store opened anew in this process (after a fork), or None."""
+    from ._postgres import PostgresStore  # deferred: each is only needed when forked
+    from ._sqlite import SQLiteStore
+
+    try:
+        if type(store) is SQLiteStore:
+            return SQLiteStore(store.path)
+        if type(store) is PostgresStore:
+            return PostgresStore(store._conninfo)
+    except Exception as exc:
+        logger.warning("steptrace: reopening %r after a fork failed: %s", store, exc)
+    return None
 
 
 def _span_row(span: Span) -> SpanRow:
@@ -378,7 +476,7 @@ def _span_row(span: Span) -> SpanRow:
 
 
 def _call_row(run_id: str, seq: int, entry: tuple[Any, ...]) -> LlmCallRow:
-    model, input_tokens, output_tokens, duration_ms, cost_usd, cache_tokens, frame, at = entry
+    model, input_tokens, output_tokens, duration_ms, cost_usd, cache_tokens, frame, at, _ = entry
     assert isinstance(frame, Frame)
     step = frame.step
     persona = frame.persona
@@ -400,6 +498,7 @@ def _call_row(run_id: str, seq: int, entry: tuple[Any, ...]) -> LlmCallRow:
 
 def _run_row(run: Run, *, ended: bool) -> RunRow:
     budget = None if run.budget is None else run.budget.to_dict()
+    parent: dict[str, Any] = {k: getattr(run, k, None) for k in ("parent_run_id", "parent_span_id")}
     if not ended:
         return RunRow(
             id=run.id,
@@ -411,6 +510,7 @@ def _run_row(run: Run, *, ended: bool) -> RunRow:
             pid=os.getpid(),
             host=this_host(),
             heartbeat_at=time.time(),
+            **parent,
         )
     usage = run.usage()
     return RunRow(
@@ -429,4 +529,5 @@ def _run_row(run: Run, *, ended: bool) -> RunRow:
         pid=os.getpid(),
         host=this_host(),
         heartbeat_at=run.ended_at,
+        **parent,
     )

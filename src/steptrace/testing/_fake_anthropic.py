@@ -11,7 +11,8 @@ part, ``output_tokens``, ``cache_creation_input_tokens``,
 ``cache_read_input_tokens``); with ``"stream": true`` the real event sequence
 (``message_start`` with ``output_tokens`` 1, ``ping``, ``content_block_start``,
 ``text_delta``/``input_json_delta`` deltas, ``content_block_stop``,
-``message_delta`` with the final ``output_tokens`` and stop reason,
+``message_delta`` with the stop reason and the final cumulative usage, input
+and cache counts included, as the real API sends it,
 ``message_stop``). Errors come back with the real status codes, headers
 (``retry-after``) and ``{"type": "error", "error": {...}}`` bodies, or as an
 ``error`` event in the middle of a stream.
@@ -371,7 +372,8 @@ class FakeAnthropicRoutes:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+                # Cumulative, as the real API sends it (input and cache counts too).
+                "usage": dict(message["usage"]),
             },
         )
         yield "message_stop", {"type": "message_stop"}

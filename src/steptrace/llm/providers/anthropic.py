@@ -52,7 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the Anthropic provider needs the anthropic SDK: pip install 'steptrace[anthropic]'"
     ) from exc
 
-from ..._redact import redact
+from ..._redact import redact, register_credentials
 from ...errors import (
     AuthenticationFailed,
     BadRequest,
@@ -106,6 +106,7 @@ class AnthropicProvider:
                 f"AnthropicProvider: structured_output must be 'prompt' or 'native', "
                 f"got {structured_output!r}"
             )
+        register_credentials(api_key, client, async_client)  # redacted wherever it shows
         if isinstance(client, anthropic.AsyncAnthropic):
             client, async_client = None, async_client or client
         self.name = name

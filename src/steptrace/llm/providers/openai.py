@@ -53,7 +53,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the OpenAI provider needs the openai SDK: pip install 'steptrace[openai]'"
     ) from exc
 
-from ..._redact import redact
+from ..._redact import redact, register_credentials
 from ...errors import (
     AuthenticationFailed,
     BadRequest,
@@ -103,6 +103,7 @@ class OpenAIProvider:
                 "OpenAIProvider: max_tokens_field must be 'max_completion_tokens' or "
                 f"'max_tokens', got {max_tokens_field!r}"
             )
+        register_credentials(api_key, client, async_client)  # redacted wherever it shows
         if isinstance(client, openai.AsyncOpenAI):
             client, async_client = None, async_client or client
         self.name = name

@@ -150,11 +150,21 @@ class ReplayProvider:
 
     Matching, repeats, ``strict_order`` and streaming are described in the module
     docstring. The cassette is read and validated once, here. Thread-safe.
+    ``source`` is what errors call the recorded calls (default: the cassette's
+    path; ``steptrace replay`` names the stored run, its cassette being temporary).
     """
 
-    def __init__(self, path: PathLike, *, name: str = "replay", strict_order: bool = False) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        name: str = "replay",
+        strict_order: bool = False,
+        source: str | None = None,
+    ) -> None:
         self.name = name
         self.path = Path(path)
+        self.source = str(self.path) if source is None else source
         self.strict_order = strict_order
         self._entries = load(self.path)
         self._queues: dict[str, list[Entry]] = {}
@@ -212,7 +222,7 @@ class ReplayProvider:
         if self._entries and self._next >= len(self._entries):
             raise ReplayMissing(
                 f"no recorded response for this request (model {data.get('model')!r}): "
-                f"all {len(self._entries)} call(s) recorded in {self.path} have been "
+                f"all {len(self._entries)} call(s) recorded in {self.source} have been "
                 "replayed (strict order)",
                 fingerprint=fp,
                 request=redacted(data),
@@ -230,7 +240,7 @@ class ReplayProvider:
     ) -> ReplayMissing:
         head = (
             f"no recorded response for this request (model {safe.get('model')!r}, "
-            f"fingerprint {fp[:12]}) in {self.path}"
+            f"fingerprint {fp[:12]}) in {self.source}"
         )
         if not self._entries:
             return ReplayMissing(

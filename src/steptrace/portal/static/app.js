@@ -5,6 +5,12 @@
 // createElement and text nodes (the `h` helper), never from HTML strings, so
 // nothing a model wrote can become markup or script. The page loads no other
 // resource than its own script and style sheet; charts are SVG drawn here.
+//
+// Addresses: /runs/<ref> opens a run (an id, a unique prefix, `last` or a run
+// name, as in the CLI; the address then shows its id). The fragment names one
+// object in it, so any of them can be shared and reopened: #span=<id> (a step,
+// persona or other span), #call=<span id> (an LLM call, opened in a side panel
+// where the reader is looking), #event=<seq>, and #q=<text> (a search in the run).
 "use strict";
 
 (() => {
@@ -76,6 +82,17 @@
     return h("span", { class: "badge status-" + String(status).replace(/[^a-z_]/g, "") }, status);
   }
 
+  // Where a run sits among others: the run it was opened in (a child run), the
+  // run it replays, and rows the store could not write.
+  const runHref = (id) => "/runs/" + encodeURIComponent(id);
+  function runMarks(run) {
+    const marks = [];
+    if (run.parent_run_id) marks.push(h("span", { class: "mark", "data-mark": "child" }, "↳ child of ", link(runHref(run.parent_run_id), { class: "mono" }, run.parent_run_id)));
+    if (run.replay_of) marks.push(h("span", { class: "mark", "data-mark": "replay" }, "replay of ", link(runHref(run.replay_of), { class: "mono" }, run.replay_of)));
+    if (run.write_errors) marks.push(h("span", { class: "mark bad", "data-mark": "write-errors", title: run.write_error || "" }, `${fmtInt(run.write_errors)} rows not stored`));
+    return marks.length ? h("div", { class: "marks small muted" }, marks) : null;
+  }
+
   // -- API -----------------------------------------------------------------------------
 
   async function api(path) {
@@ -125,14 +142,31 @@
     );
   }
 
+  let currentView = null; // the run page on screen, if any
+
   function route() {
-    pageToken += 1;
-    while (cleanups.length) cleanups.pop()();
     const path = location.pathname;
     const match = /^\/runs\/([^/]+)\/?$/.exec(path);
+    const ref = match ? decodeURIComponent(match[1]) : null;
+    // Only the fragment changed: the same run's page shows another object.
+    if (ref !== null && currentView && currentView.alive() && currentView.runId === ref && currentView.data) {
+      currentView.applyHash();
+      return;
+    }
+    pageToken += 1;
+    currentView = null;
+    while (cleanups.length) cleanups.pop()();
     window.scrollTo(0, 0);
-    if (match) runPage(decodeURIComponent(match[1]), pageToken);
+    if (match) runPage(ref, pageToken);
     else listPage(new URLSearchParams(location.search), pageToken);
+  }
+
+  function hashParams() {
+    return new URLSearchParams(location.hash.slice(1));
+  }
+  const objectHref = (id, key, value) => runHref(id) + "#" + new URLSearchParams({ [key]: String(value) }).toString();
+  function permalink(href, what) {
+    return link(href, { class: "permalink", title: "link to this " + what, "aria-label": "link to this " + what }, "#");
   }
 
   // -- the runs list -------------------------------------------------------------------
@@ -234,7 +268,7 @@
       placeholder: "exact run name",
       onchange: (e) => go({ ...state, name: e.target.value.trim() }),
     });
-    const statuses = Array.from(new Set(["running", "completed", "failed", "interrupted", ...facets.statuses]));
+    const statuses = Array.from(new Set(["running", "completed", "over_budget", "failed", "interrupted", ...facets.statuses]));
     form.append(
       select("Status", "status", statuses),
       h("label", {}, "Name", nameInput, names),
@@ -267,7 +301,7 @@
       h(
         "tr",
         { "data-run-id": run.id },
-        h("td", {}, link("/runs/" + encodeURIComponent(run.id), { class: "run-link" }, run.name), h("div", { class: "muted small mono" }, run.id)),
+        h("td", {}, link("/runs/" + encodeURIComponent(run.id), { class: "run-link" }, run.name), h("div", { class: "muted small mono" }, run.id), runMarks(run)),
         h("td", {}, badge(run.status)),
         h("td", {}, (run.personas || []).join(", ") || "–"),
         h("td", { class: "nowrap" }, fmtTime(run.started_at)),
@@ -363,8 +397,15 @@
     }
     if (token !== pageToken) return;
     document.title = "steptrace · " + data.run.name;
-    const view = new RunView(runId, token, root);
+    if (data.run.id !== runId) {
+      // `last`, a prefix or a name: the address names the run itself from now on.
+      history.replaceState(null, "", runHref(data.run.id) + location.hash);
+      clear(root).append(h("nav", { class: "crumbs" }, link("/", {}, "Runs"), " / ", h("span", { class: "mono nowrap" }, data.run.id)));
+    }
+    const view = new RunView(data.run.id, token, root);
+    currentView = view;
     view.load(data);
+    view.applyHash();
   }
 
   class RunView {
@@ -381,13 +422,22 @@
       this.timelineBox = h("div", { class: "timeline", "data-testid": "timeline" });
       this.eventsBox = h("div", { class: "events", "data-testid": "events" });
       this.callsBox = h("div", { class: "calls", "data-testid": "calls" });
-      this.callDetail = h("section", { class: "card call-detail", "data-testid": "call-detail", hidden: true });
+      // A side panel over the page: it opens where the reader is, not below the table.
+      this.callDetail = h("aside", { class: "card call-detail", "data-testid": "call-detail", role: "dialog", "aria-label": "LLM call", hidden: true });
+      this.searchBox = h("section", { class: "card search", "data-testid": "search" });
+      this.wholeTimeline = false;
       const section = (title, testid, ...body) => h("section", { class: "card", "data-section": testid }, h("h2", {}, title), ...body);
       this.treeTools = h("div", { class: "tools" },
         h("button", { type: "button", class: "secondary", onclick: () => this.expandAll(true) }, "Expand all"),
         h("button", { type: "button", class: "secondary", onclick: () => this.expandAll(false) }, "Collapse all"));
+      const onKey = (event) => {
+        if (event.key === "Escape" && !this.callDetail.hidden) this.closeCall();
+      };
+      document.addEventListener("keydown", onKey);
+      cleanups.push(() => document.removeEventListener("keydown", onKey));
       root.append(
         this.head,
+        this.searchBox,
         h("div", { class: "grid" },
           h("section", { class: "card tree-card", "data-section": "tree" }, h("div", { class: "card-title" }, h("h2", {}, "Steps"), this.treeTools), this.treeBox),
           section("Summary", "summary", this.summaryBox)),
@@ -465,7 +515,6 @@
       const head = clear(this.head);
       this.liveBadge = h("span", { class: "live", hidden: run.status !== "running" }, "live");
       const facts = [
-        ["Run id", h("span", { class: "mono" }, run.id)],
         ["Started", fmtTime(run.started_at)],
         ["Duration", run.duration_ms === null ? "still running" : fmtMs(run.duration_ms)],
         ["LLM calls", fmtInt(run.llm_calls)],
@@ -476,10 +525,25 @@
         ["Spans", fmtInt(this.data.span_count)],
       ];
       if (run.host) facts.push(["Process", `${run.host} pid ${run.pid ?? "?"}`]);
+      const parent = this.data.parent;
+      if (run.parent_run_id) facts.push(["Parent run", link(runHref(run.parent_run_id), { "data-testid": "parent-run" }, parent ? parent.name : run.parent_run_id)]);
+      if (run.replay_of) facts.push(["Replay of", link(runHref(run.replay_of), { class: "mono" }, run.replay_of)]);
+      if (run.write_errors) facts.push(["Not stored", h("span", { class: "bad", title: run.write_error || "" }, `${fmtInt(run.write_errors)} rows: ${run.write_error || ""}`)]);
       head.append(
         h("h1", {}, run.name, " ", badge(run.status), " ", this.liveBadge),
+        h("p", { class: "run-id-line muted" }, "Run ", h("span", { class: "mono run-id", "data-testid": "run-id" }, run.id), " ", permalink(runHref(run.id), "run")),
         h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))
       );
+      const children = this.data.child_runs || [];
+      if (children.length) {
+        head.append(
+          h("div", { class: "child-runs", "data-testid": "child-runs" },
+            h("h2", {}, "Child runs"),
+            h("ul", {}, children.map((child) => h("li", { "data-run-id": child.id },
+              link(runHref(child.id), { class: "run-link" }, child.name), " ", badge(child.status),
+              h("span", { class: "muted small" }, ` ${fmtInt(child.input_tokens + child.output_tokens)} tokens · ${fmtUsd(child.cost_usd)}`)))))
+        );
+      }
       const budget = run.budget || {};
       const bars = budgetBars(
         { tokens: run.input_tokens + run.output_tokens, usd: run.cost_usd },
@@ -546,9 +610,9 @@
       const duration = span.end_ms === null ? null : span.end_ms - span.start_ms;
       const status = span.kind === "step" && m.status ? m.status : span.kind === "run" || span.kind === "persona" ? m.status || span.status : span.status;
       const label = span.kind === "llm_call"
-        ? h("button", { type: "button", class: "name call-link", onclick: () => this.openCall(span.id) }, span.name)
+        ? link(objectHref(this.runId, "call", span.id), { class: "name call-link" }, span.name)
         : h("span", { class: "name" }, span.name);
-      const row = h("div", { class: "row" }, toggle, h("span", { class: "kind" }, span.kind.replace("_", " ")), label, badge(status));
+      const row = h("div", { class: "row" }, toggle, h("span", { class: "kind" }, span.kind.replace("_", " ")), label, badge(status), permalink(objectHref(this.runId, "span", span.id), span.kind.replace("_", " ")));
       const metrics = [];
       if (span.kind === "llm_call") {
         metrics.push(`${fmtInt(m["gen_ai.usage.input_tokens"])} in / ${fmtInt(m["gen_ai.usage.output_tokens"])} out`);
@@ -616,8 +680,26 @@
         return;
       }
       const end = Math.max(...shown.map((n) => (n.span.end_ms === null ? n.span.start_ms : n.span.end_ms)), 0.001);
-      const start = Math.min(0, ...shown.map((n) => n.span.start_ms));
+      const runStart = Math.min(0, ...shown.map((n) => n.span.start_ms));
+      // The script's start-up (before its first step or span) can be most of a
+      // short run: the timeline starts where the work starts, unless asked not to.
+      const WORK = new Set(["step", "llm_call", "tool", "custom"]);
+      const work = shown.filter((n) => WORK.has(n.span.kind)).map((n) => n.span.start_ms);
+      const workStart = work.length ? Math.min(...work) : runStart;
+      const skippable = workStart - runStart > 0.1 * (end - runStart);
+      const start = skippable && !this.wholeTimeline ? workStart : runStart;
       const range = end - start || 1;
+      box.dataset.start = String(start);
+      if (skippable) {
+        box.append(
+          h("div", { class: "wf-note muted small" },
+            this.wholeTimeline
+              ? `The first ${fmtMs(workStart - runStart)} are the script starting up. `
+              : `Starts at the first step, ${fmtMs(workStart - runStart)} after the run began (the script starting up). `,
+            h("button", { type: "button", class: "secondary small", "data-testid": "timeline-range", onclick: () => { this.wholeTimeline = !this.wholeTimeline; this.drawTimeline(); } },
+              this.wholeTimeline ? "Start at the first step" : "Show the whole run"))
+        );
+      }
       const axis = h("div", { class: "wf-axis" }, h("span", { class: "wf-label" }));
       const ticks = h("div", { class: "wf-track" });
       for (const f of [0, 0.25, 0.5, 0.75, 1]) {
@@ -631,8 +713,9 @@
         const span = node.span;
         const spanEnd = span.end_ms === null ? end : span.end_ms;
         const bar = h("span", { class: "wf-bar kind-" + span.kind + (span.status === "error" ? " is-error" : "") });
-        bar.style.left = ((span.start_ms - start) / range) * 100 + "%";
-        bar.style.width = `max(2px, ${((spanEnd - span.start_ms) / range) * 100}%)`;
+        const from = Math.max(span.start_ms, start);
+        bar.style.left = ((from - start) / range) * 100 + "%";
+        bar.style.width = `max(2px, ${((spanEnd - from) / range) * 100}%)`;
         const label = h("span", { class: "wf-label", title: span.name }, span.name);
         label.style.paddingLeft = Math.min(node.depth, 8) * 12 + 4 + "px";
         const row = h(
@@ -643,7 +726,7 @@
         );
         if (span.kind === "llm_call") {
           row.classList.add("clickable");
-          row.addEventListener("click", () => this.openCall(span.id));
+          row.addEventListener("click", () => navigate(objectHref(this.runId, "call", span.id)));
         }
         box.append(row);
       }
@@ -675,21 +758,57 @@
         return;
       }
       const agent = summary.agent || {};
+      const loops = agent.loops || [];
+      const outside = (agent.outside_loops || {}).llm_calls || 0;
+      // Calls too quick to time (scripted, replayed) record 0 ms each.
+      const time = (ms, n) => (n && !ms ? "under 1 ms" : fmtMs(ms));
       const rows = [
+        ["Agent loops", loops.length > 1 ? `${loops.length} (figures: all of them together)` : String(loops.length)],
         ["Agent status", agent.status],
         ["Iterations", fmtInt(agent.iterations)],
-        ["LLM calls", fmtInt(agent.llm_calls)],
+        ["LLM calls", fmtInt(agent.llm_calls) + (outside ? ` (${fmtInt(outside)} outside any loop)` : "")],
         ["Tool executions", fmtInt(agent.tool_executions)],
         ["Tool rejections", fmtInt(agent.tool_rejections)],
         ["Loop interventions", fmtInt(agent.interventions)],
         ["Compactions", fmtInt(agent.compactions)],
         ["Agent tokens", `${fmtInt(agent.total_input_tokens)} in · ${fmtInt(agent.total_output_tokens)} out`],
-        ["LLM time", fmtMs(agent.total_llm_duration_ms)],
-        ["Tool time", fmtMs(agent.total_tool_duration_ms)],
+        ["LLM time", time(agent.total_llm_duration_ms, agent.llm_calls)],
+        ["Tool time", time(agent.total_tool_duration_ms, agent.tool_executions)],
         ["Tools used", (agent.tools_used || []).join(", ") || "–"],
       ];
       box.append(h("dl", { class: "facts" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "–")])));
+      if (loops.length > 1) {
+        box.append(
+          h("div", { class: "loops-wrap" },
+            h("table", { class: "loops", "data-testid": "loops" },
+              h("thead", {}, h("tr", {}, ["Loop", "Status", "Iter.", "Calls", "Tools"].map((t) => h("th", { scope: "col" }, t)))),
+              h("tbody", {}, loops.map((loop, i) =>
+                h("tr", { title: `${fmtInt(loop.total_input_tokens)} tokens in, ${fmtInt(loop.total_output_tokens)} out; ${loop.tool_rejections} rejections, ${loop.interventions} interventions, ${loop.compactions} compactions` },
+                  h("td", { "data-loop": String(i) }, String(i + 1)),
+                  h("td", {}, badge(loop.status)),
+                  h("td", { class: "num" }, fmtInt(loop.iterations)),
+                  h("td", { class: "num" }, fmtInt(loop.llm_calls)),
+                  h("td", { class: "num" }, fmtInt(loop.tool_executions)))))))
+        );
+        this.nameLoops(box);
+      }
       box.dataset.ready = "1";
+    }
+
+    // Each ended loop is named by the span its LoopComplete was emitted in.
+    async nameLoops(box) {
+      let page;
+      try {
+        page = await api(`${runPath(this.runId)}/events?types=loop_complete&limit=1000`);
+      } catch (error) {
+        return; // the numbers stand without the names
+      }
+      if (!this.alive()) return;
+      page.events.forEach((event, i) => {
+        const cell = box.querySelector(`td[data-loop="${i}"]`);
+        const name = this.spanName(event.span_id);
+        if (cell && name) cell.append(" ", h("span", { class: "loop-name" }, name));
+      });
     }
 
     // -- LLM calls ----------------------------------------------------------------------
@@ -713,8 +832,8 @@
       const rows = page.calls.map((call, i) =>
         h(
           "tr",
-          { class: "clickable", "data-span-id": call.span_id, tabindex: "0", onclick: () => this.openCall(call.span_id), onkeydown: (e) => { if (e.key === "Enter") this.openCall(call.span_id); } },
-          h("td", { class: "num" }, String(offset + i + 1)),
+          { class: "clickable", "data-span-id": call.span_id, tabindex: "0", onclick: () => navigate(objectHref(this.runId, "call", call.span_id)), onkeydown: (e) => { if (e.key === "Enter") navigate(objectHref(this.runId, "call", call.span_id)); } },
+          h("td", { class: "num" }, link(objectHref(this.runId, "call", call.span_id), { class: "call-number" }, String(offset + i + 1))),
           h("td", {}, this.spanName(call.parent_id) || "–"),
           h("td", {}, call.model || "–"),
           h("td", { class: "num" }, fmtInt(call.input_tokens)),
@@ -741,13 +860,13 @@
       box.dataset.ready = "1";
     }
 
-    async openCall(spanId) {
+    async openCall(spanId, needle) {
       const panel = this.callDetail;
       // Only the latest click may fill the panel: answers can arrive out of order.
       const ticket = (this.callTicket = (this.callTicket || 0) + 1);
       panel.hidden = false;
+      delete panel.dataset.ready;
       clear(panel).append(h("h2", {}, "LLM call"), h("p", { class: "muted" }, "Loading…"));
-      panel.scrollIntoView({ block: "start" });
       let data;
       try {
         data = await api(`${runPath(this.runId)}/llm-calls/${encodeURIComponent(spanId)}`);
@@ -764,7 +883,9 @@
       panel.append(
         h("div", { class: "card-title" },
           h("h2", {}, `LLM call · ${call.model || call.name}`),
-          h("button", { type: "button", class: "secondary", onclick: () => { panel.hidden = true; } }, "Close")),
+          h("span", { class: "tools" },
+            link(objectHref(this.runId, "call", call.span_id), { class: "secondary button-link", "data-testid": "call-link" }, "Link"),
+            h("button", { type: "button", class: "secondary", onclick: () => this.closeCall() }, "Close"))),
         h("dl", { class: "facts" },
           [
             ["Step", this.spanName(call.parent_id) || "–"],
@@ -808,7 +929,133 @@
       for (const tc of response.tool_calls || []) answer.append(h("pre", { class: "tool-call" }, `→ ${tc.name}(${JSON.stringify(tc.arguments)})  [${tc.id}]`));
       if (!response.text && !(response.tool_calls || []).length) answer.append(h("p", { class: "muted" }, "(empty response)"));
       panel.append(h("h3", {}, "Response"), answer);
+      if (needle) {
+        const first = markText(panel, needle);
+        if (first) first.scrollIntoView({ block: "center" });
+      }
       panel.dataset.ready = "1";
+    }
+
+    closeCall() {
+      this.callDetail.hidden = true;
+      this.callTicket = (this.callTicket || 0) + 1;
+      const params = hashParams();
+      if (params.has("call")) {
+        params.delete("call");
+        const rest = params.toString();
+        navigate(runHref(this.runId) + (rest ? "#" + rest : ""));
+      }
+    }
+
+    // -- addresses ----------------------------------------------------------------------
+
+    // Show what the address's fragment names (see the header comment).
+    applyHash() {
+      const params = hashParams();
+      const q = params.get("q");
+      if (q && q !== this.searchText) this.search(q, false);
+      else if (!q && this.searchText === undefined) this.drawSearch("");
+      const call = params.get("call");
+      if (call) this.openCall(call, q || null);
+      else if (!this.callDetail.hidden) {
+        this.callDetail.hidden = true;
+        this.callTicket = (this.callTicket || 0) + 1;
+      }
+      const spanId = params.get("span");
+      if (spanId) this.revealSpan(spanId);
+      const seq = params.get("event");
+      if (seq !== null && /^\d+$/.test(seq)) this.events.focus(Number(seq));
+    }
+
+    revealSpan(spanId) {
+      const node = this.nodes.get(spanId);
+      if (!node) {
+        this.treeBox.append(h("li", { class: "muted", "data-testid": "span-missing" }, `Span ${spanId} is not among the steps drawn here.`));
+        return;
+      }
+      for (let up = node.span.parent_id; up !== null && this.nodes.has(up); up = this.nodes.get(up).span.parent_id) this.expanded.add(up);
+      this.drawTree();
+      const el = this.treeBox.querySelector(`li[data-span-id="${CSS.escape(spanId)}"]`);
+      if (el) {
+        el.classList.add("highlight");
+        el.scrollIntoView({ block: "center" });
+      }
+    }
+
+    // -- search -------------------------------------------------------------------------
+
+    drawSearch(text) {
+      const box = clear(this.searchBox);
+      const input = h("input", { type: "search", name: "q", value: text, "aria-label": "search in this run", placeholder: "Search this run: prompts, responses, tool arguments, errors…", maxlength: "200" });
+      const form = h("form", { role: "search", class: "search-form", onsubmit: (e) => { e.preventDefault(); const q = input.value.trim(); if (q) navigate(objectHref(this.runId, "q", q)); } },
+        input, h("button", { type: "submit" }, "Search"));
+      this.searchResults = h("div", { class: "search-results", "data-testid": "search-results" });
+      box.append(form, this.searchResults);
+      return input;
+    }
+
+    async search(text, push) {
+      this.searchText = text;
+      this.drawSearch(text);
+      const results = this.searchResults;
+      results.append(h("p", { class: "muted" }, "Searching…"));
+      let data;
+      try {
+        data = await api(`${runPath(this.runId)}/search?q=${encodeURIComponent(text)}&limit=200`);
+      } catch (error) {
+        if (this.alive() && this.searchText === text) clear(results).append(errorBox(error));
+        return;
+      }
+      if (!this.alive() || this.searchText !== text) return;
+      this.hits = data.hits;
+      this.hitIndex = -1;
+      clear(results);
+      if (!data.hits.length) {
+        results.append(h("p", { class: "muted" }, `Nothing in this run matches “${text}”.`));
+        results.dataset.ready = "1";
+        return;
+      }
+      this.hitCounter = h("span", { class: "muted small", "data-testid": "hit-counter" }, `${fmtInt(data.hits.length)}${data.more ? "+" : ""} matches`);
+      results.append(
+        h("div", { class: "search-nav" },
+          this.hitCounter,
+          h("button", { type: "button", class: "secondary", "data-testid": "previous-hit", onclick: () => this.showHit(this.hitIndex - 1) }, "‹ Previous"),
+          h("button", { type: "button", class: "secondary", "data-testid": "next-hit", onclick: () => this.showHit(this.hitIndex + 1) }, "Next ›")),
+        h("ol", { class: "hits" }, data.hits.map((hit, i) =>
+          h("li", { "data-hit": String(i), "data-kind": hit.kind },
+            h("button", { type: "button", class: "hit", onclick: () => this.showHit(i) },
+              h("span", { class: "badge kind-" + hit.kind }, hit.kind.replace("_", " ")),
+              h("span", { class: "where muted small" }, this.hitPlace(hit)),
+              h("span", { class: "snippet" }, highlighted(hit.snippet, text))))))
+      );
+      results.dataset.ready = "1";
+    }
+
+    hitPlace(hit) {
+      if (hit.seq !== null) return `event #${hit.seq}`;
+      const name = this.spanName(hit.span_id);
+      return (name || (hit.span_id ? "span " + hit.span_id : "run")) + " · " + hit.path;
+    }
+
+    showHit(i) {
+      if (!this.hits || !this.hits.length) return;
+      const n = this.hits.length;
+      this.hitIndex = ((i % n) + n) % n;
+      const hit = this.hits[this.hitIndex];
+      for (const el of this.searchResults.querySelectorAll("li[data-hit]")) el.classList.toggle("current", el.dataset.hit === String(this.hitIndex));
+      if (this.hitCounter) this.hitCounter.textContent = `match ${fmtInt(this.hitIndex + 1)} of ${fmtInt(n)}`;
+      const q = this.searchText;
+      const onCall = ["prompt", "response", "tool_arguments", "tool_result"].includes(hit.kind);
+      let href;
+      if (hit.seq !== null) href = runHref(this.runId) + "#" + new URLSearchParams({ event: String(hit.seq), q });
+      else if (onCall) href = runHref(this.runId) + "#" + new URLSearchParams({ call: hit.span_id, q });
+      else if (hit.span_id) href = runHref(this.runId) + "#" + new URLSearchParams({ span: hit.span_id, q });
+      else {
+        const error = this.head.querySelector("pre.error");
+        if (error) error.scrollIntoView({ block: "center" });
+        return;
+      }
+      navigate(href);
     }
 
     // -- live updates -------------------------------------------------------------------
@@ -879,6 +1126,41 @@
     return h("span", { class: "budget", title: `${text} (${fmtPct(p)})`, "data-pct": String(Math.round(p === Infinity ? 1e9 : p)) }, track, h("span", { class: "budget-text" }, `${text} · ${fmtPct(p)}`));
   }
 
+  // -- search matches, marked in text ----------------------------------------------------
+
+  // `text` as nodes with each case-insensitive occurrence of `needle` in a <mark>.
+  function highlighted(text, needle) {
+    const out = [];
+    const lower = text.toLowerCase(), want = needle.toLowerCase();
+    let at = 0;
+    for (let i = want ? lower.indexOf(want) : -1; i >= 0; i = lower.indexOf(want, at)) {
+      if (i > at) out.push(text.slice(at, i));
+      out.push(h("mark", {}, text.slice(i, i + want.length)));
+      at = i + want.length;
+    }
+    if (at < text.length) out.push(text.slice(at));
+    return out;
+  }
+
+  // Wrap each occurrence of `needle` in the text under `root` in a <mark>;
+  // returns the first mark. Only text nodes are split: no markup is parsed.
+  function markText(root, needle) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    const found = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (node.parentElement && node.parentElement.closest("pre, .content") && node.nodeValue.toLowerCase().includes(needle.toLowerCase())) found.push(node);
+    }
+    let first = null;
+    for (const node of found) {
+      const parts = highlighted(node.nodeValue, needle);
+      const frag = document.createDocumentFragment();
+      for (const part of parts) frag.append(part instanceof Node ? part : document.createTextNode(part));
+      first = first || frag.querySelector("mark");
+      node.parentNode.replaceChild(frag, node);
+    }
+    return first;
+  }
+
   // -- the event stream: a virtual list over pages of the events API -------------------
 
   const ROW = 26;
@@ -916,7 +1198,9 @@
       this.viewport = h("div", { class: "vlist", tabindex: "0", "data-testid": "event-list" });
       this.spacer = h("div", { class: "vlist-spacer" });
       this.viewport.append(this.spacer);
-      this.detail = h("pre", { class: "event-detail", "data-testid": "event-detail", hidden: true });
+      this.detailLink = h("span", { class: "event-detail-link" });
+      this.detailText = h("pre", {});
+      this.detail = h("div", { class: "event-detail", "data-testid": "event-detail", hidden: true }, this.detailLink, this.detailText);
       box.append(this.filters, this.count, this.viewport, this.detail);
       this.viewport.addEventListener("scroll", () => this.schedule(), { passive: true });
       this.pages = new Map();
@@ -1067,13 +1351,42 @@
         h("span", { class: "where muted" }, where || ""),
         h("span", { class: "text" }, eventText(event.data))
       );
-      row.addEventListener("click", () => this.show(event, where));
+      if (event.seq === this.focusSeq) row.classList.add("highlight");
+      row.addEventListener("click", () => {
+        this.show(event, where);
+        history.replaceState(null, "", objectHref(this.view.runId, "event", event.seq));
+      });
       return row;
     }
 
     show(event, where) {
       this.detail.hidden = false;
-      this.detail.textContent = `event #${event.seq} in ${where || "span " + (event.span_id || "–")}\n` + JSON.stringify(event.data, null, 2);
+      clear(this.detailLink).append(permalink(objectHref(this.view.runId, "event", event.seq), "event"));
+      this.detailText.textContent = `event #${event.seq} in ${where || "span " + (event.span_id || "–")}\n` + JSON.stringify(event.data, null, 2);
+    }
+
+    // Scroll to event `seq` (by its position in the whole stream) and show it.
+    async focus(seq) {
+      let data;
+      try {
+        data = await api(`${runPath(this.view.runId)}/events/${seq}`);
+      } catch (error) {
+        this.count.textContent = `event #${seq}: ${error.message}`;
+        return;
+      }
+      if (!this.view.alive()) return;
+      if (this.types !== null) {
+        this.types = null;
+        this.drawFilters();
+        this.restart();
+      }
+      this.focusSeq = seq;
+      for (const el of this.rows.values()) el.remove();
+      this.rows = new Map();
+      this.viewport.scrollIntoView({ block: "center" });
+      this.viewport.scrollTop = Math.max(0, data.offset * ROW - (this.viewport.clientHeight || 400) / 2 + ROW);
+      this.show(data.event, this.view.spanName(data.event.span_id));
+      this.render();
     }
   }
 

@@ -1,0 +1,413 @@
+"""Budgets and a record for LangChain and LangGraph (extra ``steptrace[langchain]``).
+
+``StepTraceCallbackHandler`` is a LangChain callback handler: pass it in
+``config={"callbacks": [handler]}``, or call ``instrument()`` once to have
+LangChain add it to every run it configures (through
+``langchain_core.tracers.context.register_configure_hook``, LangChain's way
+of adding a handler globally); ``uninstrument()`` stops that. What it does:
+
+- every chat model request (``ChatOpenAI``, ``ChatAnthropic``, any
+  ``BaseChatModel``; sync, async, streaming, batches) is pre-flighted in
+  ``on_chat_model_start`` against every steptrace budget in force: a request
+  whose worst case (a prompt estimate plus the request's ``max_tokens``)
+  cannot fit raises ``BudgetExhausted`` there, before LangChain sends it, and
+  the chain stops with that error (the handler sets ``raise_error``);
+- ``on_llm_end`` records the response's ``usage_metadata`` (cache reads and
+  writes included) as a ``chat <model>`` span, an ``LlmCall`` event and
+  ``record_llm_usage`` in the step that made the call, priced by steptrace's
+  price source under ``<ls_provider>:<model>`` (``openai:gpt-4o-mini``); a
+  failed request ends its span as failed and frees its hold;
+- each tool run is an ``execute_tool <name>`` span and a ``ToolExecution``
+  event whose ``tool_use_id`` is the model's tool-call id (``ok`` or
+  ``error``), parallel tool calls included.
+
+LangGraph nodes become budgeted steps by decorating the node function:
+``@steptrace.step(budget={"max_usd": 0.05}, error_boundary="continue")``. A
+node whose budget runs out under ``continue`` returns ``None`` (LangGraph
+then applies no update and the graph goes on); ``fail`` and ``escalate``
+raise out of ``graph.invoke``.
+
+The handler runs inline (in the caller's context, which is where steptrace
+keeps the active step) and works whether or not LangSmith tracing or other
+callbacks are on. A failure of steptrace's own code is logged, never raised
+into the chain (except in ``configure(strict=True)``); budget errors are.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+try:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.tracers.context import register_configure_hook
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "steptrace.integrations.langchain needs LangChain: pip install 'steptrace[langchain]'"
+    ) from exc
+
+from .._config import report_observer_failure
+from ..errors import BudgetExhausted, PricingUnknown, StepTraceError
+from ..events import ToolExecution
+from ..llm.prices import install_default_prices
+from ..spans import Span, SpanKind, end_span
+from ..tracing import emit_event
+from ..tracing import span as _span
+from ._chains_request import ModelRequest, ReportedUsage
+
+__all__ = ["StepTraceCallbackHandler", "instrument", "is_instrumented", "uninstrument"]
+
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+"""The output bound of a request that sets no ``max_tokens`` (as ``llm_call``)."""
+_CHARS_PER_TOKEN = 3
+_TOKENS_PER_MESSAGE = 4
+_BUDGET_ERRORS = (BudgetExhausted, PricingUnknown, StepTraceError)
+
+
+def _content_chars(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            text = part.get("text") if isinstance(part, dict) else part
+            total += len(text) if isinstance(text, str) else len(json.dumps(part, default=str))
+        return total
+    return 0 if content is None else len(str(content))
+
+
+def _tool_call_chars(calls: Any) -> int:
+    total = 0
+    for call in calls or ():
+        if isinstance(call, dict):
+            total += len(str(call.get("name") or ""))
+            total += len(json.dumps(call.get("args") or {}, default=str))
+    return total
+
+
+def estimate_input_tokens(messages: Sequence[Any], tools: Any = None) -> int:
+    """The pre-flight bound on a chat request's prompt tokens: the rule
+    ``llm_call`` uses, ``ceil(characters / 3) + 4`` a message, over message
+    contents, tool calls and tool definitions."""
+    chars = 0
+    for message in messages:
+        content = getattr(message, "content", None)
+        chars += len(content) if type(content) is str else _content_chars(content)
+        # Only AI messages carry tool calls (asking others costs a pydantic miss).
+        if getattr(message, "type", None) == "ai":
+            chars += _tool_call_chars(getattr(message, "tool_calls", None))
+    if tools:
+        chars += len(json.dumps(tools, default=str))
+    return -(-chars // _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE * len(messages)
+
+
+def _model_of(
+    params: dict[str, Any], metadata: dict[str, Any], serialized: dict[str, Any] | None
+) -> tuple[str, str, str]:
+    """(steptrace model id, provider, model name as LangChain has it)."""
+    name = metadata.get("ls_model_name") or params.get("model") or params.get("model_name")
+    if not isinstance(name, str) or not name:
+        ids = (serialized or {}).get("id")
+        name = ids[-1] if isinstance(ids, list) and ids else "unknown"
+    provider = metadata.get("ls_provider") or params.get("_type") or ""
+    provider = provider if isinstance(provider, str) else ""
+    if provider and ":" not in name and "/" not in name:
+        return f"{provider}:{name}", provider, name
+    return name, provider or "langchain", name
+
+
+def _max_output(params: dict[str, Any], metadata: dict[str, Any]) -> int:
+    for value in (
+        params.get("max_completion_tokens"),
+        params.get("max_tokens"),
+        metadata.get("ls_max_tokens"),
+    ):
+        if type(value) is int and value > 0:
+            return value
+    return DEFAULT_MAX_OUTPUT_TOKENS
+
+
+def _usage_of(message: Any, llm_output: Any) -> ReportedUsage | None:
+    metadata = getattr(message, "usage_metadata", None)
+    if isinstance(metadata, dict) and type(metadata.get("input_tokens")) is int:
+        input_tokens = metadata["input_tokens"]
+        details = metadata.get("input_token_details") or {}
+        cache_read = min(int(details.get("cache_read") or 0), input_tokens)
+        cache_write = min(int(details.get("cache_creation") or 0), input_tokens - cache_read)
+        return ReportedUsage(
+            input_tokens, int(metadata.get("output_tokens") or 0), cache_read, cache_write
+        )
+    usage = llm_output.get("token_usage") if isinstance(llm_output, dict) else None
+    if isinstance(usage, dict) and type(usage.get("prompt_tokens")) is int:
+        return ReportedUsage(usage["prompt_tokens"], int(usage.get("completion_tokens") or 0))
+    return None
+
+
+def _received_anything(response: Any) -> bool:
+    """Whether an errored request's partial ``LLMResult`` holds any answer."""
+    for prompt in getattr(response, "generations", None) or ():
+        for generation in prompt:
+            message = getattr(generation, "message", None)
+            if getattr(generation, "text", "") or getattr(message, "usage_metadata", None):
+                return True
+    return False
+
+
+class _ToolRun:
+    __slots__ = ("context", "manager", "name", "span", "started", "tool_call_id")
+
+    def __init__(self, name: str, tool_call_id: str) -> None:
+        self.name = name
+        self.tool_call_id = tool_call_id
+        self.context = contextvars.copy_context()
+        self.manager = _span(
+            f"execute_tool {name}",
+            kind=SpanKind.TOOL,
+            **{
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "gen_ai.tool.call.id": tool_call_id,
+            },
+        )
+        self.span: Span = self.context.run(self.manager.__enter__)
+        self.started = time.perf_counter()
+
+    def end(self, status: str, tool_call_id: str | None, error: str | None) -> None:
+        self.context.run(self._end, status, tool_call_id or self.tool_call_id, error)
+
+    def _end(self, status: str, tool_call_id: str, error: str | None) -> None:
+        duration_ms = round((time.perf_counter() - self.started) * 1000)
+        if tool_call_id:
+            self.span.set("gen_ai.tool.call.id", tool_call_id)
+        try:
+            emit_event(
+                ToolExecution(
+                    tool_name=self.name,
+                    tool_use_id=tool_call_id,
+                    duration_ms=duration_ms,
+                    status=status,
+                    classification="other",
+                    iteration=0,
+                )
+            )
+        finally:
+            if error is not None:
+                end_span(self.span, error)
+            self.manager.__exit__(None, None, None)
+
+
+class StepTraceCallbackHandler(BaseCallbackHandler):
+    """Pre-flight, record and trace every chat model request and tool run of
+    the LangChain runs it is given to (see the module docstring)."""
+
+    raise_error = True
+    """A budget refusal must stop the chain (LangChain logs and swallows
+    handler errors otherwise)."""
+    run_inline = True
+    """In the caller's context and thread, where the active step is."""
+
+    def __init__(self) -> None:
+        install_default_prices()  # keeps a price source you configured
+        self._requests: dict[UUID, ModelRequest] = {}
+        self._tools: dict[UUID, _ToolRun] = {}
+
+    def _guard(self, what: str, action: Any, *args: Any) -> Any:
+        try:
+            return action(*args)
+        except _BUDGET_ERRORS:
+            raise
+        except Exception as exc:
+            report_observer_failure(f"StepTraceCallbackHandler.{what}", exc, None)
+            return None
+
+    # --- model requests -------------------------------------------------------
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._guard(
+            "on_chat_model_start",
+            self._start,
+            run_id,
+            serialized,
+            [m for prompt in messages for m in prompt],
+            metadata or {},
+            kwargs.get("invocation_params") or {},
+        )
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        class _Text:
+            type = "human"
+
+            def __init__(self, content: str) -> None:
+                self.content = content
+
+        self._guard(
+            "on_llm_start",
+            self._start,
+            run_id,
+            serialized,
+            [_Text(p) for p in prompts],
+            metadata or {},
+            kwargs.get("invocation_params") or {},
+        )
+
+    def _start(
+        self,
+        run_id: UUID,
+        serialized: dict[str, Any] | None,
+        messages: list[Any],
+        metadata: dict[str, Any],
+        params: dict[str, Any],
+    ) -> None:
+        model, provider, name = _model_of(params, metadata, serialized)
+        self._requests[run_id] = ModelRequest.start(
+            model,
+            system=provider,
+            estimated_input_tokens=estimate_input_tokens(messages, params.get("tools")),
+            max_output_tokens=_max_output(params, metadata),
+            request_model=name,
+        )
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        request = self._requests.pop(run_id, None)
+        if request is not None:
+            self._guard("on_llm_end", self._finish, request, response)
+
+    def _finish(
+        self, request: ModelRequest, response: Any, error: BaseException | None = None
+    ) -> None:
+        generations = [g for prompt in getattr(response, "generations", None) or () for g in prompt]
+        message = getattr(generations[0], "message", None) if generations else None
+        usage = _usage_of(message, getattr(response, "llm_output", None))
+        info = getattr(message, "response_metadata", None) or {}
+        output_chars = 0
+        if usage is None:
+            for generation in generations:
+                output_chars += len(getattr(generation, "text", "") or "")
+                output_chars += _tool_call_chars(
+                    getattr(getattr(generation, "message", None), "tool_calls", None)
+                )
+        reasons = [
+            str((getattr(g, "generation_info", None) or {}).get("finish_reason") or "")
+            or str(info.get("stop_reason") or info.get("finish_reason") or "unknown")
+            for g in generations
+        ]
+        response_id = info.get("id") or getattr(message, "id", None)
+        request.finish(
+            usage,
+            response_id=response_id if isinstance(response_id, str) else None,
+            response_model=info.get("model_name") or info.get("model"),
+            finish_reasons=reasons,
+            output_chars=output_chars,
+            error=error,
+        )
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        request = self._requests.pop(run_id, None)
+        if request is None:
+            return
+        response = kwargs.get("response")
+        if _received_anything(response):  # a stream broke midway: it was paid for
+            self._guard("on_llm_error", self._finish, request, response, error)
+        else:
+            self._guard("on_llm_error", request.fail, error)
+
+    # --- tools ------------------------------------------------------------------
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
+        call_id = kwargs.get("tool_call_id")
+        tool = self._guard(
+            "on_tool_start", _ToolRun, str(name), call_id if isinstance(call_id, str) else ""
+        )
+        if tool is not None:
+            self._tools[run_id] = tool
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        tool = self._tools.pop(run_id, None)
+        if tool is None:
+            return
+        status = getattr(output, "status", "success")
+        call_id = getattr(output, "tool_call_id", None)
+        self._guard(
+            "on_tool_end",
+            tool.end,
+            "error" if status == "error" else "ok",
+            call_id if isinstance(call_id, str) else None,
+            "tool returned an error" if status == "error" else None,
+        )
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        tool = self._tools.pop(run_id, None)
+        if tool is not None:
+            self._guard("on_tool_error", tool.end, "error", None, type(error).__name__)
+
+
+class _GlobalSwitch:
+    """What LangChain's configure hook reads (only ``.get()`` is called): the
+    global handler while instrumented, else None. Registered once a process."""
+
+    def __init__(self) -> None:
+        self.handler: StepTraceCallbackHandler | None = None
+        self.registered = False
+
+    def get(self, default: Any = None) -> StepTraceCallbackHandler | None:
+        return self.handler
+
+
+_switch = _GlobalSwitch()
+
+
+def instrument() -> StepTraceCallbackHandler:
+    """Add one ``StepTraceCallbackHandler`` to every LangChain run from now on
+    (not where the caller already passes one). Idempotent: returns the same
+    handler until ``uninstrument()``."""
+    if not _switch.registered:
+        register_configure_hook(_switch, True, StepTraceCallbackHandler)  # type: ignore[arg-type]
+        _switch.registered = True
+    if _switch.handler is None:
+        _switch.handler = StepTraceCallbackHandler()
+    return _switch.handler
+
+
+def uninstrument() -> None:
+    """Stop adding the global handler (a no-op when not instrumented)."""
+    _switch.handler = None
+
+
+def is_instrumented() -> bool:
+    return _switch.handler is not None

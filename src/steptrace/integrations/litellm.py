@@ -1,0 +1,367 @@
+"""Budgets and a record for LiteLLM: ``litellm.completion``, ``acompletion``,
+streaming and ``Router`` (extra ``steptrace[litellm]``).
+
+``instrument()`` wraps ``litellm.completion`` and ``litellm.acompletion`` (the
+module's functions, which ``Router`` calls for every deployment it tries), so
+each request LiteLLM is asked to make is pre-flighted against every steptrace
+budget in force and not sent when its worst case cannot fit
+(``BudgetExhausted`` with ``preflight=True`` is raised from the call), then
+recorded from the usage LiteLLM reports: a ``chat <model>`` span, an
+``LlmCall`` event and ``record_llm_usage`` in the step that made the call.
+
+Prices come from steptrace's price source (genai-prices through
+``steptrace.llm.prices``), not from LiteLLM's cost map, unless
+``instrument(prices="litellm")`` asks for LiteLLM's ``cost_per_token``. A
+model is recorded and priced under the provider LiteLLM resolves it to:
+``openai/gpt-4o-mini`` (and plain ``gpt-4o-mini``) is ``openai:gpt-4o-mini``,
+``anthropic/claude-haiku-4-5`` is ``anthropic:claude-haiku-4-5``; a provider
+the price table does not know (``ollama/llama3``) is not priced as a cloud
+model, so under a USD budget it raises ``PricingUnknown`` unless you add a
+price (``PriceTable(overrides={"ollama:llama3": ...})``).
+
+Streams: ``stream=True`` asks the provider for the usage chunk
+(``stream_options.include_usage``); when the caller did not ask for it, that
+chunk is kept from them, so they see the same chunks as without steptrace.
+The stream is recorded when it ends or is closed; one broken by an error
+records what it received (the usage chunk if it came, else the pre-flight
+input estimate and the streamed characters) and ends its span as failed. A
+stream dropped without being read to the end or closed records nothing and
+keeps its hold on the scopes that made it while they last: close streams you
+abandon.
+
+Call ``instrument()`` before ``from litellm import completion`` binds the
+unwrapped function elsewhere (``litellm.completion(...)`` is always covered).
+LiteLLM's own callbacks, retries and cost tracking go on as before; a request
+LiteLLM retries internally is one request to steptrace, recorded with the
+usage of the answer that came back. Import this module with
+``LITELLM_LOCAL_MODEL_COST_MAP=True`` in the environment if LiteLLM must not
+fetch its cost map at import (steptrace sets it when unset, before importing
+LiteLLM).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Literal
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+try:
+    import litellm
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "steptrace.integrations.litellm needs LiteLLM: pip install 'steptrace[litellm]'"
+    ) from exc
+
+from ..llm.instrument_openai import DEFAULT_MAX_OUTPUT_TOKENS, estimate_openai_input_tokens
+from ..llm.prices import install_default_prices
+from ._chains_request import ModelRequest, ReportedUsage
+
+__all__ = ["LiteLLMPrices", "instrument", "is_instrumented", "steptrace_model", "uninstrument"]
+
+_ORIGINAL = "_steptrace_original"
+_PRICE = "_steptrace_prices"
+_FUNCTIONS = ("completion", "acompletion")
+_MAX_CACHED_MODELS = 1024
+_models: dict[tuple[str, str | None], str] = {}
+
+
+class LiteLLMPrices:
+    """A steptrace ``PriceSource`` over LiteLLM's own cost map
+    (``litellm.cost_per_token``), for ``instrument(prices="litellm")``.
+
+    Model ids are steptrace's (``openai:gpt-4o-mini``); an unknown model is
+    ``None``, never a silent zero."""
+
+    def cost_usd(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float | None:
+        try:
+            prompt, completion = litellm.cost_per_token(
+                model=model.replace(":", "/", 1),
+                prompt_tokens=input_tokens,
+                completion_tokens=output_tokens,
+                cache_read_input_tokens=cache_read_tokens,
+                cache_creation_input_tokens=cache_write_tokens,
+            )
+        except Exception:
+            return None
+        return float(prompt) + float(completion)
+
+
+def steptrace_model(model: str, custom_llm_provider: str | None = None) -> str:
+    """The id steptrace records and prices a LiteLLM model under:
+    ``provider:model`` for the provider LiteLLM resolves (``openai/gpt-4o-mini``
+    and ``gpt-4o-mini`` are ``openai:gpt-4o-mini``), else the name as given."""
+    key = (model, custom_llm_provider)
+    found = _models.get(key)
+    if found is None:
+        try:
+            name, provider, _, _ = litellm.get_llm_provider(
+                model=model, custom_llm_provider=custom_llm_provider
+            )
+        except Exception:
+            found = model
+        else:
+            found = f"{provider}:{name}" if provider and name else model
+        if len(_models) >= _MAX_CACHED_MODELS:
+            _models.clear()
+        _models[key] = found
+    return found
+
+
+def instrument(*, prices: Literal["steptrace", "litellm"] = "steptrace") -> None:
+    """Pre-flight and record every ``litellm.completion``/``acompletion`` (and so
+    every ``Router`` request). Idempotent; ``prices="litellm"`` prices with
+    LiteLLM's cost map instead of steptrace's price source."""
+    if prices not in ("steptrace", "litellm"):
+        raise ValueError(f"instrument: prices must be 'steptrace' or 'litellm', got {prices!r}")
+    price = LiteLLMPrices() if prices == "litellm" else None
+    if price is None:
+        install_default_prices()  # keeps a price source you configured
+    for name in _FUNCTIONS:
+        current = getattr(litellm, name)
+        original = getattr(current, _ORIGINAL, None)
+        if original is not None:
+            if (getattr(current, _PRICE) is None) == (price is None):
+                continue  # already instrumented alike
+            current = original
+        wrapper = (
+            _async_wrapper(current, price)
+            if name == "acompletion"
+            else _sync_wrapper(current, price)
+        )
+        setattr(wrapper, _ORIGINAL, current)
+        setattr(wrapper, _PRICE, price)
+        setattr(litellm, name, wrapper)
+
+
+def uninstrument() -> None:
+    """Undo ``instrument()`` (a no-op when not instrumented)."""
+    for name in _FUNCTIONS:
+        original = getattr(getattr(litellm, name), _ORIGINAL, None)
+        if original is not None:
+            setattr(litellm, name, original)
+
+
+def is_instrumented() -> bool:
+    return getattr(litellm.completion, _ORIGINAL, None) is not None
+
+
+def _start(kwargs: dict[str, Any], price: Any) -> tuple[ModelRequest | None, bool]:
+    """Pre-flight the request in ``kwargs`` (adjusted in place for streams).
+    Returns the request (None when there is no model: LiteLLM reports that)
+    and whether a usage chunk must be kept from the caller."""
+    model = kwargs.get("model")
+    if type(model) is not str or not model:
+        return None, False
+    provider = kwargs.get("custom_llm_provider")
+    messages = kwargs.get("messages")
+    if messages is not None and type(messages) is not list:
+        messages = kwargs["messages"] = list(messages)
+    max_output = kwargs.get("max_completion_tokens")
+    if type(max_output) is not int:
+        max_output = kwargs.get("max_tokens")
+    if type(max_output) is not int or max_output <= 0:
+        max_output = DEFAULT_MAX_OUTPUT_TOKENS
+    request = ModelRequest.start(
+        steptrace_model(model, provider if isinstance(provider, str) else None),
+        system="litellm",
+        estimated_input_tokens=estimate_openai_input_tokens(
+            messages, kwargs.get("tools"), kwargs.get("response_format")
+        ),
+        max_output_tokens=max_output,
+        request_model=model,
+        price=price,
+    )
+    hide_usage = False
+    if kwargs.get("stream") is True:
+        options = kwargs.get("stream_options")
+        options = dict(options) if isinstance(options, Mapping) else {}
+        hide_usage = options.get("include_usage") is not True
+        kwargs["stream_options"] = {**options, "include_usage": True}
+    return request, hide_usage
+
+
+def _usage(usage: Any) -> ReportedUsage | None:
+    if usage is None:
+        return None
+    input_tokens = getattr(usage, "prompt_tokens", None)
+    output_tokens = getattr(usage, "completion_tokens", None)
+    if type(input_tokens) is not int or type(output_tokens) is not int:
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    cache_read = (details and getattr(details, "cached_tokens", None)) or 0
+    cache_write = (details and getattr(details, "cache_write_tokens", None)) or 0
+    cache_read = min(cache_read, input_tokens)
+    return ReportedUsage(
+        input_tokens, output_tokens, cache_read, min(cache_write, input_tokens - cache_read)
+    )
+
+
+def _output_chars(message: Any) -> int:
+    if message is None:
+        return 0
+    content = getattr(message, "content", None)
+    chars = len(content) if isinstance(content, str) else 0
+    for call in getattr(message, "tool_calls", None) or ():
+        function = getattr(call, "function", None)
+        chars += len(str(getattr(function, "name", "") or ""))
+        chars += len(str(getattr(function, "arguments", "") or ""))
+    return chars
+
+
+def _finish_response(request: ModelRequest, response: Any) -> dict[str, Any]:
+    choices = getattr(response, "choices", None) or ()
+    usage = _usage(getattr(response, "usage", None))
+    return {
+        "usage": usage,
+        "response_id": getattr(response, "id", None),
+        "response_model": getattr(response, "model", None),
+        "finish_reasons": [str(getattr(c, "finish_reason", None) or "unknown") for c in choices],
+        "output_chars": 0
+        if usage is not None
+        else sum(_output_chars(getattr(c, "message", None)) for c in choices),
+    }
+
+
+def _sync_wrapper(original: Callable[..., Any], price: Any) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def completion(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("acompletion") is True:
+            return original(*args, **kwargs)  # a coroutine: the async path records it
+        request, hide_usage = _start(kwargs, price)
+        if request is None:
+            return original(*args, **kwargs)
+        try:
+            response = original(*args, **kwargs)
+        except BaseException as error:
+            request.fail(error)
+            raise
+        if kwargs.get("stream") is True:
+            return InstrumentedStream(response, request, hide_usage)
+        request.finish(**_finish_response(request, response))
+        return response
+
+    return completion
+
+
+def _async_wrapper(original: Callable[..., Awaitable[Any]], price: Any) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def acompletion(*args: Any, **kwargs: Any) -> Any:
+        request, hide_usage = _start(kwargs, price)
+        if request is None:
+            return await original(*args, **kwargs)
+        try:
+            response = await original(*args, **kwargs)
+        except BaseException as error:
+            request.fail(error)
+            raise
+        if kwargs.get("stream") is True:
+            return InstrumentedStream(response, request, hide_usage)
+        await request.afinish(**_finish_response(request, response))
+        return response
+
+    return acompletion
+
+
+class InstrumentedStream:
+    """LiteLLM's stream, passed through chunk by chunk (sync or async), recorded
+    when it ends or is closed. Other attributes are the wrapped stream's."""
+
+    def __init__(self, stream: Any, request: ModelRequest, hide_usage: bool) -> None:
+        self._stream = stream
+        self._request = request
+        self._hide_usage = hide_usage
+        self._usage: ReportedUsage | None = None
+        self._id: str | None = None
+        self._model: str | None = None
+        self._finish: list[str] = []
+        self._chars = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # LiteLLM's Router reads the stream's own attributes (``_hidden_params``
+        # included); a half-built wrapper must not recurse looking for _stream.
+        stream = self.__dict__.get("_stream")
+        if stream is None:
+            raise AttributeError(name)
+        return getattr(stream, name)
+
+    def _observe(self, chunk: Any) -> bool:
+        """Note what ``chunk`` says; whether the caller should see it."""
+        if self._id is None:
+            self._id = getattr(chunk, "id", None)
+            self._model = getattr(chunk, "model", None)
+        choices = getattr(chunk, "choices", None) or ()
+        for choice in choices:
+            reason = getattr(choice, "finish_reason", None)
+            if reason:
+                self._finish.append(str(reason))
+            self._chars += _output_chars(getattr(choice, "delta", None))
+        usage = _usage(getattr(chunk, "usage", None))
+        if usage is None:
+            return True
+        self._usage = usage
+        return not (self._hide_usage and not choices)
+
+    def _result(self) -> dict[str, Any]:
+        return {
+            "usage": self._usage,
+            "response_id": self._id,
+            "response_model": self._model,
+            "finish_reasons": self._finish,
+            "output_chars": self._chars,
+        }
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                chunk = next(self._stream)
+            except StopIteration:
+                self._request.finish(**self._result())
+                raise
+            except BaseException as error:
+                self._request.finish(**self._result(), error=error)
+                raise
+            if self._observe(chunk):
+                return chunk
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            try:
+                chunk = await self._stream.__anext__()
+            except StopAsyncIteration:
+                await self._request.afinish(**self._result())
+                raise
+            except BaseException as error:
+                self._request.finish(**self._result(), error=error)
+                raise
+            if self._observe(chunk):
+                return chunk
+
+    def close(self) -> None:
+        """Stop reading: what was seen is recorded (estimated without usage)."""
+        close = getattr(self._stream, "close", None)
+        if callable(close):
+            close()
+        self._request.finish(**self._result())
+
+    async def aclose(self) -> None:
+        close = getattr(self._stream, "aclose", None)
+        if callable(close):
+            await close()
+        await self._request.afinish(**self._result())

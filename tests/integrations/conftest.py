@@ -1,0 +1,33 @@
+"""Framework runs leave no event loop or socket behind a test."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def close_the_thread_loop() -> Iterator[None]:
+    """The frameworks' ``run_sync`` keep their thread's event loop open on
+    purpose (the OpenAI Agents SDK for sessions holding loop-bound locks);
+    close it, after finalizing what the run left, so nothing leaks past a test
+    and a leak that remains warns in the test that made it."""
+    yield
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = policy.get_event_loop()
+        except RuntimeError:  # asyncio.run left none behind
+            loop = None
+    gc.collect()  # finalize the run's async generators while their loop still runs
+    if loop is not None and not loop.is_closed():
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    policy.set_event_loop(None)
+    gc.collect()
