@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install steptrace with the given extras into it.
-# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh dev
-# Reinstalls only when pyproject.toml or the extras changed.
+# Create a venv (if needed) and install steptrace with the given extras into it.
+# Usage: scripts/setup.sh [EXTRAS]   e.g. scripts/setup.sh dev, scripts/setup.sh schema,prices
+# PYTHON picks the interpreter, STEPTRACE_VENV the venv (default .venv), e.g.
+#   PYTHON=python3.13 STEPTRACE_VENV=.venv-3.13 scripts/setup.sh dev
+# Installs only when pyproject.toml changed or an extra is missing: a venv set
+# up for `dev` already has what the demo's extras ask for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras="${1:-}"
 python="${PYTHON:-python3}"
+venv="${STEPTRACE_VENV:-.venv}"
 
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     echo "steptrace needs Python 3.11 or newer; '$python' is $("$python" --version 2>&1)." >&2
@@ -14,16 +18,32 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
-if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
 fi
 
-stamp=".venv/.steptrace-installed"
-want="$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras}"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
+# The stamp holds the pyproject.toml hash, then the extras installed, one a line.
+stamp="$venv/.steptrace-installed"
+hash="$(sha256sum pyproject.toml | cut -c1-16)"
+installed=()
+if [ "$(head -n1 "$stamp" 2>/dev/null)" = "$hash" ]; then
+    mapfile -t installed < <(tail -n +2 "$stamp")
+fi
+# `dev` holds every other extra (see pyproject.toml).
+missing=()
+for extra in ${extras//,/ }; do
+    case " ${installed[*]} " in
+        *" $extra "* | *" dev "*) ;;
+        *) missing+=("$extra") ;;
+    esac
+done
+if [ ! -f "$stamp" ] || [ "$(head -n1 "$stamp")" != "$hash" ] || [ ${#missing[@]} -gt 0 ]; then
+    want=("${installed[@]}" "${missing[@]}")
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
     spec="."
-    [ -n "$extras" ] && spec=".[$extras]"
-    .venv/bin/python -m pip install --quiet -e "$spec"
-    echo "$want" > "$stamp"
+    if [ ${#want[@]} -gt 0 ]; then
+        spec=".[$(IFS=,; echo "${want[*]}")]"
+    fi
+    "$venv/bin/python" -m pip install --quiet -e "$spec"
+    printf '%s\n' "$hash" "${want[@]}" > "$stamp"
 fi

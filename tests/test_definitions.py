@@ -354,3 +354,29 @@ def test_instance_methods_as_steps() -> None:
     assert inspect.signature(Assistant.greet) == inspect.signature(
         Assistant.greet.__wrapped__  # type: ignore[attr-defined]
     )
+
+
+def test_a_harn_manifest_loads_and_its_other_fields_are_ignored() -> None:
+    # Upstream Harn's step metadata carries these; the seed ignores keys it does not use.
+    harn = {
+        "name": "harn_step",
+        "function": "harn_fn",
+        "model": "gpt-4o-mini",
+        "budget": {"max_tokens": 500},
+        "error_boundary": "continue",
+        "approval": {"required": True},
+        "receipt": "summary",
+        "retry": {"max_attempts": 3},
+        "line": 42,
+    }
+    definition = register_step_from_dict("harn_fn", harn)
+    assert definition == StepDefinition(
+        name="harn_step",
+        function="harn_fn",
+        model="gpt-4o-mini",
+        max_tokens=500,
+        error_boundary="continue",
+    )
+    # A key neither steptrace nor Harn knows still fails with its name.
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['retries'\]"):
+        register_step_from_dict("harn_fn", {**harn, "retries": 3})

@@ -49,3 +49,15 @@ def test_the_core_only_pipeline_example_prints_its_ledger_and_summary() -> None:
     assert "summarize_sources" in out
     assert "skipped" in out
     assert '"steps": {' in out
+
+
+def test_the_offline_agent_example_runs_and_is_the_one_in_the_readme() -> None:
+    out = run_example("offline_agent.py")
+    assert out.splitlines()[:2] == [
+        "done Answer(city='Paris', population=2102650)",
+        "Answer(city='a', population=0)",
+    ]
+    source = (EXAMPLES / "offline_agent.py").read_text()
+    body = source.split('"""', 2)[2].strip()  # the code after the module docstring
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert f"```python\n{body}\n```" in readme

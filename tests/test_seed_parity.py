@@ -217,3 +217,29 @@ def test_mark_escalated_keeps_fields_and_sets_the_escalation_category() -> None:
     other = ValueError("x")
     assert steptrace.mark_escalated(other) is other
     assert not steptrace.is_budget_exhausted(other)
+
+
+def test_a_call_with_an_empty_model_leaves_the_last_model_used() -> None:
+    # The seed's record_step_llm_usage updates last_model only for a non-empty
+    # model: the row keeps the last model really named, not the declared default.
+    @steptrace.step(name="em", model="declared-model")
+    def em() -> steptrace.ActiveStep | None:
+        steptrace.record_llm_usage("other-model", 1, 1, cost_usd=0.0)
+        steptrace.record_llm_usage("", 1, 1, cost_usd=0.0)
+        return steptrace.current_step()
+
+    active = em()
+    assert active is not None
+    assert active.last_model == "other-model"
+    (row,) = steptrace.current_run().completed_steps
+    assert row.model == "other-model"
+
+
+def test_a_step_whose_calls_name_no_model_shows_its_declared_model() -> None:
+    @steptrace.step(name="dm", model="declared-model")
+    def dm() -> None:
+        steptrace.record_llm_usage("", 1, 1, cost_usd=0.0)
+
+    dm()
+    (row,) = steptrace.current_run().completed_steps
+    assert row.model == "declared-model"

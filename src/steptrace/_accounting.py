@@ -270,6 +270,7 @@ def record_llm_usage(
         hold = _hold
     run = frame.run
     step = frame.step
+    named = model
     if not model and step is not None:
         model = step.definition.model or ""
     priced = True
@@ -312,8 +313,8 @@ def record_llm_usage(
             step.own_output_tokens += output_tokens
             step.own_cost_pico += pico
             step.own_llm_calls += 1
-            if model:
-                step.last_model = model
+            if named:  # the seed keeps the last model named, not the declared default
+                step.last_model = named
         for ledger in frame.accounted:
             ledger.input_tokens += input_tokens
             ledger.output_tokens += output_tokens

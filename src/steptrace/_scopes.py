@@ -21,19 +21,28 @@ from .budget import PICO_PER_USD, Usage
 from .definitions import ErrorBoundary, PersonaDefinition, StepDefinition
 from .errors import BudgetExhausted, mark_escalated
 from .hooks import (
+    Call,
     HookContext,
     HookEvent,
     adispatch,
+    arun_post_step,
+    arun_pre_step,
     dispatch,
     has_hooks,
     matching_hooks,
     registered_hooks,
+    run_post_step,
+    run_pre_step,
 )
 from .spans import describe_error, end_span, notify_end, notify_start
 
 _StepFrame = _context.StepFrame
 _PersonaFrame = _context.PersonaFrame
 _get_frame = _context.get_frame
+
+# What a generator step "returns" to PostStep hooks: its output was streamed, so
+# a RewriteOutput cannot apply.
+NO_OUTPUT: Any = object()
 
 
 # -- entering and leaving a step ------------------------------------------------
@@ -90,13 +99,16 @@ def _step_hooks(frame: _StepFrame, event: HookEvent) -> list[Any]:
     return matching_hooks(event, frame.persona_name, frame.definition.name, None)
 
 
-def _pre_step(frame: _StepFrame) -> None:
+def _pre_step(frame: _StepFrame, call: Call | None) -> Call | None:
     hooks = _step_hooks(frame, HookEvent.PRE_STEP)
     if hooks:
-        dispatch(hooks, _hook_context(frame, HookEvent.PRE_STEP), frame)
+        return run_pre_step(hooks, _hook_context(frame, HookEvent.PRE_STEP), frame, call)
+    return None
 
 
-def _post_step(frame: _StepFrame, status: str, error: BaseException | None) -> None:
+def _post_step(
+    frame: _StepFrame, status: str, error: BaseException | None, output: Any = NO_OUTPUT
+) -> Any:
     if status == "escalated":
         hooks = _step_hooks(frame, HookEvent.ON_HANDOFF_EMITTED)
         if hooks:
@@ -104,18 +116,21 @@ def _post_step(frame: _StepFrame, status: str, error: BaseException | None) -> N
             dispatch(hooks, context, frame)
     hooks = _step_hooks(frame, HookEvent.POST_STEP)
     if hooks:
-        dispatch(
-            hooks, _hook_context(frame, HookEvent.POST_STEP, status=status, error=error), frame
-        )
+        context = _hook_context(frame, HookEvent.POST_STEP, status=status, error=error)
+        return run_post_step(hooks, context, frame, output, output is not NO_OUTPUT)
+    return output
 
 
-async def _apre_step(frame: _StepFrame) -> None:
+async def _apre_step(frame: _StepFrame, call: Call | None) -> Call | None:
     hooks = _step_hooks(frame, HookEvent.PRE_STEP)
     if hooks:
-        await adispatch(hooks, _hook_context(frame, HookEvent.PRE_STEP), frame)
+        return await arun_pre_step(hooks, _hook_context(frame, HookEvent.PRE_STEP), frame, call)
+    return None
 
 
-async def _apost_step(frame: _StepFrame, status: str, error: BaseException | None) -> None:
+async def _apost_step(
+    frame: _StepFrame, status: str, error: BaseException | None, output: Any = NO_OUTPUT
+) -> Any:
     if status == "escalated":
         hooks = _step_hooks(frame, HookEvent.ON_HANDOFF_EMITTED)
         if hooks:
@@ -124,7 +139,8 @@ async def _apost_step(frame: _StepFrame, status: str, error: BaseException | Non
     hooks = _step_hooks(frame, HookEvent.POST_STEP)
     if hooks:
         context = _hook_context(frame, HookEvent.POST_STEP, status=status, error=error)
-        await adispatch(hooks, context, frame)
+        return await arun_post_step(hooks, context, frame, output, output is not NO_OUTPUT)
+    return output
 
 
 class StepScope:
@@ -153,32 +169,41 @@ class StepScope:
             self.announce(frame)
         return frame
 
-    def announce(self, frame: _StepFrame) -> None:
+    def announce(self, frame: _StepFrame, call: Call | None = None) -> Call | None:
+        """Tell processors and ``PreStep`` hooks; the arguments a hook rewrote
+        ``call`` to (None: unchanged, or a generator step's ``call`` of None)."""
         notify_start(frame)
         if registered_hooks:
             token = _context.set_frame(frame)
             try:
-                _pre_step(frame)
-            except BaseException as exc:  # only in strict mode: close what was opened
+                return _pre_step(frame, call)
+            except BaseException as exc:  # a denial, or strict mode: close what was opened
                 _close_step(frame, "failed", exc)
                 raise
             finally:
                 reset_token(token)
+        return None
 
     async def aopen(self) -> _StepFrame:
+        return (await self.aenter(None))[0]
+
+    async def aenter(self, call: Call | None) -> tuple[_StepFrame, Call | None]:
+        """``aopen`` for a call with these arguments: the frame, and the
+        arguments a ``PreStep`` hook rewrote them to (None: unchanged)."""
         parent = _get_frame() or active_frame()
         frame = _StepFrame(self.definition, parent, self.limits)
         parent.run.opened(frame)
+        rewritten = None
         if registered_hooks:
             token = _context.set_frame(frame)
             try:
-                await _apre_step(frame)
-            except BaseException as exc:  # only in strict mode: close what was opened
+                rewritten = await _apre_step(frame, call)
+            except BaseException as exc:  # a denial, or strict mode: close what was opened
                 _close_step(frame, "failed", exc)
                 raise
             finally:
                 reset_token(token)
-        return frame
+        return frame, rewritten
 
     def complete(self, frame: Any) -> None:
         # end_span, inlined for the common case.
@@ -189,17 +214,20 @@ class StepScope:
         if _spans.processors or registered_hooks:
             self.announce_end(frame)
 
-    def announce_end(self, frame: _StepFrame) -> None:
+    def announce_end(self, frame: _StepFrame, output: Any = NO_OUTPUT) -> Any:
+        """Tell processors and ``PostStep`` hooks; the output, as a hook rewrote it."""
         notify_end(frame)
         if registered_hooks:
-            _post_step(frame, "completed", None)
+            return _post_step(frame, "completed", None, output)
+        return output
 
-    async def acomplete(self, frame: Any) -> None:
+    async def acomplete(self, frame: Any, output: Any = NO_OUTPUT) -> Any:
         frame.outcome = "completed"
         end_span(frame)
         frame.run.ended_steps.append(frame)
         if registered_hooks:
-            await _apost_step(frame, "completed", None)
+            return await _apost_step(frame, "completed", None, output)
+        return output
 
     def fail(self, frame: Any, exc: BaseException) -> BaseException | None:
         status, to_raise = _apply_boundary(frame, exc)
@@ -228,11 +256,15 @@ class PersonaScope:
     async def aopen(self) -> _PersonaFrame:
         return _open_persona(self.definition)
 
+    async def aenter(self, call: Call | None) -> tuple[_PersonaFrame, None]:
+        return _open_persona(self.definition), None
+
     def complete(self, frame: Any) -> None:
         _close_persona(frame, None)
 
-    async def acomplete(self, frame: Any) -> None:
+    async def acomplete(self, frame: Any, output: Any = None) -> Any:
         _close_persona(frame, None)
+        return output
 
     def fail(self, frame: Any, exc: BaseException) -> BaseException | None:
         _close_persona(frame, exc)

@@ -79,7 +79,9 @@ def _wrap_sync_step(fn: Callable[..., Any], scope: StepScope) -> Callable[..., A
         if len(spans) > run.trim_at:
             run.trim()  # retention: see Run.trim
         if _spans.processors or registered_hooks:
-            announce(frame)
+            call = announce(frame, (args, kwargs))
+            if call is not None:  # a PreStep hook rewrote the arguments
+                args, kwargs = call
         token = _set_frame(frame)
         try:
             try:
@@ -98,7 +100,7 @@ def _wrap_sync_step(fn: Callable[..., Any], scope: StepScope) -> Callable[..., A
         frame.outcome = "completed"
         run.ended_steps.append(frame)
         if _spans.processors or registered_hooks:
-            announce_end(frame)
+            result = announce_end(frame, result)  # a PostStep hook may rewrite it
         return result
 
     return step_call
@@ -132,11 +134,16 @@ def _wrap_sync(fn: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
 
 def _wrap_async(fn: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
     open_scope = scope.open
-    aopen_scope = scope.aopen
+    aenter = scope.aenter
 
     async def scoped(*args: Any, **kwargs: Any) -> Any:
         # Without hooks nothing needs awaiting: take the synchronous path.
-        frame = await aopen_scope() if registered_hooks else open_scope()
+        if registered_hooks:
+            frame, call = await aenter((args, kwargs))
+            if call is not None:  # a PreStep hook rewrote the arguments
+                args, kwargs = call
+        else:
+            frame = open_scope()
         token = _set_frame(frame)
         try:
             try:
@@ -152,9 +159,8 @@ def _wrap_async(fn: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
                 raise
             raise error from exc
         if registered_hooks:
-            await scope.acomplete(frame)
-        else:
-            scope.complete(frame)
+            return await scope.acomplete(frame, result)  # a PostStep hook may rewrite it
+        scope.complete(frame)
         return result
 
     return scoped

@@ -169,11 +169,20 @@ def register_persona(function: str, definition: PersonaDefinition) -> None:
 
 
 _STEP_KEYS = frozenset({"name", "model", "budget", "error_boundary"})
+# Fields upstream Harn's step metadata carries that steptrace does not act on:
+# a manifest written for Harn loads, and these are ignored (as the seed ignores
+# every key it does not use). Other keys still fail: a misspelt budget must not
+# vanish silently.
+_HARN_STEP_KEYS = frozenset({"function", "approval", "receipt", "retry", "line"})
 _PERSONA_KEYS = frozenset({"name", "budget"})
 
 
 def _check_manifest(
-    kind: str, function: object, metadata: object, allowed: frozenset[str]
+    kind: str,
+    function: object,
+    metadata: object,
+    allowed: frozenset[str],
+    ignored: frozenset[str] = frozenset(),
 ) -> tuple[str, Mapping[str, Any]]:
     if not isinstance(function, str) or not function:
         raise TypeError(f"register_{kind}_from_dict: expected (function_name, metadata_dict)")
@@ -182,11 +191,12 @@ def _check_manifest(
             f"register_{kind}_from_dict: metadata for `{function}` must be a dict, "
             f"got {type(metadata).__name__}"
         )
-    unknown = sorted(set(metadata) - allowed)
+    unknown = sorted(set(metadata) - allowed - ignored)
     if unknown:
+        also = f" (Harn's {sorted(ignored)} are accepted and ignored)" if ignored else ""
         raise ValueError(
             f"{kind} `{metadata.get('name', function)}`: unknown field(s) {unknown}; "
-            f"expected {sorted(allowed)}"
+            f"expected {sorted(allowed)}{also}"
         )
     return function, metadata
 
@@ -196,9 +206,11 @@ def register_step_from_dict(function: str, metadata: Mapping[str, Any]) -> StepD
 
     Keys: ``name`` (defaults to the function name), ``model`` (empty means none),
     ``budget`` (``{"max_tokens": ..., "max_usd": ...}``), ``error_boundary``.
-    Returns the registered definition.
+    Harn's other step metadata (``function``, ``approval``, ``receipt``,
+    ``retry``, ``line``) is accepted and ignored; any other key raises
+    ``ValueError`` naming it. Returns the registered definition.
     """
-    function, metadata = _check_manifest("step", function, metadata, _STEP_KEYS)
+    function, metadata = _check_manifest("step", function, metadata, _STEP_KEYS, _HARN_STEP_KEYS)
     name = metadata.get("name", function)
     if not isinstance(name, str) or not name:
         raise TypeError(f"step `{function}`: name must be a non-empty string, got {name!r}")

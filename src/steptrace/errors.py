@@ -11,6 +11,7 @@
     ├── CassetteError              a replay cassette is malformed (llm.providers.replay)
     ├── ReplayMissing              replay has no recorded answer for a request (same module)
     ├── ToolTimeout                an agent tool ran past its timeout (steptrace.agent)
+    ├── StepDenied                 a PreStep hook denied the step (steptrace.hooks)
     └── ProviderError              a model provider refused or failed a request
         ├── AuthenticationFailed   bad or missing credentials (not retried)
         ├── BadRequest             the provider rejected the request (not retried)

@@ -14,6 +14,25 @@ reaches the percentage (before any exhaustion error), ``OnHandoffEmitted`` when
 a step escalates. The others are fired by the agent loop (``steptrace.agent``):
 ``OnApprovalRequested`` for a tool that requires approval, ``PreToolUse`` and
 ``PostToolUse`` around each tool call (their handlers may deny or rewrite).
+
+Step hooks may steer the step by what they return (any other value is ignored,
+as are the results of every other event):
+
+- a ``PreStep`` handler returns ``Deny(reason)`` to stop the step before its
+  body runs (the call raises ``StepDenied``; the step is recorded ``failed``),
+  or ``RewriteArgs(args, kwargs)`` to call the body with other arguments. Its
+  ``context.payload`` is ``{"args": ..., "kwargs": ...}``: what the body would
+  be called with, after the rewrites of earlier hooks;
+- a ``PostStep`` handler of a completed step returns ``RewriteOutput(value)``
+  to make the call return ``value``; its ``payload`` is ``{"output": ...}``.
+
+Handlers run in registration order, each seeing the previous ones' rewrites; a
+denial stops the rest. What a hook did is kept on the step's span metadata
+(``hook_denied``, ``hook_rewrote_args``, ``hook_rewrote_output``: the hook and
+the reason), so the run records it. A generator step's arguments and output
+cannot be rewritten (its body was created, its output was streamed): such a
+decision, or one returned from the wrong event, is reported like a failing
+hook (logged; raised in strict mode).
 """
 
 from __future__ import annotations
@@ -24,17 +43,23 @@ import itertools
 import math
 import re
 import threading
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, TypeAlias, TypeGuard, TypeVar
 
 from ._config import report_observer_failure
 from .budget import Usage
+from .errors import StepTraceError
 from .spans import Span
 
 __all__ = [
+    "Deny",
     "HookContext",
     "HookEvent",
     "HookRegistration",
+    "RewriteArgs",
+    "RewriteOutput",
+    "StepDenied",
     "clear_hooks",
     "matching_hooks",
     "on",
@@ -306,3 +331,162 @@ def _run_awaitable(awaitable: Awaitable[Any]) -> Any:
     if failure:
         raise failure[0]
     return outcome[0]
+
+
+# -- what step hooks may return --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Returned by a ``PreStep`` handler: the step does not run; its call raises
+    ``StepDenied`` carrying ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteArgs:
+    """Returned by a ``PreStep`` handler: the step's body is called with
+    ``*args, **kwargs`` instead of what the caller passed."""
+
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteOutput:
+    """Returned by a ``PostStep`` handler of a completed step: the call returns
+    ``value`` instead of what the body returned."""
+
+    value: Any
+
+
+class StepDenied(StepTraceError):
+    """A ``PreStep`` hook denied the step: ``step`` names it, ``reason`` is the
+    hook's, ``hook`` the handler that denied."""
+
+    def __init__(self, step: str | None, reason: str, hook: str) -> None:
+        self.step = step
+        self.reason = reason
+        self.hook = hook
+        super().__init__(f"step `{step}` denied by {hook}: {reason}")
+
+
+Call: TypeAlias = tuple[tuple[Any, ...], dict[str, Any]]
+"""A step body's positional and keyword arguments."""
+
+_DECISIONS = (Deny, RewriteArgs, RewriteOutput)
+
+
+def _wrong(hook: HookRegistration, verdict: object, span: Span | None, why: str) -> None:
+    report_observer_failure(hook.label, TypeError(f"{type(verdict).__name__} {why}"), span)
+
+
+def _pre_verdict(
+    hook: HookRegistration,
+    verdict: object,
+    context: HookContext,
+    span: Span | None,
+    call: Call | None,
+) -> Call | None:
+    """The arguments a PreStep verdict asks for (None: unchanged); raises
+    ``StepDenied`` for a denial."""
+    if not isinstance(verdict, _DECISIONS):
+        return None
+    if isinstance(verdict, Deny):
+        if span is not None:
+            span.metadata["hook_denied"] = f"{hook.label}: {verdict.reason}"
+        raise StepDenied(context.step, verdict.reason, hook.label)
+    if isinstance(verdict, RewriteOutput):
+        _wrong(
+            hook, verdict, span, "is for PostStep hooks; a PreStep hook returns Deny or RewriteArgs"
+        )
+    elif call is None:
+        _wrong(hook, verdict, span, "cannot rewrite a generator step's arguments")
+    else:
+        if span is not None:
+            span.metadata["hook_rewrote_args"] = hook.label
+        return tuple(verdict.args), dict(verdict.kwargs)
+    return None
+
+
+def _post_verdict(
+    verdict: object, hook: HookRegistration, span: Span | None, rewritable: bool
+) -> TypeGuard[RewriteOutput]:
+    """True when a PostStep verdict rewrites the output."""
+    if not isinstance(verdict, _DECISIONS):
+        return False
+    if not isinstance(verdict, RewriteOutput):
+        _wrong(hook, verdict, span, "is for PreStep hooks; a PostStep hook returns RewriteOutput")
+    elif not rewritable:
+        _wrong(hook, verdict, span, "applies to a completed plain or async step only")
+    else:
+        if span is not None:
+            span.metadata["hook_rewrote_output"] = hook.label
+        return True
+    return False
+
+
+def run_pre_step(
+    hooks: Sequence[HookRegistration], context: HookContext, span: Span | None, call: Call | None
+) -> Call | None:
+    """Run the ``PreStep`` hooks in order; the rewritten arguments or None.
+    Raises ``StepDenied`` when one denies."""
+    rewritten = None
+    for hook in hooks:
+        if call is not None:
+            context = context._replace(payload={"args": call[0], "kwargs": call[1]})
+        (verdict,) = dispatch((hook,), context, span)
+        new = _pre_verdict(hook, verdict, context, span, call)
+        if new is not None:
+            call = rewritten = new
+    return rewritten
+
+
+async def arun_pre_step(
+    hooks: Sequence[HookRegistration], context: HookContext, span: Span | None, call: Call | None
+) -> Call | None:
+    """``run_pre_step`` from async code."""
+    rewritten = None
+    for hook in hooks:
+        if call is not None:
+            context = context._replace(payload={"args": call[0], "kwargs": call[1]})
+        (verdict,) = await adispatch((hook,), context, span)
+        new = _pre_verdict(hook, verdict, context, span, call)
+        if new is not None:
+            call = rewritten = new
+    return rewritten
+
+
+def run_post_step(
+    hooks: Sequence[HookRegistration],
+    context: HookContext,
+    span: Span | None,
+    output: Any,
+    rewritable: bool,
+) -> Any:
+    """Run the ``PostStep`` hooks in order; the step's (possibly rewritten) output."""
+    for hook in hooks:
+        if rewritable:
+            context = context._replace(payload={"output": output})
+        (verdict,) = dispatch((hook,), context, span)
+        if _post_verdict(verdict, hook, span, rewritable):
+            output = verdict.value
+    return output
+
+
+async def arun_post_step(
+    hooks: Sequence[HookRegistration],
+    context: HookContext,
+    span: Span | None,
+    output: Any,
+    rewritable: bool,
+) -> Any:
+    """``run_post_step`` from async code."""
+    for hook in hooks:
+        if rewritable:
+            context = context._replace(payload={"output": output})
+        (verdict,) = await adispatch((hook,), context, span)
+        if _post_verdict(verdict, hook, span, rewritable):
+            output = verdict.value
+    return output

@@ -18,7 +18,7 @@ from steptrace import ToolExecution, ToolRejected
 from steptrace.agent import AgentResult, agent_loop, tool
 from steptrace.llm.providers.anthropic import AnthropicProvider
 from steptrace.llm.providers.openai import OpenAIProvider
-from steptrace.testing import FakeServer, Reply
+from steptrace.testing import FakeServer, HttpReply
 from steptrace.testing._fake_anthropic import AnthropicReply, AnthropicToolUse, FakeAnthropic
 from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply, OpenAIToolCall
 
@@ -119,7 +119,7 @@ def test_anthropic_tool_input_that_is_not_an_object_is_refused_and_told(
         "stop_sequence": None,
         "usage": {"input_tokens": 10, "output_tokens": 5},
     }
-    anthropic_fake.push(Reply(body=message), "ok")
+    anthropic_fake.push(HttpReply(body=message), "ok")
     result = run_anthropic(anthropic_fake)
     assert runs == []
     (rejected,) = of(result, ToolRejected)

@@ -21,6 +21,10 @@ from steptrace.agent import MutationClass, Tool, ToolTimeout, tool
 from steptrace.errors import StepTraceError
 from steptrace.llm import ToolSpec
 
+# Most tools here are throwaway and undocumented on purpose; the warning that
+# says so is tested in test_tool_descriptions.py.
+pytestmark = pytest.mark.filterwarnings("ignore:tool `[^`]*` [(][^)]*[)]. no description")
+
 
 class Address(BaseModel):
     city: str

@@ -23,7 +23,7 @@ import steptrace
 from steptrace import BudgetExhausted, LlmCall
 from steptrace.integrations import langchain as st_langchain
 from steptrace.llm.prices import ModelPrice, PriceTable
-from steptrace.testing import FakeOpenAI, FakeServer, OpenAIReply, Reply
+from steptrace.testing import FakeOpenAI, FakeServer, HttpReply, OpenAIReply
 
 
 class State(TypedDict, total=False):
@@ -146,7 +146,7 @@ def test_the_record_holds_with_langsmith_tracing_on(fake: FakeOpenAI) -> None:
     app = sync_nodes_graph(fake, draft_budget=50)
     with FakeServer() as tracing_server:
         # LangSmith's client posts runs to this loopback server (any path: 404s).
-        tracing_server.route("GET", "/info", lambda request: Reply(body={"version": "0.0"}))
+        tracing_server.route("GET", "/info", lambda request: HttpReply(body={"version": "0.0"}))
         client = Client(api_url=tracing_server.url, api_key="lsv2-test-not-a-key")
         config: RunnableConfig = {}
         with steptrace.run("graph") as run, tracing_v2_enabled(client=client):

@@ -49,10 +49,10 @@ from steptrace.testing import (
     FAKE_OPENAI_API_KEY,
     FakeOpenAI,
     FakeServer,
+    HttpReply,
     OpenAIReply,
     OpenAIToolCall,
     RecordedRequest,
-    Reply,
 )
 
 # Runner.run_sync ends each run with loop.shutdown_asyncgens() on the loop it
@@ -468,10 +468,10 @@ def test_the_demo_runs_offline_and_its_second_run_is_refused() -> None:
     assert "skipped" in done.stdout
 
 
-def responses_answer(request: RecordedRequest) -> Reply:
+def responses_answer(request: RecordedRequest) -> HttpReply:
     """A minimal Responses API answer: the SDK's default model speaks it, and
     steptrace.testing's fake serves Chat Completions only."""
-    return Reply(
+    return HttpReply(
         body={
             "id": "resp_fake1",
             "object": "response",

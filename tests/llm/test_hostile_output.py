@@ -24,7 +24,7 @@ from steptrace.llm import LlmRequest, Message
 from steptrace.llm._schema import OutputSchema
 from steptrace.llm.providers.openai import OpenAIProvider
 from steptrace.llm.providers.replay import CassetteError, ReplayProvider
-from steptrace.testing import FakeServer, Reply, ScriptedProvider
+from steptrace.testing import FakeServer, HttpReply, ScriptedProvider
 from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply, OpenAIToolCall
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -146,7 +146,7 @@ def fake() -> Iterator[FakeOpenAI]:
 def test_a_completion_body_nested_too_deep_is_a_retryable_provider_error(
     fake: FakeOpenAI,
 ) -> None:
-    fake.push(Reply(raw=('{"id": ' + DEEP + "}").encode()))
+    fake.push(HttpReply(raw=('{"id": ' + DEEP + "}").encode()))
     provider = OpenAIProvider(api_key="sk-test-0123456789", base_url=fake.base_url)
     request = LlmRequest(model="gpt-4o-mini", messages=(Message(role="user", content="hi"),))
     try:

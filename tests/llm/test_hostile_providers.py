@@ -23,7 +23,7 @@ from steptrace.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from steptrace.llm import LlmRequest, Message, Provider
 from steptrace.llm.providers.anthropic import AnthropicProvider
 from steptrace.llm.providers.openai import OpenAIProvider
-from steptrace.testing import FakeServer, Reply
+from steptrace.testing import FakeServer, HttpReply
 from steptrace.testing._fake_anthropic import AnthropicReply, FakeAnthropic
 from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply
 
@@ -175,17 +175,17 @@ def test_a_200_with_broken_usage_is_recorded_with_an_estimate_and_marked(
 # -- case 5: a 200 whose body is not JSON ------------------------------------------------
 
 NOT_JSON = [
-    Reply(raw=b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"),
-    Reply(raw=b'{"id": "x", "choices": [', content_type="application/json"),
-    Reply(raw=b"[1, 2, 3]", content_type="application/json"),
-    Reply(raw=b"null", content_type="application/json"),
+    HttpReply(raw=b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"),
+    HttpReply(raw=b'{"id": "x", "choices": [', content_type="application/json"),
+    HttpReply(raw=b"[1, 2, 3]", content_type="application/json"),
+    HttpReply(raw=b"null", content_type="application/json"),
 ]
 
 
 @pytest.mark.parametrize("reply", NOT_JSON, ids=["html", "cut-json", "array", "null"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_200_that_is_not_a_completion_is_a_retryable_provider_error(
-    vendor: Vendor, reply: Reply, mode: str
+    vendor: Vendor, reply: HttpReply, mode: str
 ) -> None:
     vendor.push(reply)
     provider = vendor.provider()
@@ -203,7 +203,7 @@ def test_llm_call_retries_a_body_that_is_not_json_then_succeeds(vendor: Vendor) 
 
 def test_a_stream_whose_event_is_not_json_is_a_provider_error(vendor: Vendor) -> None:
     events = [(None, "{not json")] if vendor.name == "openai" else [("message_start", "{oops")]
-    vendor.push(Reply(events=events))
+    vendor.push(HttpReply(events=events))
     with pytest.raises(ProviderUnavailable):
         vendor.provider().complete(ask(vendor, stream=True))
 

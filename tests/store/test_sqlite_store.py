@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,7 +66,8 @@ def writer(store: SQLiteStore) -> Iterator[StoreWriter]:
 
 
 def _tables(path: Path) -> set[str]:
-    with sqlite3.connect(path) as conn:
+    # closing(): a connection's own `with` ends a transaction but leaves it open.
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")
         return {name for (name,) in rows}
 
@@ -344,3 +347,34 @@ def test_opening_waits_for_another_process_holding_a_new_file(tmp_path: Path) ->
     opener.join(10)
     assert outcome == ["opened"]
     assert waited  # it was still waiting for the lock, not failed
+
+
+def test_a_store_that_fails_to_open_closes_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file claiming every migration while its runs table lacks columns: the
+    # connection opens and migrates nothing, then reading the runs fails. The
+    # store was never handed out, so it must close what it opened (Python 3.13
+    # warns about a connection left to the garbage collector).
+    path = tmp_path / "odd.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+        conn.executemany(
+            "INSERT INTO schema_version VALUES (?, 0)",
+            [(v,) for v in range(1, len(MIGRATIONS) + 1)],
+        )
+        conn.execute("CREATE TABLE runs (id TEXT PRIMARY KEY, status TEXT)")
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def tracking(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = connect(*args, **kwargs)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", tracking)
+    with pytest.raises(sqlite3.OperationalError):
+        SQLiteStore(path)
+    (conn,) = opened
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        conn.execute("SELECT 1")

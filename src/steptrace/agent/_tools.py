@@ -33,6 +33,7 @@ import inspect
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Generic, cast, get_args, get_origin, overload
@@ -330,11 +331,13 @@ def _make_tool(
     _check_name(name)  # before the schema, which is slower and names the tool
     doc = fn.__doc__ if inspect.isfunction(fn) or inspect.ismethod(fn) else None
     summary, param_docs = _parse_docstring(doc)
+    described = description is not None or bool(summary)
     if description is None:
         description = summary
     # type(fn).__call__: an object with an async __call__ is async too.
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
     arguments = _build_arguments(fn, name, param_docs)
+    _warn_if_undescribed(fn, name, described)
     made = Tool(
         name=name,
         description=description,
@@ -347,6 +350,27 @@ def _make_tool(
     )
     object.__setattr__(made, "_arguments", arguments)
     return made
+
+
+def _warn_if_undescribed(fn: Callable[..., Any], name: str, described: bool) -> None:
+    """Warn (naming the function) when the model would see no description or an
+    empty schema: it still works, but the model has to guess. An explicit
+    ``description=""`` or an ``Any`` annotation says the author meant it."""
+    missing = []
+    if not described:
+        missing.append("no description (add a docstring or pass tool(description=...))")
+    unannotated = [
+        f"`{p.name}`" for p in inspect.signature(fn).parameters.values() if p.annotation is p.empty
+    ]
+    if unannotated:
+        missing.append(
+            f"no type annotation on {', '.join(unannotated)} (the model sees an empty schema)"
+        )
+    if missing:
+        qualname = getattr(fn, "__qualname__", name)
+        warnings.warn(
+            f"tool `{name}` ({qualname}): {'; '.join(missing)}", UserWarning, stacklevel=4
+        )
 
 
 def _check_name(name: str) -> None:

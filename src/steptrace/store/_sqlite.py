@@ -165,7 +165,11 @@ class SQLiteStore(SQLReads):
             conn.close()
             raise
         self._conn = conn
-        self.mark_interrupted(stale_after=stale_after)
+        try:
+            self.mark_interrupted(stale_after=stale_after)
+        except BaseException:
+            self.close()  # never handed out: nobody else would close it
+            raise
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -1,7 +1,9 @@
-"""Test doubles for steptrace users: fake model API servers, the scripted
-provider, and a guard that fails a test which reaches a real network address."""
+"""Test doubles for steptrace users: the scripted provider and its ``Reply``,
+fake model API servers (built on ``FakeServer``, whose handlers return an
+``HttpReply``), and a guard that fails a test which reaches a real network
+address."""
 
-from ..llm.providers.scripted import ScriptedProvider, count_tokens
+from ..llm.providers.scripted import Reply, ScriptedProvider, count_tokens
 from ._fake_anthropic import (
     AnthropicErrorReply,
     AnthropicReply,
@@ -24,7 +26,7 @@ from ._fake_openai import (
     count_openai_tokens,
 )
 from ._network import NetworkBlocked, block_network
-from ._server import FakeServer, RecordedRequest, Reply
+from ._server import FakeServer, HttpReply, RecordedRequest
 
 __all__ = [
     "FAKE_OPENAI_API_KEY",
@@ -37,6 +39,7 @@ __all__ = [
     "FakeOpenAI",
     "FakeOpenAIRoutes",
     "FakeServer",
+    "HttpReply",
     "NetworkBlocked",
     "OpenAIErrorReply",
     "OpenAIReply",

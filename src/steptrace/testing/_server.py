@@ -3,11 +3,11 @@
 The official SDKs are exercised through their whole transport by pointing their
 ``base_url`` at this server. It knows nothing about any API: API modules
 register a route (method + path) with a handler that receives the parsed JSON
-body and headers and returns a ``Reply``: a JSON body with a status code, or a
+body and headers and returns an ``HttpReply``: a JSON body with a status code, or a
 server-sent-events stream. Every request is kept in ``requests`` so tests can
 assert on exactly what an SDK sent. Standard library only.
 
-A ``Reply`` can also misbehave as hostile or broken servers do: ``raw`` bytes
+An ``HttpReply`` can also misbehave as hostile or broken servers do: ``raw`` bytes
 instead of JSON (with any ``content_type``), ``trickle_s`` (after the headers,
 one keep-alive byte, or SSE comment, every ``trickle_s`` seconds for
 ``trickle_for`` seconds before the answer: a read timeout that restarts with
@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeServer", "RecordedRequest", "Reply"]
+__all__ = ["FakeServer", "HttpReply", "RecordedRequest"]
 
 
 @dataclass(frozen=True)
-class Reply:
+class HttpReply:
     """A response: ``body`` as JSON with ``status``, or, when ``events`` is set, a
     ``text/event-stream`` of ``(event name or None, data)`` pairs (data is JSON
     unless it is a string, which is sent as is, e.g. ``[DONE]``)."""
@@ -55,7 +55,11 @@ class RecordedRequest:
     body: Any
 
 
-Handler = Callable[[RecordedRequest], Reply]
+# The fake API modules' name for it (``steptrace.testing.Reply`` is the scripted
+# provider's answer).
+Reply = HttpReply
+
+Handler = Callable[[RecordedRequest], HttpReply]
 
 
 class _QuietHTTPServer(ThreadingHTTPServer):
@@ -119,15 +123,17 @@ class FakeServer:
                     server.requests.append(request)
                 handler = server._routes.get((method, path))
                 if handler is None:
-                    reply = Reply(404, {"error": {"message": f"no fake route {method} {path}"}})
+                    reply = HttpReply(404, {"error": {"message": f"no fake route {method} {path}"}})
                 else:
                     try:
                         reply = handler(request)
                     except Exception as exc:  # a bug in a fake must show, not hang
-                        reply = Reply(500, {"error": {"message": f"fake handler failed: {exc}"}})
+                        reply = HttpReply(
+                            500, {"error": {"message": f"fake handler failed: {exc}"}}
+                        )
                 self._send(reply)
 
-            def _trickle(self, reply: Reply, keepalive: bytes) -> None:
+            def _trickle(self, reply: HttpReply, keepalive: bytes) -> None:
                 if reply.trickle_s is None:
                     return
                 until = time.monotonic() + reply.trickle_for
@@ -136,7 +142,7 @@ class FakeServer:
                     self.wfile.flush()
                     time.sleep(reply.trickle_s)
 
-            def _send(self, reply: Reply) -> None:
+            def _send(self, reply: HttpReply) -> None:
                 try:
                     if reply.events is None:
                         self._send_body(reply)
@@ -145,7 +151,7 @@ class FakeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True  # the client hung up (early close, timeout)
 
-            def _send_body(self, reply: Reply) -> None:
+            def _send_body(self, reply: HttpReply) -> None:
                 payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
@@ -160,7 +166,7 @@ class FakeServer:
                 self._trickle(reply, b" ")  # JSON allows leading whitespace
                 self.wfile.write(payload)
 
-            def _send_events(self, reply: Reply) -> None:
+            def _send_events(self, reply: HttpReply) -> None:
                 assert reply.events is not None
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "text/event-stream")
