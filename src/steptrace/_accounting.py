@@ -61,6 +61,7 @@ _Frame = _context.Frame
 _get_frame = _context.get_frame
 _get_pending = _context.pending_hold.get
 _MAXT = MAX_CALL_TOKENS
+_NO_HOLDS: _reservations.SharedHeld = []  # never mutated: the common case allocates nothing
 _MAXC = MAX_CALL_USD
 _THRESHOLD = HookEvent.ON_BUDGET_THRESHOLD
 _ThresholdCall = tuple[list[HookRegistration], HookContext, Any]
@@ -296,8 +297,9 @@ def record_llm_usage(
     pico = round(cost_usd * PICO_PER_USD)
     exceeded: BaseException | None = None
     thresholds: list[_ThresholdCall] | None = None
-    shared_held: _reservations.SharedHeld = []
+    shared_held: _reservations.SharedHeld = _NO_HOLDS
     late = frame.end_ns is not None or run.ended_at is not None
+    trim = False
 
     lock = run.lock
     lock.acquire()
@@ -331,7 +333,9 @@ def record_llm_usage(
         if run.tracing_enabled:
             # A plain tuple: LlmTraceEntry objects are built when the log is read.
             # The frame and wall time after its fields are for the run store.
-            run.raw_trace.append(
+            raw = run.raw_trace
+            trim = len(raw) >= run.trim_at
+            raw.append(
                 (
                     model,
                     input_tokens,
@@ -349,7 +353,7 @@ def record_llm_usage(
     finally:
         lock.release()
 
-    if len(run.raw_trace) > run.trim_at:
+    if trim:
         run.trim()
     if late:
         amend_late(frame)
