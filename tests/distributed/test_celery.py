@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ def celery_app(redis_url: str, store_url: str) -> Iterator[Celery]:
     from . import _celery_app
 
     broker, backend = _redis_db(redis_url, 1), _redis_db(redis_url, 2)
+    # A queue of this worker's own: parallel test processes share the broker,
+    # and each one's worker records into that process's own store database.
+    queue = "steptrace-tests-" + uuid.uuid4().hex[:12]
     env = os.environ | {
         "STEPTRACE_CELERY_BROKER": broker,
         "STEPTRACE_CELERY_BACKEND": backend,
@@ -60,7 +64,8 @@ def celery_app(redis_url: str, store_url: str) -> Iterator[Celery]:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
-            "--hostname=steptrace-tests@%h",
+            f"--hostname={queue}@%h",
+            f"--queues={queue}",
         ],
         cwd=REPO,
         env=env,
@@ -68,7 +73,7 @@ def celery_app(redis_url: str, store_url: str) -> Iterator[Celery]:
         stderr=subprocess.STDOUT,
     )
     app = _celery_app.app
-    app.conf.update(broker_url=broker, result_backend=backend)
+    app.conf.update(broker_url=broker, result_backend=backend, task_default_queue=queue)
     try:
         try:
             assert _celery_app.ping.delay().get(timeout=60) == "pong"
