@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -43,7 +44,6 @@ class WorstCaseProvider:
     def __init__(self) -> None:
         self.sent = 0
         self._lock = threading.Lock()
-        self.gate = threading.Event()
 
     def _response(self, request: LlmRequest) -> LlmResponse:
         with self._lock:
@@ -58,7 +58,7 @@ class WorstCaseProvider:
         )
 
     def complete(self, request: LlmRequest) -> LlmResponse:
-        self.gate.wait(0.05)  # let every thread reach its pre-flight first
+        time.sleep(0.05)  # stay in flight while the other threads pre-flight
         return self._response(request)
 
     async def acomplete(self, request: LlmRequest) -> LlmResponse:

@@ -3,10 +3,12 @@ run that ends over a limit says so (issue 10 case 3)."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Iterator
 
 import steptrace
+from steptrace import _context
 
 
 def test_a_thread_that_outlives_its_step_is_recorded_late() -> None:
@@ -74,7 +76,7 @@ def test_a_generator_step_resumed_after_its_run_charges_it_late() -> None:
     assert second.late_calls == 0
 
 
-def test_a_notified_store_sees_the_late_row(tmp_path: object) -> None:
+def test_a_processor_is_told_of_a_late_record() -> None:
     seen: list[steptrace.Span] = []
 
     class Amended:
@@ -94,17 +96,11 @@ def test_a_notified_store_sees_the_late_row(tmp_path: object) -> None:
             pass
         with steptrace.run("other"):
             pass
-        steptrace.restore_context(steptrace.snapshot_context())
-        frame = run.root
-
-        # Record as a straggler in the finished run's root.
-        import contextvars
-
-        from steptrace import _context
-
-        ctx = contextvars.copy_context()
-        ctx.run(_context.set_frame, frame)
-        ctx.run(steptrace.record_llm_usage, "m", 1, 1, cost_usd=0.0)
+        # A straggler recording in the finished run's root, from a context
+        # that still has it as its frame (as a thread started inside it would).
+        straggler = contextvars.copy_context()
+        straggler.run(_context.set_frame, run.root)
+        straggler.run(steptrace.record_llm_usage, "m", 1, 1, cost_usd=0.0)
     finally:
         steptrace.remove_span_processor(processor)
     assert seen == [run.root]
