@@ -75,7 +75,7 @@ def _wrap_sync_step(fn: Callable[..., Any], scope: StepScope) -> Callable[..., A
         frame = _StepFrame(definition, parent, limits)
         run = parent.run
         spans = run.spans
-        spans.append(frame)
+        spans.append(frame)  # Run.add_span, inlined
         if len(spans) > run.trim_at:
             run.trim()  # retention: see Run.trim
         if _spans.processors or registered_hooks:
@@ -98,7 +98,7 @@ def _wrap_sync_step(fn: Callable[..., Any], scope: StepScope) -> Callable[..., A
         frame.end_ns = time_ns()
         frame.status = "ok"
         frame.outcome = "completed"
-        run.ended_steps.append(frame)
+        run.ended_steps.append(frame)  # Run.step_ended, inlined
         if _spans.processors or registered_hooks:
             result = announce_end(frame, result)  # a PostStep hook may rewrite it
         return result
