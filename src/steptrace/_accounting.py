@@ -34,7 +34,7 @@ from typing import Any
 
 from . import _context, _reservations
 from ._config import settings
-from ._run import TraceRecord, active_frame, amend_late
+from ._run import active_frame, amend_late
 from .budget import (
     MAX_CALL_TOKENS,
     MAX_CALL_USD,
@@ -59,7 +59,6 @@ __all__ = ["Hold", "arecord_llm_usage", "check_budget", "record_llm_usage", "res
 
 _Frame = _context.Frame
 _get_frame = _context.get_frame
-_new_tuple = tuple.__new__
 _get_pending = _context.pending_hold.get
 _MAXT = MAX_CALL_TOKENS
 _NO_HOLDS: _reservations.SharedHeld = []  # never mutated: the common case allocates nothing
@@ -332,22 +331,21 @@ def record_llm_usage(
             elif ledger.max_pico is not None and ledger.cost_pico > ledger.max_pico:
                 exceeded = _exhausted(frame, ledger, "max_usd", pico_to_usd(ledger.max_pico))
         if run.tracing_enabled:
-            # Run.add_call, inlined; a TraceRecord built as the tuple it is.
+            # Run.add_call, inlined, and the TraceRecord kept as a plain tuple
+            # of its fields: building the named tuple here costs half a
+            # ContextVar set/reset pair a call (bench_core.py); readers name it.
             raw = run.raw_trace
             raw.append(
-                _new_tuple(
-                    TraceRecord,
-                    (
-                        model,
-                        input_tokens,
-                        output_tokens,
-                        duration_ms,
-                        cost_usd if priced else None,
-                        cache_tokens,
-                        frame,
-                        _time(),
-                        late,
-                    ),
+                (
+                    model,
+                    input_tokens,
+                    output_tokens,
+                    duration_ms,
+                    cost_usd if priced else None,
+                    cache_tokens,
+                    frame,
+                    _time(),
+                    late,
                 )
             )
             trim = len(raw) > run.trim_at

@@ -49,8 +49,9 @@ class TraceRecord(NamedTuple):
     The first six fields are the seed's ``LlmTraceEntry``; the rest are for the
     run store: the frame that recorded the call (its step, persona and span),
     the wall time (``time.time()``), and whether the call was recorded after
-    the scope it was made in had ended (``late``). Built on the accounting's
-    hot path, so it is a tuple: ``LlmTraceEntry`` objects are made on reading.
+    the scope it was made in had ended (``late``). The run's ``raw_trace``
+    holds each record as the plain tuple of these fields (the accounting's hot
+    path appends it); readers name it with ``TraceRecord._make``.
     """
 
     model: str
@@ -69,6 +70,9 @@ class TraceRecord(NamedTuple):
         from .events import LlmTraceEntry  # deferred: see the note in __init__
 
         return LlmTraceEntry(*self[:6])
+
+
+_trace_record = TraceRecord._make
 
 
 class CompletedStep(NamedTuple):
@@ -217,8 +221,9 @@ class Run:
         self.events: list[AgentEvent] = []
         self.event_span_ids: list[int] = []
         """For each event, the id of the span that was current when it was emitted."""
-        self.raw_trace: list[TraceRecord] = []
-        """The LLM trace log as recorded, one ``TraceRecord`` a call."""
+        self.raw_trace: list[tuple[Any, ...]] = []
+        """The LLM trace log as recorded: a ``TraceRecord``'s fields a call, as
+        a plain tuple (read it through ``trace_records``)."""
         self.spans: list[Span] = []
         """Every span of the run (run, personas, steps, user spans), in start order."""
         self.tracing_enabled = trace_llm
@@ -333,8 +338,9 @@ class Run:
         if len(events) > self.trim_at:
             self.trim()
 
-    def add_call(self, record: TraceRecord) -> bool:
-        """Append an LLM call to the trace log. The caller holds the run's lock
+    def add_call(self, record: tuple[Any, ...]) -> bool:
+        """Append an LLM call (a ``TraceRecord``'s fields) to the trace log.
+        The caller holds the run's lock
         (the call's ledgers are updated in the same critical section); it calls
         ``trim`` after releasing it when this returns True."""
         raw = self.raw_trace
@@ -352,7 +358,13 @@ class Run:
         with self.lock:
             raw, self.raw_trace = self.raw_trace, []
             self.trace_base = 0
-        return raw
+        return [_trace_record(fields) for fields in raw]
+
+    def trace_records(self) -> list[TraceRecord]:
+        """The LLM trace log, as records (a copy)."""
+        with self.lock:
+            raw = list(self.raw_trace)
+        return [_trace_record(fields) for fields in raw]
 
     def take_events(self) -> list[AgentEvent]:
         """Return the agent events and start a new log."""
@@ -432,9 +444,7 @@ class Run:
     @property
     def llm_trace(self) -> list[LlmTraceEntry]:
         """The LLM call trace log (a copy)."""
-        with self.lock:
-            raw = list(self.raw_trace)
-        return trace_entries(raw)
+        return trace_entries(self.trace_records())
 
     @property
     def completed_steps(self) -> list[CompletedStep]:
@@ -635,12 +645,12 @@ class TraceCursor:
 
     def __init__(self, run: Run) -> None:
         self._run = run
-        self._trace: list[TraceRecord] | None = None
+        self._trace: list[tuple[Any, ...]] | None = None
         self._position = 0
         self.lost = 0
         run.readers.add(self)
 
-    def unread_from(self, trace: list[TraceRecord]) -> int:
+    def unread_from(self, trace: list[tuple[Any, ...]]) -> int:
         """How many of ``trace`` (the run's list now) this cursor has read."""
         return self._position - self._run.trace_base if trace is self._trace else 0
 
@@ -656,7 +666,8 @@ class TraceCursor:
                 start = 0
             count = len(trace)
             self._position = base + count
-            return trace[start:count]
+            unread = trace[start:count]
+        return [_trace_record(fields) for fields in unread]
 
 
 class StepCursor:

@@ -37,6 +37,7 @@ from .hooks import (
 from .spans import describe_error, end_span, notify_end, notify_start
 
 _StepFrame = _context.StepFrame
+_step_frame = _context.step_frame
 _PersonaFrame = _context.PersonaFrame
 _get_frame = _context.get_frame
 
@@ -160,7 +161,7 @@ class StepScope:
 
     def open(self) -> _StepFrame:
         parent = _get_frame() or active_frame()
-        frame = _StepFrame(self.definition, parent, self.limits)
+        frame = _step_frame(self.definition, parent, self.limits)
         parent.run.add_span(frame)  # processors are told by announce
         if _spans.processors or registered_hooks:
             self.announce(frame)
@@ -188,7 +189,7 @@ class StepScope:
         """``aopen`` for a call with these arguments: the frame, and the
         arguments a ``PreStep`` hook rewrote them to (None: unchanged)."""
         parent = _get_frame() or active_frame()
-        frame = _StepFrame(self.definition, parent, self.limits)
+        frame = _step_frame(self.definition, parent, self.limits)
         parent.run.opened(frame)
         rewritten = None
         if registered_hooks:
