@@ -245,16 +245,19 @@ def record_llm_usage(
     ``0..MAX_CALL_TOKENS``; ``cost_usd`` a number in ``0..MAX_CALL_USD``.
     """
     # One combined test on the common path; _validate explains any failure.
+    # Non-negative counts whose sum is at most the bound are each within it
+    # (a valid call whose sum is over it takes the slow path and passes).
     if not (
         type(model) is str
         and type(input_tokens) is int
         and type(output_tokens) is int
         and type(duration_ms) is int
         and type(cache_tokens) is int
-        and 0 <= input_tokens <= _MAXT
-        and 0 <= output_tokens <= _MAXT
-        and 0 <= duration_ms <= _MAXT
-        and 0 <= cache_tokens <= _MAXT
+        and input_tokens >= 0
+        and output_tokens >= 0
+        and duration_ms >= 0
+        and cache_tokens >= 0
+        and input_tokens + output_tokens + duration_ms + cache_tokens <= _MAXT
         and (cost_usd is None or (type(cost_usd) is float and 0.0 <= cost_usd <= _MAXC))
     ):
         duration_ms = _validate(
