@@ -114,10 +114,13 @@ class SQLPagedReads(LoadedReads):
         found: dict[str, list[str]] = {run_id: [] for run_id in run_ids}
         if not run_ids:
             return found
+        # Spans that start together go by id (as a run's spans are ordered):
+        # each persona is placed by its first span in that order.
         rows = self._rows(
-            "SELECT run_id, name FROM spans WHERE kind = 'persona' "
-            f"AND run_id IN ({_marks(len(run_ids))}) GROUP BY run_id, name "
-            "ORDER BY run_id, MIN(start_ns)",
+            "SELECT run_id, name FROM (SELECT run_id, name, ROW_NUMBER() OVER "
+            "(PARTITION BY run_id ORDER BY start_ns, span_id) AS n FROM spans "
+            f"WHERE kind = 'persona' AND run_id IN ({_marks(len(run_ids))})) AS p "
+            "GROUP BY run_id, name ORDER BY run_id, MIN(n)",
             list(run_ids),
         )
         for run_id, name in rows:
