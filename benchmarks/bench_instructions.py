@@ -1,0 +1,160 @@
+"""Hot-path cost in CPU instructions, which a busy machine does not disturb.
+
+Run ``python benchmarks/bench_instructions.py`` (needs ``valgrind``, the
+Debian package of that name; about 3 minutes). Each case runs N times in a
+fresh interpreter under callgrind, and so does an empty case; the difference
+over N is the case's instructions per call, shown as a ratio to a ContextVar
+set/reset pair measured the same way. Instructions are not nanoseconds (cache
+misses and allocation weigh more in time), but they are the same on a quiet
+and a loaded machine, so they show whether a change made a path cheaper when
+``bench_core.py``'s timings are drowned in noise. ``--src DIR`` measures
+another checkout's ``src`` (e.g. a ``git worktree`` of an older commit) in
+the same run, for a before/after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_SRC = HERE.parent / "src"
+
+# Every case runs inside a run and, for record_llm_usage, inside a step, as in
+# bench_core.py; "none" is the same program doing nothing N times.
+PROGRAM = r"""
+import contextvars, gc, sys
+sys.path.insert(0, sys.argv[1])
+import steptrace
+case, n = sys.argv[2], int(sys.argv[3])
+gc.disable()
+if case.endswith("+gc"):
+    gc.enable()
+var = contextvars.ContextVar("v", default=None)
+
+@steptrace.step(name="bench.sync")
+def step_sync():
+    return None
+
+@steptrace.step(name="bench.holder")
+def holder(body):
+    body()
+
+@steptrace.step(name="bench.budget", budget={"max_tokens": 10**15, "max_usd": 1e6})
+def budgeted(body):
+    body()
+
+def none():
+    for _ in range(n):
+        pass
+
+def pair():
+    for _ in range(n):
+        var.reset(var.set(1))
+
+def step():
+    for _ in range(n):
+        step_sync()
+
+def record():
+    usage = steptrace.record_llm_usage
+    for _ in range(n):
+        usage("m", 10, 20, cost_usd=0.0)
+
+def emit():
+    event = steptrace.LlmCall(call_id="c", model="m", input_tokens=1, output_tokens=1,
+                              cache_tokens=0, duration_ms=1, iteration=1)
+    emit_event = steptrace.emit_event
+    for _ in range(n):
+        emit_event(event)
+
+with steptrace.run("bench"):
+    name = case.removesuffix("+gc")
+    if name == "record":
+        holder(record)
+    elif name == "record_budget":
+        budgeted(record)
+    else:
+        {"none": none, "pair": pair, "step": step, "emit": emit}[name]()
+"""
+
+CASES = [
+    ("step", "@step sync call"),
+    ("step+gc", "@step sync call, gc on"),
+    ("record", "record_llm_usage, step without budget"),
+    ("record_budget", "record_llm_usage, step with budget"),
+    ("emit", "emit_event(prebuilt LlmCall)"),
+]
+
+
+def instructions(program: Path, src: Path, case: str, n: int) -> int:
+    out = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            str(program),
+            str(src),
+            case,
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no count for {case}:\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def measure(program: Path, src: Path, n: int) -> dict[str, float]:
+    """Instructions per call of each case (and of the pair) for one checkout."""
+    empty = instructions(program, src, "none", n)
+    per_call = {"pair": (instructions(program, src, "pair", n) - empty) / n}
+    for case, _ in CASES:
+        per_call[case] = (instructions(program, src, case, n) - empty) / n
+    return per_call
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20_000, help="calls per case (default 20000)")
+    parser.add_argument("--src", type=Path, help="also measure this checkout's src directory")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        program = Path(tmp) / "cases.py"
+        program.write_text(PROGRAM)
+        checkouts = {"this": DEFAULT_SRC}
+        if args.src is not None:
+            checkouts["other"] = args.src.resolve()
+        results = {name: measure(program, src, args.n) for name, src in checkouts.items()}
+    print(f"instructions per call (callgrind, {args.n:,} calls a case), ratio to the pair")
+    for name, src in checkouts.items():
+        print(f"  {name}: {src}")
+    header = f"{'case':42}" + "".join(f"{name:>22}" for name in checkouts)
+    print(header)
+    print("-" * len(header))
+    for case, label in [("pair", "ContextVar set/reset pair"), *CASES]:
+        cells = ""
+        for name in checkouts:
+            value = results[name][case]
+            ratio = value / results[name]["pair"]
+            cells += f"{value:>12,.0f} {ratio:>6.2f}x  "
+        print(f"{label:42}{cells}")
+    gc_cost = {name: r["step+gc"] / r["step"] for name, r in results.items()}
+    print("@step gc on / gc off: " + ", ".join(f"{k} {v:.2f}x" for k, v in gc_cost.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
