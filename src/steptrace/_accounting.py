@@ -60,6 +60,8 @@ __all__ = ["Hold", "arecord_llm_usage", "check_budget", "record_llm_usage", "res
 _Frame = _context.Frame
 _get_frame = _context.get_frame
 _get_pending = _context.pending_hold.get
+_pending_holds = False
+"""Whether any ``check_budget`` has placed a context hold in this process."""
 _MAXT = MAX_CALL_TOKENS
 _NO_HOLDS: _reservations.SharedHeld = []  # never mutated: the common case allocates nothing
 _MAXC = MAX_CALL_USD
@@ -268,7 +270,8 @@ def record_llm_usage(
 
     if _hold is None:
         frame = _get_frame() or active_frame()
-        hold = _get_pending()
+        # No context looks for a pending hold until check_budget has made one.
+        hold = _get_pending() if _pending_holds else None
     else:
         frame = _hold.frame
         hold = _hold
@@ -640,6 +643,8 @@ def check_budget(
         previous.release()
     hold = reserve(model, estimated_input_tokens, max_output_tokens, price=price)
     hold.owner = owner
+    global _pending_holds
+    _pending_holds = True
     _context.pending_hold.set(hold)
 
 
