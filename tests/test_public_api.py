@@ -57,6 +57,7 @@ PUBLIC_NAMES = [
     "configure",
     "current_persona_name",
     "current_run",
+    "current_span",
     "current_step",
     "emit_event",
     "enable_tracing",

@@ -81,6 +81,7 @@ from .spans import (
 )
 from .tracing import (
     agent_trace_summary,
+    current_span,
     emit_event,
     enable_tracing,
     peek_agent_trace,
@@ -189,6 +190,7 @@ __all__ = [
     "configure",
     "current_persona_name",
     "current_run",
+    "current_span",
     "current_step",
     "emit_event",
     "enable_tracing",

@@ -10,8 +10,6 @@ the live one was. ``span_context(span)`` is that one flat, JSON-ready dict
 - ``step``, ``persona``: the innermost enclosing step and persona (a step's
   own name for a step span; a persona span names no persona);
 - ``function``, ``error_boundary``: a step's;
-- ``agent_model``, ``agent_input_tokens``, ``agent_output_tokens``: a step
-  made by ``agent_loop`` (tokens once it ended);
 - ``max_tokens``, ``max_usd``: the budget of a step, persona or run span;
 - ``run_metadata``: the run's metadata, on the run's root span.
 """
@@ -23,10 +21,7 @@ from typing import Any
 from ._context import Frame, PersonaFrame, StepFrame
 from .spans import Span, SpanKind
 
-__all__ = ["AGENT_FUNCTION", "span_context"]
-
-AGENT_FUNCTION = "agent_loop"
-"""The ``function`` of the step ``agent_loop`` opens when it has a budget."""
+__all__ = ["span_context"]
 
 
 def span_context(span: Span) -> dict[str, Any]:
@@ -39,11 +34,6 @@ def span_context(span: Span) -> dict[str, Any]:
         context["function"] = definition.function
         context["error_boundary"] = definition.error_boundary.value
         _limits(context, definition.max_tokens, definition.max_usd)
-        if definition.function == AGENT_FUNCTION:
-            context["agent_model"] = span.last_model or definition.model
-            if span.outcome is not None:
-                context["agent_input_tokens"] = span.own_input_tokens
-                context["agent_output_tokens"] = span.own_output_tokens
     elif isinstance(span, PersonaFrame):
         budget = span.definition.budget
         if budget is not None:

@@ -26,6 +26,7 @@ from .spans import Span, SpanKind, end_span
 
 __all__ = [
     "agent_trace_summary",
+    "current_span",
     "emit_event",
     "enable_tracing",
     "peek_agent_trace",
@@ -119,6 +120,13 @@ def agent_trace_summary() -> dict[str, Any]:
     from .events import summarize_events  # deferred: see the note in __init__
 
     return summarize_events(peek_agent_trace())
+
+
+def current_span() -> Span:
+    """The innermost open span of this context (a step's, a persona's, a
+    ``span()``'s, or the run's): ``current_span().set(key, value)`` adds to
+    what the record and exporters show of it."""
+    return active_frame()
 
 
 class span:

@@ -47,9 +47,9 @@ from ..events import (
 from ..llm._call import agent_iteration, allm_call
 from ..llm._config import settings as llm_settings
 from ..llm._types import Message, Provider, ToolSpec
-from ..runtime import active_step_model_default, step
-from ..spans import SpanKind
-from ..tracing import collect_events, emit_event, span
+from ..runtime import active_step_model_default, current_step, step
+from ..spans import Span, SpanKind
+from ..tracing import collect_events, current_span, emit_event, span
 from ._compaction import Compaction, acompact, deterministic_summary
 from ._dispatch import ToolDispatcher
 from ._limits import ToolLimits
@@ -412,6 +412,9 @@ async def aagent_loop(
     holder: list[AgentResult] = []
 
     async def as_step() -> AgentResult:
+        agent_span = current_span()  # the loop's own step
+        agent_span.set("gen_ai.operation.name", "invoke_agent")
+        agent_span.set("gen_ai.agent.name", name)
         try:
             result = await _run_loop(loop)
         except BaseException as exc:
@@ -419,6 +422,8 @@ async def aagent_loop(
             if isinstance(found, AgentResult):
                 holder.append(found)
             raise
+        finally:
+            _describe_agent_usage(agent_span)
         holder.append(result)
         return result
 
@@ -439,6 +444,19 @@ async def aagent_loop(
             exc.agent_result = holder[-1]  # type: ignore[attr-defined]
         raise
     return outcome if outcome is not None else holder[-1]
+
+
+def _describe_agent_usage(agent_span: Span) -> None:
+    """The model and tokens of the loop's step, in the GenAI attributes an
+    ``invoke_agent`` span carries (its calls have all been recorded by now)."""
+    active = current_step()
+    if active is None:
+        return
+    model = active.last_model or active.model
+    if model:
+        agent_span.set("gen_ai.request.model", model)
+    agent_span.set("gen_ai.usage.input_tokens", active.input_tokens)
+    agent_span.set("gen_ai.usage.output_tokens", active.output_tokens)
 
 
 def agent_loop(

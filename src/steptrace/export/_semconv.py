@@ -72,7 +72,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
-from .._span_context import AGENT_FUNCTION, span_context
+from .._span_context import span_context
 from ..spans import Span, SpanKind
 
 if TYPE_CHECKING:
@@ -198,14 +198,9 @@ def describe_parts(
         attributes["steptrace.step"] = context.get("step", name)
         _put(attributes, "steptrace.function", context.get("function"))
         _put(attributes, "steptrace.error_boundary", context.get("error_boundary"))
-        if context.get("function") == AGENT_FUNCTION:
-            agent = context.get("step", name)
-            name = f"invoke_agent {agent}"
-            attributes["gen_ai.operation.name"] = "invoke_agent"
-            attributes["gen_ai.agent.name"] = agent
-            _put(attributes, "gen_ai.request.model", context.get("agent_model"))
-            _put(attributes, "gen_ai.usage.input_tokens", context.get("agent_input_tokens"))
-            _put(attributes, "gen_ai.usage.output_tokens", context.get("agent_output_tokens"))
+        if attributes.get("gen_ai.operation.name") == "invoke_agent":
+            # The agent layer describes its loop's step in the span's metadata.
+            name = f"invoke_agent {attributes.get('gen_ai.agent.name', name)}"
     elif kind == SpanKind.RUN.value:
         for key, value in (context.get("run_metadata") or {}).items():
             _put(attributes, f"steptrace.run.metadata.{key}", value)
