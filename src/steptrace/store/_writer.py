@@ -32,13 +32,14 @@ Rows for the SQL stores are encoded straight from the run's objects into
 parameter tuples (``_encode``); any other ``RunStore`` gets row objects.
 
 The writer is never more than about ``max_lag`` seconds (1 s) behind the run,
-at any pace: it notes up to when everything is committed (``written_at``),
-and a span ending while that is older than ``max_lag`` makes the run's thread
-wait until the writer has caught up (``_catch_up``, the wait retention's
-``backpressure`` uses too). Nothing is dropped for speed, and a process
-killed mid-run loses about the last ``max_lag`` seconds of its record. A
-store that does not answer within ``run_end_timeout * 15`` seconds stops the
-waiting until the writer moves again; then a full inbox drops records
+at any pace: it notes up to when everything is committed (``written_at``) and
+how long a catch-up took per inbox item, and a span ending when the age of
+the oldest unwritten record plus the time to write what waits passes
+``max_lag`` makes the run's thread wait until the writer has caught up
+(``_catch_up``, the wait retention's ``backpressure`` uses too). Nothing is
+dropped for speed, and a process killed mid-run loses about the last
+``max_lag`` seconds of its record. A store that does not answer within 30 s
+is not waited for again for as long; meanwhile a full inbox drops records
 (counted in ``dropped``, logged once).
 
 Default runs (steps called outside any ``steptrace.run()``) never end and are
@@ -90,6 +91,14 @@ _TRANSCRIPT = 1  # (_TRANSCRIPT, run id, span id, content)
 _AMENDED = 2  # (_AMENDED, run): rows changed after the fact (late usage)
 
 _monotonic = time.monotonic
+
+_FIRST_GUESS = 20e-6
+"""Seconds per inbox item before the writer has measured itself (a step's
+span and its four records take about that, with CPU to spare)."""
+
+_WAIT_LIMIT = 30.0
+"""The longest a run waits for its writer; a store that takes longer is
+waited for again only after as long."""
 
 
 class _Flush:
@@ -169,6 +178,10 @@ class StoreWriter:
         """Every record made before this ``time.monotonic()`` is written (or
         was refused): the writer thread moves it, the run's threads read it."""
         self._patient_until = 0.0
+        self._item_cost = _FIRST_GUESS
+        self._waited = False
+        """Seconds the writer took per inbox item (with the records read with
+        it) while a run waited for it: a moving average."""
         self.dropped = 0
         """Records dropped because the inbox was full."""
         self.failures = 0
@@ -239,19 +252,35 @@ class StoreWriter:
             self._put(span)  # counts the drop
         if span is run.root:
             self.flush(self.run_end_timeout)
-        elif _monotonic() - self.written_at > self._lag:
+        # Behind = how old the oldest unwritten record may be, plus how long
+        # the writer will take to write what waits: past the bound, the run
+        # waits now, so that waiting never takes longer than the bound either.
+        elif _monotonic() - self.written_at + len(inbox) * self._item_cost > self._lag:
             self._catch_up()
 
     def _catch_up(self) -> None:
         """Wait (on a run's thread) until the writer has written everything made
         so far: the one way a run waits for its store, whether it got
         ``max_lag`` ahead or pinned too many records for its retention."""
-        if threading.current_thread() is self._thread or _monotonic() < self._patient_until:
+        if threading.current_thread() is self._thread:
             return
-        timeout = self.run_end_timeout * 15
-        if not self.flush(timeout) and self._thread.is_alive():
-            # The store does not answer: stop waiting on it until it does.
-            self._patient_until = _monotonic() + timeout
+        started = _monotonic()
+        if started < self._patient_until:
+            return
+        waiting = len(self._inbox)
+        marker = self._mark()
+        if marker is None:
+            return
+        if not marker.done.wait(_WAIT_LIMIT):
+            # The store does not answer: stop waiting on it for a while.
+            self._patient_until = _monotonic() + _WAIT_LIMIT
+            return
+        if waiting >= 100:
+            self._waited = True
+            # What a wait took per item waiting: how long the next one will
+            # take (the writer then has the interpreter to itself).
+            cost = (_monotonic() - started) / waiting
+            self._item_cost = cost if not self._item_cost else 0.5 * (self._item_cost + cost)
 
     def on_amend(self, root: Span) -> None:
         run: Run | None = getattr(root, "run", None)
@@ -283,15 +312,23 @@ class StoreWriter:
         """Wait until every record made so far is written (at most ``timeout``
         seconds; ``0`` only asks the thread to write now). True when all were
         handled and no batch failed meanwhile."""
-        if not self._thread.is_alive():
+        marker = self._mark()
+        if marker is None:
             return not self._inbox
+        if timeout == 0:
+            return False
+        return marker.done.wait(timeout) and self.failures == marker.failures
+
+    def _mark(self) -> _Flush | None:
+        """A flush marker put in the inbox, the thread woken; None when the
+        thread is not running."""
+        if not self._thread.is_alive():
+            return None
         marker = _Flush()
         marker.failures = self.failures
         self._inbox.append(marker)
         self._wake.set()
-        if timeout == 0:
-            return False
-        return marker.done.wait(timeout) and self.failures == marker.failures
+        return marker
 
     def stop(self, timeout: float = 5.0) -> None:
         """Unregister from span processors, flush, stop the thread, and close
@@ -363,6 +400,7 @@ class StoreWriter:
         the new records of their runs (of every open run once the inbox is
         empty or someone flushes). Returns (inbox emptied, stop)."""
         inbox = self._inbox
+        cpu = time.thread_time()
         batch: WriteBatch = EncodedBatch() if self._encodes else WriteBatch()
         touched: dict[Run, _RunCursor] = {}
         markers: list[_Flush] = []
@@ -398,6 +436,11 @@ class StoreWriter:
                 self._failed("building a row", exc)
         if records:
             self._write(batch, records)
+        items = handled - len(markers) - stop
+        if items >= 100 and not self._waited:
+            # Until a run has waited for it, the writer's own CPU time per item
+            # is the guess (it leaves out waiting for the interpreter).
+            self._item_cost = (time.thread_time() - cpu) / items
         if emptied:
             self.written_at = seen
         elif markers:
