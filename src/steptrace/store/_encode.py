@@ -50,16 +50,27 @@ if _c_encoder is not None and _c_ascii is not None:
     # minus the two Python layers around the C encoder on every call. No
     # circular check: a cycle raises RecursionError, and the record goes the
     # reference way, which refuses it as before.
-    _one_shot = _c_encoder(None, str, _c_ascii, None, ":", ",", False, False, True)
-
-    def encode(value: Any) -> str:
-        return "".join(_one_shot(value, 0))
-
+    _chunks: Callable[[Any, int], Any] = _c_encoder(
+        None, str, _c_ascii, None, ":", ",", False, False, True
+    )
 else:  # pragma: no cover - an interpreter without json's C accelerator
-    encode = dumps
+
+    def _chunks(value: Any, _: int) -> Any:
+        return (dumps(value),)
+
+
+_join = "".join
+
+
+def encode(value: Any) -> str:
+    """``_queries.dumps(value)``, faster (the hot loops inline it)."""
+    return _join(_chunks(value, 0))
 
 
 # -- each record's values, in its table's column order ----------------------------------
+
+
+_KINDS = {kind: kind.value for kind in SpanKind}  # .value is a slow descriptor
 
 
 def span_values(span: Span) -> tuple[Any, ...]:
@@ -70,7 +81,7 @@ def span_values(span: Span) -> tuple[Any, ...]:
         span.span_id,
         span.parent_id,
         span.name,
-        kind.value if isinstance(kind, SpanKind) else str(kind),
+        _KINDS[kind] if isinstance(kind, SpanKind) else str(kind),
         span.start_ns,
         span.end_ns,
         span.status,
@@ -115,7 +126,7 @@ _SHAPES: dict[type, _Shape] = {}
 
 
 def _shape(cls: type) -> _Shape:
-    """How to read ``to_dict()``'s keys and values of an event class at once:
+    """How to read an event class's ``to_dict()`` keys and values at once:
     one ``attrgetter`` for ``type`` and every field, and the fields beyond the
     seed's, left out when they hold their default (as ``to_dict`` does)."""
     from ..events import _BEYOND_SEED  # deferred: events is only needed once a run has some
@@ -125,18 +136,6 @@ def _shape(cls: type) -> _Shape:
     omitted = tuple((f.name, f.default) for f in fields if f.metadata.get(_BEYOND_SEED))
     shape = _SHAPES[cls] = (operator.attrgetter(*keys), keys, omitted)
     return shape
-
-
-def event_data(event: AgentEvent) -> dict[str, Any]:
-    """``event.to_dict()`` as JSON sees it (tuples stay tuples: JSON writes both
-    as arrays)."""
-    shape = _SHAPES.get(type(event)) or _shape(type(event))
-    values, keys, omitted = shape
-    data = dict(zip(keys, values(event), strict=True))
-    for name, default in omitted:
-        if data[name] is default:
-            del data[name]
-    return data
 
 
 # -- the reference: row objects -----------------------------------------------------------
@@ -229,19 +228,27 @@ def add_encoded(
     calls: tuple[int, list[tuple[Any, ...]]],
 ) -> None:
     """``add_rows``, as parameter tuples (see the module docstring)."""
+    # encode() inlined, and each event's to_dict() as JSON sees it (tuples stay
+    # tuples: JSON writes both as arrays), built from its slots at once.
+    chunks, join, shapes = _chunks, _join, _SHAPES
     encoded = batch.encoded
     rows = encoded["spans"]
     for span in spans:
         values = span_values(span)
         try:
-            rows.append((*values[:9], encode(values[9]), encode(values[10])))
+            rows.append((*values[:9], join(chunks(values[9], 0)), join(chunks(values[10], 0))))
         except Exception:  # refused by the store, and isolated, the reference way
             batch.spans.append(SpanRow(**dict(zip(_SPAN_FIELDS, values, strict=True))))
     seq, ids, items = events
     rows = encoded["events"]
     for span_id, event in zip(ids, items, strict=True):
         try:
-            rows.append((run_id, seq, span_id, event.type, encode(event_data(event))))
+            shape = shapes.get(type(event)) or _shape(type(event))
+            data = dict(zip(shape[1], shape[0](event), strict=True))
+            for name, default in shape[2]:
+                if data[name] is default:
+                    del data[name]
+            rows.append((run_id, seq, span_id, event.type, join(chunks(data, 0))))
         except Exception:
             batch.events.append(
                 EventRow(run_id=run_id, seq=seq, span_id=span_id, data=event.to_dict())
@@ -251,7 +258,7 @@ def add_encoded(
     for seq, frame in steps:
         data = step_data(frame)
         try:
-            rows.append((run_id, seq, encode(data)))
+            rows.append((run_id, seq, join(chunks(data, 0))))
         except Exception:
             batch.steps.append(StepRow(run_id=run_id, seq=seq, data=data))
     seq, entries = calls
