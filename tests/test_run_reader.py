@@ -3,6 +3,10 @@ retention, and a ``take_*`` swap started over on."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import steptrace
 from steptrace import LlmCall
 from steptrace._run_reader import RunReader
@@ -78,3 +82,32 @@ def test_retention_keeps_what_a_reader_has_not_read_and_drops_what_none_reads() 
         seen += len(steps.read().steps)
         assert seen == 100
         assert steps.lost == 0
+
+
+_RECORDED_AND_DROPPED = """
+import gc, sys, weakref
+import steptrace
+from steptrace.store import record_runs
+
+writer = record_runs(sys.argv[1])
+with steptrace.run("short-lived") as run:
+    steptrace.emit_event(
+        steptrace.LoopComplete(status="done", iterations=1, total_duration_ms=0))
+assert writer.flush()
+gone = weakref.ref(run)
+del run
+gc.collect()
+print("collected" if gone() is None else "kept")
+"""
+
+
+def test_an_ended_run_recorded_by_a_writer_is_not_kept_alive(tmp_path: Path) -> None:
+    # In a fresh interpreter: the tests' own fixtures keep spans of their own.
+    result = subprocess.run(
+        [sys.executable, "-c", _RECORDED_AND_DROPPED, str(tmp_path / "runs.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert result.stdout.split() == ["collected"]  # the writer's reader held it weakly

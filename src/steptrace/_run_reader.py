@@ -18,11 +18,14 @@ stated once here and kept by ``Run.trim``:
   starts over) are counted in ``lost``.
 
 A reader belongs to one consumer, which serializes its own reads. ``read``
-takes the run's lock: never call it while holding that lock.
+takes the run's lock: never call it while holding that lock. It holds its
+run weakly: a consumer keeping readers by run (a ``WeakKeyDictionary``) never
+keeps an ended run alive through them.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -80,7 +83,7 @@ class RunReader:
     def __init__(
         self, run: Run, *, steps: bool = True, events: bool = True, trace: bool = True
     ) -> None:
-        self._run = run
+        self._run = weakref.ref(run)
         self.reads_steps = steps
         self.reads_events = events
         self.reads_trace = trace
@@ -98,7 +101,9 @@ class RunReader:
         """How many of the run's current ended steps, events and trace records
         this reader has read (``2**62`` for a kind it does not read): what
         retention may drop for it. Called by ``Run.trim`` under the run's lock."""
-        run = self._run
+        run = self._run()
+        if run is None:  # pragma: no cover - the run calls this, so it is alive
+            return (_NEVER, _NEVER, _NEVER)
         return (
             self._steps_at - run.steps_base if self.reads_steps else _NEVER,
             (self._events_at - run.events_base if run.events is self._events else 0)
@@ -110,10 +115,13 @@ class RunReader:
         )
 
     def read(self) -> News:
-        """Everything recorded since the last call (see ``News``)."""
-        run = self._run
+        """Everything recorded since the last call (see ``News``); nothing once
+        the run is gone."""
+        run = self._run()
         steps = amended = ids = events = trace = _NOTHING
         steps_at = 0
+        if run is None:
+            return News(steps_at, steps, amended, ids, events, trace)
         with run.lock:
             if self.reads_steps:
                 ended, base = run.ended_steps, run.steps_base
