@@ -298,11 +298,13 @@ def _floor(source: Path, target: Path) -> tuple[float, float, int]:
 
     read = sqlite3.connect(source)
     tables = {}
-    for table, (columns, _) in TABLES.items():
-        if table != "runs":
-            tables[table] = read.execute(f"SELECT {columns} FROM {table}").fetchall()
+    json_columns: dict[str, list[int]] = {}
+    for name, table in TABLES.items():
+        if name != "runs":
+            columns = table.columns
+            tables[name] = read.execute(f"SELECT {', '.join(columns)} FROM {name}").fetchall()
+            json_columns[name] = [i for i, column in enumerate(columns) if column in table.json]
     read.close()
-    json_columns = {"spans": (9, 10), "events": (4,), "completed_steps": (2,)}
     values = [
         json.loads(row[i])
         for table, at in json_columns.items()
@@ -317,10 +319,10 @@ def _floor(source: Path, target: Path) -> tuple[float, float, int]:
     with SQLiteStore(target) as store:
         conn = store._connection()
         started = time.process_time()
-        for table, table_rows in tables.items():
+        for name, table_rows in tables.items():
             for at in range(0, len(table_rows), 2_000):
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(UPSERTS[table], table_rows[at : at + 2_000])
+                conn.executemany(UPSERTS[name], table_rows[at : at + 2_000])
                 conn.execute("COMMIT")
         sql_s = time.process_time() - started
     return sql_s, json_s, rows
