@@ -5,8 +5,9 @@ run's own threads, so they do the least possible: append the ended span (or
 the run's start, or an LLM request's content) to an inbox, a ``deque`` whose
 ``append`` is atomic and takes no lock. A daemon thread wakes every
 ``interval`` seconds (or at once when someone flushes), empties the inbox and
-turns it into rows, writing them in batched transactions of at most
-``max_batch`` records. What is recorded, per run:
+turns it into rows, writing them in batched transactions of about
+``max_batch`` inbox records and the run records read with them. What is
+recorded, per run:
 
 - the run row at the root's start (``running``, with this process's pid and
   host), at its end (status, error, totals from ``run.usage()``), and when
@@ -402,7 +403,7 @@ class StoreWriter:
                 self._heartbeat()
 
     def _batch(self) -> tuple[bool, bool]:
-        """Write one batch: inbox items up to about ``max_batch`` records, then
+        """Write one batch: inbox items up to ``max_batch`` records of their own, then
         the new records of their runs (of every open run once the inbox is
         empty or someone flushes). Returns (inbox emptied, stop)."""
         inbox = self._inbox
