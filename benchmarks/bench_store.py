@@ -17,6 +17,13 @@ Run ``python benchmarks/bench_store.py`` (``--quick`` for a smoke run;
   share one GIL: this is the writer's whole CPU cost, not the run thread's
   work); and steps that each wait 1 ms as a real step waits for its model
   (the writer works while the run waits).
+- writer CPU per record kept: a CPU-bound run of 50,000 such steps recorded
+  into SQLite until flushed, minus the same run unrecorded, CPU time of the
+  process per record written, in units of ``json.dumps`` of one event (timed
+  between the repeats); the recorded run's wall time against the unrecorded;
+  the final flush (the writer's backlog at the run's end, bounded by
+  ``max_lag``); and the floor under the figure: SQLite's inserts and the C
+  JSON encoder alone for the same rows.
 - load: ``get_run`` of a stored run of 100,000 events (with 1,000 steps and
   their spans and ledger rows): the span tree, typed events, ledger and the
   recomputed summary, against the time to fetch the same rows as raw tuples.
@@ -24,7 +31,8 @@ Run ``python benchmarks/bench_store.py`` (``--quick`` for a smoke run;
 Targets (issue 5): at least 100,000 events/s into SQLite in batches, the run's
 thread slowed by under 5% (checked on the callbacks-only and waiting rows; the
 CPU-bound row is printed to show the writer's whole cost), loading a
-100,000-event run in under 1 s.
+100,000-event run in under 1 s. Issue 14: the writer's CPU per record kept at
+most 1x ``json.dumps`` of an event; the final flush about 1 s at most.
 """
 
 from __future__ import annotations
@@ -110,6 +118,7 @@ def ingest_rate(store: RunStore, events: int) -> float:
 
 
 def dumps_rate(events: int) -> float:
+    """``json.dumps`` of one event, per second (the unit of the store's figures)."""
     data = [_event(i) for i in range(events)]
     started = time.perf_counter()
     for item in data:
@@ -186,7 +195,14 @@ def run_thread_cost(
         without.append(_run_loop(steps, pause))
         # Held back: the writer thread does not even wake until the flush.
         interval = 3600.0 if isinstance(store, _HeldStore) else 0.1
-        writer = StoreWriter(store, run_end_timeout=0, queue_size=10_000_000, interval=interval)
+        # Held back, the writer must not make the run wait: no lag bound there.
+        writer = StoreWriter(
+            store,
+            run_end_timeout=0,
+            queue_size=10_000_000,
+            interval=interval,
+            max_lag=None if isinstance(store, _HeldStore) else 1.0,
+        )
         steptrace.add_span_processor(writer)
         try:
             with_store.append(_run_loop(steps, pause))
@@ -208,6 +224,108 @@ def run_thread_cost(
         statistics.median(flushes),
         written,
     )
+
+
+def _cpu_loop(steps: int) -> tuple[float, float]:
+    """(CPU seconds of this process, wall seconds) of ``_run_loop``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    _run_loop(steps, 0.0)
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def writer_cost(tmp: Path, steps: int, repeats: int) -> dict[str, float]:
+    """The writer's CPU per record kept: a CPU-bound run recorded into SQLite
+    until flushed, minus the same run unrecorded (alternating repeats,
+    medians). CPU time of the whole process: in one interpreter the writer's
+    work lands on the run whichever thread does it. Also the floor under it:
+    the time SQLite and the C JSON encoder alone take for the same rows."""
+    plain_cpu: list[float] = []
+    plain_wall: list[float] = []
+    kept_cpu: list[float] = []
+    kept_wall: list[float] = []
+    flushes: list[float] = []
+    dumps_s: list[float] = []
+    written = 0
+    _run_loop(min(steps, 1000), 0.0)  # warm up
+    path = tmp / "kept.db"
+    for repeat in range(repeats):
+        dumps_s.append(1 / dumps_rate(20_000))  # the unit, timed between the runs
+        cpu, wall = _cpu_loop(steps)
+        plain_cpu.append(cpu)
+        plain_wall.append(wall)
+        store = SQLiteStore(path.with_name(f"kept-{repeat}.db"))
+        writer = StoreWriter(store, run_end_timeout=0)
+        steptrace.add_span_processor(writer)
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            _run_loop(steps, 0.0)
+        finally:
+            steptrace.remove_span_processor(writer)
+        flushed = time.perf_counter()
+        writer.close(600)
+        flushes.append(time.perf_counter() - flushed)
+        kept_cpu.append(time.process_time() - cpu)
+        kept_wall.append(time.perf_counter() - wall)
+        written = writer.written
+        assert writer.failures == 0
+        assert writer.dropped == 0
+        store.close()
+    sql_s, json_s, rows = _floor(path.with_name(f"kept-{repeats - 1}.db"), tmp / "floor.db")
+    return {
+        "written": written,
+        "per_record": (statistics.median(kept_cpu) - statistics.median(plain_cpu)) / written,
+        "ratio": statistics.median(kept_wall) / statistics.median(plain_wall),
+        "flush": statistics.median(flushes),
+        "floor_sql": sql_s / rows,
+        "floor_json": json_s / rows,
+        "dumps": statistics.median(dumps_s),
+    }
+
+
+def _floor(source: Path, target: Path) -> tuple[float, float, int]:
+    """(CPU seconds to insert every row of ``source`` again, in the writer's
+    batch size, into a fresh store; CPU seconds to encode their JSON fields
+    with the C encoder, the fastest there is; rows)."""
+    import sqlite3
+
+    from steptrace.store._queries import TABLES, UPSERTS
+
+    # The C encoder called as directly as Python allows (what _encode does).
+    encoder: Any = json.encoder
+    chunks = encoder.c_make_encoder(
+        None, str, encoder.c_encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+
+    read = sqlite3.connect(source)
+    tables = {}
+    json_columns: dict[str, list[int]] = {}
+    for name, table in TABLES.items():
+        if name != "runs":
+            columns = table.columns
+            tables[name] = read.execute(f"SELECT {', '.join(columns)} FROM {name}").fetchall()
+            json_columns[name] = [i for i, column in enumerate(columns) if column in table.json]
+    read.close()
+    values = [
+        json.loads(row[i])
+        for table, at in json_columns.items()
+        for row in tables[table]
+        for i in at
+    ]
+    started = time.process_time()
+    for value in values:
+        "".join(chunks(value, 0))
+    json_s = time.process_time() - started
+    rows = sum(len(r) for r in tables.values())
+    with SQLiteStore(target) as store:
+        conn = store._connection()
+        started = time.process_time()
+        for name, table_rows in tables.items():
+            for at in range(0, len(table_rows), 2_000):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(UPSERTS[name], table_rows[at : at + 2_000])
+                conn.execute("COMMIT")
+        sql_s = time.process_time() - started
+    return sql_s, json_s, rows
 
 
 def big_run(store: RunStore, events: int, steps: int) -> str:
@@ -364,6 +482,25 @@ def main() -> int:
             )
             if slowdown >= SLOWDOWN_MAX and "CPU-bound" not in label:
                 failures.append(f"run thread slowdown ({label})")
+
+        cost = writer_cost(Path(tmp), steps // 2, repeats)
+        dumps_s = cost["dumps"]
+        print(
+            f"writer CPU per record kept, CPU-bound run of {steps // 2:,} steps into SQLite "
+            f"({cost['written']:,.0f} records): {cost['per_record'] * 1e6:.2f} us "
+            f"= {cost['per_record'] / dumps_s:.2f}x json.dumps of an event "
+            f"(target <= 1x); recorded run {cost['ratio']:.2f}x the unrecorded; "
+            f"final flush {cost['flush'] * 1e3:.0f} ms (bound: about 1 s)"
+        )
+        print(
+            f"  floor for the same rows: SQLite inserts {cost['floor_sql'] * 1e6:.2f} us "
+            f"+ C JSON encoding {cost['floor_json'] * 1e6:.2f} us a record "
+            f"= {(cost['floor_sql'] + cost['floor_json']) / dumps_s:.2f}x json.dumps"
+        )
+        if cost["per_record"] > dumps_s and not args.quick:
+            failures.append("writer CPU per record")
+        if cost["flush"] > 1.5 and not args.quick:
+            failures.append("writer backlog")
 
         with SQLiteStore(Path(tmp) / "big.db") as big_store:
             run_id = big_run(big_store, events, 1_000)

@@ -109,33 +109,3 @@ def test_a_ledger_row_without_the_seed_fields_is_rejected() -> None:
                 "llm_calls": 1,
             }
         )
-
-
-def test_an_event_cursor_reads_each_event_once_and_survives_a_take() -> None:
-    from steptrace._run import EventCursor
-
-    def event(n: int) -> LlmCall:
-        return LlmCall(
-            call_id=str(n),
-            model="m",
-            input_tokens=n,
-            output_tokens=0,
-            cache_tokens=0,
-            duration_ms=0,
-            iteration=n,
-        )
-
-    with steptrace.run() as run:
-        cursor = EventCursor(run)
-        assert cursor.read() == []
-        steptrace.emit_event(event(1))
-        steptrace.emit_event(event(2))
-        assert cursor.read() == [(run.root.span_id, event(1)), (run.root.span_id, event(2))]
-        assert cursor.read() == []
-        steptrace.take_agent_trace()
-        steptrace.emit_event(event(3))
-        assert cursor.read() == [(run.root.span_id, event(3))]
-        run.events.append(event(4))  # as emit_event does before the span id
-        assert cursor.read() == []  # an unpaired entry waits for its span id
-        run.event_span_ids.append(run.root.span_id)
-        assert cursor.read() == [(run.root.span_id, event(4))]

@@ -28,15 +28,13 @@ from ._shared import BudgetSpec, SharedBudget, split_budget
 from .budget import PICO_PER_USD, Ledger, Usage
 
 if TYPE_CHECKING:
+    from ._run_reader import RunReader
     from .events import AgentEvent, LlmTraceEntry
 from .spans import Span, SpanKind, describe_error, end_span, notify_amended, notify_start
 
 __all__ = [
     "CompletedStep",
-    "EventCursor",
     "Run",
-    "StepCursor",
-    "TraceCursor",
     "TraceRecord",
     "current_run",
     "run",
@@ -253,8 +251,8 @@ class Run:
         self.dropped_statuses: Counter[str] = Counter()
         # Where each list starts in its whole record: readers keep absolute
         # positions, so trimming the front never shifts what they read next.
-        self.readers: weakref.WeakSet[EventCursor | TraceCursor | StepCursor] = weakref.WeakSet()
-        """Cursors reading this run's records (store writer, exporters): retention
+        self.readers: weakref.WeakSet[RunReader] = weakref.WeakSet()
+        """Readers of this run's records (store writer, exporters): retention
         never drops a record one of them has not read yet."""
         self.backpressure: list[Callable[[], object]] = []
         """Called (on the run's thread) when readers lag so far behind that
@@ -304,7 +302,7 @@ class Run:
     # reader must see an event and its span id together, and a call together
     # with the ledgers it updated); spans and ended steps by one
     # ``list.append``, atomic under the GIL. Readers therefore take each
-    # length once, under the lock, and read up to it (see ``EventCursor``).
+    # length once, under the lock, and read up to it (see ``_run_reader``).
     # Two hot paths inline these appends: the plain step call
     # (``_wrappers._wrap_sync_step``: ``add_span`` and ``step_ended``) and
     # ``record_llm_usage`` (``add_call``).
@@ -389,13 +387,11 @@ class Run:
             return
         with self.lock:
             unread_steps = unread_events = unread_trace = _NEVER
-            for reader in self.readers:
-                if type(reader) is StepCursor:
-                    unread_steps = min(unread_steps, reader.position - self.steps_base)
-                elif type(reader) is EventCursor:
-                    unread_events = min(unread_events, reader.unread_from(self.events))
-                elif type(reader) is TraceCursor:
-                    unread_trace = min(unread_trace, reader.unread_from(self.raw_trace))
+            for reader in self.readers:  # see _run_reader for the invariant
+                steps, events, trace = reader.read_upto()
+                unread_steps = min(unread_steps, steps)
+                unread_events = min(unread_events, events)
+                unread_trace = min(unread_trace, trace)
             dropped = self.dropped
             excess = len(self.spans) - keep
             if excess > 0:
@@ -593,120 +589,6 @@ _catching_up: contextvars.ContextVar[bool] = contextvars.ContextVar(
 DEFAULT_RETAIN = 10_000
 """What a default run keeps of each record: it lives as long as its thread,
 which in a service is the whole process."""
-
-
-class EventCursor:
-    """Reads a run's events, with the span each was emitted under, a little at a
-    time, for span processors (exporters, the store writer).
-
-    ``read()`` returns the ``(span id, event)`` pairs emitted since the last
-    call. Positions are absolute (``events_base`` plus the list index), so
-    retention trimming the front of the list never makes it skip or repeat
-    an event; events trimmed before they were read are counted in ``lost``.
-    It takes the run's lock briefly: never call it while holding that lock.
-    ``take_agent_trace`` swaps in a new list with base 0, and reading starts
-    over on it. Not thread-safe itself: callers serialize their own reads.
-    """
-
-    __slots__ = ("__weakref__", "_events", "_position", "_run", "lost")
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._events: list[AgentEvent] | None = None
-        self._position = 0
-        self.lost = 0
-        run.readers.add(self)
-
-    def unread_from(self, events: list[AgentEvent]) -> int:
-        """How many of ``events`` (the run's list now) this cursor has read."""
-        return self._position - self._run.events_base if events is self._events else 0
-
-    def read(self) -> list[tuple[int, AgentEvent]]:
-        run = self._run
-        with run.lock:
-            events, ids, base = run.events, run.event_span_ids, run.events_base
-            if self._events is not events:
-                self._events, self._position = events, 0
-            start = self._position - base
-            if start < 0:
-                self.lost -= start
-                start = 0
-            count = min(len(events), len(ids))  # a pair is complete once both are in
-            self._position = base + count
-            return list(zip(ids[start:count], events[start:count], strict=True))
-
-
-class TraceCursor:
-    """Reads a run's raw LLM trace log a little at a time, like ``EventCursor``
-    (absolute positions, trimmed entries counted in ``lost``, a ``take_trace``
-    swap seen). Each item is a raw ``TraceRecord``."""
-
-    __slots__ = ("__weakref__", "_position", "_run", "_trace", "lost")
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._trace: list[tuple[Any, ...]] | None = None
-        self._position = 0
-        self.lost = 0
-        run.readers.add(self)
-
-    def unread_from(self, trace: list[tuple[Any, ...]]) -> int:
-        """How many of ``trace`` (the run's list now) this cursor has read."""
-        return self._position - self._run.trace_base if trace is self._trace else 0
-
-    def read(self) -> list[TraceRecord]:
-        run = self._run
-        with run.lock:
-            trace, base = run.raw_trace, run.trace_base
-            if self._trace is not trace:
-                self._trace, self._position = trace, 0
-            start = self._position - base
-            if start < 0:
-                self.lost -= start
-                start = 0
-            count = len(trace)
-            self._position = base + count
-            unread = trace[start:count]
-        return [_trace_record(fields) for fields in unread]
-
-
-class StepCursor:
-    """Reads a run's ended steps a little at a time, with each one's absolute
-    ledger position (its place among every step the run ended), and the
-    amended ones (late usage) again. Reads each length once under the lock:
-    a step ending meanwhile is read next time, never skipped."""
-
-    __slots__ = ("__weakref__", "_amended", "_run", "lost", "position")
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self.position = 0
-        """Absolute: how many of the run's ended steps were read."""
-        self._amended = 0
-        self.lost = 0
-        run.readers.add(self)
-
-    def read(self) -> list[tuple[int, _context.StepFrame]]:
-        run = self._run
-        with run.lock:
-            ended, base = run.ended_steps, run.steps_base
-            start = self.position - base
-            if start < 0:
-                self.lost -= start
-                start = 0
-            count = len(ended)
-            self.position = base + count
-            read = [(base + index, ended[index]) for index in range(start, count)]
-            amended = run.amended_steps
-            count = len(amended)
-            for index in range(self._amended, count):
-                frame = amended[index]
-                try:
-                    read.append((base + ended.index(frame), frame))
-                except ValueError:
-                    self.lost += 1  # trimmed since: its row stays as first written
-            self._amended = count
-        return read
 
 
 def trace_entries(raw: list[TraceRecord]) -> list[LlmTraceEntry]:

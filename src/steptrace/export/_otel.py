@@ -28,10 +28,9 @@ buffering and nothing waits for a parent that may never end. Consequences:
 - spans that never end are never exported (OpenTelemetry exports on end).
 
 Agent events carry no timestamp and are emitted while their span is open.
-The exporter reads the run's event log (``run.events`` and
-``run.event_span_ids``, append-only lists, read without the run's lock so a
-processor can never deadlock a thread that holds it) on every span start and
-end of the run, files the new events under the span they were emitted in,
+The exporter reads the run's new events through a ``RunReader`` (the one
+reader it shares with the store writer: ``steptrace._run_reader``) on every
+span start and end of the run, files them under the span they were emitted in,
 stamped with the time it first saw them, and attaches them as span events
 when that span ends (the stamp clamped into the span's interval). Events
 removed by ``take_agent_trace()`` before the exporter saw them are lost to it.
@@ -61,7 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from .. import _config
 from .._context import Frame
-from .._run import EventCursor
+from .._run_reader import RunReader
 from ..spans import Span, SpanKind
 from ._semconv import describe, event_attributes, event_name
 
@@ -85,10 +84,12 @@ def _scope_version() -> str:
 class _RunEvents:
     """What the exporter has read of one run's event log."""
 
-    __slots__ = ("cursor", "pending")
+    __slots__ = ("pending", "reader")
 
     def __init__(self, run: Run) -> None:
-        self.cursor = EventCursor(run)
+        # Events only: the exporter never holds steps or trace records back
+        # from the run's retention.
+        self.reader = RunReader(run, steps=False, trace=False)
         self.pending: dict[int, list[tuple[int, AgentEvent]]] = {}
         """Events not yet attached, by span id, each with the time first seen."""
 
@@ -222,7 +223,8 @@ class OpenTelemetryExporter:
             state = self._runs.get(run)
             if state is None:
                 state = self._runs[run] = _RunEvents(run)
-            for span_id, event in state.cursor.read():
+            news = state.reader.read()
+            for span_id, event in zip(news.event_span_ids, news.events, strict=True):
                 state.pending.setdefault(span_id, []).append((now, event))
         return state
 

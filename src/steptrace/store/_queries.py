@@ -244,6 +244,11 @@ def _batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
             (TRANSCRIPTS, batch.transcripts),
         )
     ]
+    # The writer's fast path (_encode.EncodedBatch) brings tuples in this
+    # same column order, already encoded: they follow the batch's row objects.
+    encoded: dict[str, list[tuple[Any, ...]]] | None = getattr(batch, "encoded", None)
+    if encoded:
+        tables = [(table, rows + encoded.get(table, [])) for table, rows in tables]
     return [(table, rows) for table, rows in tables if rows]
 
 
