@@ -60,6 +60,8 @@ class ToolDispatcher:
         self.state = state
         self.advance = advance
         self.limits = limits
+        # A policy's verdict depends only on the tool, persona and phase names.
+        self._denials: dict[tuple[str, str | None, str | None], str | None] = {}
 
     def screen(self, calls: Sequence[ToolCall]) -> list[Screened]:
         """The turn's calls as the transcript keeps them; duplicates rejected."""
@@ -111,9 +113,13 @@ class ToolDispatcher:
             return self.reject(call, f"tool `{tool.name}` is not available in phase `{phase.name}`")
         frame = get_frame()
         persona = None if frame is None or frame.persona is None else frame.persona.name
-        denial = self.policy.denial(
-            tool.name, persona=persona, phase=None if phase is None else phase.name
-        )
+        key = (tool.name, persona, None if phase is None else phase.name)
+        try:
+            denial = self._denials[key]
+        except KeyError:
+            denial = self._denials[key] = self.policy.denial(
+                tool.name, persona=persona, phase=key[2]
+            )
         if denial is not None:
             return self.reject(call, denial)
         arguments, why = call.parsed_arguments()
