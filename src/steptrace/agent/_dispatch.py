@@ -98,8 +98,9 @@ class ToolDispatcher:
         )
         return await adispatch(hooks, context, frame)
 
-    async def _admit(self, call: ToolCall) -> tuple[Tool, dict[str, Any]] | str:
-        """The tool and arguments to run, or the text answering a refused call."""
+    def _check(self, call: ToolCall) -> tuple[Tool, dict[str, Any]] | str:
+        """The tool and validated arguments, or the text answering a refused call,
+        before hooks and approval (``_admit``)."""
         state = self.state
         if call.name == NEXT_PHASE_TOOL and state.phases:
             moved = self.advance("the model asked to move on")
@@ -128,17 +129,25 @@ class ToolDispatcher:
         kwargs, errors = tool.validate(arguments)
         if kwargs is None:
             return self.reject(call, "invalid arguments: " + "; ".join(errors))
+        return tool, kwargs
+
+    async def _admit(
+        self, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
+    ) -> tuple[Tool, dict[str, Any]] | str:
+        """The checked call after ``PreToolUse`` hooks and approval: the tool and
+        arguments to run, or the text answering a refused call."""
         for verdict in await self._hooks(
             HookEvent.PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
         ):
             if verdict is False:
                 return self.reject(call, "denied by a PreToolUse hook")
             if isinstance(verdict, Mapping):
-                kwargs, errors = tool.validate(verdict)
-                if kwargs is None:
+                rewritten, errors = tool.validate(verdict)
+                if rewritten is None:
                     return self.reject(
                         call, "a PreToolUse hook's arguments are invalid: " + "; ".join(errors)
                     )
+                kwargs = rewritten
         if tool.requires_approval:
             verdicts = await self._hooks(
                 HookEvent.ON_APPROVAL_REQUESTED,
@@ -193,7 +202,11 @@ class ToolDispatcher:
             if item.refusal is not None:
                 answers.append(self.reject(call, item.refusal))
                 continue
-            admitted = await self._admit(call)
+            admitted = self._check(call)
+            if not isinstance(admitted, str) and (
+                admitted[0].requires_approval or HookEvent.PRE_TOOL_USE in registered_hooks
+            ):  # else (the common case) no payload to build and nothing to await
+                admitted = await self._admit(call, *admitted)
             if isinstance(admitted, str):
                 answers.append(admitted)
                 continue
@@ -231,18 +244,19 @@ class ToolDispatcher:
         ):
             # Repeats are judged on what the tool returned, before hooks rewrite it.
             intervention = self.tracker.after_call(tool.name, kwargs, text)
-            for rewrite in await self._hooks(
-                HookEvent.POST_TOOL_USE,
-                {
-                    "tool": tool.name,
-                    "arguments": kwargs,
-                    "call_id": call.id,
-                    "result": text,
-                    "status": status,
-                },
-            ):
-                if isinstance(rewrite, str):
-                    text = rewrite
+            if HookEvent.POST_TOOL_USE in registered_hooks:
+                for rewrite in await self._hooks(
+                    HookEvent.POST_TOOL_USE,
+                    {
+                        "tool": tool.name,
+                        "arguments": kwargs,
+                        "call_id": call.id,
+                        "result": text,
+                        "status": status,
+                    },
+                ):
+                    if isinstance(rewrite, str):
+                        text = rewrite
             if intervention is not None:
                 text = self.tracker.apply(text, intervention)
                 emit_event(
