@@ -34,7 +34,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Generic, cast, get_args, get_origin, overload
 
@@ -232,10 +232,14 @@ class Tool(Generic[P, R]):
                 raise
         return render(value)
 
-    async def _run(self, kwargs: dict[str, Any]) -> Any:
+    def _run(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
         fn: Callable[..., Any] = self.fn
         if self.is_async:
-            return await fn(**kwargs)
+            return cast("Awaitable[Any]", fn(**kwargs))  # awaited by ainvoke: no extra frame
+        return self._in_thread(kwargs)
+
+    async def _in_thread(self, kwargs: dict[str, Any]) -> Any:
+        fn: Callable[..., Any] = self.fn
         # In a copy of the caller's context, as asyncio.to_thread would.
         context = contextvars.copy_context()
         value = await _TOOL_THREADS.run(functools.partial(context.run, fn, **kwargs))
