@@ -13,17 +13,25 @@ Rows (median of repeats, microseconds per iteration, gc off while timing):
   the loop sent (replayed on a fresh provider with the same script) plus the
   bare tool functions called as many times, without the loop;
 - ``aagent_loop`` with three async tools (awaited concurrently) and with three
-  sync tools (run in worker threads through ``asyncio.to_thread``). Net = loop
-  minus baseline: everything but the model and tool time.
+  sync tools (run in the loop's tool threads). Net = loop minus baseline:
+  everything but the model and tool time;
+- the hand-written loop: what a user would write without steptrace for the
+  same run (the same requests on the growing transcript, the tools awaited
+  with ``asyncio.gather``, sync ones through ``asyncio.to_thread``, their
+  results appended; no validation, policy, spans, events or usage records),
+  timed in the same repeat; ``x hand`` is the median of loop / hand-written
+  loop over the repeats, the figure least moved by a loaded machine.
 
-Target (from the agent issue): under 150 microseconds per iteration with three
-tools. Then the cost of a 500-iteration run with a small compaction threshold,
-next to the same run without compaction: seconds, microseconds per iteration,
-compactions, peak memory (tracemalloc) and the working vs the full transcript.
+Targets (issue 14): net at most 100 microseconds per iteration with three
+async tools, 150 with three sync tools. Then the cost of a 500-iteration run
+with a small compaction threshold, next to the same run without compaction:
+seconds, microseconds per iteration, compactions, peak memory (tracemalloc)
+and the working vs the full transcript.
 
-Run: ``.venv/bin/python benchmarks/bench_agent.py [--quick] [--check] [--profile]``.
+Run: ``.venv/bin/python benchmarks/bench_agent.py [--quick] [--check] [--profile] [--cpu]``.
 ``--check`` exits 1 when a target is missed (without it the exit code is 0);
-``--profile`` adds a cProfile breakdown of the per-iteration cost.
+``--profile`` adds a cProfile breakdown of the per-iteration cost; ``--cpu``
+times the process's CPU time instead of wall time.
 """
 
 from __future__ import annotations
