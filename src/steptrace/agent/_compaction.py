@@ -36,7 +36,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..llm._call import estimate_input_tokens
+from ..llm._call import (
+    ESTIMATE_CHARS_PER_TOKEN,
+    ESTIMATE_TOKENS_PER_MESSAGE,
+    _json_chars,
+    estimate_input_tokens,
+)
 from ..llm._types import LlmRequest, Message
 
 __all__ = [
@@ -49,8 +54,10 @@ __all__ = [
     "estimate_tokens",
     "is_summary",
     "known_context_window",
+    "message_chars",
     "plan_compaction",
     "summary_message",
+    "tokens_of",
 ]
 
 SUMMARY_NAME = "steptrace_summary"
@@ -155,6 +162,21 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
     return estimate_input_tokens(LlmRequest(model="", messages=tuple(messages)))
 
 
+def message_chars(message: Message) -> int:
+    """The characters ``message`` adds to ``estimate_tokens``' count, so a loop can
+    keep the count as its transcript grows instead of walking it every turn:
+    ``estimate_tokens(ms) == tokens_of(sum(map(message_chars, ms)), len(ms))``."""
+    chars = len(message.content)
+    for call in message.tool_calls:
+        chars += _json_chars(call)
+    return chars
+
+
+def tokens_of(chars: int, messages: int) -> int:
+    """``estimate_tokens`` of ``messages`` messages holding ``chars`` characters."""
+    return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * messages
+
+
 def is_summary(message: Message) -> bool:
     """Whether ``message`` is a summary that ``compact`` put in a transcript."""
     return message.name == SUMMARY_NAME and message.role == "user"
@@ -169,11 +191,18 @@ def summary_message(summary: str, archived_count: int) -> Message:
     )
 
 
-def plan_compaction(messages: Sequence[Message], config: Compaction, model: str) -> Plan | None:
+def plan_compaction(
+    messages: Sequence[Message], config: Compaction, model: str, *, tokens: int | None = None
+) -> Plan | None:
     """``(head, middle, tail)`` with ``head + middle + tail == messages``, or None
     when compaction is off, the estimate is within the threshold, or the middle
-    holds nothing but earlier summaries."""
-    if not config.enabled or estimate_tokens(messages) <= config.threshold(model):
+    holds nothing but earlier summaries. ``tokens``: ``estimate_tokens(messages)``
+    when the caller keeps it already."""
+    if not config.enabled:
+        return None
+    if tokens is None:
+        tokens = estimate_tokens(messages)
+    if tokens <= config.threshold(model):
         return None
     n = len(messages)
     head_end = 0
@@ -313,9 +342,11 @@ async def acompact(
     model: str,
     *,
     summarize: Callable[[Sequence[Message]], Awaitable[str]] | None = None,
+    tokens: int | None = None,
 ) -> CompactionResult | None:
-    """``compact`` with an async summarizer (for the async loop's ``allm_call``)."""
-    plan = plan_compaction(messages, config, model)
+    """``compact`` with an async summarizer (for the async loop's ``allm_call``);
+    ``tokens`` as in ``plan_compaction``."""
+    plan = plan_compaction(messages, config, model, tokens=tokens)
     if plan is None:
         return None
     if summarize is None:

@@ -60,6 +60,8 @@ class ToolDispatcher:
         self.state = state
         self.advance = advance
         self.limits = limits
+        # A policy's verdict depends only on the tool, persona and phase names.
+        self._denials: dict[tuple[str, str | None, str | None], str | None] = {}
 
     def screen(self, calls: Sequence[ToolCall]) -> list[Screened]:
         """The turn's calls as the transcript keeps them; duplicates rejected."""
@@ -96,8 +98,9 @@ class ToolDispatcher:
         )
         return await adispatch(hooks, context, frame)
 
-    async def _admit(self, call: ToolCall) -> tuple[Tool, dict[str, Any]] | str:
-        """The tool and arguments to run, or the text answering a refused call."""
+    def _check(self, call: ToolCall) -> tuple[Tool, dict[str, Any]] | str:
+        """The tool and validated arguments, or the text answering a refused call,
+        before hooks and approval (``_admit``)."""
         state = self.state
         if call.name == NEXT_PHASE_TOOL and state.phases:
             moved = self.advance("the model asked to move on")
@@ -111,9 +114,13 @@ class ToolDispatcher:
             return self.reject(call, f"tool `{tool.name}` is not available in phase `{phase.name}`")
         frame = get_frame()
         persona = None if frame is None or frame.persona is None else frame.persona.name
-        denial = self.policy.denial(
-            tool.name, persona=persona, phase=None if phase is None else phase.name
-        )
+        key = (tool.name, persona, None if phase is None else phase.name)
+        try:
+            denial = self._denials[key]
+        except KeyError:
+            denial = self._denials[key] = self.policy.denial(
+                tool.name, persona=persona, phase=key[2]
+            )
         if denial is not None:
             return self.reject(call, denial)
         arguments, why = call.parsed_arguments()
@@ -122,17 +129,25 @@ class ToolDispatcher:
         kwargs, errors = tool.validate(arguments)
         if kwargs is None:
             return self.reject(call, "invalid arguments: " + "; ".join(errors))
+        return tool, kwargs
+
+    async def _admit(
+        self, call: ToolCall, tool: Tool, kwargs: dict[str, Any]
+    ) -> tuple[Tool, dict[str, Any]] | str:
+        """The checked call after ``PreToolUse`` hooks and approval: the tool and
+        arguments to run, or the text answering a refused call."""
         for verdict in await self._hooks(
             HookEvent.PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
         ):
             if verdict is False:
                 return self.reject(call, "denied by a PreToolUse hook")
             if isinstance(verdict, Mapping):
-                kwargs, errors = tool.validate(verdict)
-                if kwargs is None:
+                rewritten, errors = tool.validate(verdict)
+                if rewritten is None:
                     return self.reject(
                         call, "a PreToolUse hook's arguments are invalid: " + "; ".join(errors)
                     )
+                kwargs = rewritten
         if tool.requires_approval:
             verdicts = await self._hooks(
                 HookEvent.ON_APPROVAL_REQUESTED,
@@ -187,7 +202,11 @@ class ToolDispatcher:
             if item.refusal is not None:
                 answers.append(self.reject(call, item.refusal))
                 continue
-            admitted = await self._admit(call)
+            admitted = self._check(call)
+            if not isinstance(admitted, str) and (
+                admitted[0].requires_approval or HookEvent.PRE_TOOL_USE in registered_hooks
+            ):  # else (the common case) no payload to build and nothing to await
+                admitted = await self._admit(call, *admitted)
             if isinstance(admitted, str):
                 answers.append(admitted)
                 continue
@@ -225,18 +244,19 @@ class ToolDispatcher:
         ):
             # Repeats are judged on what the tool returned, before hooks rewrite it.
             intervention = self.tracker.after_call(tool.name, kwargs, text)
-            for rewrite in await self._hooks(
-                HookEvent.POST_TOOL_USE,
-                {
-                    "tool": tool.name,
-                    "arguments": kwargs,
-                    "call_id": call.id,
-                    "result": text,
-                    "status": status,
-                },
-            ):
-                if isinstance(rewrite, str):
-                    text = rewrite
+            if HookEvent.POST_TOOL_USE in registered_hooks:
+                for rewrite in await self._hooks(
+                    HookEvent.POST_TOOL_USE,
+                    {
+                        "tool": tool.name,
+                        "arguments": kwargs,
+                        "call_id": call.id,
+                        "result": text,
+                        "status": status,
+                    },
+                ):
+                    if isinstance(rewrite, str):
+                        text = rewrite
             if intervention is not None:
                 text = self.tracker.apply(text, intervention)
                 emit_event(

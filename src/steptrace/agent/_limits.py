@@ -15,11 +15,11 @@ calls with the same id, only the first is kept.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..llm._call import _json_chars
 from ..llm._types import ToolCall
 
 __all__ = [
@@ -99,7 +99,9 @@ def _argument_chars(call: ToolCall) -> int:
     if call.raw_arguments:
         return len(call.raw_arguments)
     try:
-        return len(json.dumps(dict(call.arguments)))
+        # ``len(json.dumps(dict(call.arguments)))``, measured once per call: the
+        # estimate of every later request counts the same call again.
+        return _json_chars(call) - len(call.name)
     except (TypeError, ValueError, RecursionError):
         return 0  # arguments built by hand that JSON cannot write: validation refuses them
 

@@ -198,6 +198,10 @@ class _Loop:
         self.max_rejected_turns = max_rejected_turns
         self.started = time.perf_counter()
         self.stop_reason: str | None = None
+        # Both fixed for the run: the tools offered in each phase, and the
+        # compaction threshold of each model name.
+        self._offers: dict[int, tuple[ToolSpec, ...]] = {}
+        self._thresholds: dict[str, int] = {}
 
     # -- phases ---------------------------------------------------------------------
 
@@ -215,12 +219,16 @@ class _Loop:
         self.state.add(Message(role="user", content=f"{note} {instructions}".strip()))
         return True
 
-    def _offered(self) -> list[ToolSpec]:
-        phase = self.state.phase
-        specs = [t.spec() for t in self.tools.values() if phase is None or phase.offers(t.name)]
-        if phase is not None and self.state.phase_index + 1 < len(self.state.phases):
-            specs.append(_NEXT_PHASE_SPEC)
-        return specs
+    def _offered(self) -> tuple[ToolSpec, ...]:
+        index = self.state.phase_index
+        offered = self._offers.get(index)
+        if offered is None:
+            phase = self.state.phase
+            specs = [t.spec() for t in self.tools.values() if phase is None or phase.offers(t.name)]
+            if phase is not None and index + 1 < len(self.state.phases):
+                specs.append(_NEXT_PHASE_SPEC)
+            offered = self._offers[index] = tuple(specs)
+        return offered
 
     # -- one model turn ---------------------------------------------------------------
 
@@ -273,14 +281,23 @@ class _Loop:
         return result.text
 
     async def _compact(self) -> None:
-        if not self.compaction.enabled:
+        config = self.compaction
+        if not config.enabled:
             return
-        summarize = self._summarize if self.compaction.strategy == "llm" else None
         model = self.model or active_step_model_default() or ""
-        outcome = await acompact(self.state.messages, self.compaction, model, summarize=summarize)
+        threshold = self._thresholds.get(model)
+        if threshold is None:
+            threshold = self._thresholds[model] = config.threshold(model)
+        tokens = self.state.tokens
+        if tokens <= threshold:  # the common case, decided without walking the transcript
+            return
+        summarize = self._summarize if config.strategy == "llm" else None
+        outcome = await acompact(
+            self.state.messages, config, model, summarize=summarize, tokens=tokens
+        )
         if outcome is None:
             return
-        self.state.messages = list(outcome.messages)
+        self.state.compacted(outcome.messages)
         emit_event(
             ContextCompaction(
                 archived_messages=len(outcome.archived),

@@ -92,10 +92,15 @@ class _Seen:
         self.blocked = False
 
 
+# ``json.dumps(..., sort_keys=True, default=str)`` builds this encoder on every
+# call; built once, it writes the same text.
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def canonical_arguments(arguments: Mapping[str, Any]) -> str:
     """The arguments as a key: JSON with sorted keys, non-JSON values as ``str``."""
     try:
-        return json.dumps(dict(arguments), sort_keys=True, default=str)
+        return _CANONICAL.encode(dict(arguments))
     except (TypeError, ValueError):  # keys of mixed types cannot be sorted; cycles
         return repr(sorted(arguments.items(), key=lambda item: str(item[0])))
 

@@ -1,7 +1,8 @@
 """The mutable state of one agent run, shared by the loop and the tool dispatcher.
 
-The working transcript (what the model sees, shortened by compaction) and the
-full transcript (everything, archived turns included), the phase position,
+The working transcript (what the model sees, shortened by compaction) with its
+running size for the compaction check, the full transcript (everything,
+archived turns included), the phase position,
 the iteration, the tools used and succeeded, and the usage the run's model
 calls reported.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..llm._types import LlmResult, Message
+from ._compaction import message_chars, tokens_of
 from ._policy import Phase
 
 __all__ = ["LoopState"]
@@ -37,14 +39,33 @@ class LoopState:
     text: str = ""
     data: Any = None
     rejected_turns: int = 0
+    chars: int = field(default=0, init=False)
+    """``message_chars`` of the first ``counted`` messages of the working transcript."""
+    counted: int = field(default=0, init=False)
 
     @property
     def phase(self) -> Phase | None:
         return self.phases[self.phase_index] if self.phases else None
 
+    @property
+    def tokens(self) -> int:
+        """``estimate_tokens(self.messages)``, counting only the messages added
+        since the last time (each message is measured once)."""
+        messages = self.messages
+        chars = self.chars
+        for message in messages[self.counted :]:
+            chars += message_chars(message)
+        self.chars, self.counted = chars, len(messages)
+        return tokens_of(chars, len(messages))
+
     def add(self, message: Message) -> None:
         self.messages.append(message)
         self.transcript.append(message)
+
+    def compacted(self, messages: Sequence[Message]) -> None:
+        """Replace the working transcript (after a compaction)."""
+        self.messages = list(messages)
+        self.chars = self.counted = 0
 
     def count(self, result: LlmResult) -> None:
         self.input_tokens += result.input_tokens

@@ -34,7 +34,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Generic, cast, get_args, get_origin, overload
 
@@ -128,6 +128,16 @@ class _Arguments:
     pass_always: frozenset[str]  # fields whose default is a pydantic Field()
     accepted: str  # the parameter names, for error messages
 
+    def check(self, arguments: dict[str, Any]) -> pydantic.BaseModel:
+        """``model.model_validate(arguments)``; straight through the model's
+        validator once the model is complete (a model whose hints are still
+        unresolved goes through ``model_validate``, which finishes it first)."""
+        model = self.model
+        if model.__pydantic_complete__:
+            checked = model.__pydantic_validator__.validate_python(arguments)
+            return cast("pydantic.BaseModel", checked)
+        return model.model_validate(arguments)
+
 
 @dataclass(frozen=True, eq=False)
 class Tool(Generic[P, R]):
@@ -150,6 +160,7 @@ class Tool(Generic[P, R]):
     timeout_s: float | None = None
     requires_approval: bool = False
     _arguments: _Arguments | None = field(default=None, init=False, repr=False)
+    _spec: ToolSpec | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -169,32 +180,39 @@ class Tool(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def spec(self) -> ToolSpec:
-        """The tool as offered to the model."""
-        return ToolSpec(name=self.name, description=self.description, parameters=self.parameters)
+        """The tool as offered to the model (built once: the same object every
+        turn, so the pre-flight estimate measures its schema once)."""
+        spec = self._spec
+        if spec is None:
+            spec = ToolSpec(
+                name=self.name, description=self.description, parameters=self.parameters
+            )
+            object.__setattr__(self, "_spec", spec)
+        return spec
 
     def validate(self, arguments: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
         """``(kwargs, [])`` with the arguments checked and coerced (``"3"`` for an
         ``int`` becomes ``3``), or ``(None, errors)``, each error a short
         ``field: message`` the model can act on. Unknown arguments are errors;
         omitted optional ones are left out so the function's defaults apply."""
-        import pydantic
-
         spec = self._arguments
         if spec is None:
             spec = _build_arguments(self.fn, self.name)
             object.__setattr__(self, "_arguments", spec)
-        if not isinstance(arguments, Mapping):
-            return None, [f"(root): arguments must be a JSON object, got {arguments!r}"]
+        if type(arguments) is not dict:
+            if not isinstance(arguments, Mapping):
+                return None, [f"(root): arguments must be a JSON object, got {arguments!r}"]
+            arguments = dict(arguments)
         try:
-            checked = spec.model.model_validate(dict(arguments))
-        except pydantic.ValidationError as exc:
+            checked = spec.check(arguments)  # reads the dict, never changes it
+        except _validation_error() as exc:
             return None, [_describe(error, spec) for error in exc.errors()]
         given = checked.model_fields_set
-        kwargs = {
-            param: getattr(checked, name)
-            for name, param in spec.fields
-            if name in given or name in spec.pass_always
-        }
+        pass_always = spec.pass_always
+        kwargs = {}
+        for name, param in spec.fields:
+            if name in given or name in pass_always:
+                kwargs[param] = getattr(checked, name)
         return kwargs, []
 
     async def ainvoke(self, kwargs: dict[str, Any]) -> str:
@@ -214,10 +232,14 @@ class Tool(Generic[P, R]):
                 raise
         return render(value)
 
-    async def _run(self, kwargs: dict[str, Any]) -> Any:
+    def _run(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
         fn: Callable[..., Any] = self.fn
         if self.is_async:
-            return await fn(**kwargs)
+            return cast("Awaitable[Any]", fn(**kwargs))  # awaited by ainvoke: no extra frame
+        return self._in_thread(kwargs)
+
+    async def _in_thread(self, kwargs: dict[str, Any]) -> Any:
+        fn: Callable[..., Any] = self.fn
         # In a copy of the caller's context, as asyncio.to_thread would.
         context = contextvars.copy_context()
         value = await _TOOL_THREADS.run(functools.partial(context.run, fn, **kwargs))
@@ -413,6 +435,13 @@ def _pydantic() -> Any:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("@tool needs pydantic: pip install 'steptrace[schema]'") from exc
     return pydantic
+
+
+@functools.cache
+def _validation_error() -> type[pydantic.ValidationError]:
+    from pydantic import ValidationError
+
+    return ValidationError
 
 
 def _build_arguments(

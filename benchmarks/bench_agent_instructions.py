@@ -1,0 +1,94 @@
+"""The agent loop's cost per iteration in CPU instructions, which load does not move.
+
+On a shared machine the wall and CPU times of ``bench_agent.py`` swing by 2x
+between runs; the number of instructions a run executes does not. This runs
+the same workloads as ``bench_agent.py`` (3 async tools, 24 iterations: the
+loop, the hand-written loop and the baseline of the bare model and tool calls)
+under valgrind's callgrind, each twice (2 and 12 runs after a warm-up), and
+reports the difference per iteration, so interpreter start-up and imports
+cancel out. Ratios are against the hand-written loop and the baseline.
+
+Run: ``.venv/bin/python benchmarks/bench_agent_instructions.py`` (needs
+``valgrind``; several minutes: every workload runs about 50x slower under it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+WORKLOADS = ("agent", "hand", "base")
+ITERATIONS = 24
+FEW, MANY = 2, 12
+
+
+async def _child(what: str, runs: int) -> None:
+    """Run ``what`` ``runs`` times after one warm-up of each workload."""
+    sys.path.insert(0, str(_HERE))
+    import bench_agent as bench
+    import steptrace
+
+    steptrace.configure(price_source=bench.FlatPrices())
+    _, _, provider = await bench.run_agent("async", ITERATIONS)
+    await bench.run_hand_loop("async", ITERATIONS)
+    await bench.run_baseline("async", ITERATIONS, provider.requests)
+    for _ in range(runs):
+        if what == "agent":
+            await bench.run_agent("async", ITERATIONS)
+        elif what == "hand":
+            await bench.run_hand_loop("async", ITERATIONS)
+        else:
+            await bench.run_baseline("async", ITERATIONS, provider.requests)
+
+
+def _instructions(valgrind: str, what: str, runs: int) -> int:
+    command = [
+        valgrind,
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        what,
+        str(runs),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
+    return int(found[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "RUNS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        asyncio.run(_child(args.child[0], int(args.child[1])))
+        return 0
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("bench_agent_instructions: valgrind is not installed; nothing measured")
+        return 0
+    per_iteration: dict[str, float] = {}
+    for what in WORKLOADS:
+        few = _instructions(valgrind, what, FEW)
+        many = _instructions(valgrind, what, MANY)
+        per_iteration[what] = (many - few) / ((MANY - FEW) * ITERATIONS)
+        print(f"{what:<6} {per_iteration[what]:>12,.0f} instructions per iteration", flush=True)
+    agent, hand, base = (per_iteration[w] for w in WORKLOADS)
+    print(
+        f"loop / hand-written loop {agent / hand:.2f}x; loop - baseline {agent - base:,.0f} "
+        f"instructions per iteration; loop - hand-written loop {agent - hand:,.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
