@@ -143,6 +143,7 @@ class StepFrame(Frame):
         "own_input_tokens",
         "own_llm_calls",
         "own_output_tokens",
+        "own_unpriced_calls",
     )
 
     kind = SpanKind.STEP  # a constant for steps: shadows the inherited slot
@@ -172,6 +173,8 @@ class StepFrame(Frame):
         self.own_output_tokens = 0
         self.own_cost_pico = 0
         self.own_llm_calls = 0
+        self.own_unpriced_calls = 0
+        """Of ``own_llm_calls``, those whose cost is unknown (not in the cost)."""
         self.last_model: str | None = None
         self.outcome: str | None = None
         """The ledger status once ended: completed, failed, skipped, escalated."""
@@ -194,6 +197,8 @@ class StepFrame(Frame):
             metadata["input_tokens"] = self.own_input_tokens
             metadata["output_tokens"] = self.own_output_tokens
             metadata["cost_usd"] = self.own_cost_pico / PICO_PER_USD
+            if self.own_unpriced_calls:
+                metadata["unpriced_calls"] = self.own_unpriced_calls
         return metadata
 
 

@@ -89,8 +89,3 @@ __all__ = [
     "redact",
     "uninstrument",
 ]
-
-# The maintained price table becomes the core's price source, unless one is
-# configured already or genai-prices is not installed (then prices stay unknown,
-# which a USD budget turns into PricingUnknown rather than a free call).
-install_default_prices()
