@@ -154,3 +154,28 @@ def test_an_llm_call_is_priced_once(model: str) -> None:
     (entry,) = steptrace.peek_trace()
     assert entry.cost_usd == result.cost_usd
     assert (entry.cost_usd is None) == model.startswith("mystery")
+
+
+@pytest.mark.parametrize("model", ["known-model", "mystery-model"])
+def test_an_instrumented_sdk_call_is_priced_once_and_unknown_says_so(model: str) -> None:
+    from steptrace.llm.instrument_openai import instrument_openai
+    from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply
+
+    price = CountingPrice()
+    steptrace.configure(price_source=price)
+    with FakeOpenAI() as fake:
+        fake.push(OpenAIReply(text="Hi.", prompt_tokens=500_000, completion_tokens=500_000))
+        client = instrument_openai(fake.client())
+        try:
+            with steptrace.run("sdk") as run:
+                client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "hi"}]
+                )
+        finally:
+            client.close()
+    assert price.asked == [(model, 500_000, 500_000)]
+    usage = run.usage()
+    if model.startswith("known"):
+        assert (usage.cost_usd, usage.unpriced_calls) == (1.0, 0)
+    else:
+        assert (usage.cost_usd, usage.unpriced_calls) == (0.0, 1)

@@ -11,10 +11,10 @@ so that every call through it behaves as an ``llm_call`` does:
    estimate is ``estimate_anthropic_input_tokens``: conservative, offline);
 3. after the response: a ``chat <model>`` span of kind ``LLM_CALL`` with
    OpenTelemetry GenAI attributes, an ``LlmCall`` event (``call_id`` is the
-   message id), and ``record_llm_usage`` with every prompt token counted
+   message id), and the usage recorded with every prompt token counted
    (uncached + cache writes + cache reads), the cache reads as
-   ``cache_tokens``, and the cost from the configured price source with cache
-   writes priced as such.
+   ``cache_tokens``, priced once with cache writes priced as such
+   (``conclusion``).
 
 Streams (``stream=True``, or ``messages.stream(...)``) are returned wrapped:
 events pass through unchanged and the call is accounted when the stream ends,
@@ -41,18 +41,12 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .._accounting import (
-    arecord_llm_usage,
-    check_budget,
-    record_llm_usage,
-    release_budget_hold,
-)
-from .._config import settings as core_settings
+from .._accounting import check_budget, release_budget_hold
 from ..errors import BudgetExhausted, PricingUnknown
-from ..events import LlmCall
 from ..runtime import active_step_model_default
 from ..spans import SpanKind
-from ..tracing import emit_event, span
+from ..tracing import span
+from .conclusion import Concluded, TokenCounts, arecord, conclude, record
 
 __all__ = [
     "ESTIMATE_CHARS_PER_TOKEN",
@@ -201,62 +195,33 @@ class _Call:
             self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
             self.take_usage(getattr(event, "usage", None))
 
-    def account(self, error: BaseException | None = None) -> dict[str, Any] | None:
-        """Emit the span and the ``LlmCall`` event; return the arguments of
-        ``record_llm_usage`` (None when no response was seen)."""
+    def account(self, error: BaseException | None = None) -> Concluded | None:
+        """Conclude the call (``conclusion.conclude``: priced once, ``LlmCall``
+        emitted) and emit its span; None when no response was seen."""
         usage = self.usage
         read = usage.get("cache_read_input_tokens", 0)
         write = usage.get("cache_creation_input_tokens", 0)
-        input_tokens = usage.get("input_tokens", 0) + read + write
-        output_tokens = usage.get("output_tokens", 0)
-        duration_ms = round((time.perf_counter() - self.started) * 1000)
-        source = core_settings.price_source
-        cost = None
-        if source is not None and self.message_id is not None:
-            cost = source.cost_usd(
-                self.model,
-                input_tokens,
-                output_tokens,
-                cache_read_tokens=read,
-                cache_write_tokens=write,
-            )
         attributes = self.attributes()
+        concluded = None
         if self.message_id is not None:
-            attributes.update(
-                {
-                    "gen_ai.response.id": self.message_id,
-                    "gen_ai.response.model": self.response_model or self.model,
-                    "gen_ai.response.finish_reasons": [self.stop_reason or "unknown"],
-                    "gen_ai.usage.input_tokens": input_tokens,
-                    "gen_ai.usage.output_tokens": output_tokens,
-                    "steptrace.cache_read_tokens": read,
-                    "steptrace.cache_write_tokens": write,
-                    "steptrace.cost_usd": cost,
-                }
+            concluded = conclude(
+                attributes,
+                model=self.model,
+                counts=TokenCounts(
+                    usage.get("input_tokens", 0) + read + write,
+                    usage.get("output_tokens", 0),
+                    read,
+                    write,
+                ),
+                duration_ms=round((time.perf_counter() - self.started) * 1000),
+                response_id=self.message_id,
+                response_model=self.response_model,
+                finish_reasons=[self.stop_reason],
             )
         _ended_span(f"chat {self.model}", attributes, self.start_ns, error)
-        if self.message_id is None:
+        if concluded is None:
             release_budget_hold()  # no response: the call's shared-budget hold is freed
-            return None
-        emit_event(
-            LlmCall(
-                call_id=self.message_id,
-                model=self.model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cache_tokens=read,
-                duration_ms=duration_ms,
-                iteration=0,
-            )
-        )
-        return {
-            "model": self.model,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost_usd": cost,
-            "duration_ms": duration_ms,
-            "cache_tokens": read,
-        }
+        return concluded
 
 
 def _ended_span(
@@ -272,23 +237,23 @@ def _ended_span(
         manager.__exit__(type(error), error, error.__traceback__)
 
 
-def _record(usage: dict[str, Any] | None, error: BaseException | None) -> None:
+def _record(usage: Concluded | None, error: BaseException | None) -> None:
     """Record the usage; while another error is propagating, a budget error
     raised by the record (the usage is in the ledger) gives way to it."""
     if usage is None:
         return
     try:
-        record_llm_usage(**usage)
+        record(usage)
     except (BudgetExhausted, PricingUnknown):
         if error is None or isinstance(error, GeneratorExit):
             raise
 
 
-async def _arecord(usage: dict[str, Any] | None, error: BaseException | None) -> None:
+async def _arecord(usage: Concluded | None, error: BaseException | None) -> None:
     if usage is None:
         return
     try:
-        await arecord_llm_usage(**usage)
+        await arecord(usage)
     except (BudgetExhausted, PricingUnknown):
         if error is None or isinstance(error, GeneratorExit):
             raise
