@@ -158,7 +158,7 @@ def test_an_llm_call_is_priced_once(model: str) -> None:
 
 @pytest.mark.parametrize("model", ["known-model", "mystery-model"])
 def test_an_instrumented_sdk_call_is_priced_once_and_unknown_says_so(model: str) -> None:
-    from steptrace.llm.instrument_openai import instrument_openai
+    from steptrace.llm.openai.instrument import instrument_openai
     from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply
 
     price = CountingPrice()

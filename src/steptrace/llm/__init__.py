@@ -31,12 +31,12 @@ from .providers.replay import RecordingProvider, ReplayMissing, ReplayProvider
 from .providers.scripted import ScriptedProvider
 
 if TYPE_CHECKING:
-    from .providers.anthropic import AnthropicProvider
-    from .providers.openai import OpenAIProvider
+    from .anthropic.provider import AnthropicProvider
+    from .openai.provider import OpenAIProvider
 
 _LAZY_PROVIDERS = {
-    "OpenAIProvider": ".providers.openai",
-    "AnthropicProvider": ".providers.anthropic",
+    "OpenAIProvider": ".openai.provider",
+    "AnthropicProvider": ".anthropic.provider",
 }
 
 

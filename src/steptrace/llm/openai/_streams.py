@@ -8,7 +8,7 @@ copy of the caller's context and send the request; ``InstrumentedStream`` and
 closed early, breaks, or is garbage-collected. It also owns ``fail_span``, which both
 the stream and the whole-response paths use. It imports nothing from
 ``instrument_openai``: the call it is handed only has to look like a
-``StreamCall``. Imported only by ``instrument_openai``, after that module has
+``StreamCall``. Imported only by ``instrument``, after that module has
 checked that the ``openai`` SDK is installed.
 """
 
@@ -21,14 +21,14 @@ from typing import Any, Protocol
 
 import openai
 
-from .. import _context
-from .._accounting import release_budget_hold
-from .._config import report_observer_failure
-from .._redact import redact
-from ..errors import BudgetExhausted, PricingUnknown
-from ..spans import Span, end_span
-from ..tracing import span as _span
-from .conclusion import Concluded, arecord, record
+from ... import _context
+from ..._accounting import release_budget_hold
+from ..._config import report_observer_failure
+from ..._redact import redact
+from ...errors import BudgetExhausted, PricingUnknown
+from ...spans import Span, end_span
+from ...tracing import span as _span
+from ..conclusion import Concluded, arecord, record
 
 __all__ = [
     "AsyncInstrumentedStream",

@@ -38,15 +38,20 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, TypeVar
 
-from .._accounting import check_budget, release_budget_hold
-from ..errors import BudgetExhausted, PricingUnknown
-from ..runtime import active_step_model_default
-from ..spans import SpanKind
-from ..tracing import span
-from .conclusion import Concluded, TokenCounts, arecord, conclude, record
+from ..._accounting import check_budget, release_budget_hold
+from ...runtime import active_step_model_default
+from ...spans import SpanKind
+from ...tracing import span
+from ..conclusion import Concluded, TokenCounts, conclude
+from ._streams import (
+    AsyncInstrumentedStream,
+    InstrumentedStream,
+    StreamManager,
+    arecord_usage,
+    record_usage,
+)
 
 __all__ = [
     "ESTIMATE_CHARS_PER_TOKEN",
@@ -237,186 +242,6 @@ def _ended_span(
         manager.__exit__(type(error), error, error.__traceback__)
 
 
-def _record(usage: Concluded | None, error: BaseException | None) -> None:
-    """Record the usage; while another error is propagating, a budget error
-    raised by the record (the usage is in the ledger) gives way to it."""
-    if usage is None:
-        return
-    try:
-        record(usage)
-    except (BudgetExhausted, PricingUnknown):
-        if error is None or isinstance(error, GeneratorExit):
-            raise
-
-
-async def _arecord(usage: Concluded | None, error: BaseException | None) -> None:
-    if usage is None:
-        return
-    try:
-        await arecord(usage)
-    except (BudgetExhausted, PricingUnknown):
-        if error is None or isinstance(error, GeneratorExit):
-            raise
-
-
-class InstrumentedStream:
-    """A synchronous SDK stream that accounts its call when it ends.
-
-    Iterates the SDK's events unchanged; other attributes (``response``, ...)
-    are the wrapped stream's. ``close()`` and leaving a ``with`` block account
-    the usage seen so far."""
-
-    def __init__(self, stream: Any, call: _Call) -> None:
-        self._stream = stream
-        self._call = call
-        self._done = False
-
-    def _finish(self, error: BaseException | None) -> None:
-        if not self._done:
-            self._done = True
-            _record(self._call.account(error), error)
-
-    def __iter__(self) -> InstrumentedStream:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            event = self._stream.__next__()
-        except StopIteration:
-            self._finish(None)
-            raise
-        except BaseException as error:
-            self._finish(error)
-            raise
-        self._call.take_event(event)
-        return event
-
-    def close(self) -> None:
-        self._stream.close()
-        self._finish(None)
-
-    def __enter__(self) -> InstrumentedStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stream.close()
-        self._finish(exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class AsyncInstrumentedStream:
-    """The asynchronous twin of ``InstrumentedStream`` (``await stream.close()``)."""
-
-    def __init__(self, stream: Any, call: _Call) -> None:
-        self._stream = stream
-        self._call = call
-        self._done = False
-
-    async def _finish(self, error: BaseException | None) -> None:
-        if not self._done:
-            self._done = True
-            await _arecord(self._call.account(error), error)
-
-    def __aiter__(self) -> AsyncInstrumentedStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            event = await self._stream.__anext__()
-        except StopAsyncIteration:
-            await self._finish(None)
-            raise
-        except BaseException as error:
-            await self._finish(error)
-            raise
-        self._call.take_event(event)
-        return event
-
-    async def close(self) -> None:
-        await self._stream.close()
-        await self._finish(None)
-
-    async def __aenter__(self) -> AsyncInstrumentedStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stream.close()
-        await self._finish(exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _snapshot(message_stream: Any) -> Any:
-    """The SDK ``MessageStream``'s accumulated message, None before ``message_start``."""
-    try:
-        return message_stream.current_message_snapshot
-    except AssertionError:
-        return None
-
-
-class _StreamManager:
-    """Wraps ``messages.stream(...)``'s manager: the request is made on entry,
-    the call accounted on exit from the stream's accumulated message."""
-
-    def __init__(self, manager: Any, call: _Call) -> None:
-        self._manager = manager
-        self._call = call
-        self._stream: Any = None
-
-    def __enter__(self) -> Any:
-        try:
-            self._stream = self._manager.__enter__()
-        except BaseException as error:
-            _record(self._call.account(error), error)
-            raise
-        return self._stream
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._manager.__exit__(exc_type, exc, tb)
-        snapshot = _snapshot(self._stream)
-        if snapshot is not None:
-            self._call.take_message(snapshot)
-        _record(self._call.account(exc), exc)
-
-    async def __aenter__(self) -> Any:
-        try:
-            self._stream = await self._manager.__aenter__()
-        except BaseException as error:
-            await _arecord(self._call.account(error), error)
-            raise
-        return self._stream
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._manager.__aexit__(exc_type, exc, tb)
-        snapshot = _snapshot(self._stream)
-        if snapshot is not None:
-            self._call.take_message(snapshot)
-        await _arecord(self._call.account(exc), exc)
-
-
 def _sync_create(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def create(**kwargs: Any) -> Any:
@@ -436,7 +261,7 @@ def _sync_create(original: Callable[..., Any]) -> Callable[..., Any]:
             call.account(error)
             raise
         call.take_message(message)
-        _record(call.account(), None)
+        record_usage(call.account(), None)
         return message
 
     return create
@@ -461,7 +286,7 @@ def _async_create(original: Callable[..., Any]) -> Callable[..., Any]:
             call.account(error)
             raise
         call.take_message(message)
-        await _arecord(call.account(), None)
+        await arecord_usage(call.account(), None)
         return message
 
     return create
@@ -472,7 +297,7 @@ def _stream(original: Callable[..., Any]) -> Callable[..., Any]:
     def stream(**kwargs: Any) -> Any:
         call = _Call.begin(kwargs)
         manager = original(**kwargs)
-        return manager if call is None else _StreamManager(manager, call)
+        return manager if call is None else StreamManager(manager, call)
 
     return stream
 

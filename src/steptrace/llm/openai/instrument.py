@@ -5,7 +5,7 @@ This module owns patching the client (``instrument_openai``,
 ``uninstrument_openai``, ``is_instrumented``), the pre-flight estimate
 (``estimate_openai_input_tokens`` and its constants) and ``_Call``: one
 call's model, pre-flight check, span, ``LlmCall`` event and usage, and the
-accounting of a whole response. Streams are handed to ``_openai_streams``,
+accounting of a whole response. Streams are handed to ``_streams``,
 which owns the stream wrappers (``InstrumentedStream`` and
 ``AsyncInstrumentedStream``, still importable from here).
 
@@ -64,17 +64,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "instrument_openai needs the openai SDK: pip install 'steptrace[openai]'"
     ) from exc
 
-from .._accounting import check_budget, release_budget_hold
-from .._config import report_observer_failure
-from ..errors import BudgetExhausted, PricingUnknown
-from ..runtime import active_step_model_default
-from ..spans import Span, SpanKind
-from ..tracing import span as _span
-from ._call import DEFAULT_MAX_OUTPUT_TOKENS
-from ._openai_streams import AsyncInstrumentedStream as AsyncInstrumentedStream
-from ._openai_streams import InstrumentedStream as InstrumentedStream
-from ._openai_streams import astart_stream, fail_span, start_stream
-from .conclusion import Concluded, TokenCounts, arecord, conclude, record
+from ..._accounting import check_budget, release_budget_hold
+from ..._config import report_observer_failure
+from ...errors import BudgetExhausted, PricingUnknown
+from ...runtime import active_step_model_default
+from ...spans import Span, SpanKind
+from ...tracing import span as _span
+from .._call import DEFAULT_MAX_OUTPUT_TOKENS
+from ..conclusion import Concluded, TokenCounts, arecord, conclude, record
+from ._streams import AsyncInstrumentedStream as AsyncInstrumentedStream
+from ._streams import InstrumentedStream as InstrumentedStream
+from ._streams import astart_stream, fail_span, start_stream
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
