@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .. import _context
 from .. import spans as _spans
-from .._accounting import Hold, limits_in_force, reserve
+from .._accounting import Hold, check_budget, limits_in_force, reserve
 from ..errors import ProviderError, SchemaValidationFailed
 from ..events import SchemaRetry
 from ..runtime import active_step_model_default
@@ -53,7 +54,13 @@ from ._types import (
 from .conclusion import Concluded, TokenCounts, arecord, conclude, record
 from .providers._cassette import response_to_dict
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "allm_call", "estimate_input_tokens", "llm_call"]
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "allm_call",
+    "estimate_input_tokens",
+    "llm_call",
+    "sdk_preflight",
+]
 
 logger = logging.getLogger("steptrace")
 
@@ -104,6 +111,15 @@ def estimate_input_tokens(request: LlmRequest) -> int:
     return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(
         request.messages
     )
+
+
+def sdk_preflight(model: str, estimated_input_tokens: int, max_output_tokens: int) -> None:
+    """The pre-flight of an instrumented SDK call: ``check_budget``, skipped
+    when it could neither refuse nor has a hold of this context to replace
+    (no limit in force, nothing pending), the common unbudgeted case, where
+    the hold would hold nothing and cost a quarter of the wrapper's work."""
+    if limits_in_force() or _context.pending_hold.get() is not None:
+        check_budget(model, estimated_input_tokens, max_output_tokens)
 
 
 def _tool_spec(value: ToolSpec | Mapping[str, Any], index: int) -> ToolSpec:

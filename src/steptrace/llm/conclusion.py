@@ -94,9 +94,11 @@ def conclude(
             error = exc
     metadata["gen_ai.response.model"] = response_model or model
     metadata["gen_ai.response.id"] = response_id
-    metadata["gen_ai.response.finish_reasons"] = [
-        reason or "unknown" for reason in finish_reasons
-    ] or ["unknown"]
+    if len(finish_reasons) == 1:  # the common case, without a comprehension's call
+        reasons = [finish_reasons[0] or "unknown"]
+    else:
+        reasons = [reason or "unknown" for reason in finish_reasons] or ["unknown"]
+    metadata["gen_ai.response.finish_reasons"] = reasons
     metadata["gen_ai.usage.input_tokens"] = counts.input_tokens
     metadata["gen_ai.usage.output_tokens"] = counts.output_tokens
     metadata["steptrace.cache_read_tokens"] = counts.cache_read_tokens

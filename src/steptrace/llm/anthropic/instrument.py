@@ -40,10 +40,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from ..._accounting import check_budget, release_budget_hold
+from ..._accounting import release_budget_hold
 from ...runtime import active_step_model_default
 from ...spans import SpanKind
 from ...tracing import span
+from .._call import sdk_preflight
 from ..conclusion import Concluded, TokenCounts, conclude
 from ._streams import (
     AsyncInstrumentedStream,
@@ -157,7 +158,7 @@ class _Call:
         if not isinstance(model, str) or not model or type(max_tokens) is not int:
             return None
         kwargs["model"] = model
-        check_budget(model, estimate_anthropic_input_tokens(kwargs), max(max_tokens, 0))
+        sdk_preflight(model, estimate_anthropic_input_tokens(kwargs), max(max_tokens, 0))
         return cls(kwargs, model)
 
     def attributes(self) -> dict[str, Any]:

@@ -64,13 +64,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "instrument_openai needs the openai SDK: pip install 'steptrace[openai]'"
     ) from exc
 
-from ..._accounting import check_budget, release_budget_hold
+from ..._accounting import release_budget_hold
 from ..._config import report_observer_failure
 from ...errors import BudgetExhausted, PricingUnknown
 from ...runtime import active_step_model_default
 from ...spans import Span, SpanKind
 from ...tracing import span as _span
-from .._call import DEFAULT_MAX_OUTPUT_TOKENS
+from .._call import DEFAULT_MAX_OUTPUT_TOKENS, sdk_preflight
 from ..conclusion import Concluded, TokenCounts, arecord, conclude, record
 from ._streams import AsyncInstrumentedStream as AsyncInstrumentedStream
 from ._streams import InstrumentedStream as InstrumentedStream
@@ -237,7 +237,7 @@ class _Call:
             if not model:
                 return None
         call = cls(model, {**kwargs, "model": model})
-        check_budget(model, call.estimate, call.max_output or DEFAULT_MAX_OUTPUT_TOKENS)
+        sdk_preflight(model, call.estimate, call.max_output or DEFAULT_MAX_OUTPUT_TOKENS)
         if kwargs.get("stream") is True:
             options = kwargs.get("stream_options")
             options = dict(options) if isinstance(options, Mapping) else {}
