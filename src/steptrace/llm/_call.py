@@ -34,6 +34,7 @@ from typing import Any
 from .. import _context
 from .. import spans as _spans
 from .._accounting import Hold, check_budget, limits_in_force, reserve
+from .._run import active_frame
 from ..errors import ProviderError, SchemaValidationFailed
 from ..events import SchemaRetry
 from ..runtime import active_step_model_default
@@ -118,8 +119,14 @@ def sdk_preflight(model: str, estimated_input_tokens: int, max_output_tokens: in
     when it could neither refuse nor has a hold of this context to replace
     (no limit in force, nothing pending), the common unbudgeted case, where
     the hold would hold nothing and cost a quarter of the wrapper's work."""
-    if limits_in_force() or _context.pending_hold.get() is not None:
+    frame = _context.get_frame() or active_frame()
+    if frame.shared or _context.pending_hold.get() is not None:
         check_budget(model, estimated_input_tokens, max_output_tokens)
+        return
+    for ledger in frame.accounted:  # limits_in_force() without its generators
+        if ledger.max_tokens is not None or ledger.max_pico is not None:
+            check_budget(model, estimated_input_tokens, max_output_tokens)
+            return
 
 
 def _tool_spec(value: ToolSpec | Mapping[str, Any], index: int) -> ToolSpec:
