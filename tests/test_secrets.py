@@ -50,8 +50,8 @@ import openai
 import steptrace
 from steptrace import llm
 from steptrace.errors import ProviderError
-from steptrace.llm.providers.anthropic import AnthropicProvider
-from steptrace.llm.providers.openai import OpenAIProvider
+from steptrace.llm.anthropic.provider import AnthropicProvider
+from steptrace.llm.openai.provider import OpenAIProvider
 
 env = os.environ
 openai_url, anthropic_url = env["FAKE_OPENAI_URL"], env["FAKE_ANTHROPIC_URL"]

@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _context, _reservations
-from ._config import settings
+from ._pricing import price_call
 from ._run import active_frame, amend_late
 from .budget import (
     MAX_CALL_TOKENS,
@@ -41,7 +41,6 @@ from .budget import (
     PICO_PER_USD,
     Ledger,
     PriceSource,
-    checked_price,
     pico_to_usd,
 )
 from .errors import BudgetExhausted, PricingUnknown
@@ -55,7 +54,14 @@ from .hooks import (
     registered_hooks,
 )
 
-__all__ = ["Hold", "arecord_llm_usage", "check_budget", "record_llm_usage", "reserve"]
+__all__ = [
+    "Hold",
+    "arecord_llm_usage",
+    "check_budget",
+    "price_call",
+    "record_llm_usage",
+    "reserve",
+]
 
 _Frame = _context.Frame
 _get_frame = _context.get_frame
@@ -116,43 +122,6 @@ def _validate(
     if isinstance(duration_ms, float) and math.isfinite(duration_ms) and 0 <= duration_ms <= _MAXT:
         return round(duration_ms)
     return _check_count(where, "duration_ms", duration_ms)
-
-
-def _price(
-    source: PriceSource | None,
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    cache_tokens: int = 0,
-    cache_write_tokens: int = 0,
-) -> float | None:
-    if source is None:
-        return None
-    answer = source.cost_usd(
-        model,
-        input_tokens,
-        output_tokens,
-        cache_read_tokens=cache_tokens,
-        cache_write_tokens=cache_write_tokens,
-    )
-    if answer is None or (type(answer) is float and 0.0 <= answer <= _MAXC):
-        return answer
-    return checked_price(answer, source, model)
-
-
-def price_call(
-    model: str,
-    input_tokens: int,
-    output_tokens: int,
-    cache_tokens: int = 0,
-    cache_write_tokens: int = 0,
-) -> float | None:
-    """The configured price source's cost of a call, checked: None when the
-    price is unknown, ``ValueError`` naming the source when its answer is not
-    a price."""
-    return _price(
-        settings.price_source, model, input_tokens, output_tokens, cache_tokens, cache_write_tokens
-    )
 
 
 def _exhausted(
@@ -231,6 +200,7 @@ def record_llm_usage(
     cache_tokens: int = 0,
     cache_write_tokens: int = 0,
     _hold: Hold | None = None,
+    _priced: bool = False,
 ) -> None:
     """Record one LLM call's usage in the active step and every enclosing budget.
 
@@ -245,6 +215,9 @@ def record_llm_usage(
     A pending hold of this context (``check_budget``) is settled by it.
     Token counts, ``duration_ms`` and ``cache_*`` must be ints in
     ``0..MAX_CALL_TOKENS``; ``cost_usd`` a number in ``0..MAX_CALL_USD``.
+    A call whose price stays unknown counts in every ledger's
+    ``unpriced_calls``. ``_priced``: the caller already asked the price source
+    (``cost_usd=None`` is then its answer, not a question).
     """
     # One combined test on the common path; _validate explains any failure.
     # Non-negative counts whose sum is at most the bound are each within it
@@ -283,20 +256,16 @@ def record_llm_usage(
     priced = True
     price_error: BaseException | None = None
     if cost_usd is None:
-        if type(cache_write_tokens) is not int or not 0 <= cache_write_tokens <= _MAXT:
-            _check_count("record_llm_usage", "cache_write_tokens", cache_write_tokens)
-        try:
-            cost_usd = _price(
-                settings.price_source,
-                model,
-                input_tokens,
-                output_tokens,
-                cache_tokens,
-                cache_write_tokens,
-            )
-        except Exception as exc:  # a broken price source: the call is still recorded
-            price_error = exc
-            cost_usd = None
+        if not _priced:
+            if type(cache_write_tokens) is not int or not 0 <= cache_write_tokens <= _MAXT:
+                _check_count("record_llm_usage", "cache_write_tokens", cache_write_tokens)
+            try:
+                cost_usd = price_call(
+                    model, input_tokens, output_tokens, cache_tokens, cache_write_tokens
+                )
+            except Exception as exc:  # a broken price source: the call is still recorded
+                price_error = exc
+                cost_usd = None
         if cost_usd is None:
             priced = False
             cost_usd = 0.0
@@ -336,6 +305,11 @@ def record_llm_usage(
                 exceeded = _exhausted(frame, ledger, "max_tokens", limit)
             elif ledger.max_pico is not None and ledger.cost_pico > ledger.max_pico:
                 exceeded = _exhausted(frame, ledger, "max_usd", pico_to_usd(ledger.max_pico))
+        if not priced:  # off the common path: a cost unknown is counted, never $0
+            if step is not None:
+                step.own_unpriced_calls += 1
+            for ledger in frame.accounted:
+                ledger.unpriced_calls += 1
         if run.tracing_enabled:
             # Run.add_call, inlined, and the TraceRecord kept as a plain tuple
             # of its fields: building the named tuple here costs half a
@@ -398,6 +372,7 @@ async def arecord_llm_usage(
     cache_tokens: int = 0,
     cache_write_tokens: int = 0,
     _hold: Hold | None = None,
+    _priced: bool = False,
 ) -> None:
     """``record_llm_usage`` for async code: async threshold hooks are awaited on
     this loop (before any exhaustion error is raised)."""
@@ -414,6 +389,7 @@ async def arecord_llm_usage(
             cache_tokens=cache_tokens,
             cache_write_tokens=cache_write_tokens,
             _hold=_hold,
+            _priced=_priced,
         )
     except (BudgetExhausted, PricingUnknown) as exc:
         error = exc
@@ -579,9 +555,7 @@ def reserve(
     usd_ledger = next((led for led in limited if led.max_pico is not None), None)
     shared_usd = next((b for b, _ in frame.shared if b.max_pico is not None), None)
     if usd_ledger is not None or shared_usd is not None:
-        cost = _price(
-            price or settings.price_source, model, estimated_input_tokens, max_output_tokens
-        )
+        cost = price_call(model, estimated_input_tokens, max_output_tokens, source=price)
         if cost is None:
             if usd_ledger is not None:
                 raise PricingUnknown(model, scope=usd_ledger.kind, scope_name=usd_ledger.name)

@@ -18,11 +18,14 @@ OBSERVER_ERRORS_KEY = "steptrace.observer_errors"
 
 
 class _Settings:
-    __slots__ = ("price_source", "strict")
+    __slots__ = ("price_source", "price_source_configured", "strict")
 
     def __init__(self) -> None:
         self.strict = False
         self.price_source: PriceSource | None = None
+        self.price_source_configured = False
+        """Whether ``configure`` set ``price_source`` (``None`` included); until
+        then the first priced call looks for the default (``_pricing``)."""
 
 
 settings = _Settings()
@@ -39,7 +42,8 @@ def configure(
 
     ``strict=True`` makes a failing hook or span processor raise instead of being
     logged and recorded (use it in tests). ``price_source`` prices calls recorded
-    without an explicit ``cost_usd``; ``None`` removes it.
+    without an explicit ``cost_usd``; ``None`` removes it (no prices, not even
+    the default genai-prices table, which is otherwise found on first need).
     """
     if strict is not None:
         if not isinstance(strict, bool):
@@ -52,6 +56,7 @@ def configure(
                 f"output_tokens, ...) method, got {price_source!r}"
             )
         settings.price_source = price_source  # type: ignore[assignment]
+        settings.price_source_configured = True
 
 
 def report_observer_failure(what: str, exc: BaseException, span: Span | None) -> None:

@@ -142,6 +142,7 @@ class StepFrame(Frame):
         "own_input_tokens",
         "own_llm_calls",
         "own_output_tokens",
+        "own_unpriced_calls",
     )
 
     kind = SpanKind.STEP  # a constant for steps: shadows the inherited slot
@@ -153,6 +154,8 @@ class StepFrame(Frame):
     own_output_tokens: int
     own_cost_pico: int
     own_llm_calls: int
+    own_unpriced_calls: int
+    """Of ``own_llm_calls``, those whose cost is unknown (not in the cost)."""
 
     # Read from what the frame links to, not stored: a step call assigns
     # every stored slot, and these three are derived exactly.
@@ -187,6 +190,8 @@ class StepFrame(Frame):
             metadata["input_tokens"] = self.own_input_tokens
             metadata["output_tokens"] = self.own_output_tokens
             metadata["cost_usd"] = self.own_cost_pico / PICO_PER_USD
+            if self.own_unpriced_calls:
+                metadata["unpriced_calls"] = self.own_unpriced_calls
         return metadata
 
 
@@ -217,6 +222,7 @@ def step_frame(definition: StepDefinition, parent: Frame, limits: Limits) -> Ste
     frame.own_output_tokens = 0
     frame.own_cost_pico = 0
     frame.own_llm_calls = 0
+    frame.own_unpriced_calls = 0
     frame.last_model = None
     frame.outcome = None
     return frame

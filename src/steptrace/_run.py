@@ -99,6 +99,8 @@ class CompletedStep(NamedTuple):
     ended_ns: int = 0
     max_tokens: int | None = None
     max_usd: float | None = None
+    unpriced_calls: int = 0
+    """Of ``llm_calls``, those whose price was unknown: ``cost_usd`` leaves them out."""
 
     @property
     def total_tokens(self) -> int:
@@ -126,6 +128,7 @@ class CompletedStep(NamedTuple):
             "ended_ns": self.ended_ns,
             "max_tokens": self.max_tokens,
             "max_usd": self.max_usd,
+            "unpriced_calls": self.unpriced_calls,
         }
 
     @classmethod
@@ -503,6 +506,8 @@ class Run:
             llm_calls=usage.llm_calls,
             status=self.status,
         )
+        if usage.unpriced_calls:
+            span.metadata["unpriced_calls"] = usage.unpriced_calls
         end_span(span, error)
 
     # -- reading the record -----------------------------------------------------
@@ -533,6 +538,7 @@ class Run:
             "input_tokens": usage.input_tokens,
             "output_tokens": usage.output_tokens,
             "cost_usd": usage.cost_usd,
+            "unpriced_calls": usage.unpriced_calls,
             "steps": {s: statuses.get(s, 0) for s in _STATUSES},
             "budget": None if self.budget is None else self.budget.to_dict(),
             "agent": summarize_events(self.events),
@@ -576,6 +582,8 @@ def amend_late(frame: _context.Frame) -> None:
                 cost_usd=usage.cost_usd,
                 llm_calls=usage.llm_calls,
             )
+            if usage.unpriced_calls:
+                run.root.metadata["unpriced_calls"] = usage.unpriced_calls
     notify_amended(run.root)
 
 
@@ -619,6 +627,7 @@ def ledger_row(frame: _context.StepFrame) -> CompletedStep:
             frame.end_ns or frame.start_ns,
             definition.max_tokens,
             definition.max_usd,
+            frame.own_unpriced_calls,
         )
     assert isinstance(row, CompletedStep)
     return row

@@ -6,7 +6,7 @@ calls of $0.0001 add up to exactly $1 and never trip a $1 budget by rounding
 drift; it is shown as float USD everywhere a user looks. A ``Ledger`` is the
 running total of one budget scope. ``PriceSource`` is the
 protocol the LLM layer implements to price calls whose cost is not given; the
-core ships no prices of its own.
+core ships no prices of its own (``_pricing`` finds the LLM layer's table).
 """
 
 from __future__ import annotations
@@ -135,12 +135,15 @@ def checked_price(answer: object, source: object, model: str) -> float:
 
 
 class Usage(NamedTuple):
-    """A snapshot of usage: tokens, priced cost in USD, and LLM calls."""
+    """A snapshot of usage: tokens, priced cost in USD, and LLM calls, of which
+    ``unpriced_calls`` had no known price (their cost is not in ``cost_usd``:
+    the cost is then a lower bound, shown as "+ N calls of unknown cost")."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
     llm_calls: int = 0
+    unpriced_calls: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -165,6 +168,7 @@ class Ledger:
         "name",
         "output_tokens",
         "owner",
+        "unpriced_calls",
     )
 
     def __init__(
@@ -185,6 +189,8 @@ class Ledger:
         self.output_tokens = 0
         self.cost_pico = 0
         self.llm_calls = 0
+        self.unpriced_calls = 0
+        """Of ``llm_calls``, those whose cost is unknown (not in ``cost_pico``)."""
         self.held_tokens = 0
         """Worst cases held by pre-flights whose calls have not reported back."""
         self.held_pico = 0
@@ -203,7 +209,11 @@ class Ledger:
 
     def usage(self) -> Usage:
         return Usage(
-            self.input_tokens, self.output_tokens, pico_to_usd(self.cost_pico), self.llm_calls
+            self.input_tokens,
+            self.output_tokens,
+            pico_to_usd(self.cost_pico),
+            self.llm_calls,
+            self.unpriced_calls,
         )
 
     def budget_pct(self) -> float | None:

@@ -4,6 +4,8 @@
 persona, model, status, tokens, calls, cost, budget use, and the error under a
 row that has one); ``totals_line(run)`` is the one-line cost summary. Used by
 the examples and the CLI; no colour, no terminal control, standard library only.
+A cost that leaves out calls of unknown price says so (``0.012000 + 2 unknown``,
+or ``unknown`` when no call had a price): never a silent zero.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Protocol
 
 from ._run import CompletedStep, Run
 
-__all__ = ["ledger_table", "totals_line"]
+__all__ = ["cost_cell", "ledger_table", "totals_line", "unknown_cost_note"]
 
 
 class HasLedger(Protocol):
@@ -43,6 +45,23 @@ def _spent(usd: float) -> str:
     return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
 
+def cost_cell(cost_usd: float, unpriced_calls: int, llm_calls: int) -> str:
+    """A ledger cost: ``0.012000``, ``0.012000 + 2 unknown``, or ``unknown``
+    when every call's price was unknown."""
+    if not unpriced_calls:
+        return f"{cost_usd:.6f}"
+    if unpriced_calls >= llm_calls and not cost_usd:
+        return "unknown"
+    return f"{cost_usd:.6f} + {unpriced_calls} unknown"
+
+
+def unknown_cost_note(unpriced_calls: int) -> str:
+    """`` + 2 calls of unknown cost`` after a total (empty when all were priced)."""
+    if not unpriced_calls:
+        return ""
+    return f" + {unpriced_calls} call{'s' if unpriced_calls != 1 else ''} of unknown cost"
+
+
 _HEADERS = ("step", "persona", "model", "status", "in", "out", "calls", "cost USD", "budget")
 _RIGHT = frozenset(range(4, 9))
 
@@ -58,7 +77,7 @@ def ledger_table(run: HasLedger) -> str:
             str(row.input_tokens),
             str(row.output_tokens),
             str(row.llm_calls),
-            f"{row.cost_usd:.6f}",
+            cost_cell(row.cost_usd, row.unpriced_calls, row.llm_calls),
             _budget_use(row),
         )
         for row in run.completed_steps
@@ -82,9 +101,11 @@ def ledger_table(run: HasLedger) -> str:
 
 
 def totals_line(run: Run) -> str:
-    """``run `name`: 12 LLM calls, 3,410 tokens in, 2,258 out, $0.007941``."""
+    """``run `name`: 12 LLM calls, 3,410 tokens in, 2,258 out, $0.007941``, and
+    `` + 2 calls of unknown cost`` when some had no known price."""
     usage = run.usage()
     return (
         f"run `{run.name}` {run.status}: {usage.llm_calls} LLM calls, "
         f"{usage.input_tokens:,} tokens in, {usage.output_tokens:,} out, ${usage.cost_usd:.6f}"
+        f"{unknown_cost_note(usage.unpriced_calls)}"
     )

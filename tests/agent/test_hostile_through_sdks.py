@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from steptrace import ToolExecution, ToolRejected
 from steptrace.agent import AgentResult, agent_loop, tool
-from steptrace.llm.providers.anthropic import AnthropicProvider
-from steptrace.llm.providers.openai import OpenAIProvider
+from steptrace.llm.anthropic.provider import AnthropicProvider
+from steptrace.llm.openai.provider import OpenAIProvider
 from steptrace.testing import FakeServer, HttpReply
 from steptrace.testing._fake_anthropic import AnthropicReply, AnthropicToolUse, FakeAnthropic
 from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply, OpenAIToolCall

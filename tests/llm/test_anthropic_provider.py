@@ -28,7 +28,7 @@ from steptrace.errors import (
     RateLimited,
 )
 from steptrace.llm import LlmRequest, LlmResponse, Message, ToolCall, ToolSpec
-from steptrace.llm.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
+from steptrace.llm.anthropic.provider import DEFAULT_MAX_TOKENS, AnthropicProvider
 from steptrace.testing import FakeServer, RecordedRequest
 from steptrace.testing._fake_anthropic import (
     AnthropicErrorReply,
@@ -403,9 +403,9 @@ def test_a_given_client_is_used_without_sdk_retries(fake: FakeAnthropic) -> None
 
 def test_missing_sdk_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "anthropic", None)
-    monkeypatch.delitem(sys.modules, "steptrace.llm.providers.anthropic")
+    monkeypatch.delitem(sys.modules, "steptrace.llm.anthropic.provider")
     with pytest.raises(ImportError, match=r"pip install 'steptrace\[anthropic\]'"):
-        importlib.import_module("steptrace.llm.providers.anthropic")
+        importlib.import_module("steptrace.llm.anthropic.provider")
 
 
 # -- async -------------------------------------------------------------------------------

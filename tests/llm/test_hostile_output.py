@@ -22,7 +22,7 @@ from steptrace import SchemaRetry, llm
 from steptrace.errors import ProviderUnavailable, SchemaValidationFailed
 from steptrace.llm import LlmRequest, Message
 from steptrace.llm._schema import OutputSchema
-from steptrace.llm.providers.openai import OpenAIProvider
+from steptrace.llm.openai.provider import OpenAIProvider
 from steptrace.llm.providers.replay import CassetteError, ReplayProvider
 from steptrace.testing import FakeServer, HttpReply, ScriptedProvider
 from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply, OpenAIToolCall

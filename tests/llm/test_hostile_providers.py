@@ -21,8 +21,8 @@ import steptrace
 from steptrace import LlmCall, event_from_dict, llm
 from steptrace.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from steptrace.llm import LlmRequest, Message, Provider
-from steptrace.llm.providers.anthropic import AnthropicProvider
-from steptrace.llm.providers.openai import OpenAIProvider
+from steptrace.llm.anthropic.provider import AnthropicProvider
+from steptrace.llm.openai.provider import OpenAIProvider
 from steptrace.testing import FakeServer, HttpReply
 from steptrace.testing._fake_anthropic import AnthropicReply, FakeAnthropic
 from steptrace.testing._fake_openai import FakeOpenAI, OpenAIReply

@@ -15,7 +15,7 @@ import pytest
 
 import steptrace
 from steptrace import BudgetExhausted, InMemorySpanCollector, LlmCall, SpanKind
-from steptrace.llm.instrument_anthropic import (
+from steptrace.llm.anthropic.instrument import (
     ESTIMATE_IMAGE_TOKENS,
     estimate_anthropic_input_tokens,
     instrument_anthropic,

@@ -17,7 +17,7 @@ import pytest
 
 import steptrace
 from steptrace import BudgetExhausted, InMemorySpanCollector, LlmCall, Span, SpanKind
-from steptrace.llm.instrument_openai import (
+from steptrace.llm.openai.instrument import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     estimate_openai_input_tokens,
     instrument_openai,

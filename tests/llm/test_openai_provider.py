@@ -25,7 +25,7 @@ from steptrace.errors import (
     RateLimited,
 )
 from steptrace.llm._types import LlmRequest, LlmResponse, Message, ToolCall, ToolSpec
-from steptrace.llm.providers.openai import OpenAIProvider
+from steptrace.llm.openai.provider import OpenAIProvider
 from steptrace.testing._fake_openai import (
     FakeOpenAI,
     OpenAIErrorReply,

@@ -17,7 +17,7 @@ from ._workers import FlatPrice
 
 openai = pytest.importorskip("openai")
 
-from steptrace.llm.instrument_openai import instrument_openai  # noqa: E402
+from steptrace.llm.openai.instrument import instrument_openai  # noqa: E402
 from steptrace.testing._fake_openai import FakeOpenAI, OpenAIErrorReply, OpenAIReply  # noqa: E402
 
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]

@@ -30,10 +30,10 @@ from ..budget import Ledger, pico_to_usd
 from ..spans import Span, SpanKind
 from ._render import (
     Style,
+    format_cost,
     format_duration,
     format_limit_usd,
     format_tokens,
-    format_usd,
     terminal_text,
 )
 
@@ -265,7 +265,7 @@ class LiveDisplay:
             token_text += f" / {format_tokens(ledger.max_tokens)}"
         token_text += " tok"
         cost = pico_to_usd(ledger.cost_pico)
-        cost_text = format_usd(cost)
+        cost_text = format_cost(cost, ledger.unpriced_calls)
         if ledger.max_pico is not None:
             cost_text += f" / {format_limit_usd(pico_to_usd(ledger.max_pico))}"
         pct = ledger.budget_pct()
@@ -296,7 +296,7 @@ class LiveDisplay:
             tokens = format_tokens(ledger.input_tokens + ledger.output_tokens)
             if ledger.max_tokens is not None:
                 tokens += f"/{format_tokens(ledger.max_tokens)}"
-            cost = format_usd(pico_to_usd(ledger.cost_pico))
+            cost = format_cost(pico_to_usd(ledger.cost_pico), ledger.unpriced_calls)
             if ledger.max_pico is not None:
                 cost += f"/{format_limit_usd(pico_to_usd(ledger.max_pico))}"
             pct = ledger.budget_pct()
@@ -344,4 +344,5 @@ def _copy(ledger: Ledger) -> Ledger:
     copy.output_tokens = ledger.output_tokens
     copy.cost_pico = ledger.cost_pico
     copy.llm_calls = ledger.llm_calls
+    copy.unpriced_calls = ledger.unpriced_calls
     return copy

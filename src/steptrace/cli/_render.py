@@ -32,6 +32,7 @@ from .._redact import redact
 
 __all__ = [
     "Style",
+    "format_cost",
     "format_duration",
     "format_pct",
     "format_time",
@@ -170,6 +171,16 @@ def format_usd(usd: float | None) -> str:
     if abs(usd) < 1:
         return f"${usd:.4f}"
     return f"${usd:,.2f}"
+
+
+def format_cost(usd: float, unknown: int) -> str:
+    """A cost that may leave out calls of unknown price: ``$0.0123``,
+    ``$0.0123 + 2 unknown``, or ``unknown`` when no call had a price."""
+    if not unknown:
+        return format_usd(usd)
+    if usd == 0:
+        return "unknown"
+    return f"{format_usd(usd)} + {unknown} unknown"
 
 
 def format_limit_usd(usd: float) -> str:

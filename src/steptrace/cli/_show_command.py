@@ -25,6 +25,7 @@ from ..store import EventRow, RunRow, RunStore, StoredRun
 from ._common import CliError, print_json, reading_store
 from ._render import (
     Style,
+    format_cost,
     format_duration,
     format_limit_usd,
     format_pct,
@@ -245,7 +246,7 @@ def _tree_table(roots: list[Node], style: Style) -> str:
         tokens = format_tokens(total.tokens)
         if node.max_tokens is not None:
             tokens += f" / {format_tokens(node.max_tokens)}"
-        cost = format_usd(total.cost_usd)
+        cost = format_cost(total.cost_usd, total.unpriced_calls)
         if node.max_usd is not None:
             cost += f" / {format_limit_usd(node.max_usd)}"
         pct = node.budget_pct
@@ -341,13 +342,14 @@ def _summary(stored: StoredRun, style: Style, loop_names: list[str] | None = Non
             f"  so far: {len(calls):,} LLM calls, "
             f"{format_tokens(sum(c.input_tokens for c in calls))} tokens in, "
             f"{format_tokens(sum(c.output_tokens for c in calls))} out, "
-            f"{format_usd(sum(c.cost_usd or 0.0 for c in calls))}"
+            f"{format_cost(sum(c.cost_usd or 0.0 for c in calls), _unpriced(calls))}"
         )
     else:
         lines.append(
             f"  {summary['llm_calls']:,} LLM calls, "
             f"{format_tokens(summary['input_tokens'])} tokens in, "
-            f"{format_tokens(summary['output_tokens'])} out, {format_usd(summary['cost_usd'])}"
+            f"{format_tokens(summary['output_tokens'])} out, "
+            f"{format_cost(summary['cost_usd'], summary.get('unpriced_calls', 0))}"
         )
     steps = summary["steps"]
     step_text = ", ".join(f"{n} {status}" for status, n in steps.items() if n) or "none"
@@ -428,3 +430,8 @@ def _json(stored: StoredRun, roots: list[Node], counts: dict[str, int]) -> dict[
         ],
         "event_counts": counts,
     }
+
+
+def _unpriced(calls: Any) -> int:
+    """How many of the call log's calls have no known cost."""
+    return sum(1 for call in calls if call.cost_usd is None)

@@ -33,6 +33,8 @@ class Usage:
     output_tokens: int = 0
     cost_usd: float = 0.0
     llm_calls: int = 0
+    unpriced_calls: int = 0
+    """Calls of unknown cost (left out of ``cost_usd``)."""
 
     @property
     def tokens(self) -> int:
@@ -43,14 +45,18 @@ class Usage:
         self.output_tokens += other.output_tokens
         self.cost_usd += other.cost_usd
         self.llm_calls += other.llm_calls
+        self.unpriced_calls += other.unpriced_calls
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 12),
             "llm_calls": self.llm_calls,
         }
+        if self.unpriced_calls:  # present only when the cost leaves calls out
+            data["unpriced_calls"] = self.unpriced_calls
+        return data
 
 
 @dataclass(slots=True)
@@ -123,7 +129,10 @@ def step_tree(stored: StoredRun, *, all_spans: bool = False) -> list[Node]:
             continue
         node.own.input_tokens += call.input_tokens
         node.own.output_tokens += call.output_tokens
-        node.own.cost_usd += call.cost_usd or 0.0
+        if call.cost_usd is None:
+            node.own.unpriced_calls += 1
+        else:
+            node.own.cost_usd += call.cost_usd
         node.own.llm_calls += 1
     if all_spans:
         for span in stored.spans:
@@ -155,7 +164,9 @@ def _request_usage(span: SpanRow) -> Usage | None:
     if not isinstance(inp, int) or not isinstance(out, int):
         return None
     cost = meta.get("steptrace.cost_usd")
-    return Usage(inp, out, float(cost) if isinstance(cost, int | float) else 0.0, 1)
+    if isinstance(cost, int | float):
+        return Usage(inp, out, float(cost), 1)
+    return Usage(inp, out, 0.0, 1, 1)
 
 
 def _move_request_usage(node: Node, nodes: dict[int, Node]) -> None:
@@ -173,6 +184,7 @@ def _move_request_usage(node: Node, nodes: dict[int, Node]) -> None:
             own.output_tokens = max(0, own.output_tokens - usage.output_tokens)
             own.cost_usd = max(0.0, own.cost_usd - usage.cost_usd)
             own.llm_calls -= 1
+            own.unpriced_calls = max(0, own.unpriced_calls - usage.unpriced_calls)
             return
         parent_id = holder.span.parent_id
 

@@ -8,7 +8,7 @@ steptrace sees it: the worst case held on every active budget
 (``steptrace.reserve``) before anything is sent, then a ``chat <model>`` span with
 OpenTelemetry GenAI attributes, an ``LlmCall`` event and the hold settled
 with the provider's real counts (cache reads and writes, reasoning tokens on
-the span), priced by the configured price source under ``price_name(model)``.
+the span), priced once under ``price_name(model)`` (``steptrace.llm.conclusion``).
 
 The prompt estimate needs no tokenizer: ``ceil(characters / 3)`` of every
 string in the request (messages, instructions, tool definitions, the output
@@ -28,23 +28,19 @@ from __future__ import annotations
 import contextvars
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, TypeVar
 
 import steptrace
-from steptrace import LlmCall, LoopComplete, SpanKind
+from steptrace import LoopComplete, SpanKind
 from steptrace.llm import DEFAULT_MAX_OUTPUT_TOKENS
-
-from .._config import report_observer_failure
-from .._config import settings as _core_settings
+from steptrace.llm.conclusion import Concluded, TokenCounts, conclude
 
 __all__ = [
     "ModelRequest",
     "RunTally",
     "Scope",
-    "TokenUsage",
     "estimate_chars",
     "price_name",
     "run_status",
@@ -123,25 +119,16 @@ def estimate_tokens(chars: int, items: int) -> int:
     return -(-chars // CHARS_PER_TOKEN) + TOKENS_PER_ITEM * items
 
 
-class TokenUsage(NamedTuple):
-    """A response's usage, as the provider counted it."""
-
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-
-
 class ModelRequest:
     """One model request: pre-flight at construction, then span, event, usage.
 
     The constructor holds the request's worst case on every limited scope
     (``steptrace.reserve``), or raises ``BudgetExhausted`` (or
     ``PricingUnknown``) when it cannot fit: the caller then sends nothing.
-    The caller settles the hold with ``conclude``'s usage (``hold.asettle``),
-    or releases it when the request failed (``hold.release``), so concurrent
-    requests (parallel tools running agents) cannot overspend a scope.
+    The caller records ``conclude``'s result into the hold
+    (``conclusion.arecord(concluded, request.hold)``), or releases it when
+    the request failed (``hold.release``), so concurrent requests (parallel
+    tools running agents) cannot overspend a scope.
     """
 
     __slots__ = (
@@ -182,65 +169,26 @@ class ModelRequest:
     def conclude(
         self,
         request_span: steptrace.Span,
-        usage: TokenUsage | None,
+        usage: TokenCounts | None,
         *,
         response_id: str | None,
         response_model: str | None,
         output_chars: int = 0,
-    ) -> dict[str, Any]:
-        """Describe the response on its span, emit ``LlmCall``, and return the
-        arguments of ``hold.settle`` (made by the caller once the span
-        ended, so a budget error is not the request's error). Without usage the
-        pre-flight input estimate and the output's characters stand in."""
-        duration_ms = round((time.perf_counter() - self.started) * 1000)
-        if usage is None:
-            usage = TokenUsage(self.estimate, -(-output_chars // CHARS_PER_TOKEN))
-            request_span.set("steptrace.usage_estimated", True)
-        source = _core_settings.price_source
-        cost: float | None = None
-        if source is not None:
-            try:
-                cost = source.cost_usd(
-                    self.model,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    cache_read_tokens=usage.cache_read_tokens,
-                    cache_write_tokens=usage.cache_write_tokens,
-                )
-            except Exception as exc:  # the response stands; the core prices again
-                report_observer_failure("pricing a framework model request", exc, request_span)
-        request_span.metadata.update(
-            {
-                "gen_ai.response.model": response_model or self.model,
-                "gen_ai.response.id": response_id,
-                "gen_ai.usage.input_tokens": usage.input_tokens,
-                "gen_ai.usage.output_tokens": usage.output_tokens,
-                "steptrace.cache_read_tokens": usage.cache_read_tokens,
-                "steptrace.cache_write_tokens": usage.cache_write_tokens,
-                "steptrace.reasoning_tokens": usage.reasoning_tokens,
-                "steptrace.cost_usd": cost,
-            }
+    ) -> Concluded:
+        """Conclude the request on its span (``conclusion.conclude``: priced
+        once, ``LlmCall`` emitted); the caller records it into ``hold`` once
+        the span ended, so a budget error is not the request's error. Without
+        usage the pre-flight input estimate and the output's characters stand in."""
+        return conclude(
+            request_span.metadata,
+            model=self.model,
+            counts=usage or TokenCounts(self.estimate, -(-output_chars // CHARS_PER_TOKEN)),
+            duration_ms=round((time.perf_counter() - self.started) * 1000),
+            response_id=response_id,
+            response_model=response_model,
+            estimated=usage is None,
+            iteration=self.iteration,
         )
-        steptrace.emit_event(
-            LlmCall(
-                call_id=response_id or uuid.uuid4().hex[:16],
-                model=self.model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_tokens=usage.cache_read_tokens,
-                duration_ms=duration_ms,
-                iteration=self.iteration,
-            )
-        )
-        return {
-            "model": self.model,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cost_usd": cost,
-            "duration_ms": duration_ms,
-            "cache_tokens": usage.cache_read_tokens,
-            "cache_write_tokens": usage.cache_write_tokens,
-        }
 
 
 # -- a framework run's tally ------------------------------------------------------

@@ -28,10 +28,10 @@ from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.models.interface import Model
 
 import steptrace
+from steptrace.llm.conclusion import Concluded, TokenCounts, arecord, record
 
 from ._agents_common import (
     ModelRequest,
-    TokenUsage,
     current_tally,
     estimate_chars,
     estimate_schema_chars,
@@ -147,13 +147,13 @@ def _begin(model: Model, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Model
     return request
 
 
-def _usage(usage: Any) -> TokenUsage | None:
+def _usage(usage: Any) -> TokenCounts | None:
     """Usage from the SDK's ``Usage`` or a Responses ``ResponseUsage``."""
     if usage is None:
         return None
     input_details = getattr(usage, "input_tokens_details", None)
     output_details = getattr(usage, "output_tokens_details", None)
-    return TokenUsage(
+    return TokenCounts(
         int(getattr(usage, "input_tokens", 0) or 0),
         int(getattr(usage, "output_tokens", 0) or 0),
         int(getattr(input_details, "cached_tokens", 0) or 0),
@@ -183,7 +183,7 @@ def _wrap_get(original: Callable[..., Any]) -> Callable[..., Any]:
                     # Only an estimate needs the output's text.
                     output_chars=0 if counted is not None else estimate_chars(response.output),
                 )
-            await request.hold.asettle(**usage)
+            await arecord(usage, request.hold)
         return response
 
     return get_response
@@ -209,7 +209,7 @@ def _wrap_stream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
             _conclude_broken(request, seen, error)
             raise
         usage = _conclude(request, seen, None)
-        await request.hold.asettle(**usage)
+        await arecord(usage, request.hold)
 
     return stream_response
 
@@ -220,7 +220,7 @@ class _Seen:
     __slots__ = ("chars", "response_id", "response_model", "usage")
 
     def __init__(self) -> None:
-        self.usage: TokenUsage | None = None
+        self.usage: TokenCounts | None = None
         self.response_id: str | None = None
         self.response_model: str | None = None
         self.chars = 0
@@ -248,7 +248,7 @@ async def _aclose(stream: AsyncIterator[Any]) -> None:
             pass
 
 
-def _conclude(request: ModelRequest, seen: _Seen, error: BaseException | None) -> dict[str, Any]:
+def _conclude(request: ModelRequest, seen: _Seen, error: BaseException | None) -> Concluded:
     """Span (backdated to the request's start: a span entered inside a
     generator would leak into its consumer's context between items) and event."""
     scope = request.span()
@@ -278,6 +278,6 @@ def _conclude_broken(request: ModelRequest, seen: _Seen, error: BaseException | 
         return
     usage = _conclude(request, seen, error)
     try:
-        request.hold.settle(**usage)
+        record(usage, request.hold)
     except (steptrace.BudgetExhausted, steptrace.PricingUnknown):
         pass  # recorded; the next pre-flight refuses

@@ -16,8 +16,9 @@ lands in the step that made the call wherever the second half arrives;
 ``fail`` ends the span as failed (its message redacted) and releases the
 hold.
 
-Usage follows steptrace's convention: ``input_tokens`` counts every prompt
-token, cached ones included; ``cache_read``/``cache_write`` are parts of it.
+Usage (``TokenCounts``) follows steptrace's convention: ``input_tokens`` counts
+every prompt token, cached ones included; cache reads and writes are parts of it.
+The request is concluded and priced once by ``steptrace.llm.conclusion``.
 Without reported usage (a stream that never said), the pre-flight input
 estimate and the output characters are recorded, marked
 ``steptrace.usage_estimated`` on the span.
@@ -27,20 +28,16 @@ from __future__ import annotations
 
 import contextvars
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from .. import Hold, reserve
-from .._config import settings
 from .._redact import redact
 from ..budget import PriceSource
-from ..events import LlmCall
+from ..llm.conclusion import Concluded, TokenCounts, arecord, conclude, record
 from ..spans import Span, SpanKind, end_span
-from ..tracing import emit_event
 from ..tracing import span as _span
 
-__all__ = ["CHARS_PER_TOKEN", "ModelRequest", "ReportedUsage", "estimate_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "ModelRequest", "TokenCounts", "estimate_tokens"]
 
 CHARS_PER_TOKEN = 3
 """Output estimate when no usage is reported: ~4 characters a token; 3 errs high."""
@@ -50,16 +47,6 @@ _FINISHED = "steptrace_request_finished"
 
 def estimate_tokens(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
-
-
-@dataclass(frozen=True, slots=True)
-class ReportedUsage:
-    """Token counts a framework reported for one request."""
-
-    input_tokens: int
-    output_tokens: int
-    cache_read: int = 0
-    cache_write: int = 0
 
 
 class ModelRequest:
@@ -134,62 +121,25 @@ class ModelRequest:
 
     def _conclude(
         self,
-        usage: ReportedUsage | None,
+        usage: TokenCounts | None,
         response_id: str | None,
         response_model: str | None,
         finish_reasons: list[str],
         output_chars: int,
         cost_usd: float | None,
-    ) -> dict[str, Any]:
-        duration_ms = round((time.perf_counter() - self.started) * 1000)
-        request_span = self.span
-        if usage is None:
-            usage = ReportedUsage(self.estimate, estimate_tokens(output_chars))
-            request_span.set("steptrace.usage_estimated", True)
-        if cost_usd is None:
-            source = self.price or settings.price_source
-            cost_usd = (
-                None
-                if source is None
-                else source.cost_usd(
-                    self.model,
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    cache_read_tokens=usage.cache_read,
-                    cache_write_tokens=usage.cache_write,
-                )
-            )
-        request_span.metadata.update(
-            {
-                "gen_ai.response.model": response_model or self.model,
-                "gen_ai.response.id": response_id,
-                "gen_ai.response.finish_reasons": finish_reasons or ["unknown"],
-                "gen_ai.usage.input_tokens": usage.input_tokens,
-                "gen_ai.usage.output_tokens": usage.output_tokens,
-                "steptrace.cache_read_tokens": usage.cache_read,
-                "steptrace.cache_write_tokens": usage.cache_write,
-                "steptrace.cost_usd": cost_usd,
-            }
+    ) -> Concluded:
+        return conclude(
+            self.span.metadata,
+            model=self.model,
+            counts=usage or TokenCounts(self.estimate, estimate_tokens(output_chars)),
+            duration_ms=round((time.perf_counter() - self.started) * 1000),
+            response_id=response_id,
+            response_model=response_model,
+            finish_reasons=finish_reasons,
+            estimated=usage is None,
+            cost_usd=cost_usd,
+            price=self.price,
         )
-        emit_event(
-            LlmCall(
-                call_id=response_id or uuid.uuid4().hex[:16],
-                model=self.model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_tokens=usage.cache_read,
-                duration_ms=duration_ms,
-                iteration=0,
-            )
-        )
-        return {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-            "cost_usd": cost_usd,
-            "duration_ms": duration_ms,
-            "cache_tokens": usage.cache_read,
-            "cache_write_tokens": usage.cache_write,
-        }
 
     def _claim(self) -> bool:
         if self._done:
@@ -199,7 +149,7 @@ class ModelRequest:
 
     def finish(
         self,
-        usage: ReportedUsage | None,
+        usage: TokenCounts | None,
         *,
         response_id: str | None = None,
         response_model: str | None = None,
@@ -216,7 +166,7 @@ class ModelRequest:
             return
         context = self._context
         try:
-            record = context.run(
+            concluded = context.run(
                 self._conclude,
                 usage,
                 response_id,
@@ -232,11 +182,11 @@ class ModelRequest:
             if error is not None:
                 end_span(self.span, _describe(error))
             context.run(self._manager.__exit__, None, None, None)
-        self._hold.settle(**record)
+        record(concluded, self._hold)
 
     async def afinish(
         self,
-        usage: ReportedUsage | None,
+        usage: TokenCounts | None,
         *,
         response_id: str | None = None,
         response_model: str | None = None,
@@ -249,7 +199,7 @@ class ModelRequest:
             return
         context = self._context
         try:
-            record = context.run(
+            concluded = context.run(
                 self._conclude,
                 usage,
                 response_id,
@@ -263,7 +213,7 @@ class ModelRequest:
             raise
         finally:
             context.run(self._manager.__exit__, None, None, None)
-        await self._hold.asettle(**record)
+        await arecord(concluded, self._hold)
 
     def fail(self, error: BaseException | str) -> None:
         """The request failed or was abandoned: end its span as failed (once)."""

@@ -57,7 +57,7 @@ from ..llm.prices import install_default_prices
 from ..spans import Span, SpanKind, end_span
 from ..tracing import emit_event
 from ..tracing import span as _span
-from ._chains_request import ModelRequest, ReportedUsage
+from ._chains_request import ModelRequest, TokenCounts
 
 __all__ = ["StepTraceCallbackHandler", "instrument", "is_instrumented", "uninstrument"]
 
@@ -131,19 +131,19 @@ def _max_output(params: dict[str, Any], metadata: dict[str, Any]) -> int:
     return DEFAULT_MAX_OUTPUT_TOKENS
 
 
-def _usage_of(message: Any, llm_output: Any) -> ReportedUsage | None:
+def _usage_of(message: Any, llm_output: Any) -> TokenCounts | None:
     metadata = getattr(message, "usage_metadata", None)
     if isinstance(metadata, dict) and type(metadata.get("input_tokens")) is int:
         input_tokens = metadata["input_tokens"]
         details = metadata.get("input_token_details") or {}
         cache_read = min(int(details.get("cache_read") or 0), input_tokens)
         cache_write = min(int(details.get("cache_creation") or 0), input_tokens - cache_read)
-        return ReportedUsage(
+        return TokenCounts(
             input_tokens, int(metadata.get("output_tokens") or 0), cache_read, cache_write
         )
     usage = llm_output.get("token_usage") if isinstance(llm_output, dict) else None
     if isinstance(usage, dict) and type(usage.get("prompt_tokens")) is int:
-        return ReportedUsage(usage["prompt_tokens"], int(usage.get("completion_tokens") or 0))
+        return TokenCounts(usage["prompt_tokens"], int(usage.get("completion_tokens") or 0))
     return None
 
 

@@ -55,9 +55,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "steptrace.integrations.litellm needs LiteLLM: pip install 'steptrace[litellm]'"
     ) from exc
 
-from ..llm.instrument_openai import DEFAULT_MAX_OUTPUT_TOKENS, estimate_openai_input_tokens
+from ..llm.openai.instrument import DEFAULT_MAX_OUTPUT_TOKENS, estimate_openai_input_tokens
 from ..llm.prices import install_default_prices
-from ._chains_request import ModelRequest, ReportedUsage
+from ._chains_request import ModelRequest, TokenCounts
 
 __all__ = ["LiteLLMPrices", "instrument", "is_instrumented", "steptrace_model", "uninstrument"]
 
@@ -191,7 +191,7 @@ def _start(kwargs: dict[str, Any], price: Any) -> tuple[ModelRequest | None, boo
     return request, hide_usage
 
 
-def _usage(usage: Any) -> ReportedUsage | None:
+def _usage(usage: Any) -> TokenCounts | None:
     if usage is None:
         return None
     input_tokens = getattr(usage, "prompt_tokens", None)
@@ -202,7 +202,7 @@ def _usage(usage: Any) -> ReportedUsage | None:
     cache_read = (details and getattr(details, "cached_tokens", None)) or 0
     cache_write = (details and getattr(details, "cache_write_tokens", None)) or 0
     cache_read = min(cache_read, input_tokens)
-    return ReportedUsage(
+    return TokenCounts(
         input_tokens, output_tokens, cache_read, min(cache_write, input_tokens - cache_read)
     )
 
@@ -281,7 +281,7 @@ class InstrumentedStream:
         self._stream = stream
         self._request = request
         self._hide_usage = hide_usage
-        self._usage: ReportedUsage | None = None
+        self._usage: TokenCounts | None = None
         self._id: str | None = None
         self._model: str | None = None
         self._finish: list[str] = []

@@ -54,12 +54,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 import steptrace
 from steptrace import SchemaRetry, SpanKind, ToolExecution, ToolRejected
+from steptrace.llm.conclusion import TokenCounts, arecord
 
 from ._agents_common import (
     ModelRequest,
     RunTally,
     Scope,
-    TokenUsage,
     current_tally,
     estimate_chars,
     estimate_schema_chars,
@@ -172,7 +172,7 @@ class StepTrace(AbstractCapability[Any]):
                     # Only an estimate needs the output's text.
                     output_chars=0 if counted is not None else estimate_chars(response.parts),
                 )
-            await request.hold.asettle(**usage)
+            await arecord(usage, request.hold)
         return response
 
     # -- tools ------------------------------------------------------------------------
@@ -300,11 +300,11 @@ def _part_chars(part: Any) -> int:
     return chars
 
 
-def _usage(usage: Any) -> TokenUsage | None:
+def _usage(usage: Any) -> TokenCounts | None:
     if usage is None or not (usage.input_tokens or usage.output_tokens):
         return None
     details = getattr(usage, "details", None) or {}
-    return TokenUsage(
+    return TokenCounts(
         int(usage.input_tokens or 0),
         int(usage.output_tokens or 0),
         int(getattr(usage, "cache_read_tokens", 0) or 0),

@@ -31,12 +31,12 @@ from .providers.replay import RecordingProvider, ReplayMissing, ReplayProvider
 from .providers.scripted import ScriptedProvider
 
 if TYPE_CHECKING:
-    from .providers.anthropic import AnthropicProvider
-    from .providers.openai import OpenAIProvider
+    from .anthropic.provider import AnthropicProvider
+    from .openai.provider import OpenAIProvider
 
 _LAZY_PROVIDERS = {
-    "OpenAIProvider": ".providers.openai",
-    "AnthropicProvider": ".providers.anthropic",
+    "OpenAIProvider": ".openai.provider",
+    "AnthropicProvider": ".anthropic.provider",
 }
 
 
@@ -89,8 +89,3 @@ __all__ = [
     "redact",
     "uninstrument",
 ]
-
-# The maintained price table becomes the core's price source, unless one is
-# configured already or genai-prices is not installed (then prices stay unknown,
-# which a USD budget turns into PricingUnknown rather than a free call).
-install_default_prices()

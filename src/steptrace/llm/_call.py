@@ -7,7 +7,7 @@ output cap; the hold is settled by the usage, released on any failure), send
 the request with retries of retryable provider errors (each request its own
 ``chat <model>`` span with OpenTelemetry GenAI attributes, failed ones marked
 ``error``), record the provider's real usage and priced cost into the active
-step (``record_llm_usage``), emit an ``LlmCall`` event, and when an
+step and emit an ``LlmCall`` event (``conclusion``, priced once), and when an
 ``output_schema`` is given validate the answer: on failure re-prompt with the
 errors (the nudge) up to ``schema_retries`` times, one ``SchemaRetry`` event a
 retry, and raise ``SchemaValidationFailed`` after the last. ``_Call`` holds
@@ -28,21 +28,15 @@ import json
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .. import _context
 from .. import spans as _spans
-from .._accounting import (
-    Hold,
-    arecord_llm_usage,
-    limits_in_force,
-    price_call,
-    record_llm_usage,
-    reserve,
-)
+from .._accounting import Hold, check_budget, limits_in_force, reserve
+from .._run import active_frame
 from ..errors import ProviderError, SchemaValidationFailed
-from ..events import LlmCall, SchemaRetry
+from ..events import SchemaRetry
 from ..runtime import active_step_model_default
 from ..spans import Span, SpanKind
 from ..tracing import emit_event, span
@@ -58,9 +52,16 @@ from ._types import (
     ToolSpec,
     with_valid_usage,
 )
+from .conclusion import Concluded, TokenCounts, arecord, conclude, record
 from .providers._cassette import response_to_dict
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "allm_call", "estimate_input_tokens", "llm_call"]
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_TOKENS",
+    "allm_call",
+    "estimate_input_tokens",
+    "llm_call",
+    "sdk_preflight",
+]
 
 logger = logging.getLogger("steptrace")
 
@@ -111,6 +112,21 @@ def estimate_input_tokens(request: LlmRequest) -> int:
     return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(
         request.messages
     )
+
+
+def sdk_preflight(model: str, estimated_input_tokens: int, max_output_tokens: int) -> None:
+    """The pre-flight of an instrumented SDK call: ``check_budget``, skipped
+    when it could neither refuse nor has a hold of this context to replace
+    (no limit in force, nothing pending), the common unbudgeted case, where
+    the hold would hold nothing and cost a quarter of the wrapper's work."""
+    frame = _context.get_frame() or active_frame()
+    if frame.shared or _context.pending_hold.get() is not None:
+        check_budget(model, estimated_input_tokens, max_output_tokens)
+        return
+    for ledger in frame.accounted:  # limits_in_force() without its generators
+        if ledger.max_tokens is not None or ledger.max_pico is not None:
+            check_budget(model, estimated_input_tokens, max_output_tokens)
+            return
 
 
 def _tool_spec(value: ToolSpec | Mapping[str, Any], index: int) -> ToolSpec:
@@ -250,10 +266,10 @@ class _Call:
 
     def usage(
         self, request: LlmRequest, response: LlmResponse, duration_ms: int, request_span: Span
-    ) -> dict[str, Any]:
-        """Describe the response on its (still open) span, emit ``LlmCall``, and
-        return the arguments for ``record_llm_usage`` (which the caller makes
-        after the span ends, so a budget error is not the request's error).
+    ) -> Concluded:
+        """Conclude the call on its (still open) span (priced, described,
+        ``LlmCall`` emitted); the caller records it after the span ends, so a
+        budget error is not the request's error.
 
         Counts that are not token counts (a broken or hostile server's) are
         refused and estimated, never raised: the call was made and paid for,
@@ -261,7 +277,6 @@ class _Call:
         response = with_valid_usage(response, lambda: estimate_input_tokens(request))
         if response.usage_estimated:
             self.usage_estimated = True
-            request_span.set("steptrace.usage_estimated", True)
         if response.usage_refused:
             request_span.set("steptrace.usage_refused", list(response.usage_refused))
             logger.warning(
@@ -271,56 +286,33 @@ class _Call:
                 self.model,
                 ", ".join(response.usage_refused),
             )
-        try:
-            cost = price_call(
-                self.model,
+        concluded = conclude(
+            request_span.metadata,
+            model=self.model,
+            counts=TokenCounts(
                 response.input_tokens,
                 response.output_tokens,
                 response.cache_read_tokens,
                 response.cache_write_tokens,
-            )
-        except ValueError:
-            cost = None  # a bad price answer: the record reprices and says so, after recording
-        request_span.metadata.update(
-            {
-                "gen_ai.response.model": response.model,
-                "gen_ai.response.id": response.response_id,
-                "gen_ai.response.finish_reasons": [response.finish_reason or "unknown"],
-                "gen_ai.usage.input_tokens": response.input_tokens,
-                "gen_ai.usage.output_tokens": response.output_tokens,
-                "steptrace.cache_read_tokens": response.cache_read_tokens,
-                "steptrace.cost_usd": cost,
-            }
+            ),
+            duration_ms=duration_ms,
+            response_id=response.response_id,
+            response_model=response.model,
+            finish_reasons=[response.finish_reason],
+            estimated=response.usage_estimated,
+            iteration=agent_iteration.get(),
         )
         if _spans.transcript_processors:
             _spans.notify_transcript(
                 request_span, lambda: (request.fingerprint_data(), response_to_dict(response))
             )
-        emit_event(
-            LlmCall(
-                call_id=response.response_id or uuid.uuid4().hex[:16],
-                model=self.model,
-                input_tokens=response.input_tokens,
-                output_tokens=response.output_tokens,
-                cache_tokens=response.cache_read_tokens,
-                duration_ms=duration_ms,
-                iteration=agent_iteration.get(),
-                estimated=response.usage_estimated,
-            )
-        )
+        cost = concluded.cost_usd
         self.input_tokens += response.input_tokens
         self.output_tokens += response.output_tokens
         self.cache_tokens += response.cache_read_tokens
         self.duration_ms += duration_ms
         self.cost_usd = None if cost is None or self.cost_usd is None else self.cost_usd + cost
-        return {
-            "model": self.model,
-            "input_tokens": response.input_tokens,
-            "output_tokens": response.output_tokens,
-            "cost_usd": cost,
-            "duration_ms": duration_ms,
-            "cache_tokens": response.cache_read_tokens,
-        }
+        return concluded
 
     def conclude(self, response: LlmResponse) -> LlmResult | None:
         """The result, or None after queueing a schema retry; raises
@@ -413,7 +405,7 @@ def llm_call(
         except BaseException:
             call.release()  # no usage will come: failed, interrupted or cancelled
             raise
-        record_llm_usage(**usage, _hold=call.hold)
+        record(usage, call.hold)
         result = call.conclude(response)
         if result is not None:
             return result
@@ -470,7 +462,7 @@ async def allm_call(
         except BaseException:
             call.release()  # no usage will come: failed, interrupted or cancelled
             raise
-        await arecord_llm_usage(**usage, _hold=call.hold)
+        await arecord(usage, call.hold)
         result = call.conclude(response)
         if result is not None:
             return result

@@ -137,11 +137,11 @@ def _builtin(name: str) -> Provider:
         if existing is not None:
             return existing
     if name == "openai":
-        from .providers.openai import OpenAIProvider
+        from .openai.provider import OpenAIProvider
 
         created: Provider = OpenAIProvider()
     elif name == "anthropic":
-        from .providers.anthropic import AnthropicProvider
+        from .anthropic.provider import AnthropicProvider
 
         created = AnthropicProvider()
     else:  # pragma: no cover - callers pass only the two names above

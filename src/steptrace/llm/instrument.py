@@ -1,8 +1,8 @@
 """``instrument(client)``: steptrace accounting for an SDK client you already have.
 
 Dispatches on the client's package: an ``openai`` client (``OpenAI``,
-``AsyncOpenAI``, or a compatible subclass) goes to ``instrument_openai``, an
-``anthropic`` client to ``instrument_anthropic``. Each wraps that one
+``AsyncOpenAI``, or a compatible subclass) goes to ``openai.instrument``, an
+``anthropic`` client to ``anthropic.instrument``. Each wraps that one
 instance's create method, so calls through it are budget-checked before
 sending, accounted, traced and evented like ``llm_call``; ``uninstrument``
 restores it. Nothing global is patched.
@@ -34,11 +34,11 @@ def instrument(client: C) -> C:
     The client's key is registered for redaction (``steptrace._redact``)."""
     register_credentials(client)
     if _family(client) == "openai":
-        from .instrument_openai import instrument_openai
+        from .openai.instrument import instrument_openai
 
         instrument_openai(client)
     else:
-        from .instrument_anthropic import instrument_anthropic
+        from .anthropic.instrument import instrument_anthropic
 
         instrument_anthropic(client)
     return client
@@ -47,11 +47,11 @@ def instrument(client: C) -> C:
 def uninstrument(client: C) -> C:
     """Undo ``instrument``; returns the same client."""
     if _family(client) == "openai":
-        from .instrument_openai import uninstrument_openai
+        from .openai.instrument import uninstrument_openai
 
         uninstrument_openai(client)
     else:
-        from .instrument_anthropic import uninstrument_anthropic
+        from .anthropic.instrument import uninstrument_anthropic
 
         uninstrument_anthropic(client)
     return client

@@ -305,6 +305,9 @@ def summarize(
     duration = None if run.ended_at is None else round((run.ended_at - run.started_at) * 1000, 3)
     llm_calls, input_tokens, output_tokens = run.llm_calls, run.input_tokens, run.output_tokens
     cost_usd = run.cost_usd
+    # Calls of unknown cost are stored with cost NULL (the log is complete
+    # unless tracing was off or retention trimmed it).
+    unpriced_calls = sum(1 for c in calls if c.cost_usd is None)
     if len(calls) > run.llm_calls:
         llm_calls = len(calls)
         input_tokens = sum(c.input_tokens for c in calls)
@@ -321,6 +324,7 @@ def summarize(
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cost_usd": cost_usd,
+        "unpriced_calls": unpriced_calls,
         "steps": {s: statuses.get(s, 0) for s in _STEP_STATUSES},
         "budget": run.budget,
         "agent": summarize_events(events),

@@ -51,10 +51,16 @@
   const intFormat = new Intl.NumberFormat("en-US");
   const fmtInt = (n) => (n === null || n === undefined ? "–" : intFormat.format(n));
   function fmtUsd(v) {
-    if (v === null || v === undefined) return "–";
+    // A cost is null only when no price was known: say so, never "$0".
+    if (v === null || v === undefined) return "cost unknown";
     if (v === 0) return "$0";
     if (Math.abs(v) < 0.01) return "$" + v.toPrecision(3).replace(/0+$/, "").replace(/\.$/, "");
     return "$" + v.toFixed(Math.abs(v) < 10 ? 4 : 2);
+  }
+  // A total that leaves out calls of unknown price says how many.
+  function fmtCost(v, unknown) {
+    if (!unknown) return fmtUsd(v);
+    return v ? `${fmtUsd(v)} + ${fmtInt(unknown)} unknown` : "cost unknown";
   }
   function fmtMs(ms) {
     if (ms === null || ms === undefined) return "–";
@@ -619,7 +625,7 @@
         if (m["steptrace.cost_usd"] !== undefined) metrics.push(fmtUsd(m["steptrace.cost_usd"]));
       } else if (span.kind === "step" || span.kind === "persona" || span.kind === "run") {
         const tokens = span.kind === "step" ? node.subtreeTokens : (m.input_tokens || 0) + (m.output_tokens || 0);
-        metrics.push(`${fmtInt(tokens)} tokens`, fmtUsd(span.kind === "step" ? node.subtreeUsd : m.cost_usd || 0));
+        metrics.push(`${fmtInt(tokens)} tokens`, fmtCost(span.kind === "step" ? node.subtreeUsd : m.cost_usd || 0, m.unpriced_calls));
       }
       metrics.push(fmtMs(duration));
       row.append(h("span", { class: "metrics muted" }, metrics.join(" · ")));

@@ -11,10 +11,10 @@ so that every call through it behaves as an ``llm_call`` does:
    estimate is ``estimate_anthropic_input_tokens``: conservative, offline);
 3. after the response: a ``chat <model>`` span of kind ``LLM_CALL`` with
    OpenTelemetry GenAI attributes, an ``LlmCall`` event (``call_id`` is the
-   message id), and ``record_llm_usage`` with every prompt token counted
+   message id), and the usage recorded with every prompt token counted
    (uncached + cache writes + cache reads), the cache reads as
-   ``cache_tokens``, and the cost from the configured price source with cache
-   writes priced as such.
+   ``cache_tokens``, priced once with cache writes priced as such
+   (``conclusion``).
 
 Streams (``stream=True``, or ``messages.stream(...)``) are returned wrapped:
 events pass through unchanged and the call is accounted when the stream ends,
@@ -38,21 +38,21 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, TypeVar
 
-from .._accounting import (
-    arecord_llm_usage,
-    check_budget,
-    record_llm_usage,
-    release_budget_hold,
+from ..._accounting import release_budget_hold
+from ...runtime import active_step_model_default
+from ...spans import SpanKind
+from ...tracing import span
+from .._call import sdk_preflight
+from ..conclusion import Concluded, TokenCounts, conclude
+from ._streams import (
+    AsyncInstrumentedStream,
+    InstrumentedStream,
+    StreamManager,
+    arecord_usage,
+    record_usage,
 )
-from .._config import settings as core_settings
-from ..errors import BudgetExhausted, PricingUnknown
-from ..events import LlmCall
-from ..runtime import active_step_model_default
-from ..spans import SpanKind
-from ..tracing import emit_event, span
 
 __all__ = [
     "ESTIMATE_CHARS_PER_TOKEN",
@@ -158,7 +158,7 @@ class _Call:
         if not isinstance(model, str) or not model or type(max_tokens) is not int:
             return None
         kwargs["model"] = model
-        check_budget(model, estimate_anthropic_input_tokens(kwargs), max(max_tokens, 0))
+        sdk_preflight(model, estimate_anthropic_input_tokens(kwargs), max(max_tokens, 0))
         return cls(kwargs, model)
 
     def attributes(self) -> dict[str, Any]:
@@ -201,62 +201,33 @@ class _Call:
             self.stop_reason = getattr(event.delta, "stop_reason", None) or self.stop_reason
             self.take_usage(getattr(event, "usage", None))
 
-    def account(self, error: BaseException | None = None) -> dict[str, Any] | None:
-        """Emit the span and the ``LlmCall`` event; return the arguments of
-        ``record_llm_usage`` (None when no response was seen)."""
+    def account(self, error: BaseException | None = None) -> Concluded | None:
+        """Conclude the call (``conclusion.conclude``: priced once, ``LlmCall``
+        emitted) and emit its span; None when no response was seen."""
         usage = self.usage
         read = usage.get("cache_read_input_tokens", 0)
         write = usage.get("cache_creation_input_tokens", 0)
-        input_tokens = usage.get("input_tokens", 0) + read + write
-        output_tokens = usage.get("output_tokens", 0)
-        duration_ms = round((time.perf_counter() - self.started) * 1000)
-        source = core_settings.price_source
-        cost = None
-        if source is not None and self.message_id is not None:
-            cost = source.cost_usd(
-                self.model,
-                input_tokens,
-                output_tokens,
-                cache_read_tokens=read,
-                cache_write_tokens=write,
-            )
         attributes = self.attributes()
+        concluded = None
         if self.message_id is not None:
-            attributes.update(
-                {
-                    "gen_ai.response.id": self.message_id,
-                    "gen_ai.response.model": self.response_model or self.model,
-                    "gen_ai.response.finish_reasons": [self.stop_reason or "unknown"],
-                    "gen_ai.usage.input_tokens": input_tokens,
-                    "gen_ai.usage.output_tokens": output_tokens,
-                    "steptrace.cache_read_tokens": read,
-                    "steptrace.cache_write_tokens": write,
-                    "steptrace.cost_usd": cost,
-                }
+            concluded = conclude(
+                attributes,
+                model=self.model,
+                counts=TokenCounts(
+                    usage.get("input_tokens", 0) + read + write,
+                    usage.get("output_tokens", 0),
+                    read,
+                    write,
+                ),
+                duration_ms=round((time.perf_counter() - self.started) * 1000),
+                response_id=self.message_id,
+                response_model=self.response_model,
+                finish_reasons=[self.stop_reason],
             )
         _ended_span(f"chat {self.model}", attributes, self.start_ns, error)
-        if self.message_id is None:
+        if concluded is None:
             release_budget_hold()  # no response: the call's shared-budget hold is freed
-            return None
-        emit_event(
-            LlmCall(
-                call_id=self.message_id,
-                model=self.model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cache_tokens=read,
-                duration_ms=duration_ms,
-                iteration=0,
-            )
-        )
-        return {
-            "model": self.model,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost_usd": cost,
-            "duration_ms": duration_ms,
-            "cache_tokens": read,
-        }
+        return concluded
 
 
 def _ended_span(
@@ -270,186 +241,6 @@ def _ended_span(
         manager.__exit__(None, None, None)
     else:
         manager.__exit__(type(error), error, error.__traceback__)
-
-
-def _record(usage: dict[str, Any] | None, error: BaseException | None) -> None:
-    """Record the usage; while another error is propagating, a budget error
-    raised by the record (the usage is in the ledger) gives way to it."""
-    if usage is None:
-        return
-    try:
-        record_llm_usage(**usage)
-    except (BudgetExhausted, PricingUnknown):
-        if error is None or isinstance(error, GeneratorExit):
-            raise
-
-
-async def _arecord(usage: dict[str, Any] | None, error: BaseException | None) -> None:
-    if usage is None:
-        return
-    try:
-        await arecord_llm_usage(**usage)
-    except (BudgetExhausted, PricingUnknown):
-        if error is None or isinstance(error, GeneratorExit):
-            raise
-
-
-class InstrumentedStream:
-    """A synchronous SDK stream that accounts its call when it ends.
-
-    Iterates the SDK's events unchanged; other attributes (``response``, ...)
-    are the wrapped stream's. ``close()`` and leaving a ``with`` block account
-    the usage seen so far."""
-
-    def __init__(self, stream: Any, call: _Call) -> None:
-        self._stream = stream
-        self._call = call
-        self._done = False
-
-    def _finish(self, error: BaseException | None) -> None:
-        if not self._done:
-            self._done = True
-            _record(self._call.account(error), error)
-
-    def __iter__(self) -> InstrumentedStream:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            event = self._stream.__next__()
-        except StopIteration:
-            self._finish(None)
-            raise
-        except BaseException as error:
-            self._finish(error)
-            raise
-        self._call.take_event(event)
-        return event
-
-    def close(self) -> None:
-        self._stream.close()
-        self._finish(None)
-
-    def __enter__(self) -> InstrumentedStream:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stream.close()
-        self._finish(exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-class AsyncInstrumentedStream:
-    """The asynchronous twin of ``InstrumentedStream`` (``await stream.close()``)."""
-
-    def __init__(self, stream: Any, call: _Call) -> None:
-        self._stream = stream
-        self._call = call
-        self._done = False
-
-    async def _finish(self, error: BaseException | None) -> None:
-        if not self._done:
-            self._done = True
-            await _arecord(self._call.account(error), error)
-
-    def __aiter__(self) -> AsyncInstrumentedStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            event = await self._stream.__anext__()
-        except StopAsyncIteration:
-            await self._finish(None)
-            raise
-        except BaseException as error:
-            await self._finish(error)
-            raise
-        self._call.take_event(event)
-        return event
-
-    async def close(self) -> None:
-        await self._stream.close()
-        await self._finish(None)
-
-    async def __aenter__(self) -> AsyncInstrumentedStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._stream.close()
-        await self._finish(exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _snapshot(message_stream: Any) -> Any:
-    """The SDK ``MessageStream``'s accumulated message, None before ``message_start``."""
-    try:
-        return message_stream.current_message_snapshot
-    except AssertionError:
-        return None
-
-
-class _StreamManager:
-    """Wraps ``messages.stream(...)``'s manager: the request is made on entry,
-    the call accounted on exit from the stream's accumulated message."""
-
-    def __init__(self, manager: Any, call: _Call) -> None:
-        self._manager = manager
-        self._call = call
-        self._stream: Any = None
-
-    def __enter__(self) -> Any:
-        try:
-            self._stream = self._manager.__enter__()
-        except BaseException as error:
-            _record(self._call.account(error), error)
-            raise
-        return self._stream
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._manager.__exit__(exc_type, exc, tb)
-        snapshot = _snapshot(self._stream)
-        if snapshot is not None:
-            self._call.take_message(snapshot)
-        _record(self._call.account(exc), exc)
-
-    async def __aenter__(self) -> Any:
-        try:
-            self._stream = await self._manager.__aenter__()
-        except BaseException as error:
-            await _arecord(self._call.account(error), error)
-            raise
-        return self._stream
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._manager.__aexit__(exc_type, exc, tb)
-        snapshot = _snapshot(self._stream)
-        if snapshot is not None:
-            self._call.take_message(snapshot)
-        await _arecord(self._call.account(exc), exc)
 
 
 def _sync_create(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -471,7 +262,7 @@ def _sync_create(original: Callable[..., Any]) -> Callable[..., Any]:
             call.account(error)
             raise
         call.take_message(message)
-        _record(call.account(), None)
+        record_usage(call.account(), None)
         return message
 
     return create
@@ -496,7 +287,7 @@ def _async_create(original: Callable[..., Any]) -> Callable[..., Any]:
             call.account(error)
             raise
         call.take_message(message)
-        await _arecord(call.account(), None)
+        await arecord_usage(call.account(), None)
         return message
 
     return create
@@ -507,7 +298,7 @@ def _stream(original: Callable[..., Any]) -> Callable[..., Any]:
     def stream(**kwargs: Any) -> Any:
         call = _Call.begin(kwargs)
         manager = original(**kwargs)
-        return manager if call is None else _StreamManager(manager, call)
+        return manager if call is None else StreamManager(manager, call)
 
     return stream
 

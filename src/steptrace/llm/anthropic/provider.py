@@ -70,7 +70,7 @@ from ...errors import (
     RateLimited,
 )
 from .._types import LlmRequest, LlmResponse, Message, ToolCall, parse_json_object, usage_count
-from ._guard import (
+from ..providers._guard import (
     UNDECODABLE,
     DeadlineExceeded,
     Malformed,

@@ -5,7 +5,7 @@ This module owns patching the client (``instrument_openai``,
 ``uninstrument_openai``, ``is_instrumented``), the pre-flight estimate
 (``estimate_openai_input_tokens`` and its constants) and ``_Call``: one
 call's model, pre-flight check, span, ``LlmCall`` event and usage, and the
-accounting of a whole response. Streams are handed to ``_openai_streams``,
+accounting of a whole response. Streams are handed to ``_streams``,
 which owns the stream wrappers (``InstrumentedStream`` and
 ``AsyncInstrumentedStream``, still importable from here).
 
@@ -23,8 +23,8 @@ so every call through it gets what ``llm_call`` gives:
   ``max_completion_tokens`` / ``max_tokens`` or ``DEFAULT_MAX_OUTPUT_TOKENS``;
 - a ``chat <model>`` span of kind ``llm_call`` with OpenTelemetry GenAI
   attributes, an ``LlmCall`` event (``call_id`` the response id) and
-  ``record_llm_usage`` with the response's real token counts, cached prompt
-  tokens and the cost from the configured price source.
+  the usage recorded with the response's real token counts and cached prompt
+  tokens, priced once (``conclusion``).
 
 Streaming too: ``stream=True`` forces ``stream_options.include_usage`` and
 returns a wrapper (sync or async) that passes every chunk through and does the
@@ -52,7 +52,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -65,24 +64,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "instrument_openai needs the openai SDK: pip install 'steptrace[openai]'"
     ) from exc
 
-from .._accounting import (
-    arecord_llm_usage,
-    check_budget,
-    record_llm_usage,
-    release_budget_hold,
-)
-from .._config import report_observer_failure
-from .._config import settings as core_settings
-from ..errors import BudgetExhausted, PricingUnknown
-from ..events import LlmCall
-from ..runtime import active_step_model_default
-from ..spans import Span, SpanKind
-from ..tracing import emit_event
-from ..tracing import span as _span
-from ._call import DEFAULT_MAX_OUTPUT_TOKENS
-from ._openai_streams import AsyncInstrumentedStream as AsyncInstrumentedStream
-from ._openai_streams import InstrumentedStream as InstrumentedStream
-from ._openai_streams import astart_stream, fail_span, start_stream
+from ..._accounting import release_budget_hold
+from ..._config import report_observer_failure
+from ...errors import BudgetExhausted, PricingUnknown
+from ...runtime import active_step_model_default
+from ...spans import Span, SpanKind
+from ...tracing import span as _span
+from .._call import DEFAULT_MAX_OUTPUT_TOKENS, sdk_preflight
+from ..conclusion import Concluded, TokenCounts, arecord, conclude, record
+from ._streams import AsyncInstrumentedStream as AsyncInstrumentedStream
+from ._streams import InstrumentedStream as InstrumentedStream
+from ._streams import astart_stream, fail_span, start_stream
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_TOKENS",
@@ -245,7 +237,7 @@ class _Call:
             if not model:
                 return None
         call = cls(model, {**kwargs, "model": model})
-        check_budget(model, call.estimate, call.max_output or DEFAULT_MAX_OUTPUT_TOKENS)
+        sdk_preflight(model, call.estimate, call.max_output or DEFAULT_MAX_OUTPUT_TOKENS)
         if kwargs.get("stream") is True:
             options = kwargs.get("stream_options")
             options = dict(options) if isinstance(options, Mapping) else {}
@@ -279,9 +271,9 @@ class _Call:
         response_model: str | None,
         finish_reasons: list[str],
         output_chars: int,
-    ) -> dict[str, Any]:
-        """Describe the response on its span, emit ``LlmCall``, and return the
-        arguments of ``record_llm_usage``. Without ``usage``, estimates."""
+    ) -> Concluded:
+        """Conclude the call on its span (priced once, ``LlmCall`` emitted);
+        without ``usage``, on an estimate."""
         duration_ms = round((time.perf_counter() - self.started) * 1000)
         if usage is not None:
             input_tokens = usage.prompt_tokens or 0
@@ -292,46 +284,18 @@ class _Call:
             input_tokens = self.estimate
             output_tokens = -(-output_chars // ESTIMATE_CHARS_PER_TOKEN)
             cached = 0
-            request_span.set("steptrace.usage_estimated", True)
-        source = core_settings.price_source
-        cost = (
-            None
-            if source is None
-            else source.cost_usd(self.model, input_tokens, output_tokens, cache_read_tokens=cached)
+        return conclude(
+            request_span.metadata,
+            model=self.model,
+            counts=TokenCounts(input_tokens, output_tokens, cached),
+            duration_ms=duration_ms,
+            response_id=response_id,
+            response_model=response_model,
+            finish_reasons=finish_reasons,
+            estimated=usage is None,
         )
-        request_span.metadata.update(
-            {
-                "gen_ai.response.model": response_model or self.model,
-                "gen_ai.response.id": response_id,
-                "gen_ai.response.finish_reasons": finish_reasons or ["unknown"],
-                "gen_ai.usage.input_tokens": input_tokens,
-                "gen_ai.usage.output_tokens": output_tokens,
-                "steptrace.cache_read_tokens": cached,
-                "steptrace.cost_usd": cost,
-            }
-        )
-        emit_event(
-            LlmCall(
-                call_id=response_id or uuid.uuid4().hex[:16],
-                model=self.model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                cache_tokens=cached,
-                duration_ms=duration_ms,
-                iteration=0,
-                estimated=usage is None,
-            )
-        )
-        return {
-            "model": self.model,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost_usd": cost,
-            "duration_ms": duration_ms,
-            "cache_tokens": cached,
-        }
 
-    def conclude_completion(self, request_span: Span, result: Any) -> dict[str, Any] | None:
+    def conclude_completion(self, request_span: Span, result: Any) -> Concluded | None:
         """``conclude`` for a whole response (None if it is not a chat completion)."""
         completion = result
         if not isinstance(completion, ChatCompletion):
@@ -374,7 +338,7 @@ def _sync_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             usage = _observed(call.conclude_completion, request_span, result)
         if usage is not None:
-            record_llm_usage(**usage)
+            record(usage)
         else:
             release_budget_hold()  # a response it cannot read: nothing to settle
         return result
@@ -398,7 +362,7 @@ def _async_wrapper(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awa
                 raise
             usage = _observed(call.conclude_completion, request_span, result)
         if usage is not None:
-            await arecord_llm_usage(**usage)
+            await arecord(usage)
         else:
             release_budget_hold()  # a response it cannot read: nothing to settle
         return result
@@ -407,8 +371,8 @@ def _async_wrapper(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awa
 
 
 def _observed(
-    conclude: Callable[[Span, Any], dict[str, Any] | None], request_span: Span, result: Any
-) -> dict[str, Any] | None:
+    conclude: Callable[[Span, Any], Concluded | None], request_span: Span, result: Any
+) -> Concluded | None:
     """Run ``conclude``; a failure of steptrace's own code is reported, not raised
     (except in strict mode), so the caller still gets the response."""
     try:

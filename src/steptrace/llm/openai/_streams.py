@@ -8,7 +8,7 @@ copy of the caller's context and send the request; ``InstrumentedStream`` and
 closed early, breaks, or is garbage-collected. It also owns ``fail_span``, which both
 the stream and the whole-response paths use. It imports nothing from
 ``instrument_openai``: the call it is handed only has to look like a
-``StreamCall``. Imported only by ``instrument_openai``, after that module has
+``StreamCall``. Imported only by ``instrument``, after that module has
 checked that the ``openai`` SDK is installed.
 """
 
@@ -21,13 +21,14 @@ from typing import Any, Protocol
 
 import openai
 
-from .. import _context
-from .._accounting import arecord_llm_usage, record_llm_usage, release_budget_hold
-from .._config import report_observer_failure
-from .._redact import redact
-from ..errors import BudgetExhausted, PricingUnknown
-from ..spans import Span, end_span
-from ..tracing import span as _span
+from ... import _context
+from ..._accounting import release_budget_hold
+from ..._config import report_observer_failure
+from ..._redact import redact
+from ...errors import BudgetExhausted, PricingUnknown
+from ...spans import Span, end_span
+from ...tracing import span as _span
+from ..conclusion import Concluded, arecord, record
 
 __all__ = [
     "AsyncInstrumentedStream",
@@ -58,9 +59,8 @@ class StreamCall(Protocol):
         response_model: str | None,
         finish_reasons: list[str],
         output_chars: int,
-    ) -> dict[str, Any]:
-        """Describe the response on its span, emit ``LlmCall``, and return the
-        arguments of ``record_llm_usage``."""
+    ) -> Concluded:
+        """Conclude the call on its span (``conclusion.conclude``)."""
 
 
 def fail_span(request_span: Span, error: BaseException) -> None:
@@ -168,7 +168,7 @@ class _StreamState:
         except Exception as exc:
             report_observer_failure("instrument_openai stream accounting", exc, self.span)
 
-    def _conclude(self, error: BaseException | None, early: bool) -> dict[str, Any] | None:
+    def _conclude(self, error: BaseException | None, early: bool) -> Concluded | None:
         """In the call's context: describe the span, emit the event, end the span."""
         try:
             if early:
@@ -202,9 +202,9 @@ class _StreamState:
             return
         try:
             if self._origin_open():
-                self.context.run(record_llm_usage, **usage)
+                self.context.run(record, usage)
             else:
-                record_llm_usage(**usage)
+                record(usage)
         except (BudgetExhausted, PricingUnknown):
             if not quiet:
                 raise
@@ -228,7 +228,7 @@ class _StreamState:
         loop = asyncio.get_running_loop()
         context = self.context if self._origin_open() else None
         try:
-            await loop.create_task(arecord_llm_usage(**usage), context=context)
+            await loop.create_task(arecord(usage), context=context)
         except (BudgetExhausted, PricingUnknown):
             if not quiet:
                 raise
