@@ -15,6 +15,7 @@ the same run, for a before/after.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -107,6 +108,8 @@ def instructions(program: Path, src: Path, case: str, n: int) -> int:
         capture_output=True,
         text=True,
         check=True,
+        # One hash seed: dict and set layouts, hence counts, repeat exactly.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:
