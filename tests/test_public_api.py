@@ -45,6 +45,7 @@ PUBLIC_NAMES = [
     "StepTraceError",
     "ToolExecution",
     "ToolRejected",
+    "TraceRecord",
     "Usage",
     "__version__",
     "active_step_model_default",

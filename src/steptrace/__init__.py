@@ -26,7 +26,7 @@ from ._accounting import (
 from ._config import configure
 from ._context import ContextSnapshot, bind, restore_context, snapshot_context
 from ._propagation import extract, inject
-from ._run import CompletedStep, Run, current_run, run
+from ._run import CompletedStep, Run, TraceRecord, current_run, run
 from ._shared import SharedBudget
 from .budget import Budget, PriceSource, Usage
 from .definitions import (
@@ -178,6 +178,7 @@ __all__ = [
     "StepTraceError",
     "ToolExecution",
     "ToolRejected",
+    "TraceRecord",
     "Usage",
     "__version__",
     "active_step_model_default",
