@@ -5,13 +5,14 @@ that leaks a socket fails itself."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 
 import pytest
 
 from steptrace import llm
 from steptrace.llm._config import reset_configuration
+
+from ._garbage import collect_test_garbage
 
 
 @pytest.fixture(autouse=True)
@@ -24,4 +25,4 @@ def fresh_llm_configuration(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_configuration()
     # An SDK client left unclosed leaks its socket; collect now so the
     # ResourceWarning fails the test that leaked it, not a later one.
-    gc.collect()
+    collect_test_garbage()
