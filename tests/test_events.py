@@ -475,3 +475,67 @@ def test_summary_equals_independent_computation(events: list[AgentEvent]) -> Non
     for key in ("tool_executions", "tool_rejections", "interventions", "compactions"):
         assert sum(loop[key] for loop in loops) == summary[key]
     assert outside["llm_calls"] == sum(e.iteration == 0 for e in llm)
+
+
+# -- the fast path ----------------------------------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.lists(st.text(max_size=3), max_size=2),
+)
+
+
+def _outcome(read: Any, data: Any) -> Any:
+    try:
+        event = read(data)
+    except (TypeError, ValueError) as error:
+        return type(error), str(error)
+    return type(event), event, repr(event), event.to_dict()
+
+
+@given(
+    event=EVENTS
+    | st.builds(
+        LlmCall,
+        call_id=_text,
+        model=_text,
+        input_tokens=_count,
+        output_tokens=_count,
+        cache_tokens=_count,
+        duration_ms=_count,
+        iteration=_count,
+        estimated=st.booleans(),
+    ),
+    change=st.one_of(
+        st.none(),
+        st.tuples(st.just("set"), st.integers(0, 9), _SCALARS),
+        st.tuples(st.just("drop"), st.integers(0, 9), st.none()),
+        st.tuples(st.just("add"), st.sampled_from(["extra", "estimated", "type"]), _SCALARS),
+        st.tuples(st.just("reverse"), st.none(), st.none()),
+    ),
+)
+def test_the_fast_path_reads_exactly_what_the_checked_path_reads(
+    event: AgentEvent, change: Any
+) -> None:
+    # event_from_dict checks a dict of the exact shape to_dict() writes in a
+    # few comparisons; any dict, well formed or not, reads the same as through
+    # the field-by-field path, or fails the same way.
+    from steptrace.events import _checked_from_dict
+
+    data: dict[str, Any] = json.loads(json.dumps(event.to_dict()))
+    if change is not None:
+        how, where, value = change
+        keys = list(data)
+        if how == "set":
+            data[keys[where % len(keys)]] = value
+        elif how == "drop":
+            del data[keys[where % len(keys)]]
+        elif how == "add":
+            data[where] = value
+        else:
+            data = dict(reversed(data.items()))
+    assert _outcome(event_from_dict, data) == _outcome(_checked_from_dict, data)

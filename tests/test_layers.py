@@ -116,6 +116,11 @@ BREAKS = {
         "from steptrace.store import _sqlite",
         "Only steptrace.store imports",
     ),
+    "the portal runs its own SQL": (
+        "portal/_api.py",
+        "from steptrace.store import _queries",
+        "The portal reads stores only through",
+    ),
     "the portal imports the CLI's renderer": (
         "portal/_api.py",
         "from steptrace.cli import _render",

@@ -37,9 +37,42 @@ __all__ = [
     "Run",
     "StepCursor",
     "TraceCursor",
+    "TraceRecord",
     "current_run",
     "run",
 ]
+
+
+class TraceRecord(NamedTuple):
+    """One LLM call as the run records it in its trace log.
+
+    The first six fields are the seed's ``LlmTraceEntry``; the rest are for the
+    run store: the frame that recorded the call (its step, persona and span),
+    the wall time (``time.time()``), and whether the call was recorded after
+    the scope it was made in had ended (``late``). The run's ``raw_trace``
+    holds each record as the plain tuple of these fields (the accounting's hot
+    path appends it); readers name it with ``TraceRecord._make``.
+    """
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+    duration_ms: int
+    cost_usd: float | None
+    """None when no price is known for the model."""
+    cache_tokens: int
+    frame: _context.Frame
+    at: float
+    late: bool
+
+    def entry(self) -> LlmTraceEntry:
+        """The seed's trace entry for this call."""
+        from .events import LlmTraceEntry  # deferred: see the note in __init__
+
+        return LlmTraceEntry(*self[:6])
+
+
+_trace_record = TraceRecord._make
 
 
 class CompletedStep(NamedTuple):
@@ -189,8 +222,8 @@ class Run:
         self.event_span_ids: list[int] = []
         """For each event, the id of the span that was current when it was emitted."""
         self.raw_trace: list[tuple[Any, ...]] = []
-        """The trace log as recorded: one tuple a call, the ``LlmTraceEntry``
-        fields, then the frame that recorded it and the wall time (``time.time()``)."""
+        """The LLM trace log as recorded: a ``TraceRecord``'s fields a call, as
+        a plain tuple (read it through ``trace_records``)."""
         self.spans: list[Span] = []
         """Every span of the run (run, personas, steps, user spans), in start order."""
         self.tracing_enabled = trace_llm
@@ -262,15 +295,84 @@ class Run:
         self.ledger.owner = self.root
         self.opened(self.root)
 
-    # -- frames owned by this run -----------------------------------------------
+    # -- appending to the record ------------------------------------------------
+    #
+    # The record's lists (spans, ended_steps, events with event_span_ids,
+    # raw_trace, amended_steps) are appended to only by the methods below,
+    # and only at their end; ``trim`` and the ``take_*`` swaps change them
+    # under the lock. Events and LLM calls are appended under the lock (a
+    # reader must see an event and its span id together, and a call together
+    # with the ledgers it updated); spans and ended steps by one
+    # ``list.append``, atomic under the GIL. Readers therefore take each
+    # length once, under the lock, and read up to it (see ``EventCursor``).
+    # Two hot paths inline these appends: the plain step call
+    # (``_wrappers._wrap_sync_step``: ``add_span`` and ``step_ended``) and
+    # ``record_llm_usage`` (``add_call``).
 
-    def opened(self, frame: _context.Frame) -> None:
-        """Record a frame just created in this run and show it to span processors."""
+    def add_span(self, frame: _context.Frame) -> None:
+        """Record a frame just created in this run."""
         spans = self.spans
         spans.append(frame)
         if len(spans) > self.trim_at:
             self.trim()
+
+    def opened(self, frame: _context.Frame) -> None:
+        """Record a frame just created in this run and show it to span processors."""
+        self.add_span(frame)
         notify_start(frame)
+
+    def step_ended(self, frame: _context.StepFrame) -> None:
+        """File an ended step in the completed-step ledger."""
+        self.ended_steps.append(frame)
+
+    def add_event(self, event: AgentEvent, span_id: int) -> None:
+        """Append an agent event emitted under span ``span_id``."""
+        lock = self.lock
+        lock.acquire()
+        try:
+            events = self.events
+            events.append(event)
+            self.event_span_ids.append(span_id)
+        finally:
+            lock.release()
+        if len(events) > self.trim_at:
+            self.trim()
+
+    def add_call(self, record: tuple[Any, ...]) -> bool:
+        """Append an LLM call (a ``TraceRecord``'s fields) to the trace log.
+        The caller holds the run's lock
+        (the call's ledgers are updated in the same critical section); it calls
+        ``trim`` after releasing it when this returns True."""
+        raw = self.raw_trace
+        raw.append(record)
+        return len(raw) > self.trim_at
+
+    def amended(self, step: _context.StepFrame) -> None:
+        """Note that an ended step's ledger row changed (late usage); the
+        caller holds the run's lock."""
+        self.ledger_rows.pop(step.span_id, None)
+        self.amended_steps.append(step)
+
+    def take_trace(self) -> list[TraceRecord]:
+        """Return the LLM trace log and start a new one."""
+        with self.lock:
+            raw, self.raw_trace = self.raw_trace, []
+            self.trace_base = 0
+        return [_trace_record(fields) for fields in raw]
+
+    def trace_records(self) -> list[TraceRecord]:
+        """The LLM trace log, as records (a copy)."""
+        with self.lock:
+            raw = list(self.raw_trace)
+        return [_trace_record(fields) for fields in raw]
+
+    def take_events(self) -> list[AgentEvent]:
+        """Return the agent events and start a new log."""
+        with self.lock:
+            events, self.events = self.events, []
+            self.event_span_ids = []
+            self.events_base = 0
+        return events
 
     def trim(self) -> None:
         """Drop the oldest records beyond ``retain`` of each kind, counting them.
@@ -342,9 +444,7 @@ class Run:
     @property
     def llm_trace(self) -> list[LlmTraceEntry]:
         """The LLM call trace log (a copy)."""
-        with self.lock:
-            raw = list(self.raw_trace)
-        return trace_entries(raw)
+        return trace_entries(self.trace_records())
 
     @property
     def completed_steps(self) -> list[CompletedStep]:
@@ -468,8 +568,7 @@ def amend_late(frame: _context.Frame) -> None:
     with run.lock:
         run.late_calls += 1
         if step is not None and step.end_ns is not None:
-            run.ledger_rows.pop(step.span_id, None)
-            run.amended_steps.append(step)
+            run.amended(step)
         if run.ended_at is not None and run.status == "completed" and over_limit(run.ledger):
             run.status = "over_budget"
             run.root.metadata["status"] = "over_budget"
@@ -555,7 +654,7 @@ class TraceCursor:
         """How many of ``trace`` (the run's list now) this cursor has read."""
         return self._position - self._run.trace_base if trace is self._trace else 0
 
-    def read(self) -> list[tuple[Any, ...]]:
+    def read(self) -> list[TraceRecord]:
         run = self._run
         with run.lock:
             trace, base = run.raw_trace, run.trace_base
@@ -567,7 +666,8 @@ class TraceCursor:
                 start = 0
             count = len(trace)
             self._position = base + count
-            return trace[start:count]
+            unread = trace[start:count]
+        return [_trace_record(fields) for fields in unread]
 
 
 class StepCursor:
@@ -609,11 +709,9 @@ class StepCursor:
         return read
 
 
-def trace_entries(raw: list[tuple[Any, ...]]) -> list[LlmTraceEntry]:
-    """``LlmTraceEntry`` objects from raw trace tuples (their first six fields)."""
-    from .events import LlmTraceEntry  # deferred: see the note in __init__
-
-    return [LlmTraceEntry(*entry[:6]) for entry in raw]
+def trace_entries(raw: list[TraceRecord]) -> list[LlmTraceEntry]:
+    """The seed's trace entries of recorded calls."""
+    return [record.entry() for record in raw]
 
 
 def ledger_row(frame: _context.StepFrame) -> CompletedStep:

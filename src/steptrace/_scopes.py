@@ -37,6 +37,7 @@ from .hooks import (
 from .spans import describe_error, end_span, notify_end, notify_start
 
 _StepFrame = _context.StepFrame
+_step_frame = _context.step_frame
 _PersonaFrame = _context.PersonaFrame
 _get_frame = _context.get_frame
 
@@ -53,7 +54,7 @@ def _close_step(frame: _StepFrame, status: str, error: BaseException | None) -> 
     metadata and the ledger row are derived from the frame when read."""
     frame.outcome = status
     end_span(frame, None if error is None else _error_text(error))
-    frame.run.ended_steps.append(frame)
+    frame.run.step_ended(frame)
 
 
 def _error_text(error: BaseException) -> str:
@@ -160,11 +161,8 @@ class StepScope:
 
     def open(self) -> _StepFrame:
         parent = _get_frame() or active_frame()
-        frame = _StepFrame(self.definition, parent, self.limits)
-        run = parent.run
-        run.spans.append(frame)
-        if len(run.spans) > run.trim_at:
-            run.trim()
+        frame = _step_frame(self.definition, parent, self.limits)
+        parent.run.add_span(frame)  # processors are told by announce
         if _spans.processors or registered_hooks:
             self.announce(frame)
         return frame
@@ -191,7 +189,7 @@ class StepScope:
         """``aopen`` for a call with these arguments: the frame, and the
         arguments a ``PreStep`` hook rewrote them to (None: unchanged)."""
         parent = _get_frame() or active_frame()
-        frame = _StepFrame(self.definition, parent, self.limits)
+        frame = _step_frame(self.definition, parent, self.limits)
         parent.run.opened(frame)
         rewritten = None
         if registered_hooks:
@@ -210,7 +208,7 @@ class StepScope:
         frame.end_ns = time_ns()
         frame.status = "ok"
         frame.outcome = "completed"
-        frame.run.ended_steps.append(frame)
+        frame.run.step_ended(frame)
         if _spans.processors or registered_hooks:
             self.announce_end(frame)
 
@@ -224,7 +222,7 @@ class StepScope:
     async def acomplete(self, frame: Any, output: Any = NO_OUTPUT) -> Any:
         frame.outcome = "completed"
         end_span(frame)
-        frame.run.ended_steps.append(frame)
+        frame.run.step_ended(frame)
         if registered_hooks:
             return await _apost_step(frame, "completed", None, output)
         return output

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+from ._context import get_frame
 from .budget import Budget, _check_max_tokens, _check_max_usd, pico_to_usd, usd_to_pico
 
 __all__ = [
@@ -319,9 +320,10 @@ class SharedBudget:
         """What the pool holds for this budget now (``run_id`` is needed for the
         ``run`` window; default: the current run)."""
         if run_id is None:
-            from ._run import current_run  # deferred: _run builds on this module
-
-            run_id = current_run().id
+            frame = get_frame()
+            if frame is None:
+                raise ValueError(f"shared budget `{self.key}`: totals() outside a run needs run_id")
+            run_id = frame.run.id
         return self.pool.totals(self.pool_key(run_id, now))
 
     def describe(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ._scopes import Scope, StepScope, reset_token
 from .hooks import registered_hooks
 
 _StepFrame = _context.StepFrame
+_step_frame = _context.step_frame
 _get_frame = _context.get_frame
 _set_frame = _context.set_frame
 _reset_frame = _context.reset_frame
@@ -72,10 +73,10 @@ def _wrap_sync_step(fn: Callable[..., Any], scope: StepScope) -> Callable[..., A
 
     def step_call(*args: Any, **kwargs: Any) -> Any:
         parent = _get_frame() or active_frame()
-        frame = _StepFrame(definition, parent, limits)
+        frame = _step_frame(definition, parent, limits)
         run = parent.run
         spans = run.spans
-        spans.append(frame)
+        spans.append(frame)  # Run.add_span, inlined
         if len(spans) > run.trim_at:
             run.trim()  # retention: see Run.trim
         if _spans.processors or registered_hooks:
@@ -98,7 +99,7 @@ def _wrap_sync_step(fn: Callable[..., Any], scope: StepScope) -> Callable[..., A
         frame.end_ns = time_ns()
         frame.status = "ok"
         frame.outcome = "completed"
-        run.ended_steps.append(frame)
+        run.ended_steps.append(frame)  # Run.step_ended, inlined
         if _spans.processors or registered_hooks:
             result = announce_end(frame, result)  # a PostStep hook may rewrite it
         return result

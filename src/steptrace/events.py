@@ -20,7 +20,8 @@ fields plus two optional ones.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias
 
@@ -218,12 +219,98 @@ def _schema(cls: type) -> tuple[tuple[tuple[str, str, bool], ...], frozenset[str
     return schema
 
 
+class _Shape(NamedTuple):
+    """One exact dict shape ``to_dict()`` writes for an event class of scalar
+    fields: its keys in order, the exact type of each value, and how to fill
+    an instance's slots from the values in that order."""
+
+    cls: type[_Event]
+    types: tuple[type, ...]
+    ints: Callable[[Mapping[str, Any]], Any] | None
+    """The integer values, as a tuple (``None``: one or none)."""
+    one_int: str | None
+    """The one integer field, when there is exactly one."""
+    setters: tuple[Callable[[Any, Any], None], ...]
+    """The slot of each value after ``type``, in order."""
+    defaults: tuple[tuple[Callable[[Any, Any], None], Any], ...]
+    """The slots of the fields not written, and their defaults."""
+
+
+def _shapes() -> dict[tuple[str, ...], _Shape]:
+    """The shapes of every event class whose fields are all ``int``, ``str`` or
+    ``bool``: with and without each field written only when not its default."""
+    shapes: dict[tuple[str, ...], _Shape] = {}
+    scalar = {"int": int, "str": str, "bool": bool}
+    for cls in _EVENT_TYPES.values():
+        fields, _ = _schema(cls)
+        if any(annotation not in scalar for _, annotation, _ in fields):
+            continue
+        slot = {name: getattr(cls, name).__set__ for name, _, _ in fields}
+        default = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        optional = [name for name, _, required in fields if not required]
+        for written in range(1 << len(optional)):
+            present = [
+                (name, annotation)
+                for name, annotation, required in fields
+                if required or written >> optional.index(name) & 1
+            ]
+            names = [name for name, _ in present]
+            ints = [name for name, annotation in present if annotation == "int"]
+            shapes[("type", *names)] = _Shape(
+                cls,
+                (str, *(scalar[annotation] for _, annotation in present)),
+                operator.itemgetter(*ints) if len(ints) > 1 else None,
+                ints[0] if len(ints) == 1 else None,
+                tuple(slot[name] for name in names),
+                tuple((slot[name], default[name]) for name in optional if name not in names),
+            )
+    return shapes
+
+
+_SHAPES: dict[tuple[str, ...], _Shape] = {}
+_new = object.__new__
+
+
 def event_from_dict(data: Mapping[str, Any]) -> AgentEvent:
     """Read an event back from its ``to_dict()`` / JSON shape.
 
     Raises ``ValueError`` (unknown type, missing or unexpected field) or
     ``TypeError`` (wrongly typed value), naming the event type and the field.
     """
+    # The run store reads back every event of a run: a dict with exactly the
+    # keys ``to_dict()`` writes, each value of exactly its field's type, is
+    # checked with a few C-level comparisons. Anything else, valid or not,
+    # takes the field-by-field path below, which names what is wrong.
+    if type(data) is dict:
+        if not _SHAPES:
+            _SHAPES.update(_shapes())
+        shape = _SHAPES.get(tuple(data))
+        if (
+            shape is not None
+            and data["type"] == shape.cls.type
+            and tuple(map(type, data.values())) == shape.types
+            and (
+                min(shape.ints(data)) >= 0
+                if shape.ints is not None
+                else shape.one_int is None or data[shape.one_int] >= 0
+            )
+        ):
+            # The values are already checked: filling the slots directly does
+            # what the dataclass __init__ would (events have no __post_init__),
+            # at half the cost.
+            event = _new(shape.cls)
+            values = iter(data.values())
+            next(values)  # the type
+            for fill, value in zip(shape.setters, values, strict=True):
+                fill(event, value)
+            for fill, value in shape.defaults:
+                fill(event, value)
+            return event  # type: ignore[return-value]
+    return _checked_from_dict(data)
+
+
+def _checked_from_dict(data: Mapping[str, Any]) -> AgentEvent:
+    """``event_from_dict`` field by field."""
     if not isinstance(data, Mapping):
         raise TypeError(f"agent event: expected a mapping, got {type(data).__name__}")
     event_type = data.get("type")

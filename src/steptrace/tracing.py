@@ -47,11 +47,7 @@ def enable_tracing(enabled: bool = True) -> None:
 
 def take_trace() -> list[LlmTraceEntry]:
     """Return the trace log and clear it."""
-    run = current_run()
-    with run.lock:
-        raw, run.raw_trace = run.raw_trace, []
-        run.trace_base = 0
-    return trace_entries(raw)
+    return trace_entries(current_run().take_trace())
 
 
 def peek_trace() -> list[LlmTraceEntry]:
@@ -75,17 +71,7 @@ def emit_event(event: AgentEvent) -> None:
     if type(event) not in _event_types and type(event) not in _load_event_types():
         raise TypeError(f"emit_event: expected an agent event (LlmCall, ...), got {event!r}")
     frame = _get_frame() or active_frame()
-    run = frame.run
-    lock = run.lock
-    lock.acquire()
-    try:
-        events = run.events
-        events.append(event)
-        run.event_span_ids.append(frame.span_id)
-    finally:
-        lock.release()
-    if len(events) > run.trim_at:
-        run.trim()
+    frame.run.add_event(event, frame.span_id)
     for collected in _collectors.get():
         collected.append(event)
 
@@ -118,12 +104,7 @@ def _load_event_types() -> frozenset[type]:
 
 def take_agent_trace() -> list[AgentEvent]:
     """Return the current run's agent events and clear them."""
-    run = current_run()
-    with run.lock:
-        events, run.events = run.events, []
-        run.event_span_ids = []
-        run.events_base = 0
-    return events
+    return current_run().take_events()
 
 
 def peek_agent_trace() -> list[AgentEvent]:

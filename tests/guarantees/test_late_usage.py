@@ -41,7 +41,7 @@ def test_a_thread_that_outlives_its_step_is_recorded_late() -> None:
     row = run.completed_steps[0]
     assert row.cost_usd == 1.01  # the ledger row is rebuilt, not left at $0.01
     assert row.llm_calls == 2
-    assert [entry[-1] for entry in run.raw_trace] == [False, True]  # flagged late
+    assert [record.late for record in run.trace_records()] == [False, True]
     assert run.root.metadata["status"] == "over_budget"
     assert run.root.metadata["cost_usd"] == 1.01
 

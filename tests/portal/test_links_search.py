@@ -17,11 +17,18 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from steptrace.events import AgentEvent, summarize_events
-from steptrace.portal._postgres_reads import PostgresReads
-from steptrace.portal._reads import StoreReads
-from steptrace.portal._server import open_reads
-from steptrace.portal._sqlite_reads import SQLiteReads
-from steptrace.store import EventRow, PostgresStore, RunRow, RunStore, SQLiteStore, WriteBatch
+from steptrace.store import (
+    EventRow,
+    LoadedReads,
+    PostgresStore,
+    RunRow,
+    RunStore,
+    SQLiteStore,
+    WriteBatch,
+    paged_reads,
+)
+from steptrace.store._paged_postgres import PostgresPagedReads
+from steptrace.store._paged_sqlite import SQLitePagedReads
 
 from .._services import fresh_database
 from ..test_events import EVENTS
@@ -147,10 +154,10 @@ def store(request: pytest.FixtureRequest, sqlite_store: SQLiteStore) -> Iterator
 
 
 @pytest.fixture(scope="module")
-def readers(store: RunStore) -> Iterator[tuple[StoreReads, StoreReads]]:
-    sql = open_reads(store)
-    assert isinstance(sql, SQLiteReads | PostgresReads)
-    yield StoreReads(store), sql
+def readers(store: RunStore) -> Iterator[tuple[LoadedReads, LoadedReads]]:
+    sql = paged_reads(store)
+    assert isinstance(sql, SQLitePagedReads | PostgresPagedReads)
+    yield LoadedReads(store), sql
     sql.close()
 
 
@@ -183,7 +190,7 @@ NEEDLES = [
     limit=st.integers(1, 60),
 )
 def test_sql_search_equals_the_protocol_scan(
-    readers: tuple[StoreReads, StoreReads], demo: Demo, needle: str, run: str, limit: int
+    readers: tuple[LoadedReads, LoadedReads], demo: Demo, needle: str, run: str, limit: int
 ) -> None:
     run_id = demo.run_id if run == "demo" else run
     plain, sql = readers
@@ -191,7 +198,7 @@ def test_sql_search_equals_the_protocol_scan(
 
 
 def test_event_positions_are_the_same_from_both_readers(
-    readers: tuple[StoreReads, StoreReads], demo: Demo
+    readers: tuple[LoadedReads, LoadedReads], demo: Demo
 ) -> None:
     plain, sql = readers
     for run_id in (demo.run_id, BIG_RUN):
@@ -230,7 +237,7 @@ def test_the_sql_agent_summary_equals_summarize_events(
             ],
         )
     )
-    sql = open_reads(sqlite_store)
+    sql = paged_reads(sqlite_store)
     try:
         assert sql.agent_summary(run_id) == summarize_events(events)
     finally:

@@ -1,5 +1,5 @@
-"""``StoreReads`` (the ``RunStore`` protocol) and the SQL readers
-(``SQLiteReads``, ``PostgresReads``) give the same answer to every question the
+"""``LoadedReads`` (the ``RunStore`` protocol) and the SQL paged reads
+(``SQLitePagedReads``, ``PostgresPagedReads``) give the same answer to every question the
 portal asks, over one real store of each backend (the PostgreSQL one a copy of
 the SQLite one):
 the demo agent run, the hostile run and a run big enough (more than
@@ -21,19 +21,22 @@ from hypothesis import strategies as st
 
 import steptrace
 from steptrace.portal._api import EVENT_TYPES
-from steptrace.portal._postgres_reads import PostgresReads
-from steptrace.portal._reads import INLINE_SPAN_LIMIT, SORT_KEYS, RunFilters, StoreReads
-from steptrace.portal._server import open_reads
-from steptrace.portal._sqlite_reads import SQLiteReads
 from steptrace.store import (
+    SORT_KEYS,
+    LoadedReads,
     PostgresStore,
+    RunFilters,
     RunRow,
     RunStore,
     SQLiteStore,
     StepRow,
     StoreWriter,
     WriteBatch,
+    paged_reads,
 )
+from steptrace.store._paged import INLINE_SPAN_LIMIT
+from steptrace.store._paged_postgres import PostgresPagedReads
+from steptrace.store._paged_sqlite import SQLitePagedReads
 
 from .._services import fresh_database
 from .conftest import HOSTILE_RUN, Demo, call, portal, synthetic_run
@@ -129,10 +132,10 @@ def store(request: pytest.FixtureRequest, sqlite_store: SQLiteStore) -> Iterator
 
 
 @pytest.fixture(scope="module")
-def readers(store: RunStore) -> Iterator[tuple[StoreReads, StoreReads]]:
-    sql = open_reads(store)
-    assert isinstance(sql, SQLiteReads | PostgresReads)
-    yield StoreReads(store), sql
+def readers(store: RunStore) -> Iterator[tuple[LoadedReads, LoadedReads]]:
+    sql = paged_reads(store)
+    assert isinstance(sql, SQLitePagedReads | PostgresPagedReads)
+    yield LoadedReads(store), sql
     sql.close()
 
 
@@ -141,7 +144,7 @@ def run_ids(demo: Demo) -> list[str]:
     return [demo.run_id, HOSTILE_RUN, BIG_RUN]
 
 
-def same(readers: tuple[StoreReads, StoreReads], method: str, *args: Any, **kw: Any) -> Any:
+def same(readers: tuple[LoadedReads, LoadedReads], method: str, *args: Any, **kw: Any) -> Any:
     plain, sql = readers
     expected = getattr(plain, method)(*args, **kw)
     assert getattr(sql, method)(*args, **kw) == expected, method
@@ -274,7 +277,7 @@ def test_ties_keep_newest_first(tmp_path: Path) -> None:
         for i in range(3):
             batch = synthetic_run(f"tie-{i}", steps=1, calls_per_step=1, events=2)
             store.write(batch)
-        plain, sql = StoreReads(store), SQLiteReads(store)
+        plain, sql = LoadedReads(store), SQLitePagedReads(store)
         try:
             for sort in SORT_KEYS:
                 for descending in (True, False):

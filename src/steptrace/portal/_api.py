@@ -1,7 +1,8 @@
 """The portal's JSON API: one function per endpoint, from query to JSON-ready dict.
 
-Handlers are plain blocking functions over a ``StoreReads`` (the app runs them
-in worker threads). Bad input raises ``ApiError`` with the HTTP status and a
+Handlers are plain blocking functions over the store's ``PagedReads`` (the app
+runs them in worker threads); this module only checks parameters and shapes
+the answers. Bad input raises ``ApiError`` with the HTTP status and a
 message naming the parameter and what was wrong; an unknown run or span is a
 404 naming it. Span ids travel as strings (JavaScript numbers hold only 53
 bits), span times as milliseconds from the run's start. A run's page may name
@@ -17,9 +18,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..store import EventRow, RunRow, SpanRow
-from . import _search
-from ._reads import SORT_KEYS, RunFilters, RunStructure, SortKey, StoreReads
+from ..store import (
+    SORT_KEYS,
+    EventRow,
+    PagedReads,
+    RunFilters,
+    RunRow,
+    RunStructure,
+    SearchHit,
+    SortKey,
+    SpanRow,
+)
 
 __all__ = ["ENDPOINTS", "ApiError", "Query"]
 
@@ -35,6 +44,8 @@ EVENT_TYPES = (
 )
 AGGREGATE_BY = ("model", "persona", "step", "day")
 MAX_PAGE = 1000
+MAX_QUERY = 200
+"""The longest text a search accepts, in characters."""
 
 
 class ApiError(Exception):
@@ -189,6 +200,16 @@ def event_json(row: EventRow) -> dict[str, Any]:
     }
 
 
+def hit_json(hit: SearchHit) -> dict[str, Any]:
+    return {
+        "kind": hit.kind,
+        "span_id": None if hit.span_id is None else str(hit.span_id),
+        "seq": hit.seq,
+        "path": hit.path,
+        "snippet": hit.snippet,
+    }
+
+
 def llm_call_json(span: SpanRow, origin: int) -> dict[str, Any]:
     """An ``llm_call`` span as a row of the LLM calls table."""
     meta = span.metadata
@@ -233,7 +254,7 @@ def _structure_json(structure: RunStructure, origin: int) -> dict[str, Any]:
 # -- endpoints -----------------------------------------------------------------------
 
 
-def so_far(reads: StoreReads, run: RunRow) -> RunRow:
+def so_far(reads: PagedReads, run: RunRow) -> RunRow:
     """``run`` with a running run's usage from its call log and its child
     runs': the store writes a run's totals only when it ends, so its header
     says 0 until then."""
@@ -242,7 +263,7 @@ def so_far(reads: StoreReads, run: RunRow) -> RunRow:
     usage = [
         a
         for run_id in (run.id, *(child.id for child in reads.child_runs(run.id)))
-        for a in reads.store.aggregate("model", run_id=run_id)
+        for a in reads.aggregate("model", run_id=run_id)
     ]
     return dataclasses.replace(
         run,
@@ -253,21 +274,21 @@ def so_far(reads: StoreReads, run: RunRow) -> RunRow:
     )
 
 
-def _need_run(reads: StoreReads, run_id: str) -> RunRow:
+def _need_run(reads: PagedReads, run_id: str) -> RunRow:
     run = reads.header(run_id)
     if run is None:
         raise ApiError(404, "run_not_found", f"no run with id {run_id!r} in this store")
     return so_far(reads, run)
 
 
-def _need_structure(reads: StoreReads, run_id: str) -> RunStructure:
+def _need_structure(reads: PagedReads, run_id: str) -> RunStructure:
     structure = reads.structure(run_id)
     if structure is None:
         raise ApiError(404, "run_not_found", f"no run with id {run_id!r} in this store")
     return structure
 
 
-def runs(reads: StoreReads, query: Query) -> dict[str, Any]:
+def runs(reads: PagedReads, query: Query) -> dict[str, Any]:
     """``GET /api/runs``: a page of runs with the filters' totals (what the
     matching runs spent, each call once: replays and children whose parent
     matches too are left out of the sums)."""
@@ -301,12 +322,12 @@ def runs(reads: StoreReads, query: Query) -> dict[str, Any]:
     }
 
 
-def facets(reads: StoreReads, query: Query) -> dict[str, Any]:
+def facets(reads: PagedReads, query: Query) -> dict[str, Any]:
     """``GET /api/facets``: the values the runs list can be filtered by."""
     return reads.facets()
 
 
-def aggregates(reads: StoreReads, query: Query) -> dict[str, Any]:
+def aggregates(reads: PagedReads, query: Query) -> dict[str, Any]:
     """``GET /api/aggregates?by=model|persona|step|day``: cost over every run."""
     by = _choice(query, "by", AGGREGATE_BY, None)
     if by is None:
@@ -331,7 +352,7 @@ _LATEST = ("last", "latest")
 _AMBIGUOUS_SHOWN = 10
 
 
-def resolve_run(reads: StoreReads, ref: str) -> str:
+def resolve_run(reads: PagedReads, ref: str) -> str:
     """The id of the run ``ref`` names, as the CLI reads it: an id, ``last``
     (or ``latest``), a unique id prefix, or a run name (its latest run)."""
     ref = ref.strip()
@@ -363,7 +384,7 @@ def resolve_run(reads: StoreReads, ref: str) -> str:
     )
 
 
-def run(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+def run(reads: PagedReads, query: Query, run_id: str) -> dict[str, Any]:
     """``GET /api/runs/{ref}``: what the run's first screen shows (no events);
     ``ref`` as ``resolve_run`` reads it (the answer's ``run.id`` is the id)."""
     run_id = resolve_run(reads, run_id)
@@ -398,7 +419,7 @@ def _str_id(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def live(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+def live(reads: PagedReads, query: Query, run_id: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/live``: the few numbers a running run's page polls."""
     head = reads.live_header(run_id)
     if head is None:
@@ -413,7 +434,7 @@ def live(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     }
 
 
-def summary(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+def summary(reads: PagedReads, query: Query, run_id: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/summary``: ``Run.summary()``'s keys, from the store."""
     head = _need_run(reads, run_id)
     agent = reads.agent_summary(run_id)
@@ -438,7 +459,7 @@ def summary(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     }
 
 
-def events(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+def events(reads: PagedReads, query: Query, run_id: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/events``: a page by position (``offset``) or after a
     ``seq`` (``after``, for a running run's new events); ``types`` filters."""
     _need_run(reads, run_id)
@@ -460,7 +481,7 @@ def events(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     }
 
 
-def event(reads: StoreReads, query: Query, run_id: str, seq: str) -> dict[str, Any]:
+def event(reads: PagedReads, query: Query, run_id: str, seq: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/events/{seq}``: one event and its position in the
     run's stream (``offset``: how the page scrolls to it)."""
     _need_run(reads, run_id)
@@ -472,7 +493,7 @@ def event(reads: StoreReads, query: Query, run_id: str, seq: str) -> dict[str, A
     return {"event": event_json(row), "offset": offset}
 
 
-def search(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+def search(reads: PagedReads, query: Query, run_id: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/search?q=TEXT``: where TEXT is in the run's prompts,
     responses, tool arguments and results, errors, spans and events (see
     ``_search``), in the order they happened within each kind."""
@@ -482,14 +503,14 @@ def search(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
         raise ApiError(400, "bad_parameter", "`q` is required: the text to find")
     if "\x00" in needle:  # no store can hold it (PostgreSQL text cannot)
         raise ApiError(400, "bad_parameter", "`q` may not contain a NUL character")
-    if len(needle) > _search.MAX_QUERY:
-        raise ApiError(400, "bad_parameter", f"`q` is at most {_search.MAX_QUERY} characters long")
+    if len(needle) > MAX_QUERY:
+        raise ApiError(400, "bad_parameter", f"`q` is at most {MAX_QUERY} characters long")
     limit = _int_param(query, "limit", 100, 1, 500)
     found, more = reads.search(run_id, needle, limit)
-    return {"q": needle, "hits": [hit.as_json() for hit in found], "more": more, "limit": limit}
+    return {"q": needle, "hits": [hit_json(hit) for hit in found], "more": more, "limit": limit}
 
 
-def children(reads: StoreReads, query: Query, run_id: str, span: str) -> dict[str, Any]:
+def children(reads: PagedReads, query: Query, run_id: str, span: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/spans/{span}/children``: a page of a span's children."""
     origin = origin_ns(_need_run(reads, run_id))
     parent_id = _span_id(span)
@@ -507,7 +528,7 @@ def children(reads: StoreReads, query: Query, run_id: str, span: str) -> dict[st
     }
 
 
-def llm_calls(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
+def llm_calls(reads: PagedReads, query: Query, run_id: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/llm-calls``: a page of the run's LLM calls (its
     ``llm_call`` spans, each with model, tokens, cost, duration)."""
     origin = origin_ns(_need_run(reads, run_id))
@@ -522,7 +543,7 @@ def llm_calls(reads: StoreReads, query: Query, run_id: str) -> dict[str, Any]:
     }
 
 
-def llm_call(reads: StoreReads, query: Query, run_id: str, span: str) -> dict[str, Any]:
+def llm_call(reads: PagedReads, query: Query, run_id: str, span: str) -> dict[str, Any]:
     """``GET /api/runs/{id}/llm-calls/{span}``: one call with its prompt and
     response (the stored transcript; ``null`` when content was not captured)."""
     origin = origin_ns(_need_run(reads, run_id))

@@ -20,8 +20,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from ..store import PagedReads
 from . import _api
-from ._reads import StoreReads
 from ._security import SECURITY_HEADERS, Guard, Verdict
 
 __all__ = ["PortalApp"]
@@ -61,7 +61,7 @@ def _route(segments: list[str]) -> tuple[Any, list[str]] | None:
     return None
 
 
-def _failure(reads: StoreReads, error: Exception) -> str:
+def _failure(reads: PagedReads, error: Exception) -> str:
     """A read that failed, with where the store is (a damaged file says which)."""
     store = getattr(reads, "store", None)
     where = getattr(store, "path", None) or getattr(store, "url", None)
@@ -77,7 +77,7 @@ class PortalApp:
     """The ASGI callable (see the module docstring). ``reads`` is closed by
     whoever made it, not by the app."""
 
-    def __init__(self, reads: StoreReads, *, token: str | None = None) -> None:
+    def __init__(self, reads: PagedReads, *, token: str | None = None) -> None:
         self.reads = reads
         self.guard = Guard(token)
         self._static = _load_static()

@@ -20,34 +20,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .._redact import redact_url
-from ..store import (
-    PostgresStore,
-    RunStore,
-    SQLiteStore,
-    is_database_url,
-    open_store,
-    store_location,
-)
+from ..store import RunStore, is_database_url, open_store, paged_reads, store_location
 from ._app import PortalApp
-from ._postgres_reads import PostgresReads
-from ._reads import StoreReads
 from ._security import is_loopback
-from ._sqlite_reads import SQLiteReads
 
-__all__ = ["create_app", "open_reads", "serve"]
+__all__ = ["create_app", "serve"]
 
 _INSTALL_HINT = "the portal needs uvicorn: pip install 'steptrace[portal]'"
-
-
-def open_reads(store: RunStore) -> StoreReads:
-    """The fastest reader for ``store``: SQL for a SQLite file or a PostgreSQL
-    database, else the ``RunStore`` protocol alone (also for a SQLite file
-    opened read-only: the SQL reader's own connections would need to write)."""
-    if isinstance(store, SQLiteStore) and not store.read_only and SQLiteReads.handles(store):
-        return SQLiteReads(store)
-    if isinstance(store, PostgresStore):  # psycopg is imported when one is opened
-        return PostgresReads(store)
-    return StoreReads(store)
 
 
 def create_app(store: RunStore, *, token: str | None = None) -> PortalApp:
@@ -55,7 +34,7 @@ def create_app(store: RunStore, *, token: str | None = None) -> PortalApp:
     ``app.reads``, is the caller's business). With ``token`` every request must
     carry it; without, only requests addressed to a loopback ``Host``
     are answered."""
-    return PortalApp(open_reads(store), token=token)
+    return PortalApp(paged_reads(store), token=token)
 
 
 def _check_target(store_target: str | None) -> str:

@@ -9,7 +9,7 @@ one expression that differs between dialects, a call's UTC day, is passed in.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._run import CompletedStep
@@ -25,6 +25,19 @@ from ._protocol import (
     StoredRun,
     WriteBatch,
     summarize,
+)
+from ._tables import (
+    CALLS,
+    EVENTS,
+    RUNS,
+    SPANS,
+    STEPS,
+    TABLES,
+    TRANSCRIPTS,
+    Table,
+    dumps,
+    loads_all,
+    reader,
 )
 
 __all__ = [
@@ -51,38 +64,14 @@ __all__ = [
     "write_error_rows",
 ]
 
-RUN_WRITTEN_COLUMNS = (
-    "id, name, status, started_at, ended_at, error, metadata, budget, "
-    "input_tokens, output_tokens, cost_usd, llm_calls, pid, host, heartbeat_at, "
-    "parent_run_id, parent_span_id, replay_of"
-)
-RUN_COLUMNS = RUN_WRITTEN_COLUMNS + ", write_errors, write_error"
+RUN_COLUMNS = RUNS.select()
 """What a run row reads back: what the writer writes, and the store's own
 count of the run's refused rows (kept when a header is written again)."""
-CALL_COLUMNS = (
-    "run_id, seq, span_id, step, persona, model, input_tokens, output_tokens, "
-    "cache_tokens, cost_usd, duration_ms, at"
-)
-SPAN_COLUMNS = (
-    "run_id, span_id, parent_id, name, kind, start_ns, end_ns, status, error, metadata, context"
-)
-
-
-EVENT_COLUMNS = "run_id, seq, span_id, type, data"
-STEP_COLUMNS = "run_id, seq, data"
-TRANSCRIPT_COLUMNS = "run_id, span_id, request, response"
-_SEQ_KEY = ("run_id", "seq")
-_SPAN_KEY = ("run_id", "span_id")
-
-TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "runs": (RUN_WRITTEN_COLUMNS, ("id",)),
-    "spans": (SPAN_COLUMNS, _SPAN_KEY),
-    "events": (EVENT_COLUMNS, _SEQ_KEY),
-    "completed_steps": (STEP_COLUMNS, _SEQ_KEY),
-    "llm_calls": (CALL_COLUMNS, _SEQ_KEY),
-    "transcripts": (TRANSCRIPT_COLUMNS, _SPAN_KEY),
-}
-"""Each table a ``WriteBatch`` fills: its columns (in ``batch_rows`` order) and key."""
+SPAN_COLUMNS = SPANS.select()
+CALL_COLUMNS = CALLS.select()
+EVENT_COLUMNS = EVENTS.select()
+STEP_COLUMNS = STEPS.select()
+TRANSCRIPT_COLUMNS = TRANSCRIPTS.select()
 
 HEARTBEAT = "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'"
 """Applied with ``(time, run id)`` for each of a batch's heartbeats."""
@@ -94,27 +83,19 @@ WRITE_ERRORS = "UPDATE runs SET write_errors = write_errors + ?, write_error = ?
 """Applied with ``(rows, message, run id)`` for each of a batch's write errors."""
 
 
-def _upsert(table: str, columns: str, key: tuple[str, ...]) -> str:
-    names = [name.strip() for name in columns.split(",")]
+def _upsert(table: Table) -> str:
+    names, key = table.columns, table.key
     updates = ", ".join(f"{name} = excluded.{name}" for name in names if name not in key)
     return (
-        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+        f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
 
 
-UPSERTS = {table: _upsert(table, columns, key) for table, (columns, key) in TABLES.items()}
+UPSERTS = {name: _upsert(table) for name, table in TABLES.items()}
 """Insert-or-update of each table, in SQL both databases accept: a row whose key
 exists is replaced in the columns written, so a run header written again keeps
 the store's own ``write_errors`` and ``write_error``."""
-
-# One encoder for every row: json.dumps with options builds a new one per call.
-# Metadata is user data: anything JSON cannot encode is stored as its str().
-_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
-
-
-def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
 
 
 def loads_or_none(text: str | None) -> Any:
@@ -205,62 +186,11 @@ def aggregate_query(
     )
 
 
-def _call_row(row: tuple[Any, ...]) -> LlmCallRow:
-    return LlmCallRow(
-        run_id=row[0],
-        seq=row[1],
-        span_id=row[2],
-        step=row[3],
-        persona=row[4],
-        model=row[5],
-        input_tokens=row[6],
-        output_tokens=row[7],
-        cache_tokens=row[8],
-        cost_usd=row[9],
-        duration_ms=row[10],
-        at=row[11],
-    )
-
-
-def span_row(row: tuple[Any, ...]) -> SpanRow:
-    return SpanRow(
-        run_id=row[0],
-        span_id=row[1],
-        parent_id=row[2],
-        name=row[3],
-        kind=row[4],
-        start_ns=row[5],
-        end_ns=row[6],
-        status=row[7],
-        error=row[8],
-        metadata=json.loads(row[9]),
-        context=json.loads(row[10]),
-    )
-
-
-def run_row(row: tuple[Any, ...]) -> RunRow:
-    return RunRow(
-        id=row[0],
-        name=row[1],
-        status=row[2],
-        started_at=row[3],
-        ended_at=row[4],
-        error=row[5],
-        metadata=json.loads(row[6]),
-        budget=None if row[7] is None else json.loads(row[7]),
-        input_tokens=row[8],
-        output_tokens=row[9],
-        cost_usd=row[10],
-        llm_calls=row[11],
-        pid=row[12],
-        host=row[13],
-        heartbeat_at=row[14],
-        parent_run_id=row[15],
-        parent_span_id=row[16],
-        replay_of=row[17],
-        write_errors=int(row[18]),
-        write_error=row[19],
-    )
+span_row: Callable[[Sequence[Any]], SpanRow] = reader(SPANS)
+"""A ``SPAN_COLUMNS`` result row as a ``SpanRow``."""
+run_row: Callable[[Sequence[Any]], RunRow] = reader(RUNS)
+"""A ``RUN_COLUMNS`` result row as a ``RunRow``."""
+_call_row: Callable[[Sequence[Any]], LlmCallRow] = reader(CALLS)
 
 
 def stored_run(
@@ -275,9 +205,8 @@ def stored_run(
     ``(span_id, data)`` events, ``(data,)`` ledger rows, ``CALL_COLUMNS``,
     ``(id,)`` of its child runs."""
     run = run_row(head)
-    loads = json.loads
-    typed: list[AgentEvent] = [event_from_dict(loads(data)) for _, data in events]
-    ledger = [CompletedStep.from_dict(loads(data)) for (data,) in steps]
+    typed: list[AgentEvent] = [event_from_dict(data) for data in loads_all(d for _, d in events)]
+    ledger = [CompletedStep.from_dict(data) for data in loads_all(d for (d,) in steps)]
     llm_calls = [_call_row(row) for row in calls]
     return StoredRun(
         run=run,
@@ -305,99 +234,17 @@ def batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
 
 def _batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:
     tables: list[tuple[str, list[tuple[Any, ...]]]] = [
-        (
-            "runs",
-            [
-                (
-                    r.id,
-                    r.name,
-                    r.status,
-                    r.started_at,
-                    r.ended_at,
-                    r.error,
-                    dumps(r.metadata),
-                    None if r.budget is None else dumps(r.budget),
-                    r.input_tokens,
-                    r.output_tokens,
-                    r.cost_usd,
-                    r.llm_calls,
-                    r.pid,
-                    r.host,
-                    r.heartbeat_at,
-                    r.parent_run_id,
-                    r.parent_span_id,
-                    r.replay_of if r.replay_of is not None else _replay_of(r.metadata),
-                )
-                for r in batch.runs
-            ],
-        ),
-        (
-            "spans",
-            [
-                (
-                    s.run_id,
-                    s.span_id,
-                    s.parent_id,
-                    s.name,
-                    s.kind,
-                    s.start_ns,
-                    s.end_ns,
-                    s.status,
-                    s.error,
-                    dumps(s.metadata),
-                    dumps(s.context),
-                )
-                for s in batch.spans
-            ],
-        ),
-        (
-            "events",
-            [
-                (e.run_id, e.seq, e.span_id, str(e.data.get("type")), dumps(e.data))
-                for e in batch.events
-            ],
-        ),
-        ("completed_steps", [(c.run_id, c.seq, dumps(c.data)) for c in batch.steps]),
-        (
-            "llm_calls",
-            [
-                (
-                    c.run_id,
-                    c.seq,
-                    c.span_id,
-                    c.step,
-                    c.persona,
-                    c.model,
-                    c.input_tokens,
-                    c.output_tokens,
-                    c.cache_tokens,
-                    c.cost_usd,
-                    c.duration_ms,
-                    c.at,
-                )
-                for c in batch.llm_calls
-            ],
-        ),
-        (
-            "transcripts",
-            [
-                (
-                    t.run_id,
-                    t.span_id,
-                    None if t.request is None else dumps(t.request),
-                    None if t.response is None else dumps(t.response),
-                )
-                for t in batch.transcripts
-            ],
-        ),
+        (table.name, table.values(rows))
+        for table, rows in (
+            (RUNS, batch.runs),
+            (SPANS, batch.spans),
+            (EVENTS, batch.events),
+            (STEPS, batch.steps),
+            (CALLS, batch.llm_calls),
+            (TRANSCRIPTS, batch.transcripts),
+        )
     ]
     return [(table, rows) for table, rows in tables if rows]
-
-
-def _replay_of(metadata: Any) -> str | None:
-    """The run a run replays, as ``steptrace replay`` names it in the metadata."""
-    original = metadata.get("replay_of") if isinstance(metadata, dict) else None
-    return original if isinstance(original, str) else None
 
 
 def heartbeat_rows(batch: WriteBatch) -> list[tuple[float, str]]:

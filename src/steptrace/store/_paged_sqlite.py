@@ -1,9 +1,9 @@
-"""The portal's SQL reads of a SQLite store file: ``SQLiteReads``.
+"""The paged reads of a SQLite store file: ``SQLitePagedReads``.
 
-Each worker thread gets its own connection to the file with ``query_only``
-on, so the portal cannot write through it and readers run side by side (the
+Each thread reading gets its own connection to the file with ``query_only``
+on, so a viewer cannot write through it and readers run side by side (the
 file is in WAL mode: they never block the runs being written). The queries
-are ``SQLReads``'s.
+are ``SQLPagedReads``'s.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..store import SQLiteStore
-from ..store._sqlite import BUSY_TIMEOUT_MS
-from ._sql_reads import SQLReads
+from ._paged_sql import SQLPagedReads
+from ._sqlite import BUSY_TIMEOUT_MS, SQLiteStore
 
-__all__ = ["SQLiteReads"]
+__all__ = ["SQLitePagedReads"]
 
 
-class SQLiteReads(SQLReads):
-    """``SQLReads`` over a ``SQLiteStore`` file, through read-only connections
-    of its own (one a thread)."""
+class SQLitePagedReads(SQLPagedReads):
+    """``SQLPagedReads`` over a ``SQLiteStore`` file, through read-only
+    connections of its own (one a thread)."""
 
     def __init__(self, store: SQLiteStore) -> None:
         super().__init__(store)
@@ -35,8 +34,12 @@ class SQLiteReads(SQLReads):
 
     @staticmethod
     def handles(store: object) -> bool:
-        """Whether ``store`` is a SQLite file this class can read on its own."""
-        return isinstance(store, SQLiteStore) and str(store.path) != ":memory:"
+        """Whether ``store`` is a SQLite file this class can read on its own
+        (not one in memory, nor one opened read-only: this reader's own
+        connections could need to write the file's shared memory)."""
+        return (
+            isinstance(store, SQLiteStore) and not store.read_only and str(store.path) != ":memory:"
+        )
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -7,7 +7,7 @@ agent events and its error. The store answers with one query per source, each
 a ``LIKE`` over the stored text with a ``LIMIT`` (``sql_rows``, written in the
 SQL both backends accept); a store of another kind is scanned in Python over
 the same text (``scan_rows``), so both give the same rows. ``hits`` then reads
-each row's JSON and reports where the text is: one ``Hit`` per matching
+each row's JSON and reports where the text is: one ``SearchHit`` per matching
 value, with its kind, the span or event that holds it, the value's path and a
 short snippet around the match. A prompt carries the conversation so far, so
 a prompt text is reported once, at the first call whose prompt holds it.
@@ -20,13 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..store import EventRow, StoredRun, TranscriptRow
-from ..store._queries import dumps
+from ._protocol import EventRow, StoredRun, TranscriptRow
+from ._tables import dumps
 
-__all__ = ["MAX_QUERY", "Hit", "Rows", "hits", "scan_rows", "sql_rows"]
+__all__ = ["Rows", "SearchHit", "hits", "scan_rows", "sql_rows"]
 
-MAX_QUERY = 200
-"""The longest text a search accepts, in characters."""
 _SNIPPET = 60
 """Characters kept on each side of a match."""
 
@@ -49,7 +47,7 @@ class Rows:
 
 
 @dataclass(frozen=True, slots=True)
-class Hit:
+class SearchHit:
     """One match: ``kind`` is ``prompt``, ``tool_result``, ``response``,
     ``tool_arguments``, ``error``, ``span`` or ``event``; ``span_id`` the span
     holding it (for prompts and responses, the LLM call's), ``seq`` the
@@ -60,15 +58,6 @@ class Hit:
     seq: int | None
     path: str
     snippet: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "span_id": None if self.span_id is None else str(self.span_id),
-            "seq": self.seq,
-            "path": self.path,
-            "snippet": self.snippet,
-        }
 
 
 def _patterns(needle: str) -> tuple[str, str]:
@@ -159,13 +148,13 @@ def scan_rows(
     )
 
 
-def hits(rows: Rows, needle: str, limit: int) -> list[Hit]:
+def hits(rows: Rows, needle: str, limit: int) -> list[SearchHit]:
     """Where ``needle`` is in each row: at most ``limit`` hits."""
     lowered = _fold(needle)
-    out: list[Hit] = []
+    out: list[SearchHit] = []
     seen_prompts: set[tuple[str, str]] = set()
     if rows.run_error is not None:
-        out.append(Hit("error", None, None, "run.error", _snippet(rows.run_error, lowered)))
+        out.append(SearchHit("error", None, None, "run.error", _snippet(rows.run_error, lowered)))
     for span_id, request, response in rows.transcripts:
         asked = _loads(request)
         for path, value in _strings(asked, ""):
@@ -175,24 +164,26 @@ def hits(rows: Rows, needle: str, limit: int) -> list[Hit]:
                     continue
                 seen_prompts.add((path, snippet))
                 kind = _prompt_kind(asked, path)
-                out.append(Hit(kind, span_id, None, "request." + path, snippet))
+                out.append(SearchHit(kind, span_id, None, "request." + path, snippet))
         for path, value in _strings(_loads(response), ""):
             if lowered in _fold(value):
                 kind = "tool_arguments" if path.startswith("tool_calls") else "response"
-                out.append(Hit(kind, span_id, None, "response." + path, _snippet(value, lowered)))
+                out.append(
+                    SearchHit(kind, span_id, None, "response." + path, _snippet(value, lowered))
+                )
     for span_id, name, kind, error, metadata in rows.spans:
         if lowered in _fold(name):
-            out.append(Hit("span", span_id, None, "name", _snippet(name, lowered)))
+            out.append(SearchHit("span", span_id, None, "name", _snippet(name, lowered)))
         if error is not None and lowered in _fold(error):
-            out.append(Hit("error", span_id, None, f"{kind}.error", _snippet(error, lowered)))
+            out.append(SearchHit("error", span_id, None, f"{kind}.error", _snippet(error, lowered)))
         for path, value in _strings(_loads(metadata), ""):
             if lowered in _fold(value):
-                out.append(Hit("span", span_id, None, path, _snippet(value, lowered)))
+                out.append(SearchHit("span", span_id, None, path, _snippet(value, lowered)))
     for seq, emitted_in, data in rows.events:
         for path, value in _strings(_loads(data), ""):
             if path != "type" and lowered in _fold(value):
                 kind = "error" if path == "reason" else "event"
-                out.append(Hit(kind, emitted_in, seq, path, _snippet(value, lowered)))
+                out.append(SearchHit(kind, emitted_in, seq, path, _snippet(value, lowered)))
     return out[:limit]
 
 

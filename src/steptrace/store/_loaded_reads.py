@@ -1,15 +1,11 @@
-"""What the portal reads from a run store: ``StoreReads``, over any ``RunStore``.
+"""The paged reads over any ``RunStore``: ``LoadedReads``, the fallback.
 
-The pages never need a whole run at once: the first screen of a run is its
-header, its structure (the run, persona, step and custom spans, with a count
-of the LLM-call and tool spans under each), its ledger and its event counts;
-events, leaf spans and LLM calls come in pages. ``StoreReads`` answers those
-questions with the ``RunStore`` protocol alone, which has no way to read part
-of a run's spans or its header by id, so it loads the run with ``get_run`` and
-keeps the last few ended runs (an ended run never changes): the fallback for a
-store of another kind. ``SQLReads`` (``_sql_reads``; for SQLite and
-PostgreSQL) answers the same questions with SQL, so a run of 100,000 events
-opens without loading it.
+The ``RunStore`` protocol has no way to read part of a run's spans or its
+header by id, so ``LoadedReads`` answers ``PagedReads``' questions by loading
+the run with ``get_run`` and keeping the last few ended runs (an ended run
+never changes); events come in pages through ``RunStore.events``. The SQLite
+and PostgreSQL stores are read in SQL instead (``_paged_sql``), so a run of
+100,000 events opens without loading it; ``paged_reads`` chooses.
 """
 
 from __future__ import annotations
@@ -18,75 +14,34 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from ..events import event_from_dict, summarize_events
-from ..store import Aggregate, EventRow, RunRow, RunStore, SpanRow, StoredRun, TranscriptRow
+from ..events import summarize_events
 from . import _search
+from ._paged import (
+    LEAF_KINDS,
+    RunFilters,
+    RunStructure,
+    RunTotals,
+    SortKey,
+    sort_value,
+    structure_of,
+)
+from ._protocol import (
+    Aggregate,
+    AggregateKey,
+    EventRow,
+    RunRow,
+    RunStore,
+    SpanRow,
+    StoredRun,
+    TranscriptRow,
+)
 
-__all__ = [
-    "INLINE_SPAN_LIMIT",
-    "LEAF_KINDS",
-    "SORT_KEYS",
-    "STRUCTURE_LIMIT",
-    "RunFilters",
-    "RunStructure",
-    "RunTotals",
-    "SortKey",
-    "StoreReads",
-]
-
-SortKey = Literal["started", "name", "status", "duration", "tokens", "cost"]
-SORT_KEYS: tuple[SortKey, ...] = ("started", "name", "status", "duration", "tokens", "cost")
-
-LEAF_KINDS = ("llm_call", "tool")
-"""Span kinds that come in pages under their parent: a run has one per call."""
-INLINE_SPAN_LIMIT = 1000
-"""A run with at most this many spans ships them all with its structure."""
-STRUCTURE_LIMIT = 5000
-"""At most this many run/persona/step/custom spans in a run's structure."""
+__all__ = ["LoadedReads"]
 
 _ENDED_RUNS_KEPT = 4
 _PAGE = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class RunFilters:
-    """The runs list's filters (``None``: any): exact name, status, persona."""
-
-    name: str | None = None
-    status: str | None = None
-    persona: str | None = None
-
-    def store_kwargs(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "persona": self.persona}
-
-
-@dataclass(frozen=True, slots=True)
-class RunTotals:
-    """Sums over every run matching a filter."""
-
-    runs: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    llm_calls: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class RunStructure:
-    """A run's spans for its first screen.
-
-    ``spans`` are in start order: every span when ``complete``, else the
-    run/persona/step/custom spans (at most ``STRUCTURE_LIMIT``, ``truncated``
-    beyond) and the leaf spans some of them sit under. ``leaf_counts`` gives,
-    per parent span id, how many LLM-call and tool spans it has."""
-
-    spans: list[SpanRow]
-    leaf_counts: dict[int, int]
-    span_count: int
-    complete: bool
-    truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -97,61 +52,21 @@ class _EventCheckpoints:
     before: dict[int, int] = field(default_factory=lambda: {0: -1})
 
 
-def sort_value(run: RunRow, key: SortKey) -> Any:
-    """The value ``key`` sorts ``run`` by (runs without a duration sort last)."""
-    if key == "name":
-        return run.name
-    if key == "status":
-        return run.status
-    if key == "duration":
-        return run.duration_s
-    if key == "tokens":
-        return run.input_tokens + run.output_tokens
-    if key == "cost":
-        return run.cost_usd
-    return run.started_at
-
-
-def structure_of(spans: Sequence[SpanRow]) -> RunStructure:
-    """``RunStructure`` from every span of a run (in start order)."""
-    leaf_counts: dict[int, int] = {}
-    for span in spans:
-        if span.kind in LEAF_KINDS and span.parent_id is not None:
-            leaf_counts[span.parent_id] = leaf_counts.get(span.parent_id, 0) + 1
-    if len(spans) <= INLINE_SPAN_LIMIT:
-        return RunStructure(list(spans), leaf_counts, len(spans), True)
-    structural = [s for s in spans if s.kind not in LEAF_KINDS]
-    truncated = len(structural) > STRUCTURE_LIMIT
-    kept = structural[:STRUCTURE_LIMIT]
-    by_id = {s.span_id: s for s in spans}
-    kept_ids = {s.span_id for s in kept}
-    # A step started inside a tool sits under a leaf span: bring its ancestors.
-    for span in list(kept):
-        parent = span.parent_id
-        while parent is not None and parent not in kept_ids and parent in by_id:
-            kept_ids.add(parent)
-            parent = by_id[parent].parent_id
-    shown = [s for s in spans if s.span_id in kept_ids]
-    return RunStructure(shown, leaf_counts, len(spans), False, truncated)
-
-
-def agent_summary_of(events: Sequence[EventRow]) -> dict[str, Any]:
-    return summarize_events(event_from_dict(e.data) for e in events)
-
-
-class StoreReads:
-    """The portal's reads over any ``RunStore`` (see the module docstring).
-
-    Thread-safe: the app calls it from worker threads."""
+class LoadedReads:
+    """``PagedReads`` over any ``RunStore`` (see the module docstring)."""
 
     def __init__(self, store: RunStore) -> None:
-        self.store = store
+        self._store = store
         self._lock = threading.Lock()
         self._ended: OrderedDict[str, StoredRun] = OrderedDict()
         self._checkpoints: dict[tuple[str, tuple[str, ...] | None], _EventCheckpoints] = {}
 
+    @property
+    def store(self) -> RunStore:
+        return self._store
+
     def close(self) -> None:
-        """Release what this reader opened itself (the store stays open)."""
+        """Nothing to release: the store stays open."""
 
     # -- runs -------------------------------------------------------------------------
 
@@ -221,8 +136,8 @@ class StoreReads:
             "personas": sorted({p for names in personas.values() for p in names}),
         }
 
-    def aggregate(self, by: Literal["model", "persona", "step", "day"]) -> list[Aggregate]:
-        return self.store.aggregate(by)
+    def aggregate(self, by: AggregateKey, *, run_id: str | None = None) -> list[Aggregate]:
+        return self.store.aggregate(by, run_id=run_id)
 
     # -- one run ----------------------------------------------------------------------
 
@@ -339,7 +254,7 @@ class StoreReads:
                 return None
             after = page[-1].seq
 
-    def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.Hit], bool]:
+    def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.SearchHit], bool]:
         """Where ``needle`` is in the run (see ``_search``), at most ``limit``
         hits, and whether there may be more."""
         stored = self._stored(run_id)
@@ -359,6 +274,3 @@ class StoreReads:
     def transcript(self, run_id: str, span_id: int) -> TranscriptRow | None:
         rows = self.store.transcripts(run_id, [span_id])
         return rows[0] if rows else None
-
-    def mark_interrupted(self) -> list[str]:
-        return self.store.mark_interrupted()

@@ -1,6 +1,6 @@
-"""The portal's reads in SQL, for both store backends: ``SQLReads``.
+"""The paged reads in SQL, for both store backends: ``SQLPagedReads``.
 
-Same answers as ``StoreReads`` (a test holds them equal), without loading a
+Same answers as ``LoadedReads`` (a test holds them equal), without loading a
 whole run: the header, the structure, a page of spans or events, the agent
 summary (aggregated in SQL from the events' JSON) each take one or a few
 indexed queries, so a run of 100,000 events opens in milliseconds. What the
@@ -8,8 +8,8 @@ indexed queries, so a run of 100,000 events opens in milliseconds. What the
 aggregates) goes through the store. The queries are written with ``?``
 placeholders in SQL both databases accept; a subclass gives how to run one
 (``_rows``), how to read a number or text field of an event's JSON, and a
-read snapshot: ``SQLiteReads`` (``_sqlite_reads``) and ``PostgresReads``
-(``_postgres_reads``).
+read snapshot: ``SQLitePagedReads`` (``_paged_sqlite``) and
+``PostgresPagedReads`` (``_paged_postgres``).
 """
 
 from __future__ import annotations
@@ -19,21 +19,20 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..store import EventRow, RunRow, SpanRow
-from ..store._protocol import RunFilter
-from ..store._queries import RUN_COLUMNS, SPAN_COLUMNS, run_filter_clause, run_row, span_row
 from . import _search
-from ._reads import (
+from ._loaded_reads import LoadedReads
+from ._paged import (
     INLINE_SPAN_LIMIT,
     STRUCTURE_LIMIT,
     RunFilters,
     RunStructure,
     RunTotals,
     SortKey,
-    StoreReads,
 )
+from ._protocol import EventRow, RunFilter, RunRow, SpanRow
+from ._queries import RUN_COLUMNS, SPAN_COLUMNS, run_filter_clause, run_row, span_row
 
-__all__ = ["SQLReads"]
+__all__ = ["SQLPagedReads"]
 
 _ORDER = {
     "started": "started_at",
@@ -50,8 +49,9 @@ def _marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
-class SQLReads(StoreReads):
-    """``StoreReads`` answered with SQL over the store's tables."""
+class SQLPagedReads(LoadedReads):
+    """``PagedReads`` answered with SQL over the store's tables (what is not
+    overridden here, ``LoadedReads`` asks of the store's own methods)."""
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one ``?``-placeholder query."""
@@ -114,10 +114,13 @@ class SQLReads(StoreReads):
         found: dict[str, list[str]] = {run_id: [] for run_id in run_ids}
         if not run_ids:
             return found
+        # Spans that start together go by id (as a run's spans are ordered):
+        # each persona is placed by its first span in that order.
         rows = self._rows(
-            "SELECT run_id, name FROM spans WHERE kind = 'persona' "
-            f"AND run_id IN ({_marks(len(run_ids))}) GROUP BY run_id, name "
-            "ORDER BY run_id, MIN(start_ns)",
+            "SELECT run_id, name FROM (SELECT run_id, name, ROW_NUMBER() OVER "
+            "(PARTITION BY run_id ORDER BY start_ns, span_id) AS n FROM spans "
+            f"WHERE kind = 'persona' AND run_id IN ({_marks(len(run_ids))})) AS p "
+            "GROUP BY run_id, name ORDER BY run_id, MIN(n)",
             list(run_ids),
         )
         for run_id, name in rows:
@@ -262,7 +265,7 @@ class SQLReads(StoreReads):
         )[0][0]
         return EventRow(run_id=r[0], seq=r[1], span_id=r[2], data=json.loads(r[3])), int(before)
 
-    def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.Hit], bool]:
+    def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.SearchHit], bool]:
         with self._snapshot():
             rows = _search.sql_rows(self._rows, run_id, needle, limit)
         found = _search.hits(rows, needle, limit)
