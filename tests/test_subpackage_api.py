@@ -1,5 +1,6 @@
 """Each public subpackage's surface is one sorted ``__all__``, frozen here like
-the top level's (``test_public_api.py``), so changes to it are deliberate."""
+the top level's (``test_public_api.py``), so changes to it are deliberate.
+``steptrace.store``'s is frozen in ``tests/store/test_public_names.py``."""
 
 from __future__ import annotations
 
@@ -110,28 +111,6 @@ PUBLIC_NAMES: dict[str, list[str]] = {
         "SharedPool",
         "SharedPoolUnavailable",
         "register_pool_kind",
-    ],
-    "steptrace.store": [
-        "Aggregate",
-        "BatchRejected",
-        "EventRow",
-        "LlmCallRow",
-        "PostgresStore",
-        "RunRow",
-        "RunStore",
-        "SQLiteStore",
-        "SpanRow",
-        "StepRow",
-        "StoreWriter",
-        "StoredRun",
-        "TranscriptRow",
-        "WriteBatch",
-        "default_store_path",
-        "is_database_url",
-        "migrate",
-        "open_store",
-        "record_runs",
-        "store_location",
     ],
     "steptrace.testing": [
         "FAKE_OPENAI_API_KEY",

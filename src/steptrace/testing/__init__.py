@@ -1,7 +1,7 @@
 """Test doubles for steptrace users: the scripted provider and its ``Reply``,
-a price source with flat made-up prices (``FakePrices``), fake model API servers (built on ``FakeServer``, whose handlers return an
-``HttpReply``), and a guard that fails a test which reaches a real network
-address."""
+a price source with flat made-up prices (``FakePrices``), fake model API
+servers (built on ``FakeServer``, whose handlers return an ``HttpReply``), and
+a guard that fails a test which reaches a real network address."""
 
 from ..llm.providers.scripted import Reply, ScriptedProvider, count_tokens
 from ._fake_anthropic import (
