@@ -1,7 +1,9 @@
 """Every test starts in a fresh default run, with no hooks, in strict mode, and
 may reach no address outside the loopback range; hypothesis has no deadline.
 PostgreSQL and Redis are started once per test run, whatever the number of
-xdist workers (see ``tests/_services.py``).
+xdist workers (see ``tests/_services.py``). Objects alive after collection are
+frozen out of the garbage collector's walks, so the per-test collections of the
+leak checks cost what the test made, not the whole heap (see ``tests/_garbage.py``).
 
 Strict mode makes a failing hook or span processor raise, so a test cannot pass
 while observability code is silently broken; tests of the lenient behaviour
@@ -11,6 +13,7 @@ connect elsewhere, even when an SDK swallowed the refusal and retried.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +25,7 @@ from hypothesis import HealthCheck, settings
 import steptrace
 from steptrace.testing import block_network
 
+from ._garbage import collect_everything, freeze_survivors
 from ._services import (
     SHARED_DIR_ENV,
     MissingService,
@@ -52,6 +56,12 @@ def fresh_steptrace() -> Iterator[None]:
     steptrace.configure(strict=False, price_source=None)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def collect_frozen_garbage() -> Iterator[None]:
+    yield
+    collect_everything()
+
+
 @pytest.fixture
 def collector() -> Iterator[steptrace.InMemorySpanCollector]:
     spans = steptrace.InMemorySpanCollector()
@@ -67,6 +77,16 @@ def pytest_configure(config: pytest.Config) -> None:
         directory = tempfile.mkdtemp(prefix="steptrace-services-")
         os.environ[SHARED_DIR_ENV] = directory
         config.stash[_owned_services] = Path(directory)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    freeze_survivors()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # pytest's own last collection (at unconfigure) then walks everything.
+    gc.unfreeze()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -11,28 +11,7 @@ from hypothesis import strategies as st
 
 import steptrace
 from steptrace import BudgetExhausted, PricingUnknown
-
-
-class MilliPrice:
-    """$0.001 per token, input or output; models starting with ``unknown`` have no price."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int, int]] = []
-
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float | None:
-        self.calls.append((model, input_tokens, output_tokens))
-        if model.startswith("unknown"):
-            return None
-        return (input_tokens + output_tokens) / 1000
-
+from steptrace.testing import FakePrices
 
 # -- own vs subtree usage -------------------------------------------------------------
 
@@ -187,7 +166,7 @@ def test_check_budget_worst_case_tokens() -> None:
 
 
 def test_check_budget_worst_case_usd_through_price_source() -> None:
-    price = MilliPrice()
+    price = FakePrices(1000.0, unknown=("unknown",))
 
     @steptrace.persona("p", budget={"max_usd": 0.1})
     def p() -> BudgetExhausted:
@@ -198,7 +177,7 @@ def test_check_budget_worst_case_usd_through_price_source() -> None:
         return info.value
 
     err = p()
-    assert price.calls == [("m", 50, 30), ("m", 50, 31)]
+    assert [call[:3] for call in price.calls] == [("m", 50, 30), ("m", 50, 31)]
     assert (err.limit, err.scope, err.reason) == ("max_usd", "persona", "persona_budget_exhausted")
     assert err.projected == pytest.approx(0.081)
     assert err.limit_value == pytest.approx(0.1)
@@ -212,7 +191,7 @@ def test_check_budget_uses_configured_price_source_and_needs_a_price() -> None:
     with pytest.raises(PricingUnknown) as info:
         s("m")
     assert (info.value.model, info.value.scope, info.value.scope_name) == ("m", "step", "s")
-    steptrace.configure(price_source=MilliPrice())
+    steptrace.configure(price_source=FakePrices(1000.0, unknown=("unknown",)))
     s("m")
     with pytest.raises(PricingUnknown):
         s("unknown-model")
@@ -239,7 +218,7 @@ def test_cost_none_without_price_source_is_zero_and_unpriced() -> None:
 
 
 def test_cost_none_asks_the_configured_price_source() -> None:
-    price = MilliPrice()
+    price = FakePrices(1000.0, unknown=("unknown",))
     assert isinstance(price, steptrace.PriceSource)
     steptrace.configure(price_source=price)
 
@@ -250,7 +229,7 @@ def test_cost_none_asks_the_configured_price_source() -> None:
 
     with pytest.raises(BudgetExhausted) as info:
         s()
-    assert price.calls == [("m", 10, 5), ("m", 20, 16)]
+    assert [call[:3] for call in price.calls] == [("m", 10, 5), ("m", 20, 16)]
     assert info.value.consumed_cost_usd == pytest.approx(0.051)
     assert steptrace.current_run().completed_steps[0].cost_usd == pytest.approx(0.051)
 
@@ -269,7 +248,7 @@ def test_pricing_unknown_under_usd_budget_still_records_tokens() -> None:
 
 
 def test_pricing_unknown_for_enclosing_run_budget() -> None:
-    steptrace.configure(price_source=MilliPrice())
+    steptrace.configure(price_source=FakePrices(1000.0, unknown=("unknown",)))
     with steptrace.run("r", budget={"max_usd": 5.0}), pytest.raises(PricingUnknown) as info:
         steptrace.record_llm_usage("unknown-x", 1, 1)
     assert (info.value.scope, info.value.scope_name) == ("run", "r")
@@ -452,23 +431,11 @@ def test_totals_are_sums_and_exhaustion_fires_at_the_first_crossing(
 
 
 def test_cache_reads_and_writes_reach_the_price_source() -> None:
-    seen: list[tuple[int, int]] = []
-
-    class CachePrices:
-        def cost_usd(
-            self,
-            model: str,
-            input_tokens: int,
-            output_tokens: int,
-            *,
-            cache_read_tokens: int = 0,
-            cache_write_tokens: int = 0,
-        ) -> float | None:
-            seen.append((cache_read_tokens, cache_write_tokens))
-            return 0.001
-
-    steptrace.configure(price_source=CachePrices())
+    prices = FakePrices()
+    steptrace.configure(price_source=prices)
     steptrace.record_llm_usage("m", 100, 5, cache_tokens=40, cache_write_tokens=30)
-    assert seen == [(40, 30)]
+    assert [(call.cache_read_tokens, call.cache_write_tokens) for call in prices.calls] == [
+        (40, 30)
+    ]
     with pytest.raises(ValueError, match="cache_write_tokens must be between 0 and"):
         steptrace.record_llm_usage("m", 1, 1, cache_write_tokens=-1)

@@ -1,5 +1,6 @@
-"""The test setup itself: skipped tests say why without ``-rs``, and processes
-of one test run (xdist workers) share one server of each kind."""
+"""The test setup itself: skipped tests say why without ``-rs``, processes of
+one test run (xdist workers) share one server of each kind, and freezing the
+heap between tests still finalizes every leak."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ._garbage import collect_everything, collect_test_garbage, freeze_survivors
 from ._services import MissingService, start_redis, stop_service, stop_shared_services
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,3 +73,23 @@ def test_processes_of_one_run_share_one_server_and_the_owner_stops_it(tmp_path: 
     stop_shared_services(tmp_path)
     assert not _listening(url)
     assert not tmp_path.exists()
+
+
+def test_a_tests_leak_is_finalized_at_its_teardown_and_an_older_one_at_the_module_end() -> None:
+    finalized: list[str] = []
+
+    class Cycle:
+        def __init__(self, name: str) -> None:
+            self.name, self.me = name, self
+
+        def __del__(self) -> None:
+            finalized.append(self.name)
+
+    older = Cycle("older")
+    freeze_survivors()  # as after an earlier test
+    del older  # garbage now, in a cycle of frozen objects
+    Cycle("this test's")
+    collect_test_garbage()
+    assert finalized == ["this test's"]
+    collect_everything()
+    assert finalized == ["this test's", "older"]

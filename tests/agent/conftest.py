@@ -1,25 +1,6 @@
-"""Agent tests start with the LLM layer unconfigured, with no API keys in the environment and
-retries that do not sleep, and must not leak sockets."""
+"""Each test starts with a fresh LLM layer and must not leak sockets (the
+fixture lives in ``tests/_llm_setup.py``, shared with the other LLM-layer tests)."""
 
-from __future__ import annotations
+from .._llm_setup import fresh_llm_configuration
 
-import gc
-from collections.abc import Iterator
-
-import pytest
-
-from steptrace import llm
-from steptrace.llm._config import reset_configuration
-
-
-@pytest.fixture(autouse=True)
-def fresh_llm_configuration(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
-        monkeypatch.delenv(key, raising=False)
-    reset_configuration()
-    llm.configure(retry=llm.RetryPolicy(max_retries=2, base_delay_s=0.0))
-    yield
-    reset_configuration()
-    # An SDK client left unclosed leaks its socket; collect now so the
-    # ResourceWarning fails the test that leaked it, not a later one.
-    gc.collect()
+__all__ = ["fresh_llm_configuration"]

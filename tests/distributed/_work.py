@@ -19,8 +19,7 @@ from typing import Any
 import steptrace
 from steptrace.llm import ScriptedProvider, llm_call
 from steptrace.store import StoreWriter, record_runs
-
-from ..shared._workers import FlatPrice
+from steptrace.testing import FakePrices
 
 MODEL = "flat"
 REPLY = "A short summary: " + "x" * 63
@@ -41,7 +40,7 @@ _writer: StoreWriter | None = None
 def setup_worker() -> None:
     """Once per worker process: exact prices, and record runs into the store."""
     global _writer
-    steptrace.configure(price_source=FlatPrice())
+    steptrace.configure(price_source=FakePrices())
     if _writer is None:
         _writer = record_runs()  # $STEPTRACE_STORE: the one PostgreSQL store
 

@@ -15,9 +15,9 @@ import pytest
 import steptrace
 from steptrace._shared import SharedPool
 from steptrace.store import StoreWriter, record_runs
+from steptrace.testing import FakePrices
 
 from .._services import fresh_database
-from ..shared._workers import FlatPrice
 
 
 def require_engine(module: str, extra: str) -> None:
@@ -50,7 +50,7 @@ def recording(store_url: str, flat_price: None) -> Iterator[StoreWriter]:
 
 @pytest.fixture
 def flat_price() -> None:
-    steptrace.configure(price_source=FlatPrice())
+    steptrace.configure(price_source=FakePrices())
 
 
 @pytest.fixture(params=["redis", "postgres"])

@@ -12,8 +12,9 @@ import pytest
 import steptrace
 from steptrace import llm
 from steptrace.llm._config import reset_configuration
+from steptrace.testing import FakePrices
 
-from .helpers import FlatPrices, Otel
+from .helpers import Otel
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +23,7 @@ def fresh_llm_configuration(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(key, raising=False)
     reset_configuration()
     llm.configure(retry=llm.RetryPolicy(max_retries=2, base_delay_s=0.0))
-    steptrace.configure(price_source=FlatPrices())
+    steptrace.configure(price_source=FakePrices(output_per_million=2.0))
     yield
     reset_configuration()
 

@@ -20,21 +20,6 @@ from steptrace.testing import ScriptedProvider
 NOTE = "Buy milk."
 
 
-class FlatPrices:
-    """$1 per million input tokens, $2 per million output tokens, any model."""
-
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float | None:
-        return (input_tokens * 1.0 + output_tokens * 2.0) / 1_000_000
-
-
 class Otel:
     """A tracer provider that records finished spans in memory, and the
     steptrace exporter feeding it (registered by the ``otel`` fixture)."""

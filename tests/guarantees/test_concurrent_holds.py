@@ -19,21 +19,7 @@ import pytest
 import steptrace
 from steptrace import llm
 from steptrace.llm import LlmRequest, LlmResponse
-
-
-class Price:
-    """$1 per million tokens, input or output."""
-
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float | None:
-        return (input_tokens + output_tokens) / 1e6
+from steptrace.testing import FakePrices
 
 
 class WorstCaseProvider:
@@ -71,7 +57,7 @@ STEP_BUDGET: dict[str, Any] = {"max_tokens": 1000, "max_usd": 0.0006}
 
 
 def test_gathered_calls_cannot_overspend_the_step() -> None:
-    steptrace.configure(price_source=Price())
+    steptrace.configure(price_source=FakePrices())
     provider = WorstCaseProvider()
 
     @steptrace.step(budget=STEP_BUDGET, error_boundary="fail")
@@ -98,7 +84,7 @@ def test_gathered_calls_cannot_overspend_the_step() -> None:
 
 
 def test_threads_cannot_overspend_the_step() -> None:
-    steptrace.configure(price_source=Price())
+    steptrace.configure(price_source=FakePrices())
     provider = WorstCaseProvider()
 
     @steptrace.step(budget={"max_tokens": 1000})

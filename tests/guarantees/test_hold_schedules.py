@@ -25,21 +25,7 @@ from steptrace import llm
 from steptrace.budget import Ledger
 from steptrace.errors import BadRequest
 from steptrace.llm import LlmRequest, LlmResponse, estimate_input_tokens
-
-PRICE_PER_TOKEN = 1e-6
-
-
-class Price:
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float | None:
-        return (input_tokens + output_tokens) * PRICE_PER_TOKEN
+from steptrace.testing import FakePrices
 
 
 @dataclass(frozen=True)
@@ -122,7 +108,7 @@ def test_no_scope_ends_over_its_limit_and_every_hold_is_released(
     step_limits: tuple[int | None, float | None],
 ) -> None:
     steptrace.reset()
-    steptrace.configure(price_source=Price())
+    steptrace.configure(price_source=FakePrices())
     plan = {f"call {i} " + "x" * call.prompt_chars: call for i, call in enumerate(batch)}
     provider = Provider(plan)
     threads = ThreadPoolExecutor(max_workers=4)

@@ -43,7 +43,7 @@ from steptrace.events import AgentEvent
 from steptrace.export import OpenTelemetryExporter, otlp_json
 from steptrace.llm import ToolCall, llm_call
 from steptrace.store import SpanRow, StoredRun
-from steptrace.testing import ScriptedProvider, block_network
+from steptrace.testing import FakePrices, ScriptedProvider, block_network
 
 from .conftest import HOW_TO_RUN, PhoenixServer, is_loopback, phoenix_opted_in
 
@@ -59,21 +59,6 @@ OUR_NAMESPACES = ("gen_ai.", "steptrace.", "error.")
 PHOENIX_KINDS = {"chat": "LLM", "execute_tool": "TOOL", "invoke_agent": "AGENT"}
 """How Phoenix classifies spans by ``gen_ai.operation.name``: proof that it
 recognized the GenAI conventions rather than merely storing the keys."""
-
-
-class FlatPrices:
-    """$1 per million input tokens, $2 per million output tokens, any model."""
-
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float | None:
-        return (input_tokens * 1.0 + output_tokens * 2.0) / 1_000_000
 
 
 @tool(classification="read_only")
@@ -257,7 +242,7 @@ def exchange(phoenix: PhoenixServer, tmp_path_factory: pytest.TempPathFactory) -
     store_path = tmp_path_factory.mktemp("store") / "runs.db"
     with block_network() as attempts:
         steptrace.reset()
-        steptrace.configure(strict=True, price_source=FlatPrices())
+        steptrace.configure(strict=True, price_source=FakePrices(output_per_million=2.0))
         try:
             stored = send_to_phoenix_and_store(phoenix, project, store_path)
             received = phoenix.wait_for_spans(project, len(stored.spans))

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from .._garbage import collect_test_garbage
+
 
 @pytest.fixture(autouse=True)
 def close_the_thread_loop() -> Iterator[None]:
@@ -30,7 +32,7 @@ def close_the_thread_loop() -> Iterator[None]:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
     policy.set_event_loop(None)
-    gc.collect()
+    collect_test_garbage()
 
 
 def _thread_loop() -> asyncio.AbstractEventLoop | None:

@@ -21,7 +21,7 @@ from steptrace.llm.anthropic.instrument import (
     instrument_anthropic,
     uninstrument_anthropic,
 )
-from steptrace.testing import FakeServer
+from steptrace.testing import FakePrices, FakeServer
 from steptrace.testing._fake_anthropic import (
     AnthropicErrorReply,
     AnthropicReply,
@@ -31,27 +31,6 @@ from steptrace.testing._fake_anthropic import (
 
 MODEL = "claude-haiku-4-5"
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
-
-
-class RecordingPrices:
-    """$1 per million tokens of any kind; remembers what it was asked to price."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, int, int, int, int]] = []
-
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float | None:
-        self.asked.append(
-            (model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
-        )
-        return (input_tokens + output_tokens) / 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +60,7 @@ def llm_spans(collector: InMemorySpanCollector) -> list[steptrace.Span]:
 def test_a_call_is_accounted_traced_and_evented_in_the_active_step(
     fake: FakeAnthropic, client: Any, collector: InMemorySpanCollector
 ) -> None:
-    prices = RecordingPrices()
+    prices = FakePrices()
     steptrace.configure(price_source=prices)
     fake.push(
         AnthropicReply(
@@ -105,7 +84,7 @@ def test_a_call_is_accounted_traced_and_evented_in_the_active_step(
     [row] = run.completed_steps
     assert (row.input_tokens, row.output_tokens, row.llm_calls) == (10 + 50 + 7, 3, 1)
     assert row.cost_usd == pytest.approx(70 / 1_000_000)
-    assert prices.asked[-1] == (MODEL, 67, 3, 50, 7), "cache writes are priced as such"
+    assert prices.calls[-1] == (MODEL, 67, 3, 50, 7), "cache writes are priced as such"
 
     [event] = run.events
     assert isinstance(event, LlmCall)

@@ -24,6 +24,7 @@ from steptrace.llm.openai.instrument import (
     is_instrumented,
     uninstrument_openai,
 )
+from steptrace.testing import FakePrices
 from steptrace.testing._fake_openai import (
     FakeOpenAI,
     OpenAIErrorReply,
@@ -34,21 +35,6 @@ from steptrace.testing._server import FakeServer
 
 SECRET = "sk-proj-LEAKEDsecretLEAKEDsecret0123456789"
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
-
-
-class MilliPrice:
-    """$0.001 per token, input or output, any model."""
-
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float | None:
-        return (input_tokens + output_tokens) / 1000
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +68,7 @@ def llm_spans(collector: InMemorySpanCollector) -> list[Span]:
 def test_a_call_in_a_step_defaults_its_model_and_lands_in_the_ledger(
     fake: FakeOpenAI, client: openai.OpenAI
 ) -> None:
-    steptrace.configure(price_source=MilliPrice())
+    steptrace.configure(price_source=FakePrices(1000.0))
     fake.push(OpenAIReply(text="Hello!", prompt_tokens=40, completion_tokens=10, cached_tokens=32))
 
     @steptrace.step(model="gpt-4o-mini")

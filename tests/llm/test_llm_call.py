@@ -18,27 +18,12 @@ from steptrace.llm import (
     ToolCall,
     llm_call,
 )
-from steptrace.testing import ScriptedProvider, count_tokens
-
-
-class FlatPrices:
-    """$1 per million input tokens, $2 per million output tokens, any model."""
-
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float | None:
-        return (input_tokens * 1.0 + output_tokens * 2.0) / 1_000_000
+from steptrace.testing import FakePrices, ScriptedProvider, count_tokens
 
 
 def test_the_active_steps_model_is_the_default_and_usage_lands_in_its_ledger_row() -> None:
     provider = ScriptedProvider(["Paris is the capital of France."])
-    steptrace.configure(price_source=FlatPrices())
+    steptrace.configure(price_source=FakePrices(output_per_million=2.0))
 
     @steptrace.step(model="gpt-4o-mini")
     def ask() -> llm.LlmResult:

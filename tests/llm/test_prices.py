@@ -608,7 +608,9 @@ def test_no_updater_thread_is_started() -> None:
     for model in ("gpt-4o", "claude-haiku-4-5", "deepseek-chat", "nope"):
         table.cost_usd(model, 10, 10)
         price_info(model)
-    assert {t.ident for t in threading.enumerate()} == before
+    # A thread of an earlier test may end meanwhile (teardowns do not wait for
+    # every background thread): what must hold is that none was started.
+    assert {t.ident for t in threading.enumerate()} <= before
     assert genai_prices.update_prices._shared_updater.thread is None
 
 

@@ -1,5 +1,6 @@
-"""Code run in worker processes (spawned: everything here is importable), and
-the flat price the tests use."""
+"""Code run in worker processes (spawned: everything here is importable). They
+price calls with ``FakePrices()``: one microdollar a token, so every cost is a
+whole number of picodollars."""
 
 from __future__ import annotations
 
@@ -11,24 +12,7 @@ from typing import Any
 
 import steptrace
 from steptrace._shared import SharedBudget, pool_from_url
-
-USD_PER_TOKEN = 1e-6
-"""One microdollar a token: every cost is a whole number of picodollars."""
-
-
-class FlatPrice:
-    """A price source charging ``USD_PER_TOKEN`` for every token of any model."""
-
-    def cost_usd(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-    ) -> float:
-        return (input_tokens + output_tokens) * USD_PER_TOKEN
+from steptrace.testing import FakePrices
 
 
 def budget_from(spec: dict[str, Any]) -> SharedBudget:
@@ -40,7 +24,7 @@ def hammer(spec: dict[str, Any], preflight: bool, seed: int) -> dict[str, Any]:
     process's own ledger. With ``preflight`` each call reserves its worst case
     (100 + 100 tokens) first, as ``llm_call`` does; without, usage is only
     recorded and the budget raises after the call that crossed it."""
-    steptrace.configure(price_source=FlatPrice())
+    steptrace.configure(price_source=FakePrices())
     budget = budget_from(spec)
     rng = random.Random(seed)
     largest = 0
@@ -66,7 +50,7 @@ def hammer(spec: dict[str, Any], preflight: bool, seed: int) -> dict[str, Any]:
 
 def reserve_and_hang(spec: dict[str, Any], ready: Any) -> None:
     """Reserve a call's worst case, say so, then wait to be killed."""
-    steptrace.configure(price_source=FlatPrice())
+    steptrace.configure(price_source=FakePrices())
     budget = budget_from(spec)
     with steptrace.run("doomed", budget=budget):
         steptrace.check_budget("m", 400, 400)
@@ -80,7 +64,7 @@ def continue_run(carrier: dict[str, Any], store_path: str, tokens: int) -> dict[
     make two calls in a step, and report what it saw."""
     from steptrace.store import record_runs
 
-    steptrace.configure(price_source=FlatPrice())
+    steptrace.configure(price_source=FakePrices())
     writer = record_runs(store_path)
     try:
 
@@ -149,4 +133,4 @@ def kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-__all__ = ["FlatPrice", "budget_from", "continue_run", "hammer", "kill", "pool_from_url"]
+__all__ = ["budget_from", "continue_run", "hammer", "kill", "pool_from_url"]

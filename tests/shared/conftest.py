@@ -12,8 +12,7 @@ import pytest
 
 import steptrace
 from steptrace._shared import SharedPool
-
-from ._workers import FlatPrice
+from steptrace.testing import FakePrices
 
 
 @pytest.fixture(params=["redis", "postgres"])
@@ -35,7 +34,7 @@ def key() -> str:
 
 
 @pytest.fixture
-def flat_price() -> FlatPrice:
-    price = FlatPrice()
+def flat_price() -> FakePrices:
+    price = FakePrices()
     steptrace.configure(price_source=price)
     return price

@@ -15,15 +15,13 @@ from steptrace._shared import PoolTotals, SharedPool
 from steptrace.errors import BadRequest, SharedPoolUnavailable
 from steptrace.llm import llm_call
 from steptrace.shared import RedisPool
-from steptrace.testing import ScriptedProvider
+from steptrace.testing import FakePrices, ScriptedProvider
 
-from ._workers import FlatPrice
-
-PICO_PER_TOKEN = 10**6  # FlatPrice: one microdollar a token
+PICO_PER_TOKEN = 10**6  # FakePrices: one microdollar a token
 
 
 def test_preflight_holds_the_worst_case_and_recording_settles_it(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=1000, max_usd=1.0, pool=pool)
     with steptrace.run("r", budget=budget) as run:
@@ -35,7 +33,7 @@ def test_preflight_holds_the_worst_case_and_recording_settles_it(
 
 
 def test_preflight_refuses_what_cannot_fit_and_holds_nothing(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=1000, pool=pool)
     with steptrace.run("r", budget=budget):
@@ -51,7 +49,7 @@ def test_preflight_refuses_what_cannot_fit_and_holds_nothing(
 
 
 def test_the_usd_limit_is_checked_at_the_worst_case_price(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_usd=0.001, pool=pool)  # 1000 tokens' worth
     with steptrace.run("r", budget=budget):
@@ -64,7 +62,7 @@ def test_the_usd_limit_is_checked_at_the_worst_case_price(
 
 
 def test_usage_without_a_reservation_is_recorded_then_raises(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=100, pool=pool)
     with steptrace.run("r", budget=budget) as run:
@@ -79,7 +77,7 @@ def test_usage_without_a_reservation_is_recorded_then_raises(
 
 
 def test_a_local_budget_is_checked_first_and_then_the_shared_one(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=10_000, pool=pool)
     with steptrace.run("r", budget=[{"max_tokens": 100}, budget]):
@@ -93,7 +91,7 @@ def test_a_local_budget_is_checked_first_and_then_the_shared_one(
     ("boundary", "status"), [("continue", "skipped"), ("escalate", "escalated"), ("fail", "failed")]
 )
 def test_step_boundaries_apply_to_shared_budgets(
-    pool: SharedPool, key: str, flat_price: FlatPrice, boundary: str, status: str
+    pool: SharedPool, key: str, flat_price: FakePrices, boundary: str, status: str
 ) -> None:
     budget = SharedBudget(key, max_tokens=100, pool=pool)
 
@@ -116,7 +114,7 @@ def test_step_boundaries_apply_to_shared_budgets(
 
 
 def test_a_persona_budget_names_the_innermost_step(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=100, window="total", pool=pool)
 
@@ -136,7 +134,7 @@ def test_a_persona_budget_names_the_innermost_step(
 
 
 def test_runs_have_their_own_run_window_and_share_the_total_one(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     per_run = SharedBudget(key + "-run", max_tokens=1000, window="run", pool=pool)
     overall = SharedBudget(key + "-all", max_tokens=1000, window="total", pool=pool)
@@ -150,7 +148,7 @@ def test_runs_have_their_own_run_window_and_share_the_total_one(
 
 
 def test_llm_call_draws_from_a_shared_budget(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=5000, pool=pool)
     with steptrace.run("r", budget=budget) as run:
@@ -164,7 +162,7 @@ def test_llm_call_draws_from_a_shared_budget(
 
 
 def test_allm_call_draws_from_a_shared_budget(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=5000, pool=pool)
 
@@ -179,7 +177,9 @@ def test_allm_call_draws_from_a_shared_budget(
     assert budget.totals(run_id) == PoolTotals(tokens, tokens * PICO_PER_TOKEN, 0, 0)
 
 
-def test_a_failed_call_releases_its_hold(pool: SharedPool, key: str, flat_price: FlatPrice) -> None:
+def test_a_failed_call_releases_its_hold(
+    pool: SharedPool, key: str, flat_price: FakePrices
+) -> None:
     budget = SharedBudget(key, max_tokens=100_000, pool=pool)
     refusal = BadRequest("no", provider="scripted", model="m", status_code=400)
     with steptrace.run("r", budget=budget):
@@ -200,7 +200,7 @@ def test_an_unpriced_call_under_a_shared_usd_limit(pool: SharedPool, key: str) -
 
 
 def test_a_metering_budget_counts_without_refusing(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     meter = SharedBudget(key, pool=pool)
     with steptrace.run("r", budget=meter):
@@ -209,7 +209,7 @@ def test_a_metering_budget_counts_without_refusing(
         assert meter.totals() == PoolTotals(10, 10 * PICO_PER_TOKEN, 0, 0)
 
 
-def test_an_unreachable_pool_refuses_the_call(flat_price: FlatPrice) -> None:
+def test_an_unreachable_pool_refuses_the_call(flat_price: FakePrices) -> None:
     import socket
 
     with socket.socket() as sock:
@@ -225,7 +225,7 @@ def test_an_unreachable_pool_refuses_the_call(flat_price: FlatPrice) -> None:
 
 
 def test_a_hold_whose_call_never_reported_is_released(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=1000, pool=pool)
     with steptrace.run("r", budget=budget) as run:
@@ -238,7 +238,7 @@ def test_a_hold_whose_call_never_reported_is_released(
 
 
 def test_concurrent_tasks_settle_their_own_holds(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=10_000, pool=pool)
 
@@ -267,7 +267,7 @@ def test_concurrent_tasks_settle_their_own_holds(
 
 
 def test_an_agent_loop_stops_cleanly_on_a_shared_budget(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     from steptrace.agent import agent_loop
 

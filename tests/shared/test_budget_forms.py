@@ -13,8 +13,7 @@ import pytest
 import steptrace
 from steptrace import SharedBudget
 from steptrace._shared import SharedPool
-
-from ._workers import FlatPrice
+from steptrace.testing import FakePrices
 
 
 def _spend_twice() -> list[Any]:
@@ -30,7 +29,7 @@ def _spend_twice() -> list[Any]:
 
 
 def test_run_step_persona_and_extract_take_shared_and_local_forms(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     shared = SharedBudget(key, max_tokens=150, pool=pool)
 
@@ -60,7 +59,7 @@ def test_run_step_persona_and_extract_take_shared_and_local_forms(
 
 
 def test_gathered_calls_hold_the_shared_limit_like_local_ones(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     shared = SharedBudget(key, max_tokens=1000, pool=pool)
 

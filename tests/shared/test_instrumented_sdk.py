@@ -12,8 +12,7 @@ import pytest
 import steptrace
 from steptrace import SharedBudget
 from steptrace._shared import PoolTotals, SharedPool
-
-from ._workers import FlatPrice
+from steptrace.testing import FakePrices
 
 openai = pytest.importorskip("openai")
 
@@ -33,7 +32,7 @@ def client() -> Iterator[Any]:
 
 
 def test_a_stream_holds_its_worst_case_until_it_ends(
-    client: Any, pool: SharedPool, key: str, flat_price: FlatPrice
+    client: Any, pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=10_000, pool=pool)
     with steptrace.run("r", budget=budget) as run:
@@ -51,7 +50,7 @@ def test_a_stream_holds_its_worst_case_until_it_ends(
 
 
 def test_a_failed_sdk_call_frees_its_hold_at_once(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=10_000, pool=pool)
     with FakeOpenAI() as fake:

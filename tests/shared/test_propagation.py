@@ -17,9 +17,9 @@ from steptrace import SharedBudget
 from steptrace._shared import SharedPool
 from steptrace.export import otlp_span_id, otlp_trace_id
 from steptrace.store import open_store, record_runs
+from steptrace.testing import FakePrices
 
 from . import _workers
-from ._workers import FlatPrice
 
 
 def test_the_carrier_is_small_json_and_names_the_current_span(pool: SharedPool, key: str) -> None:
@@ -75,7 +75,7 @@ def test_a_malformed_carrier_is_refused_naming_the_field(
 
 
 def test_extract_continues_the_run_and_its_shared_budgets(
-    pool: SharedPool, key: str, flat_price: FlatPrice
+    pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     budget = SharedBudget(key, max_tokens=1000, pool=pool)
     seen: dict[str, Any] = {}
@@ -108,7 +108,7 @@ def test_extract_continues_the_run_and_its_shared_budgets(
 
 
 def test_workers_in_other_processes_continue_the_run_in_one_store(
-    tmp_path: Path, pool: SharedPool, key: str, flat_price: FlatPrice
+    tmp_path: Path, pool: SharedPool, key: str, flat_price: FakePrices
 ) -> None:
     store_path = str(tmp_path / "runs.db")
     budget = SharedBudget(key, max_tokens=10_000, pool=pool)

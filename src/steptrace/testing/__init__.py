@@ -1,7 +1,7 @@
 """Test doubles for steptrace users: the scripted provider and its ``Reply``,
-fake model API servers (built on ``FakeServer``, whose handlers return an
-``HttpReply``), and a guard that fails a test which reaches a real network
-address."""
+a price source with flat made-up prices (``FakePrices``), fake model API
+servers (built on ``FakeServer``, whose handlers return an ``HttpReply``), and
+a guard that fails a test which reaches a real network address."""
 
 from ..llm.providers.scripted import Reply, ScriptedProvider, count_tokens
 from ._fake_anthropic import (
@@ -26,6 +26,7 @@ from ._fake_openai import (
     count_openai_tokens,
 )
 from ._network import NetworkBlocked, block_network
+from ._prices import FakePrices, PricedCall
 from ._server import FakeServer, HttpReply, RecordedRequest
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "FakeAnthropicRoutes",
     "FakeOpenAI",
     "FakeOpenAIRoutes",
+    "FakePrices",
     "FakeServer",
     "HttpReply",
     "NetworkBlocked",
@@ -45,6 +47,7 @@ __all__ = [
     "OpenAIReply",
     "OpenAIScript",
     "OpenAIToolCall",
+    "PricedCall",
     "RecordedRequest",
     "Reply",
     "ScriptedProvider",
