@@ -9,8 +9,14 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh dev
 quick=()
 [ "${1:-}" = "--quick" ] && quick=(--quick)
-for bench in bench_core bench_llm bench_agent bench_store bench_shared; do
+for bench in bench_core bench_llm bench_agent bench_store bench_get_run bench_shared \
+    bench_integrations_agents bench_integrations_chains; do
     echo "== benchmarks/$bench.py"
     .venv/bin/python "benchmarks/$bench.py" "${quick[@]}"
     echo
 done
+# Instruction counts need valgrind; a machine without it skips them.
+if command -v valgrind >/dev/null 2>&1; then
+    echo "== benchmarks/bench_instructions.py"
+    .venv/bin/python benchmarks/bench_instructions.py
+fi

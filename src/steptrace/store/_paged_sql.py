@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .._run import CompletedStep
 from . import _search
 from ._loaded_reads import LoadedReads
 from ._paged import (
@@ -226,7 +227,9 @@ class SQLPagedReads(LoadedReads):
         rows = self._rows(
             "SELECT data FROM completed_steps WHERE run_id = ? ORDER BY seq", (run_id,)
         )
-        return [json.loads(data) for (data,) in rows]
+        # Through CompletedStep, so rows stored before a field was added read
+        # as the fallback reads them (with the field's default).
+        return [CompletedStep.from_dict(json.loads(data)).to_dict() for (data,) in rows]
 
     def llm_spans(self, run_id: str, offset: int, limit: int) -> tuple[list[SpanRow], int]:
         rows = self._rows(
