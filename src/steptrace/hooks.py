@@ -44,10 +44,10 @@ import math
 import re
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeAlias, TypeGuard, TypeVar
 
 from ._config import report_observer_failure
+from ._records import FrozenRecord
 from .budget import Usage
 from .errors import StepTraceError
 from .spans import Span
@@ -336,29 +336,42 @@ def _run_awaitable(awaitable: Awaitable[Any]) -> Any:
 # -- what step hooks may return --------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Deny:
+class Deny(FrozenRecord):
     """Returned by a ``PreStep`` handler: the step does not run; its call raises
     ``StepDenied`` carrying ``reason``."""
 
+    __slots__ = ("reason",)
+    _fields = ("reason",)
     reason: str
 
+    def __init__(self, reason: str) -> None:
+        self._set("reason", reason)
 
-@dataclass(frozen=True, slots=True)
-class RewriteArgs:
+
+class RewriteArgs(FrozenRecord):
     """Returned by a ``PreStep`` handler: the step's body is called with
     ``*args, **kwargs`` instead of what the caller passed."""
 
-    args: Sequence[Any] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    __slots__ = ("args", "kwargs")
+    _fields = ("args", "kwargs")
+    args: Sequence[Any]
+    kwargs: Mapping[str, Any]
+
+    def __init__(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> None:
+        self._set("args", args)
+        self._set("kwargs", {} if kwargs is None else kwargs)
 
 
-@dataclass(frozen=True, slots=True)
-class RewriteOutput:
+class RewriteOutput(FrozenRecord):
     """Returned by a ``PostStep`` handler of a completed step: the call returns
     ``value`` instead of what the body returned."""
 
+    __slots__ = ("value",)
+    _fields = ("value",)
     value: Any
+
+    def __init__(self, value: Any) -> None:
+        self._set("value", value)
 
 
 class StepDenied(StepTraceError):
