@@ -311,9 +311,9 @@ def record_llm_usage(
             for ledger in frame.accounted:
                 ledger.unpriced_calls += 1
         if run.tracing_enabled:
-            # Run.add_call, inlined, and the TraceRecord kept as a plain tuple
-            # of its fields: building the named tuple here costs half a
-            # ContextVar set/reset pair a call (bench_core.py); readers name it.
+            # The TraceRecord kept as a plain tuple of its fields (see Run's
+            # appending section): building the named tuple here costs half a
+            # ContextVar set/reset pair a call (bench_instructions.py).
             raw = run.raw_trace
             raw.append(
                 (

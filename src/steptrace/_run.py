@@ -306,9 +306,10 @@ class Run:
     # with the ledgers it updated); spans and ended steps by one
     # ``list.append``, atomic under the GIL. Readers therefore take each
     # length once, under the lock, and read up to it (see ``_run_reader``).
-    # Two hot paths inline these appends: the plain step call
-    # (``_wrappers._wrap_sync_step``: ``add_span`` and ``step_ended``) and
-    # ``record_llm_usage`` (``add_call``).
+    # The plain step call inlines ``add_span`` and ``step_ended``
+    # (``_wrappers._wrap_sync_step``). The trace log has no method here:
+    # ``record_llm_usage`` appends a call's ``TraceRecord`` fields to
+    # ``raw_trace`` itself, in the critical section that updates its ledgers.
 
     def add_span(self, frame: _context.Frame) -> None:
         """Record a frame just created in this run."""
@@ -338,15 +339,6 @@ class Run:
             lock.release()
         if len(events) > self.trim_at:
             self.trim()
-
-    def add_call(self, record: tuple[Any, ...]) -> bool:
-        """Append an LLM call (a ``TraceRecord``'s fields) to the trace log.
-        The caller holds the run's lock
-        (the call's ledgers are updated in the same critical section); it calls
-        ``trim`` after releasing it when this returns True."""
-        raw = self.raw_trace
-        raw.append(record)
-        return len(raw) > self.trim_at
 
     def amended(self, step: _context.StepFrame) -> None:
         """Note that an ended step's ledger row changed (late usage); the

@@ -22,7 +22,6 @@ from ._run import active_frame
 from ._scopes import Scope, StepScope, reset_token
 from .hooks import registered_hooks
 
-_StepFrame = _context.StepFrame
 _step_frame = _context.step_frame
 _get_frame = _context.get_frame
 _set_frame = _context.set_frame
