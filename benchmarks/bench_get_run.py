@@ -29,137 +29,10 @@ for extra in (_ROOT / "src", _ROOT):
         sys.path.insert(0, str(extra))
 
 from _machine import load_average, revision  # noqa: E402
-from steptrace import LlmCall, ToolExecution  # noqa: E402
-from steptrace.store import (  # noqa: E402
-    EventRow,
-    LlmCallRow,
-    RunRow,
-    SpanRow,
-    SQLiteStore,
-    StepRow,
-    WriteBatch,
-)
+from bench_store import big_run  # noqa: E402
+from steptrace.store import SQLiteStore  # noqa: E402
 
 RATIO_MAX = 3.0
-BATCH = 500
-
-
-def _event(i: int) -> dict[str, object]:
-    if i % 2:
-        return ToolExecution(
-            tool_name="search",
-            tool_use_id=f"c{i}",
-            duration_ms=3,
-            status="ok",
-            classification="read_only",
-            iteration=1 + i // 10,
-        ).to_dict()
-    return LlmCall(
-        call_id=f"r{i}",
-        model="gpt-4o-mini",
-        input_tokens=1200,
-        output_tokens=80,
-        cache_tokens=0,
-        duration_ms=450,
-        iteration=1 + i // 10,
-    ).to_dict()
-
-
-def big_run(store: SQLiteStore, events: int, steps: int) -> str:
-    """A stored run of ``events`` events under ``steps`` steps; its id."""
-    run_id = "big-" + str(time.time_ns())
-    now = time.time()
-    store.write(
-        WriteBatch(
-            runs=[
-                RunRow(
-                    id=run_id,
-                    name="big",
-                    status="completed",
-                    started_at=now - 60,
-                    ended_at=now,
-                    llm_calls=events // 2,
-                )
-            ],
-            spans=[
-                SpanRow(
-                    run_id=run_id,
-                    span_id=1,
-                    parent_id=None,
-                    name="big",
-                    kind="run",
-                    start_ns=0,
-                    end_ns=10**9,
-                    status="ok",
-                    error=None,
-                )
-            ]
-            + [
-                SpanRow(
-                    run_id=run_id,
-                    span_id=2 + i,
-                    parent_id=1,
-                    name="work",
-                    kind="step",
-                    start_ns=i,
-                    end_ns=i + 1,
-                    status="ok",
-                    error=None,
-                    metadata={"model": "gpt-4o-mini", "status": "completed"},
-                )
-                for i in range(steps)
-            ],
-            steps=[
-                StepRow(
-                    run_id=run_id,
-                    seq=i,
-                    data={
-                        "name": "work",
-                        "function": "work",
-                        "model": "gpt-4o-mini",
-                        "input_tokens": 1200,
-                        "output_tokens": 80,
-                        "cost_usd": 0.0002,
-                        "llm_calls": 1,
-                        "status": "completed",
-                        "error": None,
-                        "span_id": 2 + i,
-                        "parent_span_id": 1,
-                    },
-                )
-                for i in range(steps)
-            ],
-        )
-    )
-    for start in range(0, events, BATCH):
-        seqs = range(start, min(events, start + BATCH))
-        store.write(
-            WriteBatch(
-                events=[
-                    EventRow(run_id=run_id, seq=i, span_id=2 + i % steps, data=_event(i))
-                    for i in seqs
-                ],
-                llm_calls=[
-                    LlmCallRow(
-                        run_id=run_id,
-                        seq=i // 2,
-                        span_id=2 + i % steps,
-                        step="work",
-                        persona=None,
-                        model="gpt-4o-mini",
-                        input_tokens=1200,
-                        output_tokens=80,
-                        cache_tokens=0,
-                        cost_usd=0.0002,
-                        duration_ms=450,
-                        at=now,
-                    )
-                    for i in seqs
-                    if i % 2 == 0
-                ],
-            )
-        )
-    return run_id
 
 
 def raw_fetch(store: SQLiteStore, run_id: str) -> int:
@@ -192,7 +65,7 @@ def main() -> int:
     repeats = 3 if args.quick else 7
     print(f"steptrace {revision()} · load {load_average()} · python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp, SQLiteStore(Path(tmp) / "big.db") as store:
-        run_id = big_run(store, events, 1_000)
+        run_id = big_run(store, events, 1_000, call_log=True)
         stored = store.get_run(run_id)  # warm: the file is in the page cache
         assert stored is not None
         assert len(stored.events) == events

@@ -60,6 +60,7 @@ from _machine import load_average, revision  # noqa: E402
 from steptrace import LlmCall, ToolExecution  # noqa: E402
 from steptrace.store import (  # noqa: E402
     EventRow,
+    LlmCallRow,
     RunRow,
     RunStore,
     SpanRow,
@@ -328,7 +329,10 @@ def _floor(source: Path, target: Path) -> tuple[float, float, int]:
     return sql_s, json_s, rows
 
 
-def big_run(store: RunStore, events: int, steps: int) -> str:
+def big_run(store: RunStore, events: int, steps: int, *, call_log: bool = False) -> str:
+    """A stored run of ``events`` events (half LLM calls, half tool
+    executions) spread over ``steps`` steps with their spans and ledger rows,
+    and with ``call_log`` an LLM call log row for each LLM call; its id."""
     run_id = "big-" + str(time.time_ns())
     now = time.time()
     store.write(
@@ -394,12 +398,31 @@ def big_run(store: RunStore, events: int, steps: int) -> str:
         )
     )
     for batch in _batches(run_id, events):
-        store.write(WriteBatch(events=[_with_run(row, run_id) for row in batch.events]))
+        rows = [
+            EventRow(run_id=run_id, seq=row.seq, span_id=2 + row.seq % steps, data=row.data)
+            for row in batch.events
+        ]
+        calls = [_call_row(run_id, row.seq, steps, now) for row in rows if row.seq % 2 == 0]
+        store.write(WriteBatch(events=rows, llm_calls=calls if call_log else []))
     return run_id
 
 
-def _with_run(row: EventRow, run_id: str) -> EventRow:
-    return EventRow(run_id=run_id, seq=row.seq, span_id=2 + row.seq % 1000, data=row.data)
+def _call_row(run_id: str, seq: int, steps: int, at: float) -> LlmCallRow:
+    """The call log row of the LLM call that is event ``seq``."""
+    return LlmCallRow(
+        run_id=run_id,
+        seq=seq // 2,
+        span_id=2 + seq % steps,
+        step="work",
+        persona=None,
+        model="gpt-4o-mini",
+        input_tokens=1200,
+        output_tokens=80,
+        cache_tokens=0,
+        cost_usd=0.0002,
+        duration_ms=450,
+        at=at,
+    )
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
