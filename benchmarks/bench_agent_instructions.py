@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from _machine import instructions
 
 _HERE = Path(__file__).resolve().parent
 WORKLOADS = ("agent", "hand", "base")
@@ -47,22 +47,8 @@ async def _child(what: str, runs: int) -> None:
             await bench.run_baseline("async", ITERATIONS, provider.requests)
 
 
-def _instructions(valgrind: str, what: str, runs: int) -> int:
-    command = [
-        valgrind,
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
-        sys.executable,
-        __file__,
-        "--child",
-        what,
-        str(runs),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if found is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
-    return int(found[1])
+def _instructions(what: str, runs: int) -> int:
+    return instructions([sys.executable, __file__, "--child", what, str(runs)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,14 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         asyncio.run(_child(args.child[0], int(args.child[1])))
         return 0
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
+    if shutil.which("valgrind") is None:
         print("bench_agent_instructions: valgrind is not installed; nothing measured")
         return 0
     per_iteration: dict[str, float] = {}
     for what in WORKLOADS:
-        few = _instructions(valgrind, what, FEW)
-        many = _instructions(valgrind, what, MANY)
+        few = _instructions(what, FEW)
+        many = _instructions(what, MANY)
         per_iteration[what] = (many - few) / ((MANY - FEW) * ITERATIONS)
         print(f"{what:<6} {per_iteration[what]:>12,.0f} instructions per iteration", flush=True)
     agent, hand, base = (per_iteration[w] for w in WORKLOADS)

@@ -15,13 +15,12 @@ the same run, for a before/after.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _machine import instructions
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SRC = HERE.parent / "src"
@@ -93,36 +92,16 @@ CASES = [
 ]
 
 
-def instructions(program: Path, src: Path, case: str, n: int) -> int:
-    out = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            str(program),
-            str(src),
-            case,
-            str(n),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        # One hash seed: dict and set layouts, hence counts, repeat exactly.
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if found is None:
-        raise RuntimeError(f"callgrind printed no count for {case}:\n{out.stderr[-2000:]}")
-    return int(found.group(1))
+def _count(program: Path, src: Path, case: str, n: int) -> int:
+    return instructions([sys.executable, str(program), str(src), case, str(n)])
 
 
 def measure(program: Path, src: Path, n: int) -> dict[str, float]:
     """Instructions per call of each case (and of the pair) for one checkout."""
-    empty = instructions(program, src, "none", n)
-    per_call = {"pair": (instructions(program, src, "pair", n) - empty) / n}
+    empty = _count(program, src, "none", n)
+    per_call = {"pair": (_count(program, src, "pair", n) - empty) / n}
     for case, _ in CASES:
-        per_call[case] = (instructions(program, src, case, n) - empty) / n
+        per_call[case] = (_count(program, src, case, n) - empty) / n
     return per_call
 
 

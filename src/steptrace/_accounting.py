@@ -54,14 +54,7 @@ from .hooks import (
     registered_hooks,
 )
 
-__all__ = [
-    "Hold",
-    "arecord_llm_usage",
-    "check_budget",
-    "price_call",
-    "record_llm_usage",
-    "reserve",
-]
+__all__ = ["Hold", "arecord_llm_usage", "check_budget", "record_llm_usage", "reserve"]
 
 _Frame = _context.Frame
 _get_frame = _context.get_frame
