@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias
 
@@ -332,11 +332,14 @@ def _checked_from_dict(data: Mapping[str, Any]) -> AgentEvent:
     return cls(**kwargs)  # type: ignore[return-value]
 
 
-class _Tally:
-    """The seed's counts for one loop (or a whole stream)."""
+class Tally:
+    """The seed's counts for one loop (or a whole stream): what
+    ``summarize_events`` adds up event by event, and a store that grouped the
+    events in SQL adds up a group at a time (``add``)."""
 
     __slots__ = (
         "compactions",
+        "completed",
         "input_tokens",
         "interventions",
         "iterations",
@@ -358,12 +361,47 @@ class _Tally:
         self.llm_duration_ms = self.tool_duration_ms = 0
         self.tools_used: dict[str, None] = {}
         self.status, self.iterations, self.total_duration_ms = "unknown", 0, 0
+        self.completed = False
 
     def add_call(self, event: LlmCall) -> None:
         self.llm_calls += 1
         self.input_tokens += event.input_tokens
         self.output_tokens += event.output_tokens
         self.llm_duration_ms += event.duration_ms
+
+    def add(
+        self,
+        kind: str,
+        count: int,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        duration_ms: int = 0,
+    ) -> None:
+        """Add ``count`` events of type ``kind`` (``llm_call``, ...) at once,
+        with their summed tokens and durations; other types count nothing."""
+        if kind == "llm_call":
+            self.llm_calls += count
+            self.input_tokens += input_tokens
+            self.output_tokens += output_tokens
+            self.llm_duration_ms += duration_ms
+        elif kind == "tool_execution":
+            self.tool_executions += count
+            self.tool_duration_ms += duration_ms
+        elif kind == "tool_rejected":
+            self.rejections += count
+        elif kind == "loop_intervention":
+            self.interventions += count
+        elif kind == "context_compaction":
+            self.compactions += count
+
+    def complete(self, status: str, iterations: int, total_duration_ms: int) -> None:
+        """The loop's ``LoopComplete``."""
+        self.completed = True
+        self.status, self.iterations, self.total_duration_ms = (
+            status,
+            iterations,
+            total_duration_ms,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -403,10 +441,9 @@ def summarize_events(events: Iterable[AgentEvent]) -> dict[str, Any]:
     ended alike, ``"mixed"`` when they did not, ``"unknown"`` when none
     completed. For one loop, the seed's summary exactly.
     """
-    total, outside = _Tally(), _Tally()
-    loops: list[_Tally] = []
-    current: _Tally | None = None
-    statuses: dict[str, None] = {}
+    total, outside = Tally(), Tally()
+    loops: list[Tally] = []
+    current: Tally | None = None
     for event in events:
         if isinstance(event, SchemaRetry):
             continue
@@ -415,7 +452,7 @@ def summarize_events(events: Iterable[AgentEvent]) -> dict[str, Any]:
             outside.add_call(event)
             continue
         if current is None:
-            current = _Tally()
+            current = Tally()
             loops.append(current)
         match event:
             case LlmCall():
@@ -436,15 +473,24 @@ def summarize_events(events: Iterable[AgentEvent]) -> dict[str, Any]:
                 total.compactions += 1
                 current.compactions += 1
             case LoopComplete():
-                current.status = event.status
-                current.iterations = event.iterations
-                current.total_duration_ms = event.total_duration_ms
-                total.iterations += event.iterations
-                total.total_duration_ms += event.total_duration_ms
-                statuses.setdefault(event.status)
+                current.complete(event.status, event.iterations, event.total_duration_ms)
                 current = None
             case PhaseChange():
                 pass
+    return rolled_up(total, outside, loops)
+
+
+def rolled_up(total: Tally, outside: Tally, loops: Sequence[Tally]) -> dict[str, Any]:
+    """``summarize_events``'s dict from its tallies: ``total`` has every count
+    and ``tools_used``, ``outside`` the calls outside any loop, ``loops`` one
+    tally each, in the order they ended; the roll-up's status, iterations and
+    duration are derived here from the loops that completed."""
+    statuses: dict[str, None] = {}
+    for loop in loops:
+        if loop.completed:
+            total.iterations += loop.iterations
+            total.total_duration_ms += loop.total_duration_ms
+            statuses.setdefault(loop.status)
     if statuses:
         total.status = next(iter(statuses)) if len(statuses) == 1 else "mixed"
     return {

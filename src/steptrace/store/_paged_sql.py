@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._run import CompletedStep
+from ..events import Tally, rolled_up
 from . import _search
 from ._loaded_reads import LoadedReads
 from ._paged import (
@@ -326,74 +327,27 @@ class SQLPagedReads(LoadedReads):
         return _agent_summary(cells, firsts, completes)
 
 
-_COUNTED = {
-    "tool_execution": "tool_executions",
-    "tool_rejected": "tool_rejections",
-    "loop_intervention": "interventions",
-    "context_compaction": "compactions",
-}
-
-
-def _tally() -> dict[str, Any]:
-    return {
-        "status": "unknown",
-        "iterations": 0,
-        "total_duration_ms": 0,
-        "llm_calls": 0,
-        "tool_executions": 0,
-        "tool_rejections": 0,
-        "interventions": 0,
-        "compactions": 0,
-        "total_input_tokens": 0,
-        "total_output_tokens": 0,
-        "total_llm_duration_ms": 0,
-        "total_tool_duration_ms": 0,
-        "tools_used": [],
-    }
+_COUNTED = ("tool_execution", "tool_rejected", "loop_intervention", "context_compaction")
 
 
 def _agent_summary(
     cells: list[tuple[Any, ...]], tools: list[tuple[Any, ...]], completes: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """``summarize_events``'s dict from the grouped counts (see its docstring
-    for what each key means)."""
-    total, outside = _tally(), _tally()
-    loops: dict[int, dict[str, Any]] = {}
+    """``summarize_events``'s dict from the grouped counts, by its own
+    tallies and roll-up (``Tally``, ``rolled_up``)."""
+    total, outside = Tally(), Tally()
+    loops: dict[int, Tally] = {}
     for lp, kind, solo, count, inp, out, ms in cells:
-        targets = [total, outside] if solo else [total, loops.setdefault(int(lp), _tally())]
+        targets = (total, outside) if solo else (total, loops.setdefault(int(lp), Tally()))
         for tally in targets:
-            if kind == "llm_call":
-                tally["llm_calls"] += int(count)
-                tally["total_input_tokens"] += int(inp)
-                tally["total_output_tokens"] += int(out)
-                tally["total_llm_duration_ms"] += int(ms)
-            elif kind in _COUNTED:
-                tally[_COUNTED[kind]] += int(count)
-                if kind == "tool_execution":
-                    tally["total_tool_duration_ms"] += int(ms)
+            tally.add(kind, int(count), int(inp), int(out), int(ms))
     for lp, tool, _ in tools:
-        if tool not in loops[int(lp)]["tools_used"]:
-            loops[int(lp)]["tools_used"].append(tool)
-        if tool not in total["tools_used"]:
-            total["tools_used"].append(tool)
-    statuses: dict[str, None] = {}
+        loops[int(lp)].tools_used.setdefault(tool)
+        total.tools_used.setdefault(tool)
     for lp, complete in enumerate(completes):
-        loop = loops.setdefault(lp, _tally())
-        loop["status"] = complete.get("status", "unknown")
-        loop["iterations"] = complete.get("iterations", 0)
-        loop["total_duration_ms"] = complete.get("total_duration_ms", 0)
-        total["iterations"] += loop["iterations"]
-        total["total_duration_ms"] += loop["total_duration_ms"]
-        statuses.setdefault(loop["status"])
-    if statuses:
-        total["status"] = next(iter(statuses)) if len(statuses) == 1 else "mixed"
-    return {
-        **total,
-        "loops": [loops[lp] for lp in sorted(loops)],
-        "outside_loops": {
-            "llm_calls": outside["llm_calls"],
-            "total_input_tokens": outside["total_input_tokens"],
-            "total_output_tokens": outside["total_output_tokens"],
-            "total_llm_duration_ms": outside["total_llm_duration_ms"],
-        },
-    }
+        loops.setdefault(lp, Tally()).complete(
+            complete.get("status", "unknown"),
+            complete.get("iterations", 0),
+            complete.get("total_duration_ms", 0),
+        )
+    return rolled_up(total, outside, [loops[lp] for lp in sorted(loops)])
