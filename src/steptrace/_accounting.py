@@ -213,19 +213,15 @@ def record_llm_usage(
     (``cost_usd=None`` is then its answer, not a question).
     """
     # One combined test on the common path; _validate explains any failure.
-    # Non-negative counts whose sum is at most the bound are each within it
-    # (a valid call whose sum is over it takes the slow path and passes).
+    # The bound is 2**40 - 1, so the ints' bitwise or is within 0..bound
+    # exactly when each of them is.
     if not (
         type(model) is str
         and type(input_tokens) is int
         and type(output_tokens) is int
         and type(duration_ms) is int
         and type(cache_tokens) is int
-        and input_tokens >= 0
-        and output_tokens >= 0
-        and duration_ms >= 0
-        and cache_tokens >= 0
-        and input_tokens + output_tokens + duration_ms + cache_tokens <= _MAXT
+        and 0 <= (input_tokens | output_tokens | duration_ms | cache_tokens) <= _MAXT
         and (cost_usd is None or (type(cost_usd) is float and 0.0 <= cost_usd <= _MAXC))
     ):
         duration_ms = _validate(
@@ -338,12 +334,13 @@ def record_llm_usage(
         )
         if exceeded is None:
             exceeded = problem
-    if exceeded is None and price_error is not None:
-        exceeded = price_error
-    if exceeded is None and not priced:
-        unpriced = next((led for led in frame.accounted if led.max_pico is not None), None)
-        if unpriced is not None:
-            exceeded = PricingUnknown(model, scope=unpriced.kind, scope_name=unpriced.name)
+    if not priced and exceeded is None:  # a failed price source leaves it unpriced too
+        if price_error is not None:
+            exceeded = price_error
+        else:
+            unpriced = next((led for led in frame.accounted if led.max_pico is not None), None)
+            if unpriced is not None:
+                exceeded = PricingUnknown(model, scope=unpriced.kind, scope_name=unpriced.name)
     if thresholds:
         deferred = _deferred_hooks.get()
         if deferred is not None:

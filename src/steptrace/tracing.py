@@ -77,17 +77,35 @@ def emit_event(event: AgentEvent, *, span: Span | None = None) -> None:
     ``current_span()``), in that span's run."""
     if type(event) not in _event_types and type(event) not in _load_event_types():
         raise TypeError(f"emit_event: expected an agent event (LlmCall, ...), got {event!r}")
-    frame = (_get_frame() or active_frame()) if span is None else span
-    if not isinstance(frame, _context.Frame):
+    if span is None:
+        frame = _get_frame() or active_frame()
+    elif isinstance(span, _context.Frame):
+        frame = span
+    else:
         raise TypeError(f"emit_event: span must be a span of a run, got {span!r}")
-    frame.run.add_event(event, frame.span_id)
-    for collected in _collectors.get():
-        collected.append(event)
+    # Run.add_event, inlined: an agent loop emits several events an iteration.
+    run = frame.run
+    lock = run.lock
+    lock.acquire()
+    try:
+        events = run.events
+        events.append(event)
+        run.event_span_ids.append(frame.span_id)
+    finally:
+        lock.release()
+    if len(events) > run.trim_at:
+        run.trim()
+    if _collecting:
+        for collected in _collectors.get():
+            collected.append(event)
 
 
 _collectors: contextvars.ContextVar[tuple[list[AgentEvent], ...]] = contextvars.ContextVar(
     "steptrace_event_collectors", default=()
 )
+_collecting = False
+"""Whether any ``collect_events`` block has run in this process: until one
+has, no context has collectors to look up."""
 
 
 @contextlib.contextmanager
@@ -95,6 +113,8 @@ def collect_events() -> Iterator[list[AgentEvent]]:
     """Also collect, in a list, every event emitted in this context (and tasks
     started from it) while the block runs: how an agent loop gets exactly its
     own events when several loops share a run. Nested blocks each collect."""
+    global _collecting
+    _collecting = True
     collected: list[AgentEvent] = []
     token = _collectors.set((*_collectors.get(), collected))
     try:
