@@ -112,7 +112,7 @@ def test_counts_are_accepted_exactly_when_each_is_in_range(
     a bound of 2**40 - 1): a call passes exactly when every count is in range,
     and a refusal names a count that is not."""
     steptrace.reset()
-    counts = {
+    counts: dict[str, Any] = {
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "duration_ms": duration_ms,
