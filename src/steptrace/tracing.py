@@ -171,7 +171,7 @@ def _open(name: str, kind: SpanKind, metadata: dict[str, Any]) -> _context.Frame
     parent = _get_frame() or active_frame()
     # A user span is a frame without a budget: steps opened inside it become
     # its children, and usage still flows to the enclosing step.
-    opened = _context.Frame(name, kind, parent, parent.run, metadata=metadata)
+    opened = _context.span_frame(name, kind, parent, metadata)
     parent.run.opened(opened)
     return opened
 
@@ -190,7 +190,7 @@ class span:
         if not isinstance(name, str) or not name:
             raise ValueError(f"span: name must be a non-empty string, got {name!r}")
         self._name = name
-        self._kind = SpanKind(kind)
+        self._kind = kind if type(kind) is SpanKind else SpanKind(kind)
         self._metadata = metadata
         self._span: Span | None = None
         self._token: Any = None
