@@ -45,8 +45,8 @@ def raw_fetch(store: SQLiteStore, run_id: str) -> int:
             for sql in (
                 "SELECT * FROM runs WHERE id = ?",
                 "SELECT * FROM spans WHERE run_id = ? ORDER BY start_ns, span_id",
-                "SELECT span_id, data FROM events WHERE run_id = ? ORDER BY seq",
-                "SELECT data FROM completed_steps WHERE run_id = ? ORDER BY seq",
+                "SELECT seq, span_id, data FROM events WHERE run_id = ? ORDER BY seq",
+                "SELECT seq, data FROM completed_steps WHERE run_id = ? ORDER BY seq",
                 "SELECT * FROM llm_calls WHERE run_id = ? ORDER BY seq",
                 "SELECT id FROM runs WHERE parent_run_id = ? ORDER BY started_at, id",
             ):
