@@ -224,13 +224,14 @@ def stored_run(
         list(zip(steps, steps_data, strict=True)),
         lambda r: f"run {run_id}: ledger row {r[0][0]}",
     )
-    rows = decode_rows([data for _, _, data in events])
-    seqs = [seq for seq, _, _ in events]
+    # Columns taken in C-level passes: a big run has 100,000 events.
+    seqs, span_ids, texts = (list(map(itemgetter(i), events)) for i in range(3))
+    rows = decode_rows(texts)
     return StoredRun(
         run=run,
         spans=_read_all(span_row, spans, lambda r: f"run {run_id}: span {r[1]}"),
         events=stored_events(run_id, seqs, rows),
-        event_span_ids=[span_id for _, span_id, _ in events],
+        event_span_ids=span_ids,
         completed_steps=ledger,
         llm_calls=BuiltOnRead(_call_row, calls, lambda i: f"run {run_id}: llm call {calls[i][1]}"),
         summary=summarize(run, agent_summary(rows), ledger, _call_log(calls)),
