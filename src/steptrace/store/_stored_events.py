@@ -91,7 +91,7 @@ class BuiltOnRead(Sequence[_T]):
     saying ``where(index)`` (which row of which run) when its item is read.
     ``rows`` becomes the sequence's own: a row is dropped once built."""
 
-    __slots__ = ("_build_one", "_complete", "_items", "_lock", "_rows", "_where")
+    __slots__ = ("_build_one", "_complete", "_items", "_lock", "_rows", "_unbuilt", "_where")
 
     def __init__(
         self, build: Callable[[Any], _T], rows: list[Any], where: Callable[[int], str]
@@ -101,6 +101,7 @@ class BuiltOnRead(Sequence[_T]):
         """Each item's row until the item is built (then ``None``)."""
         self._where = where
         self._items: list[_T | None] = [None] * len(rows)
+        self._unbuilt = len(rows)
         self._complete = False
         """Whether every item that can be built is (``_build_all``)."""
         self._lock = threading.Lock()
@@ -121,6 +122,11 @@ class BuiltOnRead(Sequence[_T]):
     def __iter__(self) -> Iterator[_T]:
         if not self._complete:
             self._build_all()
+        if not self._unbuilt:
+            return iter(self._items)  # type: ignore[arg-type]  # no None left
+        return self._each()
+
+    def _each(self) -> Iterator[_T]:
         for index, item in enumerate(self._items):
             # None only for a row that cannot be built: _build raises for it.
             yield self._build(index) if item is None else item
@@ -137,12 +143,22 @@ class BuiltOnRead(Sequence[_T]):
                 raise unreadable(where, exc) from exc
             self._items[index] = item
             self._rows[index] = None
+            self._unbuilt -= 1
             return item
 
     def _build_all(self) -> None:
         """Every item that can be built, in one pass (for a reader of them all)."""
         with self._lock:
-            items, rows, build = self._items, self._rows, self._build_one
+            rows, build = self._rows, self._build_one
+            if self._unbuilt == len(rows):  # none built yet: in one C-level pass
+                try:
+                    self._items = list(map(build, rows))
+                except Exception:
+                    pass  # some row cannot be built: one at a time, below
+                else:
+                    self._rows, self._unbuilt, self._complete = [None] * len(rows), 0, True
+                    return
+            items = self._items
             for index, row in enumerate(rows):
                 if items[index] is None:
                     try:
@@ -150,6 +166,7 @@ class BuiltOnRead(Sequence[_T]):
                     except Exception:
                         continue  # _build says why when the item is read
                     rows[index] = None
+                    self._unbuilt -= 1
             self._complete = True
 
     def __eq__(self, other: object) -> bool:
