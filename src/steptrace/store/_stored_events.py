@@ -87,8 +87,9 @@ class BuiltOnRead(Sequence[_T]):
 
     Thread-safe: an item is built once, under a lock, and every reader gets
     that one object. Compares equal to a list of the same items; copies and
-    pickles as that list. A row ``build`` fails on raises ``ValueError``
-    saying ``where(index)`` (which row of which run) when its item is read.
+    pickles as that list. A row ``build`` fails on, or an ``Unreadable`` one,
+    raises ``ValueError`` saying ``where(index)`` (which row of which run)
+    when its item is read.
     ``rows`` becomes the sequence's own: a row is dropped once built."""
 
     __slots__ = ("_build_one", "_complete", "_items", "_lock", "_rows", "_unbuilt", "_where")
@@ -137,7 +138,7 @@ class BuiltOnRead(Sequence[_T]):
             if item is not None:  # built by another thread meanwhile
                 return item
             try:
-                item = self._build_one(self._rows[index])
+                item = self._one(self._rows[index])
             except Exception as exc:
                 where = self._where(index % len(self._items))
                 raise unreadable(where, exc) from exc
@@ -145,6 +146,11 @@ class BuiltOnRead(Sequence[_T]):
             self._rows[index] = None
             self._unbuilt -= 1
             return item
+
+    def _one(self, row: Any) -> _T:
+        if isinstance(row, Unreadable):  # decode_rows could not decode it
+            raise row.error
+        return self._build_one(row)
 
     def _build_all(self) -> None:
         """Every item that can be built, in one pass (for a reader of them all)."""
@@ -162,7 +168,7 @@ class BuiltOnRead(Sequence[_T]):
             for index, row in enumerate(rows):
                 if items[index] is None:
                     try:
-                        items[index] = build(row)
+                        items[index] = self._one(row)
                     except Exception:
                         continue  # _build says why when the item is read
                     rows[index] = None
@@ -189,13 +195,7 @@ class BuiltOnRead(Sequence[_T]):
 def stored_events(run_id: str, seqs: Sequence[int], rows: list[Any]) -> BuiltOnRead[AgentEvent]:
     """A run's events from their ``decode_rows`` dicts, each built with
     ``event_from_dict`` (which checks it) when read."""
-    return BuiltOnRead(_event, rows, lambda index: f"run {run_id}: event {seqs[index]}")
-
-
-def _event(row: Any) -> AgentEvent:
-    if isinstance(row, Unreadable):
-        raise row.error
-    return event_from_dict(row)
+    return BuiltOnRead(event_from_dict, rows, lambda index: f"run {run_id}: event {seqs[index]}")
 
 
 _OTHERS = frozenset({"tool_rejected", "loop_intervention", "context_compaction", "phase_change"})
