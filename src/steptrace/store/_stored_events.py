@@ -87,10 +87,11 @@ class BuiltOnRead(Sequence[_T]):
 
     Thread-safe: an item is built once, under a lock, and every reader gets
     that one object. Compares equal to a list of the same items; copies and
-    pickles as that list. A row ``build`` fails on, or an ``Unreadable`` one,
-    raises ``ValueError`` saying ``where(index)`` (which row of which run)
-    when its item is read.
-    ``rows`` becomes the sequence's own: a row is dropped once built."""
+    pickles as that list. Reading an item whose row ``build`` fails on (or
+    that ``decode_rows`` left ``Unreadable``) raises ``ValueError`` saying
+    ``where(index)``, which row of which run, with the cause chained; the
+    other items read as ever. ``rows`` becomes the sequence's own: a row is
+    dropped once its item is built."""
 
     __slots__ = ("_build_one", "_complete", "_items", "_lock", "_rows", "_unbuilt", "_where")
 
