@@ -114,7 +114,7 @@ def copy_store(source: SQLiteStore, target: RunStore) -> None:
                 spans=stored.spans,
                 events=source.events(row.id, limit=1_000_000),
                 steps=steps,
-                llm_calls=stored.llm_calls,
+                llm_calls=list(stored.llm_calls),
                 transcripts=source.transcripts(row.id),
             )
         )

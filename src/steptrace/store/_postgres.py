@@ -357,10 +357,12 @@ class PostgresStore(SQLReads):
                     (run_id,),
                 ).fetchall()
                 events = conn.execute(
-                    "SELECT span_id, data FROM events WHERE run_id = %s ORDER BY seq", (run_id,)
+                    "SELECT seq, span_id, data FROM events WHERE run_id = %s ORDER BY seq",
+                    (run_id,),
                 ).fetchall()
                 steps = conn.execute(
-                    "SELECT data FROM completed_steps WHERE run_id = %s ORDER BY seq", (run_id,)
+                    "SELECT seq, data FROM completed_steps WHERE run_id = %s ORDER BY seq",
+                    (run_id,),
                 ).fetchall()
                 calls = conn.execute(
                     f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = %s ORDER BY seq",

@@ -24,6 +24,7 @@ __all__ = [
     "Aggregate",
     "AggregateKey",
     "BatchRejected",
+    "CallLog",
     "EventRow",
     "LlmCallRow",
     "RunRow",
@@ -250,12 +251,17 @@ class StoredRun:
     run: RunRow
     spans: list[SpanRow]
     """Ended spans, in start order; ``parent_id`` links the tree."""
-    events: list[AgentEvent]
+    events: Sequence[AgentEvent]
+    """The agent events, in order. Read back from a store, each is built
+    from its row when first read (``_stored_events.BuiltOnRead``, equal to
+    the list of them); one whose row cannot be read raises ``ValueError``
+    naming the run and the row."""
     event_span_ids: list[int | None]
     """For each event, the span it was emitted in."""
     completed_steps: list[CompletedStep]
-    llm_calls: list[LlmCallRow]
-    """The LLM call trace log, in order."""
+    llm_calls: Sequence[LlmCallRow]
+    """The LLM call trace log, in order (read back from a store, each row is
+    built when first read, as ``events``)."""
     summary: dict[str, Any]
     """``Run.summary()``'s keys, recomputed from the stored rows."""
     child_run_ids: list[str] = field(default_factory=list)
@@ -286,20 +292,28 @@ class StoredRun:
 _STEP_STATUSES = ("completed", "failed", "skipped", "escalated")
 
 
+class CallLog(NamedTuple):
+    """The columns of a run's LLM call log ``summarize`` reads, in log order."""
+
+    input_tokens: Sequence[int] = ()
+    output_tokens: Sequence[int] = ()
+    cost_usd: Sequence[float | None] = ()
+
+
 def summarize(
     run: RunRow,
-    events: Sequence[AgentEvent],
+    agent: dict[str, Any],
     steps: Sequence[CompletedStep],
-    calls: Sequence[LlmCallRow] = (),
+    calls: CallLog,
 ) -> dict[str, Any]:
     """``Run.summary()`` rebuilt from stored rows (``duration_ms`` is ``None``
-    while the run has no end).
+    while the run has no end), with ``agent``, the events' summary
+    (``summarize_events``'s dict).
 
     The run row holds the totals of the process that opened the run; when
     other processes continued it (``steptrace.extract``), their calls are in
     the LLM call log too, and the totals are summed from the log instead."""
     from ..budget import PICO_PER_USD
-    from ..events import summarize_events
 
     statuses = Counter(step.status for step in steps)
     duration = None if run.ended_at is None else round((run.ended_at - run.started_at) * 1000, 3)
@@ -307,13 +321,13 @@ def summarize(
     cost_usd = run.cost_usd
     # Calls of unknown cost are stored with cost NULL (the log is complete
     # unless tracing was off or retention trimmed it).
-    unpriced_calls = sum(1 for c in calls if c.cost_usd is None)
-    if len(calls) > run.llm_calls:
-        llm_calls = len(calls)
-        input_tokens = sum(c.input_tokens for c in calls)
-        output_tokens = sum(c.output_tokens for c in calls)
+    unpriced_calls = sum(1 for cost in calls.cost_usd if cost is None)
+    if len(calls.cost_usd) > run.llm_calls:
+        llm_calls = len(calls.cost_usd)
+        input_tokens = sum(calls.input_tokens)
+        output_tokens = sum(calls.output_tokens)
         # Summed in picodollars, as the ledgers do, so the total is exact.
-        pico = sum(round((c.cost_usd or 0.0) * PICO_PER_USD) for c in calls)
+        pico = sum(round((cost or 0.0) * PICO_PER_USD) for cost in calls.cost_usd)
         cost_usd = pico / PICO_PER_USD
     return {
         "run_id": run.id,
@@ -327,7 +341,7 @@ def summarize(
         "unpriced_calls": unpriced_calls,
         "steps": {s: statuses.get(s, 0) for s in _STEP_STATUSES},
         "budget": run.budget,
-        "agent": summarize_events(events),
+        "agent": agent,
     }
 
 

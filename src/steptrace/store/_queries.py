@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from operator import itemgetter
+from typing import Any, TypeVar
 
 from .._run import CompletedStep
-from ..events import AgentEvent, event_from_dict
 from ._protocol import (
     AGGREGATE_KEYS,
     AggregateKey,
     BatchRejected,
+    CallLog,
     LlmCallRow,
     RunFilter,
     RunRow,
@@ -25,6 +26,14 @@ from ._protocol import (
     StoredRun,
     WriteBatch,
     summarize,
+)
+from ._stored_events import (
+    BuiltOnRead,
+    Unreadable,
+    agent_summary,
+    decode_rows,
+    stored_events,
+    unreadable,
 )
 from ._tables import (
     CALLS,
@@ -36,7 +45,6 @@ from ._tables import (
     TRANSCRIPTS,
     Table,
     dumps,
-    loads_all,
     reader,
 )
 
@@ -198,26 +206,74 @@ def stored_run(
     spans: Sequence[tuple[Any, ...]],
     events: Sequence[tuple[Any, ...]],
     steps: Sequence[tuple[Any, ...]],
-    calls: Sequence[tuple[Any, ...]],
+    calls: list[tuple[Any, ...]],
     children: Sequence[tuple[Any, ...]] = (),
 ) -> StoredRun:
     """A ``StoredRun`` from a run's rows: ``RUN_COLUMNS``, ``SPAN_COLUMNS``,
-    ``(span_id, data)`` events, ``(data,)`` ledger rows, ``CALL_COLUMNS``,
-    ``(id,)`` of its child runs."""
-    run = run_row(head)
-    typed: list[AgentEvent] = [event_from_dict(data) for data in loads_all(d for _, d in events)]
-    ledger = [CompletedStep.from_dict(data) for data in loads_all(d for (d,) in steps)]
-    llm_calls = [_call_row(row) for row in calls]
+    ``(seq, span_id, data)`` events, ``(seq, data)`` ledger rows,
+    ``CALL_COLUMNS``, ``(id,)`` of its child runs.
+
+    Events and LLM call rows are built when read (``BuiltOnRead``), the
+    summary from the rows; the other rows are read now, and one of them that
+    cannot be read raises ``ValueError`` naming the run and the row."""
+    run_id = head[0]
+    (run,) = _read_all(run_row, [head], lambda _: f"run {run_id}: header")
+    steps_data = decode_rows([data for _, data in steps])
+    ledger = _read_all(
+        _step,
+        list(zip(steps, steps_data, strict=True)),
+        lambda r: f"run {run_id}: ledger row {r[0][0]}",
+    )
+    # Columns taken in C-level passes: a big run has 100,000 events.
+    seqs, span_ids, texts = (list(map(itemgetter(i), events)) for i in range(3))
+    rows = decode_rows(texts)
     return StoredRun(
         run=run,
-        spans=[span_row(row) for row in spans],
-        events=typed,
-        event_span_ids=[span_id for span_id, _ in events],
+        spans=_read_all(span_row, spans, lambda r: f"run {run_id}: span {r[1]}"),
+        events=stored_events(run_id, seqs, rows),
+        event_span_ids=span_ids,
         completed_steps=ledger,
-        llm_calls=llm_calls,
-        summary=summarize(run, typed, ledger, llm_calls),
+        llm_calls=BuiltOnRead(_call_row, calls, lambda i: f"run {run_id}: llm call {calls[i][1]}"),
+        summary=summarize(run, agent_summary(rows), ledger, _call_log(calls)),
         child_run_ids=[child_id for (child_id,) in children],
     )
+
+
+_R = TypeVar("_R")
+
+
+def _read_all(
+    read: Callable[[Any], _R], rows: Sequence[Any], where: Callable[[Any], str]
+) -> list[_R]:
+    """Each row read. One that cannot be read raises ``unreadable`` saying
+    ``where(row)`` is (looked for only then: reading stays one comprehension)."""
+    try:
+        return [read(row) for row in rows]
+    except Exception:
+        for row in rows:
+            try:
+                read(row)
+            except Exception as exc:
+                raise unreadable(where(row), exc) from exc
+        raise
+
+
+def _step(row: tuple[tuple[Any, ...], Any]) -> CompletedStep:
+    """A ledger row (``(seq, data)``, its decoded data) as its ``CompletedStep``."""
+    data = row[1]
+    if isinstance(data, Unreadable):
+        raise data.error
+    return CompletedStep.from_dict(data)
+
+
+_COST = CALLS.read_columns.index("cost_usd")
+_INPUT = CALLS.read_columns.index("input_tokens")
+_OUTPUT = CALLS.read_columns.index("output_tokens")
+
+
+def _call_log(calls: Sequence[tuple[Any, ...]]) -> CallLog:
+    """The columns of ``CALL_COLUMNS`` rows the summary reads."""
+    return CallLog(*(list(map(itemgetter(i), calls)) for i in (_INPUT, _OUTPUT, _COST)))
 
 
 def batch_rows(batch: WriteBatch) -> list[tuple[str, list[tuple[Any, ...]]]]:

@@ -253,10 +253,10 @@ class SQLiteStore(SQLReads):
                     (run_id,),
                 ).fetchall()
                 events = conn.execute(
-                    "SELECT span_id, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+                    "SELECT seq, span_id, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
                 ).fetchall()
                 steps = conn.execute(
-                    "SELECT data FROM completed_steps WHERE run_id = ? ORDER BY seq", (run_id,)
+                    "SELECT seq, data FROM completed_steps WHERE run_id = ? ORDER BY seq", (run_id,)
                 ).fetchall()
                 calls = conn.execute(
                     f"SELECT {CALL_COLUMNS} FROM llm_calls WHERE run_id = ? ORDER BY seq",
