@@ -6,7 +6,9 @@ module's functions, which ``Router`` calls for every deployment it tries), so
 each request LiteLLM is asked to make is pre-flighted against every steptrace
 budget in force and not sent when its worst case cannot fit
 (``BudgetExhausted`` with ``preflight=True`` is raised from the call), then
-recorded from the usage LiteLLM reports: a ``chat <model>`` span, an
+recorded from the usage LiteLLM reports (cached prompt tokens and
+``completion_tokens_details.reasoning_tokens`` included, the latter on the
+span as ``steptrace.reasoning_tokens``): a ``chat <model>`` span, an
 ``LlmCall`` event and ``record_llm_usage`` in the step that made the call.
 
 Prices come from steptrace's price source (genai-prices through
@@ -55,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "steptrace.integrations.litellm needs LiteLLM: pip install 'steptrace[litellm]'"
     ) from exc
 
+from ..llm._types import part_count
 from ..llm.openai.instrument import DEFAULT_MAX_OUTPUT_TOKENS, estimate_openai_input_tokens
 from ..llm.prices import install_default_prices
 from ._chains_request import ModelRequest, TokenCounts
@@ -199,12 +202,13 @@ def _usage(usage: Any) -> TokenCounts | None:
     if type(input_tokens) is not int or type(output_tokens) is not int:
         return None
     details = getattr(usage, "prompt_tokens_details", None)
-    cache_read = (details and getattr(details, "cached_tokens", None)) or 0
-    cache_write = (details and getattr(details, "cache_write_tokens", None)) or 0
-    cache_read = min(cache_read, input_tokens)
-    return TokenCounts(
-        input_tokens, output_tokens, cache_read, min(cache_write, input_tokens - cache_read)
+    cache_read = part_count(getattr(details, "cached_tokens", None), input_tokens)
+    cache_write = part_count(
+        getattr(details, "cache_write_tokens", None), input_tokens - cache_read
     )
+    output_details = getattr(usage, "completion_tokens_details", None)
+    reasoning = part_count(getattr(output_details, "reasoning_tokens", None), output_tokens)
+    return TokenCounts(input_tokens, output_tokens, cache_read, cache_write, reasoning)
 
 
 def _output_chars(message: Any) -> int:
