@@ -13,8 +13,9 @@ of adding a handler globally); ``uninstrument()`` stops that. What it does:
   cannot fit raises ``BudgetExhausted`` there, before LangChain sends it, and
   the chain stops with that error (the handler sets ``raise_error``);
 - ``on_llm_end`` records the response's ``usage_metadata`` (cache reads and
-  writes included) as a ``chat <model>`` span, an ``LlmCall`` event and
-  ``record_llm_usage`` in the step that made the call, priced by steptrace's
+  writes included, and reasoning tokens, on the span as
+  ``steptrace.reasoning_tokens``) as a ``chat <model>`` span, an ``LlmCall``
+  event and ``record_llm_usage`` in the step that made the call, priced by steptrace's
   price source under ``<ls_provider>:<model>`` (``openai:gpt-4o-mini``); a
   failed request ends its span as failed and frees its hold;
 - each tool run is an ``execute_tool <name>`` span and a ``ToolExecution``
@@ -53,6 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._config import report_observer_failure
 from ..errors import BudgetExhausted, PricingUnknown, StepTraceError
 from ..events import ToolExecution
+from ..llm._types import part_count
 from ..llm.prices import install_default_prices
 from ..spans import Span, SpanKind, end_span
 from ..tracing import emit_event
@@ -131,19 +133,44 @@ def _max_output(params: dict[str, Any], metadata: dict[str, Any]) -> int:
     return DEFAULT_MAX_OUTPUT_TOKENS
 
 
+_CACHE_WRITES = ("cache_creation", "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
+"""LangChain's names for cache writes: ``cache_creation``, or (zeroed then) the
+writes split by cache lifetime, as langchain-anthropic reports them."""
+
+
 def _usage_of(message: Any, llm_output: Any) -> TokenCounts | None:
+    """The counts in a message's ``usage_metadata`` (else a legacy
+    ``llm_output["token_usage"]``). Parts of a count that are not counts (a
+    hostile server's) read as 0, and a part never exceeds its whole."""
     metadata = getattr(message, "usage_metadata", None)
     if isinstance(metadata, dict) and type(metadata.get("input_tokens")) is int:
         input_tokens = metadata["input_tokens"]
-        details = metadata.get("input_token_details") or {}
-        cache_read = min(int(details.get("cache_read") or 0), input_tokens)
-        cache_write = min(int(details.get("cache_creation") or 0), input_tokens - cache_read)
+        output_tokens = metadata.get("output_tokens")
+        output_tokens = output_tokens if type(output_tokens) is int else 0
+        details = metadata.get("input_token_details")
+        details = details if isinstance(details, dict) else {}
+        cache_read = part_count(details.get("cache_read"), input_tokens)
+        writes = sum(part_count(details.get(key), input_tokens) for key in _CACHE_WRITES)
+        output_details = metadata.get("output_token_details")
+        reasoning = output_details.get("reasoning") if isinstance(output_details, dict) else None
         return TokenCounts(
-            input_tokens, int(metadata.get("output_tokens") or 0), cache_read, cache_write
+            input_tokens,
+            output_tokens,
+            cache_read,
+            part_count(writes, input_tokens - cache_read),
+            part_count(reasoning, output_tokens),
         )
     usage = llm_output.get("token_usage") if isinstance(llm_output, dict) else None
     if isinstance(usage, dict) and type(usage.get("prompt_tokens")) is int:
-        return TokenCounts(usage["prompt_tokens"], int(usage.get("completion_tokens") or 0))
+        output_tokens = usage.get("completion_tokens")
+        output_tokens = output_tokens if type(output_tokens) is int else 0
+        details = usage.get("completion_tokens_details")
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        return TokenCounts(
+            usage["prompt_tokens"],
+            output_tokens,
+            reasoning_tokens=part_count(reasoning, output_tokens),
+        )
     return None
 
 
