@@ -294,6 +294,7 @@ class _Call:
                 response.output_tokens,
                 response.cache_read_tokens,
                 response.cache_write_tokens,
+                response.reasoning_tokens,
             ),
             duration_ms=duration_ms,
             response_id=response.response_id,
