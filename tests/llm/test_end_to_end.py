@@ -164,6 +164,34 @@ def test_openai_reasoning_tokens_are_on_the_span_and_priced_as_output(
     assert usage.cost_usd == pytest.approx((1200 * 1.0 + 300 * 2.0) / 1e6, rel=1e-12)
 
 
+@pytest.mark.parametrize("how", ["sync", "stream", "async", "astream"])
+@pytest.mark.parametrize(("thinking", "recorded"), [(120, 120), (500, 300), ("many", 0)])
+def test_anthropic_thinking_tokens_are_the_spans_reasoning_tokens(
+    how: str, thinking: Any, recorded: int
+) -> None:
+    steptrace.configure(price_source=FakePrices(1.0, 2.0))
+    usage = {
+        "input_tokens": 1000,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 200,
+        "output_tokens": 300,
+        "output_tokens_details": {"thinking_tokens": thinking},
+    }
+    with FakeAnthropic([AnthropicReply(text="Hello!", usage=usage)]) as fake:
+        provider = AnthropicProvider(api_key=fake.api_key, base_url=fake.url)
+        try:
+            with steptrace.run() as run:
+                assert _llm_call(provider, "claude-haiku-4-5", how) == "Hello!"
+        finally:
+            provider.close()
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["steptrace.reasoning_tokens"] == recorded
+    assert "steptrace.usage_estimated" not in span.metadata
+    totals = run.usage()
+    assert (totals.input_tokens, totals.output_tokens, totals.llm_calls) == (1200, 300, 1)
+    assert totals.cost_usd == pytest.approx((1200 * 1.0 + 300 * 2.0) / 1e6, rel=1e-12)
+
+
 def test_a_recorded_run_replays_offline(
     tmp_path: Path, fake_openai: FakeOpenAI, openai_provider: OpenAIProvider
 ) -> None:
