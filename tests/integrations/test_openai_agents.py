@@ -560,3 +560,31 @@ def test_a_tool_refused_by_its_input_guardrail_is_a_tool_rejected(server: FakeSe
     assert kinds == ["tool_execution", "tool_rejected"]
     (executed,) = [event for event in run.events if event.type == "tool_execution"]
     assert (executed.tool_use_id, executed.status) == ("c_1", "ok")
+
+
+def _hostile_usage(reasoning: Any) -> dict[str, Any]:
+    return {
+        "prompt_tokens": 100,
+        "completion_tokens": 40,
+        "total_tokens": 140,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+# A count that is not an int the SDK refuses itself (its Usage is validated).
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("mode", ["sync", "streamed"])
+@pytest.mark.parametrize(("reported", "recorded"), [(500, 40), (-5, 0)])
+def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
+    server: FakeServer, mode: str, reported: Any, recorded: int
+) -> None:
+    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(reported))
+    with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
+        result = run_mode(mode, weather_agent(fake), "hi", run_config=OFF)
+    assert result.final_output == "Hi."
+    (chat,) = [span for span in run.spans if span.name == "chat gpt-4o-mini"]
+    assert chat.metadata["steptrace.reasoning_tokens"] == recorded
+    summary = run.summary()
+    assert (summary["input_tokens"], summary["output_tokens"]) == (100, 40)
+    assert summary["cost_usd"] == pytest.approx((100 * 0.15 + 40 * 0.60) / 1e6, abs=1e-12)
