@@ -406,3 +406,83 @@ def test_pydantic_ai_instrumentation_keeps_working_beside_budgets(server: FakeSe
     assert names.count("chat gpt-4o-mini") == 2  # Pydantic AI's own GenAI spans
     assert any(name.startswith("running tool") or "get_weather" in name for name in names)
     provider.shutdown()
+
+
+def _anthropic_agent(fake: Any) -> Agent[None, str]:
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    client = fake.async_client(
+        http_client=httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=0))
+    )
+    model = AnthropicModel("claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client))
+    return Agent(model)
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("mode", MODES)
+def test_anthropic_thinking_tokens_are_the_spans_reasoning_tokens(
+    server: FakeServer, mode: str
+) -> None:
+    from steptrace.testing import AnthropicReply, FakeAnthropic
+
+    steptrace.configure(
+        price_source=PriceTable(overrides={"claude-haiku-4-5": ModelPrice(1.0, 5.0)})
+    )
+    usage = {
+        "input_tokens": 100,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 300,
+        "output_tokens_details": {"thinking_tokens": 120},
+    }
+    reply = AnthropicReply(text="Hi.", usage=usage)
+    with FakeAnthropic([reply], server=server) as fake, steptrace.run("thinking") as run:
+        assert run_mode(mode, _anthropic_agent(fake), "Hello?") == "Hi."
+    chat = next(span for span in run.spans if span.name == "chat claude-haiku-4-5")
+    assert chat.metadata["steptrace.reasoning_tokens"] == 120
+    summary = run.summary()
+    assert (summary["input_tokens"], summary["output_tokens"]) == (100, 300)
+    assert summary["cost_usd"] == pytest.approx((100 * 1.0 + 300 * 5.0) / 1e6, abs=1e-12)
+
+
+def _hostile_usage(reasoning: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": 100,
+        "completion_tokens": 40,
+        "total_tokens": 140,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("mode", ["run_sync", "run_stream"])
+def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
+    server: FakeServer, mode: str
+) -> None:
+    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(500))
+    with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
+        assert run_mode(mode, Agent(model(fake)), "Hello?") == "Hi."
+    chat = next(span for span in run.spans if span.name == "chat gpt-4o-mini")
+    assert chat.metadata["steptrace.reasoning_tokens"] == 40
+    summary = run.summary()
+    assert (summary["input_tokens"], summary["output_tokens"]) == (100, 40)
+    assert summary["cost_usd"] == pytest.approx((100 * 0.15 + 40 * 0.60) / 1e6, abs=1e-12)
+
+
+# Pydantic AI's own usage extraction (genai-prices) refuses a negative count,
+# warns, and reports no usage at all: steptrace then records its estimate.
+@pytest.mark.filterwarnings("ignore:Failed to extract usage with `genai-prices`")
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("mode", ["run_sync", "run_stream"])
+def test_a_negative_reasoning_count_is_recorded_as_an_estimate(
+    server: FakeServer, mode: str
+) -> None:
+    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(-5))
+    with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
+        assert run_mode(mode, Agent(model(fake)), "Hello?") == "Hi."
+    chat = next(span for span in run.spans if span.name == "chat gpt-4o-mini")
+    assert chat.metadata["steptrace.reasoning_tokens"] == 0
+    assert chat.metadata["steptrace.usage_estimated"] is True
+    assert run.summary()["llm_calls"] == 1
