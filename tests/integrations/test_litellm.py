@@ -599,3 +599,35 @@ def test_any_usage_reads_as_counts_with_its_parts_within_their_whole(usage: Any)
     assert all(type(count) is int for count in counts)
     assert 0 <= counts.reasoning_tokens <= max(counts.output_tokens, 0)
     assert 0 <= counts.cache_read_tokens + counts.cache_write_tokens <= max(counts.input_tokens, 0)
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_thinking_tokens_through_litellm_are_the_spans_reasoning_tokens(
+    stream: bool,
+) -> None:
+    usage = {
+        "input_tokens": 100,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 300,
+        "output_tokens_details": {"thinking_tokens": 120},
+    }
+    with (
+        FakeAnthropic([AnthropicReply(text="Hi", usage=usage)]) as fake,
+        steptrace.run("anthropic") as run,
+    ):
+        response = litellm.completion(
+            model="anthropic/claude-haiku-4-5",
+            messages=HELLO,
+            api_base=fake.url,
+            api_key=fake.api_key,
+            stream=stream,
+            max_tokens=400,
+        )
+        if stream:
+            list(response)
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["steptrace.reasoning_tokens"] == 120
+    usage_now = run.usage()
+    assert (usage_now.input_tokens, usage_now.output_tokens) == (100, 300)
