@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -631,3 +632,27 @@ def test_anthropic_thinking_tokens_through_litellm_are_the_spans_reasoning_token
     assert span.metadata["steptrace.reasoning_tokens"] == 120
     usage_now = run.usage()
     assert (usage_now.input_tokens, usage_now.output_tokens) == (100, 300)
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_reasoning_tokens_are_in_the_stored_run(fake: FakeOpenAI, tmp_path: Path) -> None:
+    from steptrace.store import SQLiteStore, record_runs
+
+    fake.push(
+        OpenAIReply(text="Hello!", prompt_tokens=100, completion_tokens=40, reasoning_tokens=25)
+    )
+    store = SQLiteStore(tmp_path / "runs.db")
+    writer = record_runs(store)
+    try:
+        with steptrace.run("stored") as run:
+            call_stream(fake, messages=HELLO)
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+    assert writer.failures == 0
+    stored = store.get_run(run.id)
+    store.close()
+    assert stored is not None
+    (span,) = [s for s in stored.spans if s.kind == SpanKind.LLM_CALL.value]
+    assert span.metadata["steptrace.reasoning_tokens"] == 25
+    assert span.metadata["gen_ai.usage.output_tokens"] == 40
