@@ -19,6 +19,8 @@ from typing import Any
 import httpx2
 import pydantic
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("pydantic_ai", reason="needs the extra: pip install 'steptrace[pydantic-ai]'")
 
@@ -26,7 +28,7 @@ from pydantic_ai import Agent
 from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
-from pydantic_ai.usage import UsageLimits
+from pydantic_ai.usage import RequestUsage, UsageLimits
 
 import steptrace
 from steptrace import BudgetExhausted
@@ -486,3 +488,37 @@ def test_a_negative_reasoning_count_is_recorded_as_an_estimate(
     assert chat.metadata["steptrace.reasoning_tokens"] == 0
     assert chat.metadata["steptrace.usage_estimated"] is True
     assert run.summary()["llm_calls"] == 1
+
+
+_ANY_INT = st.integers(min_value=-(10**13), max_value=10**13)
+
+
+@given(
+    input_tokens=st.integers(min_value=0, max_value=10**13),
+    output_tokens=st.integers(min_value=0, max_value=10**13),
+    cached=_ANY_INT,
+    written=_ANY_INT,
+    reasoning=_ANY_INT,
+    details=st.dictionaries(st.sampled_from(["reasoning_tokens", "thinking_tokens"]), _ANY_INT),
+)
+def test_any_request_usage_reads_as_counts_with_its_parts_within_their_whole(
+    input_tokens: int,
+    output_tokens: int,
+    cached: int,
+    written: int,
+    reasoning: int,
+    details: dict[str, int],
+) -> None:
+    usage = RequestUsage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+        output_reasoning_tokens=reasoning,
+        details=details,
+    )
+    counts = st_pydantic._usage(usage)
+    if counts is None:
+        return
+    assert 0 <= counts.reasoning_tokens <= counts.output_tokens
+    assert 0 <= counts.cache_read_tokens + counts.cache_write_tokens <= counts.input_tokens

@@ -309,7 +309,7 @@ def _usage(usage: Any) -> TokenCounts | None:
     # Pydantic AI fills ``output_reasoning_tokens`` for some providers (Anthropic's
     # thinking tokens) and only ``details["reasoning_tokens"]`` for others (OpenAI).
     reasoning = getattr(usage, "output_reasoning_tokens", None)
-    if not reasoning:
+    if type(reasoning) is not int or reasoning <= 0:
         details = getattr(usage, "details", None)
         reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     # Parts as the server sent them: never negative, never more than their whole.
