@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 from typing import Any
 
@@ -226,6 +228,39 @@ def test_event_round_trips_through_json(event: AgentEvent) -> None:
     assert back == event
     assert type(back) is type(event)
     assert back.to_dict() == data
+
+
+@given(EVENTS)
+def test_event_init_is_the_dataclass_init(event: AgentEvent) -> None:
+    """Events are built by a generated slot-filling ``__init__`` (the dataclass
+    one costs twice as much): the same signature, and the same event for the
+    same arguments, defaults included."""
+    cls = type(event)
+    reference = cls._dataclass_init  # type: ignore[union-attr]
+    assert inspect.signature(cls.__init__) == inspect.signature(reference)
+    given_fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    built = object.__new__(cls)
+    reference(built, **given_fields)
+    assert cls(**given_fields) == built == event
+    required = {
+        name: value
+        for name, value in given_fields.items()
+        if next(f for f in dataclasses.fields(event) if f.name == name).default
+        is dataclasses.MISSING
+    }
+    defaulted = object.__new__(cls)
+    reference(defaulted, **required)
+    assert cls(**required) == defaulted
+
+
+def test_event_init_rejects_what_the_dataclass_init_rejects() -> None:
+    fields = SHAPES[0][0].to_dict()
+    del fields["type"]
+    for bad in ({**fields, "unknown": 1}, {k: v for k, v in fields.items() if k != "model"}):
+        with pytest.raises(TypeError, match=r"LlmCall.__init__\(\)"):
+            LlmCall(**bad)
+    with pytest.raises(TypeError):
+        LlmCall(*fields.values())  # type: ignore[call-arg]
 
 
 # -- rejection --------------------------------------------------------------------

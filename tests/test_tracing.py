@@ -315,3 +315,45 @@ def test_each_event_remembers_the_span_it_was_emitted_under() -> None:
         assert step_span.parent_id == work.span_id
         steptrace.take_agent_trace()
         assert run.events_by_span() == []
+
+
+def test_an_open_span_is_in_the_record_but_never_current() -> None:
+    """``open_span`` is for work whose start and end are seen from different
+    places (framework callbacks): it is a child of the current span, nothing
+    opened afterwards nests under it, events can be filed under it from
+    anywhere, and ``end_span`` closes it once."""
+    from steptrace.spans import end_span
+    from steptrace.tracing import open_span
+
+    @steptrace.step
+    def after() -> None:
+        steptrace.emit_event(_llm("in-step"))
+
+    with steptrace.run() as run:
+        with steptrace.span("outer") as outer:
+            request = open_span("chat m", steptrace.SpanKind.LLM_CALL, model="m")
+            assert steptrace.current_span() is outer
+            after()
+        done = threading.Event()
+
+        def elsewhere() -> None:
+            with steptrace.run("another"):
+                emit_event(_llm("late"), span=request)  # filed in the span's own run
+            done.set()
+
+        threading.Thread(target=elsewhere).start()
+        assert done.wait(5)
+        assert request.end_ns is None
+        end_span(request, "boom")
+        end_span(request)  # once
+        step_span = next(s for s in run.spans if s.name == "after")
+        assert request.parent_id == outer.span_id == step_span.parent_id
+        assert (request.status, request.metadata["model"]) == ("error", "m")
+        assert run.events_by_span() == [
+            (step_span.span_id, _llm("in-step")),
+            (request.span_id, _llm("late")),
+        ]
+    with pytest.raises(ValueError, match="non-empty"):
+        open_span("")
+    with pytest.raises(TypeError, match="span of a run"):
+        emit_event(_llm("x"), span=object())  # type: ignore[arg-type]

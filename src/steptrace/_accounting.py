@@ -213,19 +213,15 @@ def record_llm_usage(
     (``cost_usd=None`` is then its answer, not a question).
     """
     # One combined test on the common path; _validate explains any failure.
-    # Non-negative counts whose sum is at most the bound are each within it
-    # (a valid call whose sum is over it takes the slow path and passes).
+    # The bound is 2**40 - 1, so the ints' bitwise or is within 0..bound
+    # exactly when each of them is.
     if not (
         type(model) is str
         and type(input_tokens) is int
         and type(output_tokens) is int
         and type(duration_ms) is int
         and type(cache_tokens) is int
-        and input_tokens >= 0
-        and output_tokens >= 0
-        and duration_ms >= 0
-        and cache_tokens >= 0
-        and input_tokens + output_tokens + duration_ms + cache_tokens <= _MAXT
+        and 0 <= (input_tokens | output_tokens | duration_ms | cache_tokens) <= _MAXT
         and (cost_usd is None or (type(cost_usd) is float and 0.0 <= cost_usd <= _MAXC))
     ):
         duration_ms = _validate(
@@ -338,12 +334,13 @@ def record_llm_usage(
         )
         if exceeded is None:
             exceeded = problem
-    if exceeded is None and price_error is not None:
-        exceeded = price_error
-    if exceeded is None and not priced:
-        unpriced = next((led for led in frame.accounted if led.max_pico is not None), None)
-        if unpriced is not None:
-            exceeded = PricingUnknown(model, scope=unpriced.kind, scope_name=unpriced.name)
+    if not priced and exceeded is None:  # a failed price source leaves it unpriced too
+        if price_error is not None:
+            exceeded = price_error
+        else:
+            unpriced = next((led for led in frame.accounted if led.max_pico is not None), None)
+            if unpriced is not None:
+                exceeded = PricingUnknown(model, scope=unpriced.kind, scope_name=unpriced.name)
     if thresholds:
         deferred = _deferred_hooks.get()
         if deferred is not None:
@@ -432,7 +429,7 @@ class Hold:
         self.tokens = tokens
         """The worst case held, in tokens and picodollars."""
         self.pico = pico
-        self.shared: _reservations.SharedHeld = []
+        self.shared: _reservations.SharedHeld = _NO_HOLDS
         self.state = _HELD
         """``held``, then ``settled`` or ``released``."""
 
@@ -535,18 +532,33 @@ def reserve(
     be reached; nothing stays held when it raises. Settle the returned ``Hold``
     with the call's usage, or release it when the call fails.
     """
-    _check_count("reserve", "estimated_input_tokens", estimated_input_tokens)
-    _check_count("reserve", "max_output_tokens", max_output_tokens)
+    if not (
+        type(estimated_input_tokens) is int
+        and type(max_output_tokens) is int
+        and 0 <= estimated_input_tokens <= _MAXT
+        and 0 <= max_output_tokens <= _MAXT
+    ):
+        _check_count("reserve", "estimated_input_tokens", estimated_input_tokens)
+        _check_count("reserve", "max_output_tokens", max_output_tokens)
     if not isinstance(model, str):
         raise TypeError(f"reserve: model must be a string, got {_short(model)}")
     frame = _get_frame() or active_frame()
-    limited = tuple(
-        led for led in frame.accounted if led.max_tokens is not None or led.max_pico is not None
-    )
+    # One pass, no generators: a pre-flight runs before every model request.
+    limited: tuple[Ledger, ...] = ()
+    usd_ledger: Ledger | None = None
+    for ledger in frame.accounted:
+        if ledger.max_pico is not None:
+            limited += (ledger,)
+            if usd_ledger is None:
+                usd_ledger = ledger
+        elif ledger.max_tokens is not None:
+            limited += (ledger,)
     worst_tokens = estimated_input_tokens + max_output_tokens
     worst_pico = 0
-    usd_ledger = next((led for led in limited if led.max_pico is not None), None)
-    shared_usd = next((b for b, _ in frame.shared if b.max_pico is not None), None)
+    shared = frame.shared
+    shared_usd = None
+    if shared:
+        shared_usd = next((b for b, _ in shared if b.max_pico is not None), None)
     if usd_ledger is not None or shared_usd is not None:
         cost = price_call(model, estimated_input_tokens, max_output_tokens, source=price)
         if cost is None:
@@ -556,7 +568,9 @@ def reserve(
             raise PricingUnknown(model, scope="shared", scope_name=shared_usd.key)
         worst_pico = round(cost * PICO_PER_USD)
     if limited:
-        with frame.run.lock:
+        lock = frame.run.lock
+        lock.acquire()
+        try:
             for ledger in limited:
                 limit = ledger.max_tokens
                 if limit is not None:
@@ -577,8 +591,10 @@ def reserve(
             for ledger in limited:
                 ledger.held_tokens += worst_tokens
                 ledger.held_pico += worst_pico
+        finally:
+            lock.release()
     hold = Hold(frame, model, limited, worst_tokens, worst_pico)
-    if frame.shared:
+    if shared:
         try:
             hold.shared = _reservations.reserve(frame, worst_tokens, worst_pico)
         except BaseException:

@@ -307,9 +307,10 @@ class Run:
     # ``list.append``, atomic under the GIL. Readers therefore take each
     # length once, under the lock, and read up to it (see ``_run_reader``).
     # The plain step call inlines ``add_span`` and ``step_ended``
-    # (``_wrappers._wrap_sync_step``). The trace log has no method here:
-    # ``record_llm_usage`` appends a call's ``TraceRecord`` fields to
-    # ``raw_trace`` itself, in the critical section that updates its ledgers.
+    # (``_wrappers._wrap_sync_step``). The trace log and the event log have
+    # no method here: ``record_llm_usage`` appends a call's ``TraceRecord``
+    # fields to ``raw_trace`` itself, in the critical section that updates its
+    # ledgers, and ``tracing.emit_event`` appends an event with its span id.
 
     def add_span(self, frame: _context.Frame) -> None:
         """Record a frame just created in this run."""
@@ -326,19 +327,6 @@ class Run:
     def step_ended(self, frame: _context.StepFrame) -> None:
         """File an ended step in the completed-step ledger."""
         self.ended_steps.append(frame)
-
-    def add_event(self, event: AgentEvent, span_id: int) -> None:
-        """Append an agent event emitted under span ``span_id``."""
-        lock = self.lock
-        lock.acquire()
-        try:
-            events = self.events
-            events.append(event)
-            self.event_span_ids.append(span_id)
-        finally:
-            lock.release()
-        if len(events) > self.trim_at:
-            self.trim()
 
     def amended(self, step: _context.StepFrame) -> None:
         """Note that an ended step's ledger row changed (late usage); the

@@ -182,6 +182,37 @@ _EVENT_TYPES: dict[str, type[_Event]] = {
 }
 
 
+def _install_slot_init(cls: type[_Event]) -> None:
+    """Give a frozen event dataclass an ``__init__`` that fills each slot through
+    its member descriptor: the same keyword-only signature, defaults and
+    values as the one ``dataclass`` generates, which calls
+    ``object.__setattr__`` per field and costs twice as much. Events are built
+    on every model call and agent iteration. The code is generated, as
+    ``dataclass`` generates its own, from the class's field names only."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {}
+    params, body = [], []
+    for index, each in enumerate(fields):
+        namespace[f"_set{index}"] = cls.__dict__[each.name].__set__
+        if each.default is dataclasses.MISSING:
+            params.append(each.name)
+        else:
+            namespace[f"_default{index}"] = each.default
+            params.append(f"{each.name}=_default{index}")
+        body.append(f"    _set{index}(self, {each.name})")
+    exec(f"def __init__(self, *, {', '.join(params)}):\n" + "\n".join(body), namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = cls.__init__.__annotations__
+    type.__setattr__(cls, "_dataclass_init", cls.__init__)  # the reference, for the tests
+    type.__setattr__(cls, "__init__", init)
+
+
+for _cls in _EVENT_TYPES.values():
+    _install_slot_init(_cls)
+del _cls
+
+
 def _check_value(event_type: str, name: str, annotation: str, value: Any) -> Any:
     # The fast checks come first: the run store reads back many events.
     if annotation == "int":

@@ -5,7 +5,10 @@ The seed's free functions, bound to the current run (``run.current_run()``):
 LLM call trace log, ``emit_event``/``take_agent_trace``/``peek_agent_trace``/
 ``agent_trace_summary`` for agent events, and ``span()``, a sync and async
 context manager that opens a span under the innermost open span of this
-context. Logs are appended to under the run's lock, so ``take`` never loses an
+context. ``open_span`` opens one without making it current, for work whose
+start and end are seen from different places (a framework's callbacks, a
+stream): ``end_span`` closes it, and ``emit_event(event, span=...)`` files an
+event under it. Logs are appended to under the run's lock, so ``take`` never loses an
 entry recorded concurrently.
 """
 
@@ -29,6 +32,7 @@ __all__ = [
     "current_span",
     "emit_event",
     "enable_tracing",
+    "open_span",
     "peek_agent_trace",
     "peek_trace",
     "peek_trace_summary",
@@ -67,19 +71,41 @@ def peek_trace_summary() -> tuple[int, int, int, int]:
     )
 
 
-def emit_event(event: AgentEvent) -> None:
-    """Append an agent event to the current run."""
+def emit_event(event: AgentEvent, *, span: Span | None = None) -> None:
+    """Append an agent event under this context's innermost open span, in its
+    run, or under ``span`` (one from ``open_span``, ``span()`` or
+    ``current_span()``), in that span's run."""
     if type(event) not in _event_types and type(event) not in _load_event_types():
         raise TypeError(f"emit_event: expected an agent event (LlmCall, ...), got {event!r}")
-    frame = _get_frame() or active_frame()
-    frame.run.add_event(event, frame.span_id)
-    for collected in _collectors.get():
-        collected.append(event)
+    if span is None:
+        frame = _get_frame() or active_frame()
+    elif isinstance(span, _context.Frame):
+        frame = span
+    else:
+        raise TypeError(f"emit_event: span must be a span of a run, got {span!r}")
+    # Run.add_event, inlined: an agent loop emits several events an iteration.
+    run = frame.run
+    lock = run.lock
+    lock.acquire()
+    try:
+        events = run.events
+        events.append(event)
+        run.event_span_ids.append(frame.span_id)
+    finally:
+        lock.release()
+    if len(events) > run.trim_at:
+        run.trim()
+    if _collecting:
+        for collected in _collectors.get():
+            collected.append(event)
 
 
 _collectors: contextvars.ContextVar[tuple[list[AgentEvent], ...]] = contextvars.ContextVar(
     "steptrace_event_collectors", default=()
 )
+_collecting = False
+"""Whether any ``collect_events`` block has run in this process: until one
+has, no context has collectors to look up."""
 
 
 @contextlib.contextmanager
@@ -87,6 +113,8 @@ def collect_events() -> Iterator[list[AgentEvent]]:
     """Also collect, in a list, every event emitted in this context (and tasks
     started from it) while the block runs: how an agent loop gets exactly its
     own events when several loops share a run. Nested blocks each collect."""
+    global _collecting
+    _collecting = True
     collected: list[AgentEvent] = []
     token = _collectors.set((*_collectors.get(), collected))
     try:
@@ -129,6 +157,25 @@ def current_span() -> Span:
     return active_frame()
 
 
+def open_span(name: str, kind: SpanKind = SpanKind.CUSTOM, **metadata: Any) -> Span:
+    """Open a span under the innermost open span of this context without making
+    it current: spans and steps opened afterwards are not its children. Close it
+    with ``steptrace.spans.end_span(span, error)``; until then it is open in the
+    record, as ``span()``'s is inside its block."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"open_span: name must be a non-empty string, got {name!r}")
+    return _open(name, SpanKind(kind), metadata)
+
+
+def _open(name: str, kind: SpanKind, metadata: dict[str, Any]) -> _context.Frame:
+    parent = active_frame()
+    # A user span is a frame without a budget: steps opened inside it become
+    # its children, and usage still flows to the enclosing step.
+    opened = _context.Frame(name, kind, parent, parent.run, metadata=metadata)
+    parent.run.opened(opened)
+    return opened
+
+
 class span:
     """Open a span under the innermost open span of this context.
 
@@ -149,13 +196,7 @@ class span:
         self._token: Any = None
 
     def __enter__(self) -> Span:
-        parent = active_frame()
-        # A user span is a frame without a budget: steps opened inside it become
-        # its children, and usage still flows to the enclosing step.
-        opened = _context.Frame(
-            self._name, self._kind, parent, parent.run, metadata=dict(self._metadata)
-        )
-        parent.run.opened(opened)
+        opened = _open(self._name, self._kind, dict(self._metadata))
         self._token = _context.set_frame(opened)
         self._span = opened
         return opened

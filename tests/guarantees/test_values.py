@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import steptrace
 from steptrace import llm
+from steptrace.budget import MAX_CALL_TOKENS
 from steptrace.testing import ScriptedProvider
 
 
@@ -33,9 +34,9 @@ class Answering:
         return self.value
 
 
-@pytest.mark.parametrize("tokens", [2**63, 10**13, -1])
+@pytest.mark.parametrize("tokens", [2**63, 2**40, 10**13, -1])
 def test_token_counts_out_of_range_are_refused_by_name(tokens: int) -> None:
-    with pytest.raises(ValueError, match=r"input_tokens must be between 0 and 1,000,000,000,000"):
+    with pytest.raises(ValueError, match=r"input_tokens must be between 0 and 1,099,511,627,775"):
         steptrace.record_llm_usage("m", tokens, 1, cost_usd=0.0)
     assert steptrace.current_run().usage().llm_calls == 0
 
@@ -90,6 +91,44 @@ def test_a_bad_price_answer_in_llm_call_still_records_the_paid_call() -> None:
     assert len(provider.requests) == 1
 
 
+_NEAR_BOUNDS = st.one_of(
+    st.integers(-2, 2),
+    st.integers(MAX_CALL_TOKENS - 2, MAX_CALL_TOKENS + 2),
+    st.sampled_from([2**39, 2**40, 2**41 - 1, 2**63, -(2**40)]),
+    st.integers(),
+)
+
+
+@given(
+    input_tokens=_NEAR_BOUNDS,
+    output_tokens=_NEAR_BOUNDS,
+    duration_ms=_NEAR_BOUNDS,
+    cache_tokens=_NEAR_BOUNDS,
+)
+def test_counts_are_accepted_exactly_when_each_is_in_range(
+    input_tokens: int, output_tokens: int, duration_ms: int, cache_tokens: int
+) -> None:
+    """The hot path checks the four counts at once (their bitwise or against
+    a bound of 2**40 - 1): a call passes exactly when every count is in range,
+    and a refusal names a count that is not."""
+    steptrace.reset()
+    counts: dict[str, Any] = {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "duration_ms": duration_ms,
+        "cache_tokens": cache_tokens,
+    }
+    bad = [name for name, value in counts.items() if not 0 <= value <= MAX_CALL_TOKENS]
+    if bad:
+        with pytest.raises(ValueError, match="|".join(bad)):
+            steptrace.record_llm_usage("m", cost_usd=0.0, **counts)
+        assert steptrace.current_run().usage().llm_calls == 0
+    else:
+        steptrace.record_llm_usage("m", cost_usd=0.0, **counts)
+        usage = steptrace.current_run().usage()
+        assert (usage.input_tokens, usage.output_tokens) == (input_tokens, output_tokens)
+
+
 @given(
     tokens=st.one_of(
         st.integers(),
@@ -101,7 +140,7 @@ def test_a_bad_price_answer_in_llm_call_still_records_the_paid_call() -> None:
 )
 def test_any_token_value_is_recorded_exactly_or_refused_with_its_name(tokens: object) -> None:
     steptrace.reset()
-    valid = type(tokens) is int and 0 <= tokens <= 10**12
+    valid = type(tokens) is int and 0 <= tokens <= MAX_CALL_TOKENS
     if not valid:
         with pytest.raises((TypeError, ValueError), match="input_tokens"):
             steptrace.record_llm_usage("m", tokens, 0, cost_usd=0.0)  # type: ignore[arg-type]
@@ -109,5 +148,5 @@ def test_any_token_value_is_recorded_exactly_or_refused_with_its_name(tokens: ob
     else:
         steptrace.record_llm_usage("m", tokens, 0, cost_usd=0.0)  # type: ignore[arg-type]
         assert type(tokens) is int
-        assert 0 <= tokens <= 10**12
+        assert 0 <= tokens <= MAX_CALL_TOKENS
         assert steptrace.current_run().usage().input_tokens == tokens

@@ -8,9 +8,9 @@ end of a stream, ``on_llm_end``), sometimes from another context than the one
 that started it: exactly what ``steptrace.reserve`` and its ``Hold`` are
 for. ``ModelRequest.start`` reserves the request's worst case on every budget
 in force (raising ``BudgetExhausted`` before anything is sent; concurrent
-requests see each other's holds) and opens its ``chat <model>`` span in a
-copy of the caller's context, so the span never becomes the caller's current
-span while the framework works. ``finish`` describes the response on the
+requests see each other's holds) and opens its ``chat <model>`` span with
+``tracing.open_span``, so the span never becomes the caller's current span
+while the framework works. ``finish`` describes the response on the
 span, emits ``LlmCall`` under it and settles the hold with the usage, which
 lands in the step that made the call wherever the second half arrives;
 ``fail`` ends the span as failed (its message redacted) and releases the
@@ -35,7 +35,7 @@ from .._redact import redact
 from ..budget import PriceSource
 from ..llm.conclusion import Concluded, TokenCounts, arecord, conclude, record
 from ..spans import Span, SpanKind, end_span
-from ..tracing import span as _span
+from ..tracing import open_span
 
 __all__ = ["CHARS_PER_TOKEN", "ModelRequest", "TokenCounts", "estimate_tokens"]
 
@@ -56,7 +56,6 @@ class ModelRequest:
         "_context",
         "_done",
         "_hold",
-        "_manager",
         "estimate",
         "model",
         "price",
@@ -70,16 +69,16 @@ class ModelRequest:
         estimate: int,
         price: PriceSource | None,
         hold: Hold,
-        context: contextvars.Context,
-        manager: _span,
         request_span: Span,
     ) -> None:
         self._hold = hold
         self.model = model
         self.estimate = estimate
         self.price = price
-        self._context = context
-        self._manager = manager
+        # The event is filed under the request's span wherever the response
+        # arrives; it is still shown to the collectors (collect_events) of the
+        # context that made the request, as if it had been emitted there.
+        self._context = contextvars.copy_context()
         self.span = request_span
         self._done = False
         self.started = time.perf_counter()
@@ -111,13 +110,11 @@ class ModelRequest:
         if attributes:
             metadata.update(attributes)
         try:
-            context = contextvars.copy_context()
-            manager = _span(f"chat {model}", kind=SpanKind.LLM_CALL, **metadata)
-            request_span = context.run(manager.__enter__)
+            request_span = open_span(f"chat {model}", SpanKind.LLM_CALL, **metadata)
         except BaseException:
             hold.release()
             raise
-        return cls(model, estimated_input_tokens, price, hold, context, manager, request_span)
+        return cls(model, estimated_input_tokens, price, hold, request_span)
 
     def _conclude(
         self,
@@ -139,6 +136,7 @@ class ModelRequest:
             estimated=usage is None,
             cost_usd=cost_usd,
             price=self.price,
+            span=self.span,
         )
 
     def _claim(self) -> bool:
@@ -179,9 +177,7 @@ class ModelRequest:
             self._hold.release()
             raise
         finally:
-            if error is not None:
-                end_span(self.span, _describe(error))
-            context.run(self._manager.__exit__, None, None, None)
+            end_span(self.span, None if error is None else _describe(error))
         record(concluded, self._hold)
 
     async def afinish(
@@ -212,7 +208,7 @@ class ModelRequest:
             self._hold.release()
             raise
         finally:
-            context.run(self._manager.__exit__, None, None, None)
+            end_span(self.span)
         await arecord(concluded, self._hold)
 
     def fail(self, error: BaseException | str) -> None:
@@ -221,7 +217,6 @@ class ModelRequest:
             return
         try:
             end_span(self.span, error if isinstance(error, str) else _describe(error))
-            self._context.run(self._manager.__exit__, None, None, None)
         finally:
             self._hold.release()
 

@@ -33,6 +33,7 @@ from ..tracing import emit_event
 if TYPE_CHECKING:
     from .._accounting import Hold
     from ..budget import PriceSource
+    from ..spans import Span
 
 __all__ = ["Concluded", "TokenCounts", "arecord", "conclude", "record"]
 
@@ -73,12 +74,14 @@ def conclude(
     iteration: int = 0,
     cost_usd: float | None = None,
     price: PriceSource | None = None,
+    span: Span | None = None,
 ) -> Concluded:
     """Price the call once (unless ``cost_usd`` is given), describe it in
     ``metadata`` (the request span's), emit ``LlmCall``, and return what
     ``record`` needs. ``estimated``: the counts are steptrace's estimate (the
     provider reported none). ``price``: a source for this call instead of the
-    configured one."""
+    configured one. ``span``: the span to file the event under, when it is not
+    this context's current one (a span from ``tracing.open_span``)."""
     error: Exception | None = None
     if cost_usd is None:
         try:
@@ -117,7 +120,8 @@ def conclude(
             duration_ms=duration_ms,
             iteration=iteration,
             estimated=estimated,
-        )
+        ),
+        span=span,
     )
     return Concluded(model, counts, cost_usd, duration_ms, error)
 
