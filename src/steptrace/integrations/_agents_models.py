@@ -28,8 +28,8 @@ from agents.models.fake_id import FAKE_RESPONSES_ID
 from agents.models.interface import Model
 
 import steptrace
-from steptrace.llm._types import part_count
 from steptrace.llm.conclusion import Concluded, TokenCounts, arecord, record
+from steptrace.llm.counts import part_count
 
 from ._agents_common import (
     ModelRequest,

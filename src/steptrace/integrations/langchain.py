@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._config import report_observer_failure
 from ..errors import BudgetExhausted, PricingUnknown, StepTraceError
 from ..events import ToolExecution
-from ..llm._types import part_count
+from ..llm.counts import part_count
 from ..llm.prices import install_default_prices
 from ..spans import Span, SpanKind, end_span
 from ..tracing import emit_event

@@ -57,7 +57,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "steptrace.integrations.litellm needs LiteLLM: pip install 'steptrace[litellm]'"
     ) from exc
 
-from ..llm._types import part_count
+from ..llm.counts import part_count
 from ..llm.openai.instrument import DEFAULT_MAX_OUTPUT_TOKENS, estimate_openai_input_tokens
 from ..llm.prices import install_default_prices
 from ._chains_request import ModelRequest, TokenCounts

@@ -54,8 +54,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 import steptrace
 from steptrace import SchemaRetry, SpanKind, ToolExecution, ToolRejected
-from steptrace.llm._types import part_count
 from steptrace.llm.conclusion import TokenCounts, arecord
+from steptrace.llm.counts import part_count
 
 from ._agents_common import (
     ModelRequest,

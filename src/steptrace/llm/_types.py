@@ -16,9 +16,7 @@ provider applies to it where it enters: ``parse_json_object`` (tool-call
 arguments: a JSON object nested at most ``MAX_JSON_DEPTH`` deep, or the reason
 it is not one) and ``usage_count`` (a token count is an int from 0 to
 ``MAX_USAGE_COUNT``; anything else is refused, named, and replaced by an
-estimate that marks the response ``usage_estimated``). ``part_count`` is the
-check for a count that is part of another (reasoning tokens of the output):
-what the framework integrations and instrumented SDKs read it with.
+estimate that marks the response ``usage_estimated``).
 """
 
 from __future__ import annotations
@@ -40,7 +38,6 @@ __all__ = [
     "ToolSpec",
     "json_depth",
     "parse_json_object",
-    "part_count",
     "usage_count",
     "with_valid_usage",
 ]
@@ -100,15 +97,6 @@ def parse_json_object(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     if json_depth(parsed) > MAX_JSON_DEPTH:
         return None, f"arguments are nested too deeply (over {MAX_JSON_DEPTH} levels)"
     return parsed, None
-
-
-def part_count(value: object, whole: int) -> int:
-    """A count a provider reports as part of ``whole`` (reasoning tokens of the
-    output tokens): ``value`` capped at ``whole`` when it is a token count, else
-    0 (missing, negative, not an int: a hostile or broken server's)."""
-    if type(value) is not int or value <= 0 or type(whole) is not int or whole <= 0:
-        return 0
-    return value if value <= whole else whole
 
 
 def usage_count(value: object, name: str, refused: list[str]) -> int | None:

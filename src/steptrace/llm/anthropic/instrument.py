@@ -46,8 +46,8 @@ from ...runtime import active_step_model_default
 from ...spans import SpanKind
 from ...tracing import span
 from .._call import sdk_preflight
-from .._types import part_count
 from ..conclusion import Concluded, TokenCounts, conclude
+from ..counts import part_count
 from ._streams import (
     AsyncInstrumentedStream,
     InstrumentedStream,

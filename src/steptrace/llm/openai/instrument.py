@@ -73,8 +73,8 @@ from ...runtime import active_step_model_default
 from ...spans import Span, SpanKind
 from ...tracing import span as _span
 from .._call import DEFAULT_MAX_OUTPUT_TOKENS, sdk_preflight
-from .._types import part_count
 from ..conclusion import Concluded, TokenCounts, arecord, conclude, record
+from ..counts import part_count
 from ._streams import AsyncInstrumentedStream as AsyncInstrumentedStream
 from ._streams import InstrumentedStream as InstrumentedStream
 from ._streams import astart_stream, fail_span, start_stream
