@@ -15,9 +15,10 @@ of adding a handler globally); ``uninstrument()`` stops that. What it does:
 - ``on_llm_end`` records the response's ``usage_metadata`` (cache reads and
   writes included, and reasoning tokens, on the span as
   ``steptrace.reasoning_tokens``) as a ``chat <model>`` span, an ``LlmCall``
-  event and ``record_llm_usage`` in the step that made the call, priced by steptrace's
-  price source under ``<ls_provider>:<model>`` (``openai:gpt-4o-mini``); a
-  failed request ends its span as failed and frees its hold;
+  event and ``record_llm_usage`` in the step that made the call, priced by
+  steptrace's price source under ``<ls_provider>:<model>``
+  (``openai:gpt-4o-mini``); a failed request ends its span as failed and
+  frees its hold;
 - each tool run is an ``execute_tool <name>`` span and a ``ToolExecution``
   event whose ``tool_use_id`` is the model's tool-call id (``ok`` or
   ``error``), parallel tool calls included.
