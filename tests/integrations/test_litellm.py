@@ -656,3 +656,45 @@ def test_reasoning_tokens_are_in_the_stored_run(fake: FakeOpenAI, tmp_path: Path
     (span,) = [s for s in stored.spans if s.kind == SpanKind.LLM_CALL.value]
     assert span.metadata["steptrace.reasoning_tokens"] == 25
     assert span.metadata["gen_ai.usage.output_tokens"] == 40
+
+
+_READ = (
+    "choices", "usage", "id", "model", "finish_reason", "delta", "message", "content",
+    "tool_calls", "function", "name", "arguments", "prompt_tokens", "completion_tokens",
+    "prompt_tokens_details", "completion_tokens_details", "cached_tokens",
+    "cache_write_tokens", "reasoning_tokens",
+)  # fmt: skip
+
+
+def _objects(value: Any) -> Iterator[Any]:
+    """``value`` and every LiteLLM object reachable through the fields read."""
+    yield value
+    for name in _READ:
+        found = getattr(value, name, None)
+        for item in found if isinstance(found, list) else [found]:
+            if hasattr(item, "__dict__"):
+                yield from _objects(item)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fields_read_fast_are_the_fields_litellm_gives(fake: FakeOpenAI, stream: bool) -> None:
+    calls = [OpenAIToolCall(name="lookup", arguments={"q": "x"}, id="call_1")]
+    fake.push(
+        OpenAIReply(
+            text="Hi", tool_calls=calls, prompt_tokens=90, completion_tokens=30, reasoning_tokens=9
+        )
+    )
+    response = litellm.completion(
+        model="openai/gpt-4o-mini",
+        messages=HELLO,
+        stream=stream,
+        stream_options={"include_usage": True} if stream else None,
+        **options(fake),
+    )
+    seen = 0
+    for item in list(response) if stream else [response]:
+        for obj in _objects(item):
+            for name in _READ:
+                assert st_litellm._field(obj, name) == getattr(obj, name, None), (obj, name)
+                seen += 1
+    assert seen > 0

@@ -57,6 +57,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "steptrace.integrations.litellm needs LiteLLM: pip install 'steptrace[litellm]'"
     ) from exc
 
+from pydantic import BaseModel
+
 from ..llm.counts import part_count
 from ..llm.openai.instrument import DEFAULT_MAX_OUTPUT_TOKENS, estimate_openai_input_tokens
 from ..llm.prices import install_default_prices
@@ -69,6 +71,7 @@ _PRICE = "_steptrace_prices"
 _FUNCTIONS = ("completion", "acompletion")
 _MAX_CACHED_MODELS = 1024
 _models: dict[tuple[str, str | None], str] = {}
+_MISSING = object()
 
 
 class LiteLLMPrices:
@@ -197,43 +200,57 @@ def _start(kwargs: dict[str, Any], price: Any) -> tuple[ModelRequest | None, boo
 def _usage(usage: Any) -> TokenCounts | None:
     if usage is None:
         return None
-    input_tokens = getattr(usage, "prompt_tokens", None)
-    output_tokens = getattr(usage, "completion_tokens", None)
+    input_tokens = _field(usage, "prompt_tokens")
+    output_tokens = _field(usage, "completion_tokens")
     if type(input_tokens) is not int or type(output_tokens) is not int:
         return None
-    details = getattr(usage, "prompt_tokens_details", None)
-    cache_read = part_count(getattr(details, "cached_tokens", None), input_tokens)
-    cache_write = part_count(
-        getattr(details, "cache_write_tokens", None), input_tokens - cache_read
+    details = _field(usage, "prompt_tokens_details")
+    cache_read = part_count(_field(details, "cached_tokens"), input_tokens)
+    cache_write = part_count(_field(details, "cache_write_tokens"), input_tokens - cache_read)
+    reasoning = _field(_field(usage, "completion_tokens_details"), "reasoning_tokens")
+    return TokenCounts(
+        input_tokens, output_tokens, cache_read, cache_write, part_count(reasoning, output_tokens)
     )
-    output_details = getattr(usage, "completion_tokens_details", None)
-    reasoning = part_count(getattr(output_details, "reasoning_tokens", None), output_tokens)
-    return TokenCounts(input_tokens, output_tokens, cache_read, cache_write, reasoning)
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``obj.name``, or None when it has none. LiteLLM's responses and chunks
+    are pydantic models that delete the optional fields a response leaves
+    unset and keep others as extras; asking one for such a field goes through
+    its ``__getattr__`` (3 to 7 µs each, an exception when missing), so a
+    model's fields and extras are read where pydantic keeps them."""
+    if isinstance(obj, BaseModel):
+        found = obj.__dict__.get(name, _MISSING)
+        if found is not _MISSING:
+            return found
+        extra = obj.__pydantic_extra__
+        return extra.get(name) if extra else None
+    return getattr(obj, name, None)
 
 
 def _output_chars(message: Any) -> int:
     if message is None:
         return 0
-    content = getattr(message, "content", None)
+    content = _field(message, "content")
     chars = len(content) if isinstance(content, str) else 0
-    for call in getattr(message, "tool_calls", None) or ():
-        function = getattr(call, "function", None)
-        chars += len(str(getattr(function, "name", "") or ""))
-        chars += len(str(getattr(function, "arguments", "") or ""))
+    for call in _field(message, "tool_calls") or ():
+        function = _field(call, "function")
+        chars += len(str(_field(function, "name") or ""))
+        chars += len(str(_field(function, "arguments") or ""))
     return chars
 
 
 def _finish_response(request: ModelRequest, response: Any) -> dict[str, Any]:
-    choices = getattr(response, "choices", None) or ()
-    usage = _usage(getattr(response, "usage", None))
+    choices = _field(response, "choices") or ()
+    usage = _usage(_field(response, "usage"))
     return {
         "usage": usage,
-        "response_id": getattr(response, "id", None),
-        "response_model": getattr(response, "model", None),
-        "finish_reasons": [str(getattr(c, "finish_reason", None) or "unknown") for c in choices],
+        "response_id": _field(response, "id"),
+        "response_model": _field(response, "model"),
+        "finish_reasons": [str(_field(c, "finish_reason") or "unknown") for c in choices],
         "output_chars": 0
         if usage is not None
-        else sum(_output_chars(getattr(c, "message", None)) for c in choices),
+        else sum(_output_chars(_field(c, "message")) for c in choices),
     }
 
 
@@ -302,15 +319,15 @@ class InstrumentedStream:
     def _observe(self, chunk: Any) -> bool:
         """Note what ``chunk`` says; whether the caller should see it."""
         if self._id is None:
-            self._id = getattr(chunk, "id", None)
-            self._model = getattr(chunk, "model", None)
-        choices = getattr(chunk, "choices", None) or ()
+            self._id = _field(chunk, "id")
+            self._model = _field(chunk, "model")
+        choices = _field(chunk, "choices") or ()
         for choice in choices:
-            reason = getattr(choice, "finish_reason", None)
+            reason = _field(choice, "finish_reason")
             if reason:
                 self._finish.append(str(reason))
-            self._chars += _output_chars(getattr(choice, "delta", None))
-        usage = _usage(getattr(chunk, "usage", None))
+            self._chars += _output_chars(_field(choice, "delta"))
+        usage = _usage(_field(chunk, "usage"))
         if usage is None:
             return True
         self._usage = usage
