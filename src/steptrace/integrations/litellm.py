@@ -72,6 +72,7 @@ _FUNCTIONS = ("completion", "acompletion")
 _MAX_CACHED_MODELS = 1024
 _models: dict[tuple[str, str | None], str] = {}
 _MISSING = object()
+_MODEL_TYPES: dict[type, bool] = {}
 
 
 class LiteLLMPrices:
@@ -219,13 +220,21 @@ def _field(obj: Any, name: str) -> Any:
     unset and keep others as extras; asking one for such a field goes through
     its ``__getattr__`` (3 to 7 µs each, an exception when missing), so a
     model's fields and extras are read where pydantic keeps them."""
-    if isinstance(obj, BaseModel):
-        found = obj.__dict__.get(name, _MISSING)
-        if found is not _MISSING:
-            return found
-        extra = obj.__pydantic_extra__
-        return extra.get(name) if extra else None
-    return getattr(obj, name, None)
+    if obj is None:
+        return None
+    cls = type(obj)
+    is_model = _MODEL_TYPES.get(cls)
+    if is_model is None:  # isinstance through pydantic's ABC metaclass is slow: once a type
+        if len(_MODEL_TYPES) >= _MAX_CACHED_MODELS:
+            _MODEL_TYPES.clear()
+        is_model = _MODEL_TYPES[cls] = issubclass(cls, BaseModel)
+    if not is_model:
+        return getattr(obj, name, None)
+    found = obj.__dict__.get(name, _MISSING)
+    if found is not _MISSING:
+        return found
+    extra = obj.__pydantic_extra__
+    return extra.get(name) if extra else None
 
 
 def _output_chars(message: Any) -> int:
