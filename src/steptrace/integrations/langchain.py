@@ -134,9 +134,9 @@ def _max_output(params: dict[str, Any], metadata: dict[str, Any]) -> int:
     return DEFAULT_MAX_OUTPUT_TOKENS
 
 
-_CACHE_WRITES = ("cache_creation", "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens")
-"""LangChain's names for cache writes: ``cache_creation``, or (zeroed then) the
-writes split by cache lifetime, as langchain-anthropic reports them."""
+_WRITES_5M, _WRITES_1H = "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"
+"""Cache writes split by cache lifetime, as langchain-anthropic reports them
+(zeroing its ``cache_creation`` then)."""
 
 
 def _usage_of(message: Any, llm_output: Any) -> TokenCounts | None:
@@ -151,7 +151,13 @@ def _usage_of(message: Any, llm_output: Any) -> TokenCounts | None:
         details = metadata.get("input_token_details")
         details = details if isinstance(details, dict) else {}
         cache_read = part_count(details.get("cache_read"), input_tokens)
-        writes = sum(part_count(details.get(key), input_tokens) for key in _CACHE_WRITES)
+        writes = details.get("cache_creation")
+        if _WRITES_5M in details or _WRITES_1H in details:
+            writes = (
+                part_count(writes, input_tokens)
+                + part_count(details.get(_WRITES_5M), input_tokens)
+                + part_count(details.get(_WRITES_1H), input_tokens)
+            )
         output_details = metadata.get("output_token_details")
         reasoning = output_details.get("reasoning") if isinstance(output_details, dict) else None
         return TokenCounts(
