@@ -357,3 +357,29 @@ def test_an_open_span_is_in_the_record_but_never_current() -> None:
         open_span("")
     with pytest.raises(TypeError, match="span of a run"):
         emit_event(_llm("x"), span=object())  # type: ignore[arg-type]
+
+
+def test_a_user_span_fills_every_slot_as_the_frame_constructor_does() -> None:
+    """``span()`` and ``open_span`` build their frame slot by slot
+    (``_context.span_frame``): it must be the frame ``Frame(...)`` makes, down
+    to the budget scopes it reports usage to."""
+    from steptrace import _context
+
+    @steptrace.step(budget={"max_tokens": 100})
+    def budgeted() -> tuple[_context.Frame, _context.Frame]:
+        parent = _context.get_frame()
+        assert parent is not None
+        with steptrace.span("mine", steptrace.SpanKind.TOOL, source="web") as made:
+            assert isinstance(made, _context.Frame)
+            return made, _context.Frame(
+                "mine", steptrace.SpanKind.TOOL, parent, parent.run, metadata={"source": "web"}
+            )
+
+    with steptrace.run("slots"):
+        made, reference = budgeted()
+    slots = [s for cls in type(reference).__mro__ for s in getattr(cls, "__slots__", ())]
+    differing = {"span_id", "start_ns", "end_ns", "status"}  # its own identity and timing
+    for slot in set(slots) - differing:
+        assert getattr(made, slot) == getattr(reference, slot), slot
+    assert made.end_ns is not None
+    assert reference.end_ns is None

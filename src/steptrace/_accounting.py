@@ -366,6 +366,21 @@ async def arecord_llm_usage(
 ) -> None:
     """``record_llm_usage`` for async code: async threshold hooks are awaited on
     this loop (before any exhaustion error is raised)."""
+    if not (registered_hooks and _THRESHOLD in registered_hooks):
+        # No threshold hook to defer: the record itself is synchronous. (One
+        # registered meanwhile is still called, from this thread.)
+        record_llm_usage(
+            model,
+            input_tokens,
+            output_tokens,
+            cost_usd=cost_usd,
+            duration_ms=duration_ms,
+            cache_tokens=cache_tokens,
+            cache_write_tokens=cache_write_tokens,
+            _hold=_hold,
+            _priced=_priced,
+        )
+        return
     pending: list[_ThresholdCall] = []
     token = _deferred_hooks.set(pending)
     error: BaseException | None = None

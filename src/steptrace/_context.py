@@ -229,6 +229,32 @@ def step_frame(definition: StepDefinition, parent: Frame, limits: Limits) -> Ste
     return frame
 
 
+def span_frame(name: str, kind: SpanKind, parent: Frame, metadata: dict[str, Any] | None) -> Frame:
+    """A new frame for a user span (``span()``, ``open_span``) inside ``parent``:
+    no budget or shared pool of its own, so usage recorded under it goes to
+    ``parent``'s. Fills a bare instance's slots, as ``step_frame`` does, at
+    about half the instructions of ``Frame(...)``: every model request and
+    agent tool call opens one."""
+    frame: Frame = _new(Frame)
+    frame.span_id = next(_span_ids)
+    frame.parent_id = parent.span_id
+    run = parent.run
+    frame.run_id = run.id
+    frame.name = name
+    frame.kind = kind
+    frame.start_ns = time_ns()
+    frame.end_ns = None
+    frame._metadata = metadata or None
+    frame.status = "unset"
+    frame.error = None
+    frame.parent = parent
+    frame.run = run
+    frame.step = parent.step
+    frame.accounted = parent.accounted
+    frame.shared = parent.shared
+    return frame
+
+
 _new = object.__new__
 
 Limits = tuple[int | None, int | None] | None

@@ -61,23 +61,59 @@ def price_call(
     cache_tokens: int = 0,
     cache_write_tokens: int = 0,
     *,
+    reasoning_tokens: int = 0,
     source: PriceSource | None = None,
 ) -> float | None:
     """The cost of a call in USD from ``source`` (default: ``price_source()``),
     checked: ``None`` when the price is unknown, ``ValueError`` naming the
     source when its answer is not a price. ``cache_tokens`` (cache reads) and
-    ``cache_write_tokens`` are parts of ``input_tokens``."""
+    ``cache_write_tokens`` are parts of ``input_tokens``, ``reasoning_tokens``
+    of ``output_tokens``: a source whose ``cost_usd`` takes
+    ``reasoning_tokens`` (genai-prices' table does) prices them at their own
+    rate, any other at the output rate they are part of."""
     if source is None:
         source = settings.price_source if settings.price_source_configured else _find_default()
         if source is None:
             return None
-    answer = source.cost_usd(
-        model,
-        input_tokens,
-        output_tokens,
-        cache_read_tokens=cache_tokens,
-        cache_write_tokens=cache_write_tokens,
-    )
+    if reasoning_tokens and _takes_reasoning(source):
+        answer = source.cost_usd(  # type: ignore[call-arg]  # optional in the protocol
+            model,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens=cache_tokens,
+            cache_write_tokens=cache_write_tokens,
+            reasoning_tokens=reasoning_tokens,
+        )
+    else:
+        answer = source.cost_usd(
+            model,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens=cache_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
     if answer is None or (type(answer) is float and 0.0 <= answer <= MAX_CALL_USD):
         return answer
     return checked_price(answer, source, model)
+
+
+_REASONING_AWARE: dict[type, bool] = {}
+
+
+def _takes_reasoning(source: PriceSource) -> bool:
+    """Whether ``source.cost_usd`` accepts ``reasoning_tokens`` (asked once a
+    class: ``PriceSource`` leaves it optional, so sources written before it
+    keep working)."""
+    known = _REASONING_AWARE.get(type(source))
+    if known is None:
+        import inspect  # deferred: only calls with reasoning tokens ask
+
+        try:
+            parameters = inspect.signature(source.cost_usd).parameters
+        except (TypeError, ValueError):
+            parameters = {}  # type: ignore[assignment]
+        known = "reasoning_tokens" in parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+        )
+        _REASONING_AWARE[type(source)] = known
+    return known

@@ -238,7 +238,9 @@ class PriceSource(Protocol):
     Returns the cost in USD, or ``None`` when the model's price is unknown (the
     caller then refuses to count the call as free under a USD budget). Must be
     pure, fast and thread-safe: it runs on every recorded call and pre-flight
-    check, and must not do network I/O.
+    check, and must not do network I/O. A source may also take a keyword
+    ``reasoning_tokens`` (part of ``output_tokens``) to price them at their
+    own rate; without it they are priced as the output they are part of.
     """
 
     def cost_usd(

@@ -164,14 +164,14 @@ def open_span(name: str, kind: SpanKind = SpanKind.CUSTOM, **metadata: Any) -> S
     record, as ``span()``'s is inside its block."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"open_span: name must be a non-empty string, got {name!r}")
-    return _open(name, SpanKind(kind), metadata)
+    return _open(name, kind if type(kind) is SpanKind else SpanKind(kind), metadata)
 
 
 def _open(name: str, kind: SpanKind, metadata: dict[str, Any]) -> _context.Frame:
-    parent = active_frame()
+    parent = _get_frame() or active_frame()
     # A user span is a frame without a budget: steps opened inside it become
     # its children, and usage still flows to the enclosing step.
-    opened = _context.Frame(name, kind, parent, parent.run, metadata=metadata)
+    opened = _context.span_frame(name, kind, parent, metadata)
     parent.run.opened(opened)
     return opened
 
@@ -190,7 +190,7 @@ class span:
         if not isinstance(name, str) or not name:
             raise ValueError(f"span: name must be a non-empty string, got {name!r}")
         self._name = name
-        self._kind = SpanKind(kind)
+        self._kind = kind if type(kind) is SpanKind else SpanKind(kind)
         self._metadata = metadata
         self._span: Span | None = None
         self._token: Any = None

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 import pytest
 
+import steptrace
 from steptrace.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -585,3 +586,58 @@ def test_the_fake_truncates_at_max_completion_tokens_and_answers_from_a_function
 def test_the_fake_takes_a_list_of_replies_not_one_reply() -> None:
     with pytest.raises(TypeError, match="list of replies"):
         FakeOpenAI("just one")
+
+
+def test_llm_call_records_and_prices_reasoning_tokens(
+    fake: FakeOpenAI, provider: OpenAIProvider
+) -> None:
+    """Reasoning tokens reach the span, and a model whose reasoning has its own
+    price (Perplexity's deep research) is charged at it, as the table says."""
+    from steptrace import llm
+    from steptrace.llm.prices import PriceTable
+
+    table = PriceTable()
+    model = "perplexity:sonar-deep-research"
+    steptrace.configure(price_source=table)
+    fake.push(
+        OpenAIReply(text="Deep.", prompt_tokens=1000, completion_tokens=5000, reasoning_tokens=4000)
+    )
+    with steptrace.run("reasoning") as run:
+        result = llm.llm_call("Research it.", model=model, provider=provider)
+    expected = table.cost_usd(model, 1000, 5000, reasoning_tokens=4000)
+    assert expected is not None
+    assert expected != table.cost_usd(model, 1000, 5000)
+    assert result.cost_usd == pytest.approx(expected, rel=1e-12)
+    assert run.usage().cost_usd == pytest.approx(expected, rel=1e-12)
+    [request_span] = [s for s in run.spans if s.name == f"chat {model}"]
+    assert request_span.metadata["steptrace.reasoning_tokens"] == 4000
+
+
+def test_a_price_source_without_reasoning_tokens_prices_them_as_output(
+    fake: FakeOpenAI, provider: OpenAIProvider
+) -> None:
+    """``reasoning_tokens`` is optional in ``PriceSource``: a source written
+    without it still prices a reasoning model's calls (reasoning as output)."""
+    from steptrace import llm
+
+    asked: list[tuple[str, int, int]] = []
+
+    class OldSource:
+        def cost_usd(
+            self,
+            model: str,
+            input_tokens: int,
+            output_tokens: int,
+            *,
+            cache_read_tokens: int = 0,
+            cache_write_tokens: int = 0,
+        ) -> float:
+            asked.append((model, input_tokens, output_tokens))
+            return (input_tokens + output_tokens) * 1e-6
+
+    steptrace.configure(price_source=OldSource())
+    fake.push(OpenAIReply(text="Hm.", prompt_tokens=10, completion_tokens=35, reasoning_tokens=15))
+    with steptrace.run("reasoning"):
+        result = llm.llm_call("Think.", model="o4-mini", provider=provider)
+    assert result.cost_usd == pytest.approx(45e-6)
+    assert asked[-1] == ("o4-mini", 10, 35)

@@ -139,12 +139,6 @@ class ModelRequest:
             span=self.span,
         )
 
-    def _claim(self) -> bool:
-        if self._done:
-            return False
-        self._done = True
-        return True
-
     def finish(
         self,
         usage: TokenCounts | None,
@@ -160,8 +154,9 @@ class ModelRequest:
         ``BudgetExhausted``/``PricingUnknown`` as ``record_llm_usage`` does.
         ``error``: the response broke off (a stream that failed midway): what
         was received is recorded and the span ends as failed."""
-        if not self._claim():
+        if self._done:
             return
+        self._done = True
         context = self._context
         try:
             concluded = context.run(
@@ -191,8 +186,9 @@ class ModelRequest:
         cost_usd: float | None = None,
     ) -> None:
         """``finish`` for async code: async threshold hooks run on this loop."""
-        if not self._claim():
+        if self._done:
             return
+        self._done = True
         context = self._context
         try:
             concluded = context.run(
@@ -213,8 +209,9 @@ class ModelRequest:
 
     def fail(self, error: BaseException | str) -> None:
         """The request failed or was abandoned: end its span as failed (once)."""
-        if not self._claim():
+        if self._done:
             return
+        self._done = True
         try:
             end_span(self.span, error if isinstance(error, str) else _describe(error))
         finally:

@@ -91,6 +91,7 @@ def conclude(
                 counts.output_tokens,
                 counts.cache_read_tokens,
                 counts.cache_write_tokens,
+                reasoning_tokens=counts.reasoning_tokens,
                 source=price,
             )
         except Exception as exc:  # recorded as cost unknown, raised after the record
