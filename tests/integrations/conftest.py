@@ -36,6 +36,13 @@ def close_the_thread_loop() -> Iterator[None]:
 
 
 def _thread_loop() -> asyncio.AbstractEventLoop | None:
+    """The thread's event loop, if one is set. Asking the policy for it would
+    make one in the main thread when none was ever set, which nobody closes:
+    CPython's policy keeps it where it can be read without that."""
+    local = getattr(asyncio.get_event_loop_policy(), "_local", None)
+    if local is not None and hasattr(local, "_loop"):
+        loop: asyncio.AbstractEventLoop | None = local._loop
+        return loop
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from langchain_anthropic import ChatAnthropic
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
@@ -121,8 +124,11 @@ class Provider:
             **options,
         )
 
-    def reply(self, text: str, usage: tuple[int, int, int, int] | None = None) -> Any:
-        """``usage``: (total input, output, cache read, cache write)."""
+    def reply(
+        self, text: str, usage: tuple[int, int, int, int] | None = None, reasoning: int = 0
+    ) -> Any:
+        """``usage``: (total input, output, cache read, cache write); ``reasoning``
+        of the output tokens, as each API reports it."""
         if self.name == "openai":
             if usage is None:
                 return OpenAIReply(text=text)
@@ -131,10 +137,22 @@ class Provider:
                 prompt_tokens=usage[0],
                 completion_tokens=usage[1],
                 cached_tokens=usage[2],
+                reasoning_tokens=reasoning,
             )
         if usage is None:
             return AnthropicReply(text=text)
         total, output, read, write = usage
+        if reasoning:  # the fake has no field for it: the usage as the API sends it
+            return AnthropicReply(
+                text=text,
+                usage={
+                    "input_tokens": total - read - write,
+                    "cache_creation_input_tokens": write,
+                    "cache_read_input_tokens": read,
+                    "output_tokens": output,
+                    "output_tokens_details": {"thinking_tokens": reasoning},
+                },
+            )
         return AnthropicReply(
             text=text,
             input_tokens=total - read - write,
@@ -219,7 +237,7 @@ def test_a_request_that_cannot_fit_is_never_sent(
 def test_exact_tokens_and_cost_from_usage_metadata(
     provider: Provider, handler: StepTraceCallbackHandler, how: str
 ) -> None:
-    provider.fake.push(provider.reply("Hello!", (1200, 300, 150, 50)))
+    provider.fake.push(provider.reply("Hello!", (1200, 300, 150, 50), reasoning=120))
     model = provider.model()
 
     @steptrace.step(budget={"max_usd": 1.0})
@@ -247,6 +265,8 @@ def test_exact_tokens_and_cost_from_usage_metadata(
     )
     (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
     assert span.metadata["steptrace.cache_write_tokens"] == cache_write
+    # Reasoning is part of the output, billed at its price: the totals above hold.
+    assert span.metadata["steptrace.reasoning_tokens"] == 120
     assert "steptrace.usage_estimated" not in span.metadata
     assert len(provider.fake.requests) == 1
 
@@ -464,3 +484,119 @@ def test_a_stream_broken_midway_records_what_it_received(
     assert isinstance(event, LlmCall)
     assert event.input_tokens == 8  # the pre-flight estimate
     assert event.output_tokens >= 1
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_anthropic_cache_writes_split_by_lifetime_are_recorded(
+    anthropic_fake: FakeAnthropic, handler: StepTraceCallbackHandler, how: str
+) -> None:
+    # The API reports cache writes by lifetime too; LangChain then zeroes its
+    # generic ``cache_creation`` and reports ``ephemeral_5m/1h_input_tokens``.
+    usage = {
+        "input_tokens": 1000,
+        "cache_creation_input_tokens": 50,
+        "cache_read_input_tokens": 150,
+        "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 20},
+        "output_tokens": 300,
+    }
+    anthropic_fake.push(AnthropicReply(text="Hello!", usage=usage))
+    model = Provider("anthropic", anthropic_fake).model()
+    with steptrace.run("langchain") as run:
+        assert invoke(model, how, "Say hello.", {"callbacks": [handler]}) == "Hello!"
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["gen_ai.usage.input_tokens"] == 1200
+    assert span.metadata["steptrace.cache_write_tokens"] == 50
+    expected = (1000 * 1.0 + 150 * 0.1 + 50 * 1.25 + 300 * 5.0) / 1e6
+    assert run.usage().cost_usd == pytest.approx(expected, rel=1e-12)
+
+
+def _hostile_usage(reasoning: Any, cached: Any = 0) -> dict[str, Any]:
+    return {
+        "prompt_tokens": 100,
+        "completion_tokens": 40,
+        "total_tokens": 140,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize(("reported", "recorded"), [(500, 40), (-5, 0)])
+def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
+    openai_fake: FakeOpenAI,
+    handler: StepTraceCallbackHandler,
+    how: str,
+    reported: int,
+    recorded: int,
+) -> None:
+    openai_fake.push(OpenAIReply(text="Hello!", usage=_hostile_usage(reported)))
+    model = Provider("openai", openai_fake).model()
+    with steptrace.run("langchain") as run:
+        assert invoke(model, how, "Say hello.", {"callbacks": [handler]}) == "Hello!"
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["steptrace.reasoning_tokens"] == recorded
+    usage = run.usage()
+    assert (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (100, 40, 1)
+    assert usage.cost_usd == pytest.approx((100 * 1.0 + 40 * 2.0) / 1e6, rel=1e-12)
+
+
+# The SDK serializes the response it did not validate: pydantic warns about the text.
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+@pytest.mark.parametrize("how", ["sync", "async"])  # LangChain's own stream chunks refuse text
+def test_counts_that_are_text_read_as_zero_and_the_request_is_recorded(
+    openai_fake: FakeOpenAI, handler: StepTraceCallbackHandler, how: str
+) -> None:
+    openai_fake.push(OpenAIReply(text="Hello!", usage=_hostile_usage("many", cached="all")))
+    model = Provider("openai", openai_fake).model()
+    with steptrace.run("langchain") as run:  # strict: a failure of the handler raises
+        assert invoke(model, how, "Say hello.", {"callbacks": [handler]}) == "Hello!"
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.status == "ok"
+    assert span.metadata["steptrace.reasoning_tokens"] == 0
+    assert span.metadata["steptrace.cache_read_tokens"] == 0
+    assert run.usage().llm_calls == 1
+
+
+_COUNT = st.one_of(
+    st.none(),
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.floats(allow_nan=True),
+    st.text(max_size=5),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+_INT_OR_COUNT = st.one_of(st.integers(min_value=-5, max_value=10**6), _COUNT)
+
+
+@given(
+    usage=st.fixed_dictionaries(
+        {"input_tokens": _INT_OR_COUNT},
+        optional={
+            "output_tokens": _INT_OR_COUNT,
+            "input_token_details": st.one_of(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "cache_read": _COUNT,
+                        "cache_creation": _COUNT,
+                        "ephemeral_5m_input_tokens": _COUNT,
+                        "ephemeral_1h_input_tokens": _COUNT,
+                    },
+                ),
+                _COUNT,
+            ),
+            "output_token_details": st.one_of(
+                st.fixed_dictionaries({}, optional={"reasoning": _COUNT}), _COUNT
+            ),
+        },
+    )
+)
+def test_any_usage_metadata_reads_as_counts_with_its_parts_within_their_whole(
+    usage: dict[str, Any],
+) -> None:
+    counts = st_langchain._usage_of(SimpleNamespace(usage_metadata=usage), None)
+    if counts is None:
+        return
+    assert all(type(count) is int for count in counts)
+    assert 0 <= counts.reasoning_tokens <= max(counts.output_tokens, 0)
+    assert 0 <= counts.cache_read_tokens + counts.cache_write_tokens <= max(counts.input_tokens, 0)

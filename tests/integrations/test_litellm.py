@@ -9,12 +9,16 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.router import Router
 
@@ -154,7 +158,13 @@ def test_a_request_that_cannot_fit_is_never_sent(fake: FakeOpenAI, how: str) -> 
 @pytest.mark.parametrize("how", sorted(CALLS))
 def test_exact_tokens_and_cost_from_the_usage_litellm_reports(fake: FakeOpenAI, how: str) -> None:
     fake.push(
-        OpenAIReply(text="Hello!", prompt_tokens=1200, completion_tokens=300, cached_tokens=200)
+        OpenAIReply(
+            text="Hello!",
+            prompt_tokens=1200,
+            completion_tokens=300,
+            cached_tokens=200,
+            reasoning_tokens=120,
+        )
     )
 
     @steptrace.step(budget={"max_usd": 1.0})
@@ -165,8 +175,12 @@ def test_exact_tokens_and_cost_from_the_usage_litellm_reports(fake: FakeOpenAI, 
         assert ask() == "Hello!"
     (row,) = run.completed_steps
     assert (row.input_tokens, row.output_tokens, row.llm_calls) == (1200, 300, 1)
-    # 1,000 plain input at $1/M, 200 cached at $0.5/M, 300 output at $2/M.
+    # 1,000 plain input at $1/M, 200 cached at $0.5/M, 300 output (120 of them
+    # reasoning, billed as output) at $2/M.
     assert row.cost_usd == pytest.approx((1000 * 1.0 + 200 * 0.5 + 300 * 2.0) / 1e6, rel=1e-12)
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["steptrace.reasoning_tokens"] == 120
+    assert span.metadata["gen_ai.usage.output_tokens"] == 300
     (event,) = run.events
     assert isinstance(event, LlmCall)
     assert (event.model, event.input_tokens, event.output_tokens, event.cache_tokens) == (
@@ -515,3 +529,172 @@ def test_importing_the_integration_reaches_no_network() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _usage_with_reasoning(reasoning: Any, completion: int = 40) -> dict[str, Any]:
+    return {
+        "prompt_tokens": 100,
+        "completion_tokens": completion,
+        "total_tokens": 100 + completion,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("how", ["sync", "stream", "astream"])
+@pytest.mark.parametrize(("reported", "recorded"), [(500, 40), (-5, 0)])
+def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
+    fake: FakeOpenAI, how: str, reported: int, recorded: int
+) -> None:
+    fake.push(OpenAIReply(text="Hello!", usage=_usage_with_reasoning(reported)))
+    with steptrace.run("litellm") as run:
+        assert CALLS[how](fake, messages=HELLO) == "Hello!"
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["steptrace.reasoning_tokens"] == recorded
+    usage = run.usage()
+    assert (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (100, 40, 1)
+    assert usage.cost_usd == pytest.approx((100 * 1.0 + 40 * 2.0) / 1e6, rel=1e-12)
+
+
+_COUNT = st.one_of(
+    st.none(),
+    st.integers(min_value=-(10**15), max_value=10**15),
+    st.floats(allow_nan=True),
+    st.text(max_size=5),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+def _namespace(value: Any) -> Any:
+    """A usage dict as the attribute object LiteLLM hands over."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**{key: _namespace(item) for key, item in value.items()})
+    return value
+
+
+_INT_OR_COUNT = st.one_of(st.integers(min_value=-5, max_value=10**6), _COUNT)
+
+
+@given(
+    usage=st.fixed_dictionaries(
+        {"prompt_tokens": _INT_OR_COUNT, "completion_tokens": _INT_OR_COUNT},
+        optional={
+            "prompt_tokens_details": st.one_of(
+                st.fixed_dictionaries(
+                    {}, optional={"cached_tokens": _COUNT, "cache_write_tokens": _COUNT}
+                ),
+                _COUNT,
+            ),
+            "completion_tokens_details": st.one_of(
+                st.fixed_dictionaries({}, optional={"reasoning_tokens": _COUNT}), _COUNT
+            ),
+        },
+    )
+)
+def test_any_usage_reads_as_counts_with_its_parts_within_their_whole(usage: Any) -> None:
+    counts = st_litellm._usage(_namespace(usage))
+    if counts is None:
+        return
+    assert all(type(count) is int for count in counts)
+    assert 0 <= counts.reasoning_tokens <= max(counts.output_tokens, 0)
+    assert 0 <= counts.cache_read_tokens + counts.cache_write_tokens <= max(counts.input_tokens, 0)
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_thinking_tokens_through_litellm_are_the_spans_reasoning_tokens(
+    stream: bool,
+) -> None:
+    usage = {
+        "input_tokens": 100,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 300,
+        "output_tokens_details": {"thinking_tokens": 120},
+    }
+    with (
+        FakeAnthropic([AnthropicReply(text="Hi", usage=usage)]) as fake,
+        steptrace.run("anthropic") as run,
+    ):
+        response = litellm.completion(
+            model="anthropic/claude-haiku-4-5",
+            messages=HELLO,
+            api_base=fake.url,
+            api_key=fake.api_key,
+            stream=stream,
+            max_tokens=400,
+        )
+        if stream:
+            list(response)
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["steptrace.reasoning_tokens"] == 120
+    usage_now = run.usage()
+    assert (usage_now.input_tokens, usage_now.output_tokens) == (100, 300)
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_reasoning_tokens_are_in_the_stored_run(fake: FakeOpenAI, tmp_path: Path) -> None:
+    from steptrace.store import SQLiteStore, record_runs
+
+    fake.push(
+        OpenAIReply(text="Hello!", prompt_tokens=100, completion_tokens=40, reasoning_tokens=25)
+    )
+    store = SQLiteStore(tmp_path / "runs.db")
+    writer = record_runs(store)
+    try:
+        with steptrace.run("stored") as run:
+            call_stream(fake, messages=HELLO)
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+    assert writer.failures == 0
+    stored = store.get_run(run.id)
+    store.close()
+    assert stored is not None
+    (span,) = [s for s in stored.spans if s.kind == SpanKind.LLM_CALL.value]
+    assert span.metadata["steptrace.reasoning_tokens"] == 25
+    assert span.metadata["gen_ai.usage.output_tokens"] == 40
+
+
+_READ = (
+    "choices", "usage", "id", "model", "finish_reason", "delta", "message", "content",
+    "tool_calls", "function", "name", "arguments", "prompt_tokens", "completion_tokens",
+    "prompt_tokens_details", "completion_tokens_details", "cached_tokens",
+    "cache_write_tokens", "reasoning_tokens",
+)  # fmt: skip
+
+
+def _objects(value: Any) -> Iterator[Any]:
+    """``value`` and every LiteLLM object reachable through the fields read."""
+    yield value
+    for name in _READ:
+        found = getattr(value, name, None)
+        for item in found if isinstance(found, list) else [found]:
+            if hasattr(item, "__dict__"):
+                yield from _objects(item)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fields_read_fast_are_the_fields_litellm_gives(fake: FakeOpenAI, stream: bool) -> None:
+    calls = [OpenAIToolCall(name="lookup", arguments={"q": "x"}, id="call_1")]
+    fake.push(
+        OpenAIReply(
+            text="Hi", tool_calls=calls, prompt_tokens=90, completion_tokens=30, reasoning_tokens=9
+        )
+    )
+    response = litellm.completion(
+        model="openai/gpt-4o-mini",
+        messages=HELLO,
+        stream=stream,
+        stream_options={"include_usage": True} if stream else None,
+        **options(fake),
+    )
+    seen = 0
+    for item in list(response) if stream else [response]:
+        for obj in _objects(item):
+            for name in _READ:
+                assert st_litellm._field(obj, name) == getattr(obj, name, None), (obj, name)
+                seen += 1
+    assert seen > 0

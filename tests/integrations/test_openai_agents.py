@@ -39,11 +39,16 @@ from agents import (
     tool_input_guardrail,
 )
 from agents.models.interface import Model
+from agents.usage import Usage
+from hypothesis import given
+from hypothesis import strategies as st
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 import steptrace
 from steptrace import BudgetExhausted
 from steptrace.integrations import openai_agents
 from steptrace.integrations._agents_common import price_name
+from steptrace.integrations._agents_models import _usage as _agents_usage
 from steptrace.llm import ModelPrice, PriceTable
 from steptrace.testing import (
     FAKE_OPENAI_API_KEY,
@@ -560,3 +565,57 @@ def test_a_tool_refused_by_its_input_guardrail_is_a_tool_rejected(server: FakeSe
     assert kinds == ["tool_execution", "tool_rejected"]
     (executed,) = [event for event in run.events if event.type == "tool_execution"]
     assert (executed.tool_use_id, executed.status) == ("c_1", "ok")
+
+
+def _hostile_usage(reasoning: Any) -> dict[str, Any]:
+    return {
+        "prompt_tokens": 100,
+        "completion_tokens": 40,
+        "total_tokens": 140,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+# A count that is not an int the SDK refuses itself (its Usage is validated).
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("mode", ["sync", "streamed"])
+@pytest.mark.parametrize(("reported", "recorded"), [(500, 40), (-5, 0)])
+def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
+    server: FakeServer, mode: str, reported: Any, recorded: int
+) -> None:
+    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(reported))
+    with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
+        result = run_mode(mode, weather_agent(fake), "hi", run_config=OFF)
+    assert result.final_output == "Hi."
+    (chat,) = [span for span in run.spans if span.name == "chat gpt-4o-mini"]
+    assert chat.metadata["steptrace.reasoning_tokens"] == recorded
+    summary = run.summary()
+    assert (summary["input_tokens"], summary["output_tokens"]) == (100, 40)
+    assert summary["cost_usd"] == pytest.approx((100 * 0.15 + 40 * 0.60) / 1e6, abs=1e-12)
+
+
+_ANY_INT = st.integers(min_value=-(10**13), max_value=10**13)
+
+
+@given(
+    input_tokens=_ANY_INT,
+    output_tokens=_ANY_INT,
+    cached=_ANY_INT,
+    written=_ANY_INT,
+    reasoning=_ANY_INT,
+)
+def test_any_sdk_usage_reads_as_counts_with_its_parts_within_their_whole(
+    input_tokens: int, output_tokens: int, cached: int, written: int, reasoning: int
+) -> None:
+    usage = Usage(
+        requests=1,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        input_tokens_details=InputTokensDetails(cached_tokens=cached, cache_write_tokens=written),
+        output_tokens_details=OutputTokensDetails(reasoning_tokens=reasoning),
+    )
+    counts = _agents_usage(usage)
+    assert counts is not None
+    assert 0 <= counts.reasoning_tokens <= max(counts.output_tokens, 0)
+    assert 0 <= counts.cache_read_tokens + counts.cache_write_tokens <= max(counts.input_tokens, 0)

@@ -19,6 +19,8 @@ from typing import Any
 import httpx2
 import pydantic
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("pydantic_ai", reason="needs the extra: pip install 'steptrace[pydantic-ai]'")
 
@@ -26,7 +28,7 @@ from pydantic_ai import Agent
 from pydantic_ai.exceptions import UsageLimitExceeded
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
-from pydantic_ai.usage import UsageLimits
+from pydantic_ai.usage import RequestUsage, UsageLimits
 
 import steptrace
 from steptrace import BudgetExhausted
@@ -406,3 +408,117 @@ def test_pydantic_ai_instrumentation_keeps_working_beside_budgets(server: FakeSe
     assert names.count("chat gpt-4o-mini") == 2  # Pydantic AI's own GenAI spans
     assert any(name.startswith("running tool") or "get_weather" in name for name in names)
     provider.shutdown()
+
+
+def _anthropic_agent(fake: Any) -> Agent[None, str]:
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    client = fake.async_client(
+        http_client=httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=0))
+    )
+    model = AnthropicModel("claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client))
+    return Agent(model)
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("mode", MODES)
+def test_anthropic_thinking_tokens_are_the_spans_reasoning_tokens(
+    server: FakeServer, mode: str
+) -> None:
+    from steptrace.testing import AnthropicReply, FakeAnthropic
+
+    steptrace.configure(
+        price_source=PriceTable(overrides={"claude-haiku-4-5": ModelPrice(1.0, 5.0)})
+    )
+    usage = {
+        "input_tokens": 100,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 300,
+        "output_tokens_details": {"thinking_tokens": 120},
+    }
+    reply = AnthropicReply(text="Hi.", usage=usage)
+    with FakeAnthropic([reply], server=server) as fake, steptrace.run("thinking") as run:
+        assert run_mode(mode, _anthropic_agent(fake), "Hello?") == "Hi."
+    chat = next(span for span in run.spans if span.name == "chat claude-haiku-4-5")
+    assert chat.metadata["steptrace.reasoning_tokens"] == 120
+    summary = run.summary()
+    assert (summary["input_tokens"], summary["output_tokens"]) == (100, 300)
+    assert summary["cost_usd"] == pytest.approx((100 * 1.0 + 300 * 5.0) / 1e6, abs=1e-12)
+
+
+def _hostile_usage(reasoning: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": 100,
+        "completion_tokens": 40,
+        "total_tokens": 140,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("mode", ["run_sync", "run_stream"])
+def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
+    server: FakeServer, mode: str
+) -> None:
+    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(500))
+    with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
+        assert run_mode(mode, Agent(model(fake)), "Hello?") == "Hi."
+    chat = next(span for span in run.spans if span.name == "chat gpt-4o-mini")
+    assert chat.metadata["steptrace.reasoning_tokens"] == 40
+    summary = run.summary()
+    assert (summary["input_tokens"], summary["output_tokens"]) == (100, 40)
+    assert summary["cost_usd"] == pytest.approx((100 * 0.15 + 40 * 0.60) / 1e6, abs=1e-12)
+
+
+# Pydantic AI's own usage extraction (genai-prices) refuses a negative count,
+# warns, and reports no usage at all: steptrace then records its estimate.
+@pytest.mark.filterwarnings("ignore:Failed to extract usage with `genai-prices`")
+@pytest.mark.usefixtures("instrumented")
+@pytest.mark.parametrize("mode", ["run_sync", "run_stream"])
+def test_a_negative_reasoning_count_is_recorded_as_an_estimate(
+    server: FakeServer, mode: str
+) -> None:
+    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(-5))
+    with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
+        assert run_mode(mode, Agent(model(fake)), "Hello?") == "Hi."
+    chat = next(span for span in run.spans if span.name == "chat gpt-4o-mini")
+    assert chat.metadata["steptrace.reasoning_tokens"] == 0
+    assert chat.metadata["steptrace.usage_estimated"] is True
+    assert run.summary()["llm_calls"] == 1
+
+
+_ANY_INT = st.integers(min_value=-(10**13), max_value=10**13)
+
+
+@given(
+    input_tokens=st.integers(min_value=0, max_value=10**13),
+    output_tokens=st.integers(min_value=0, max_value=10**13),
+    cached=_ANY_INT,
+    written=_ANY_INT,
+    reasoning=_ANY_INT,
+    details=st.dictionaries(st.sampled_from(["reasoning_tokens", "thinking_tokens"]), _ANY_INT),
+)
+def test_any_request_usage_reads_as_counts_with_its_parts_within_their_whole(
+    input_tokens: int,
+    output_tokens: int,
+    cached: int,
+    written: int,
+    reasoning: int,
+    details: dict[str, int],
+) -> None:
+    usage = RequestUsage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+        output_reasoning_tokens=reasoning,
+        details=details,
+    )
+    counts = st_pydantic._usage(usage)
+    if counts is None:
+        return
+    assert 0 <= counts.reasoning_tokens <= counts.output_tokens
+    assert 0 <= counts.cache_read_tokens + counts.cache_write_tokens <= counts.input_tokens

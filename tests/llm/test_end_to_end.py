@@ -4,6 +4,7 @@ recorded run replayed with the network (loopback included) refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import Iterator
@@ -14,12 +15,13 @@ import pydantic
 import pytest
 
 import steptrace
-from steptrace import BudgetExhausted, SchemaRetry, llm
+from steptrace import BudgetExhausted, SchemaRetry, SpanKind, llm
 from steptrace.llm import AnthropicProvider, OpenAIProvider
 from steptrace.testing import (
     AnthropicReply,
     FakeAnthropic,
     FakeOpenAI,
+    FakePrices,
     OpenAIErrorReply,
     OpenAIReply,
 )
@@ -118,6 +120,76 @@ def test_anthropic_over_http_counts_cached_prompt_tokens_as_input() -> None:
     assert result.input_tokens == 1020
     assert result.cache_tokens == 1000
     assert run.usage().input_tokens == 1020
+
+
+def _llm_call(provider: Any, model: str, how: str) -> str:
+    """``llm_call`` / ``allm_call``, whole or streamed (``on_text``)."""
+    pieces: list[str] = []
+    options: dict[str, Any] = {"model": model, "provider": provider, "max_tokens": 400}
+    if how.endswith("stream"):
+        options["on_text"] = pieces.append
+    if how.startswith("a"):
+
+        async def go() -> llm.LlmResult:
+            try:
+                return await llm.allm_call("Say hello.", **options)
+            finally:
+                await provider.aclose()  # the client of this loop
+
+        result = asyncio.run(go())
+    else:
+        result = llm.llm_call("Say hello.", **options)
+    assert "".join(pieces) == (result.text if pieces else "")
+    return result.text
+
+
+@pytest.mark.parametrize("how", ["sync", "stream", "async", "astream"])
+def test_openai_reasoning_tokens_are_on_the_span_and_priced_as_output(
+    fake_openai: FakeOpenAI, how: str
+) -> None:
+    steptrace.configure(price_source=FakePrices(1.0, 2.0))
+    fake_openai.push(
+        OpenAIReply(text="Hello!", prompt_tokens=1200, completion_tokens=300, reasoning_tokens=120)
+    )
+    provider = OpenAIProvider(api_key=fake_openai.api_key, base_url=fake_openai.base_url)
+    try:
+        with steptrace.run() as run:
+            assert _llm_call(provider, "gpt-4o-mini", how) == "Hello!"
+    finally:
+        provider.close()
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["steptrace.reasoning_tokens"] == 120
+    usage = run.usage()
+    assert (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (1200, 300, 1)
+    assert usage.cost_usd == pytest.approx((1200 * 1.0 + 300 * 2.0) / 1e6, rel=1e-12)
+
+
+@pytest.mark.parametrize("how", ["sync", "stream", "async", "astream"])
+@pytest.mark.parametrize(("thinking", "recorded"), [(120, 120), (500, 300), ("many", 0)])
+def test_anthropic_thinking_tokens_are_the_spans_reasoning_tokens(
+    how: str, thinking: Any, recorded: int
+) -> None:
+    steptrace.configure(price_source=FakePrices(1.0, 2.0))
+    usage = {
+        "input_tokens": 1000,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 200,
+        "output_tokens": 300,
+        "output_tokens_details": {"thinking_tokens": thinking},
+    }
+    with FakeAnthropic([AnthropicReply(text="Hello!", usage=usage)]) as fake:
+        provider = AnthropicProvider(api_key=fake.api_key, base_url=fake.url)
+        try:
+            with steptrace.run() as run:
+                assert _llm_call(provider, "claude-haiku-4-5", how) == "Hello!"
+        finally:
+            provider.close()
+    (span,) = [s for s in run.spans if s.kind is SpanKind.LLM_CALL]
+    assert span.metadata["steptrace.reasoning_tokens"] == recorded
+    assert "steptrace.usage_estimated" not in span.metadata
+    totals = run.usage()
+    assert (totals.input_tokens, totals.output_tokens, totals.llm_calls) == (1200, 300, 1)
+    assert totals.cost_usd == pytest.approx((1200 * 1.0 + 300 * 2.0) / 1e6, rel=1e-12)
 
 
 def test_a_recorded_run_replays_offline(

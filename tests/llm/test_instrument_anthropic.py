@@ -395,3 +395,65 @@ def test_estimate_accepts_sdk_content_blocks_sent_back(fake: FakeAnthropic, clie
     assert estimate_anthropic_input_tokens({"messages": history}) == (
         math.ceil((len("Say hello.") + len("Checking.") + len("add") + len("{}")) / 3) + 8
     )
+
+
+# -- thinking tokens ----------------------------------------------------------------
+
+
+def _ask(fake: FakeAnthropic, how: str) -> str:
+    """One message through an instrumented client, sync or async, whole or
+    streamed (``stream=True``, or the SDK's ``messages.stream`` helper)."""
+    options: dict[str, Any] = {"model": MODEL, "max_tokens": 400, "messages": HELLO}
+    if not how.startswith("a"):
+        with fake.client() as sdk_client:
+            client: Any = instrument_anthropic(sdk_client)
+            if how == "sync":
+                return str(client.messages.create(**options).content[0].text)
+            if how == "helper":
+                with client.messages.stream(**options) as helper:
+                    return str(helper.get_final_text())
+            with client.messages.create(**options, stream=True) as stream:
+                return "".join(e.delta.text for e in stream if e.type == "content_block_delta")
+
+    async def go() -> str:
+        async with fake.async_client() as sdk_client:
+            client: Any = instrument_anthropic(sdk_client)
+            if how == "async":
+                return str((await client.messages.create(**options)).content[0].text)
+            stream = await client.messages.create(**options, stream=True)
+            async with stream:
+                deltas = [e.delta.text async for e in stream if e.type == "content_block_delta"]
+            return "".join(deltas)
+
+    return asyncio.run(go())
+
+
+def _usage(thinking: Any, output: int = 300) -> dict[str, Any]:
+    """Usage as the Messages API sends it, thinking tokens part of the output."""
+    return {
+        "input_tokens": 1000,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 200,
+        "output_tokens": output,
+        "output_tokens_details": {"thinking_tokens": thinking},
+    }
+
+
+# The SDK's stream helper serializes what it did not validate (``"many"``): pydantic warns.
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+@pytest.mark.parametrize("how", ["sync", "stream", "helper", "async", "astream"])
+@pytest.mark.parametrize(
+    ("thinking", "recorded"), [(120, 120), (500, 300), (-5, 0), ("many", 0), (None, 0)]
+)
+def test_thinking_tokens_are_the_spans_reasoning_tokens_part_of_the_output(
+    fake: FakeAnthropic, collector: InMemorySpanCollector, how: str, thinking: Any, recorded: int
+) -> None:
+    steptrace.configure(price_source=FakePrices(1.0, 2.0))
+    fake.push(AnthropicReply(text="Hello!", usage=_usage(thinking)))
+    with steptrace.run("thinking") as run:  # strict: a failure of the accounting raises
+        assert _ask(fake, how) == "Hello!"
+    [span] = llm_spans(collector)
+    assert span.metadata["steptrace.reasoning_tokens"] == recorded
+    usage = run.usage()
+    assert (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (1200, 300, 1)
+    assert usage.cost_usd == pytest.approx((1200 * 1.0 + 300 * 2.0) / 1e6, rel=1e-12)

@@ -475,3 +475,98 @@ def test_async_calls_and_streams_are_budget_checked_and_accounted(fake: FakeOpen
     assert row.output_tokens == 3 + 4 + 0  # the early close saw only the role chunk
     assert [e.input_tokens for e in run.events if isinstance(e, LlmCall)] == [10, 11, estimate]
     assert fake.requests[1]["stream_options"] == {"include_usage": True}
+
+
+# -- reasoning tokens ---------------------------------------------------------------
+
+
+def _ask(fake: FakeOpenAI, how: str) -> str:
+    """One chat completion through an instrumented client, sync or async, whole
+    or streamed; the answer's text."""
+    if how in ("sync", "stream"):
+        with instrument_openai(fake.client()) as client:
+            if how == "sync":
+                completion = client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+                return str(completion.choices[0].message.content)
+            chunks = client.chat.completions.create(
+                model="gpt-4o-mini", messages=HELLO, stream=True
+            )
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    async def go() -> str:
+        async with instrument_openai(fake.async_client()) as client:
+            if how == "async":
+                completion = await client.chat.completions.create(
+                    model="gpt-4o-mini", messages=HELLO
+                )
+                return str(completion.choices[0].message.content)
+            chunks = await client.chat.completions.create(
+                model="gpt-4o-mini", messages=HELLO, stream=True
+            )
+            return "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+
+    return asyncio.run(go())
+
+
+HOWS = ["sync", "stream", "async", "astream"]
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_reasoning_tokens_are_on_the_span_and_priced_as_the_output_they_are_part_of(
+    fake: FakeOpenAI, how: str, collector: InMemorySpanCollector
+) -> None:
+    steptrace.configure(price_source=FakePrices(1.0, 2.0))
+    fake.push(
+        OpenAIReply(
+            text="Hello!",
+            prompt_tokens=1200,
+            completion_tokens=300,
+            cached_tokens=200,
+            reasoning_tokens=120,
+        )
+    )
+    with steptrace.run("r") as run:
+        assert _ask(fake, how) == "Hello!"
+    [llm_span] = llm_spans(collector)
+    assert llm_span.metadata["steptrace.reasoning_tokens"] == 120
+    assert llm_span.metadata["gen_ai.usage.output_tokens"] == 300
+    usage = run.usage()
+    assert (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (1200, 300, 1)
+    assert usage.cost_usd == pytest.approx((1200 * 1.0 + 300 * 2.0) / 1e6, rel=1e-12)
+
+
+def _hostile_usage(reasoning: Any, cached: Any = 0) -> dict[str, Any]:
+    return {
+        "prompt_tokens": 100,
+        "completion_tokens": 40,
+        "total_tokens": 140,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize(
+    ("reasoning", "cached", "recorded"),
+    [(500, 0, (40, 0)), (-5, -1, (0, 0)), ("many", "all", (0, 0)), (12.5, 250, (0, 100))],
+)
+def test_counts_from_a_hostile_server_are_capped_or_read_as_zero(
+    fake: FakeOpenAI,
+    how: str,
+    collector: InMemorySpanCollector,
+    reasoning: Any,
+    cached: Any,
+    recorded: tuple[int, int],
+) -> None:
+    steptrace.configure(price_source=FakePrices(1.0, 2.0))
+    fake.push(OpenAIReply(text="Hello!", usage=_hostile_usage(reasoning, cached)))
+    with steptrace.run("r") as run:  # strict: a failure of the accounting raises
+        assert _ask(fake, how) == "Hello!"
+    [llm_span] = llm_spans(collector)
+    assert (
+        llm_span.metadata["steptrace.reasoning_tokens"],
+        llm_span.metadata["steptrace.cache_read_tokens"],
+    ) == recorded
+    usage = run.usage()
+    assert (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (100, 40, 1)
+    assert usage.cost_usd == pytest.approx((100 * 1.0 + 40 * 2.0) / 1e6, rel=1e-12)

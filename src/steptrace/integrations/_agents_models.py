@@ -29,6 +29,7 @@ from agents.models.interface import Model
 
 import steptrace
 from steptrace.llm.conclusion import Concluded, TokenCounts, arecord, record
+from steptrace.llm.counts import part_count
 
 from ._agents_common import (
     ModelRequest,
@@ -153,13 +154,16 @@ def _usage(usage: Any) -> TokenCounts | None:
         return None
     input_details = getattr(usage, "input_tokens_details", None)
     output_details = getattr(usage, "output_tokens_details", None)
-    return TokenCounts(
-        int(getattr(usage, "input_tokens", 0) or 0),
-        int(getattr(usage, "output_tokens", 0) or 0),
-        int(getattr(input_details, "cached_tokens", 0) or 0),
-        int(getattr(input_details, "cache_write_tokens", 0) or 0),
-        int(getattr(output_details, "reasoning_tokens", 0) or 0),
+    input_tokens = int(getattr(usage, "input_tokens", 0) or 0)
+    output_tokens = int(getattr(usage, "output_tokens", 0) or 0)
+    # Parts as the server sent them (the SDK checks their type only): never
+    # negative, never more than their whole.
+    cache_read = part_count(getattr(input_details, "cached_tokens", None), input_tokens)
+    cache_write = part_count(
+        getattr(input_details, "cache_write_tokens", None), input_tokens - cache_read
     )
+    reasoning = part_count(getattr(output_details, "reasoning_tokens", None), output_tokens)
+    return TokenCounts(input_tokens, output_tokens, cache_read, cache_write, reasoning)
 
 
 def _wrap_get(original: Callable[..., Any]) -> Callable[..., Any]:

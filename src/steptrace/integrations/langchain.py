@@ -13,10 +13,12 @@ of adding a handler globally); ``uninstrument()`` stops that. What it does:
   cannot fit raises ``BudgetExhausted`` there, before LangChain sends it, and
   the chain stops with that error (the handler sets ``raise_error``);
 - ``on_llm_end`` records the response's ``usage_metadata`` (cache reads and
-  writes included) as a ``chat <model>`` span, an ``LlmCall`` event and
-  ``record_llm_usage`` in the step that made the call, priced by steptrace's
-  price source under ``<ls_provider>:<model>`` (``openai:gpt-4o-mini``); a
-  failed request ends its span as failed and frees its hold;
+  writes included, and reasoning tokens, on the span as
+  ``steptrace.reasoning_tokens``) as a ``chat <model>`` span, an ``LlmCall``
+  event and ``record_llm_usage`` in the step that made the call, priced by
+  steptrace's price source under ``<ls_provider>:<model>``
+  (``openai:gpt-4o-mini``); a failed request ends its span as failed and
+  frees its hold;
 - each tool run is an ``execute_tool <name>`` span and a ``ToolExecution``
   event whose ``tool_use_id`` is the model's tool-call id (``ok`` or
   ``error``), parallel tool calls included.
@@ -53,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._config import report_observer_failure
 from ..errors import BudgetExhausted, PricingUnknown, StepTraceError
 from ..events import ToolExecution
+from ..llm.counts import part_count
 from ..llm.prices import install_default_prices
 from ..spans import Span, SpanKind, end_span
 from ..tracing import emit_event
@@ -131,19 +134,50 @@ def _max_output(params: dict[str, Any], metadata: dict[str, Any]) -> int:
     return DEFAULT_MAX_OUTPUT_TOKENS
 
 
+_WRITES_5M, _WRITES_1H = "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"
+"""Cache writes split by cache lifetime, as langchain-anthropic reports them
+(zeroing its ``cache_creation`` then)."""
+
+
 def _usage_of(message: Any, llm_output: Any) -> TokenCounts | None:
+    """The counts in a message's ``usage_metadata`` (else a legacy
+    ``llm_output["token_usage"]``). Parts of a count that are not counts (a
+    hostile server's) read as 0, and a part never exceeds its whole."""
     metadata = getattr(message, "usage_metadata", None)
     if isinstance(metadata, dict) and type(metadata.get("input_tokens")) is int:
         input_tokens = metadata["input_tokens"]
-        details = metadata.get("input_token_details") or {}
-        cache_read = min(int(details.get("cache_read") or 0), input_tokens)
-        cache_write = min(int(details.get("cache_creation") or 0), input_tokens - cache_read)
+        output_tokens = metadata.get("output_tokens")
+        output_tokens = output_tokens if type(output_tokens) is int else 0
+        details = metadata.get("input_token_details")
+        details = details if isinstance(details, dict) else {}
+        cache_read = part_count(details.get("cache_read"), input_tokens)
+        writes = details.get("cache_creation")
+        if _WRITES_5M in details or _WRITES_1H in details:
+            writes = (
+                part_count(writes, input_tokens)
+                + part_count(details.get(_WRITES_5M), input_tokens)
+                + part_count(details.get(_WRITES_1H), input_tokens)
+            )
+        output_details = metadata.get("output_token_details")
+        reasoning = output_details.get("reasoning") if isinstance(output_details, dict) else None
         return TokenCounts(
-            input_tokens, int(metadata.get("output_tokens") or 0), cache_read, cache_write
+            input_tokens,
+            output_tokens,
+            cache_read,
+            part_count(writes, input_tokens - cache_read),
+            part_count(reasoning, output_tokens),
         )
     usage = llm_output.get("token_usage") if isinstance(llm_output, dict) else None
     if isinstance(usage, dict) and type(usage.get("prompt_tokens")) is int:
-        return TokenCounts(usage["prompt_tokens"], int(usage.get("completion_tokens") or 0))
+        output_tokens = usage.get("completion_tokens")
+        output_tokens = output_tokens if type(output_tokens) is int else 0
+        details = usage.get("completion_tokens_details")
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        return TokenCounts(
+            usage["prompt_tokens"],
+            output_tokens,
+            reasoning_tokens=part_count(reasoning, output_tokens),
+        )
     return None
 
 

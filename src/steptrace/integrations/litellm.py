@@ -6,7 +6,9 @@ module's functions, which ``Router`` calls for every deployment it tries), so
 each request LiteLLM is asked to make is pre-flighted against every steptrace
 budget in force and not sent when its worst case cannot fit
 (``BudgetExhausted`` with ``preflight=True`` is raised from the call), then
-recorded from the usage LiteLLM reports: a ``chat <model>`` span, an
+recorded from the usage LiteLLM reports (cached prompt tokens and
+``completion_tokens_details.reasoning_tokens`` included, the latter on the
+span as ``steptrace.reasoning_tokens``): a ``chat <model>`` span, an
 ``LlmCall`` event and ``record_llm_usage`` in the step that made the call.
 
 Prices come from steptrace's price source (genai-prices through
@@ -55,6 +57,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "steptrace.integrations.litellm needs LiteLLM: pip install 'steptrace[litellm]'"
     ) from exc
 
+from pydantic import BaseModel
+
+from ..llm.counts import part_count
 from ..llm.openai.instrument import DEFAULT_MAX_OUTPUT_TOKENS, estimate_openai_input_tokens
 from ..llm.prices import install_default_prices
 from ._chains_request import ModelRequest, TokenCounts
@@ -66,6 +71,8 @@ _PRICE = "_steptrace_prices"
 _FUNCTIONS = ("completion", "acompletion")
 _MAX_CACHED_MODELS = 1024
 _models: dict[tuple[str, str | None], str] = {}
+_MISSING = object()
+_MODEL_TYPES: dict[type, bool] = {}
 
 
 class LiteLLMPrices:
@@ -194,42 +201,65 @@ def _start(kwargs: dict[str, Any], price: Any) -> tuple[ModelRequest | None, boo
 def _usage(usage: Any) -> TokenCounts | None:
     if usage is None:
         return None
-    input_tokens = getattr(usage, "prompt_tokens", None)
-    output_tokens = getattr(usage, "completion_tokens", None)
+    input_tokens = _field(usage, "prompt_tokens")
+    output_tokens = _field(usage, "completion_tokens")
     if type(input_tokens) is not int or type(output_tokens) is not int:
         return None
-    details = getattr(usage, "prompt_tokens_details", None)
-    cache_read = (details and getattr(details, "cached_tokens", None)) or 0
-    cache_write = (details and getattr(details, "cache_write_tokens", None)) or 0
-    cache_read = min(cache_read, input_tokens)
+    details = _field(usage, "prompt_tokens_details")
+    cache_read = part_count(_field(details, "cached_tokens"), input_tokens)
+    cache_write = part_count(_field(details, "cache_write_tokens"), input_tokens - cache_read)
+    reasoning = _field(_field(usage, "completion_tokens_details"), "reasoning_tokens")
     return TokenCounts(
-        input_tokens, output_tokens, cache_read, min(cache_write, input_tokens - cache_read)
+        input_tokens, output_tokens, cache_read, cache_write, part_count(reasoning, output_tokens)
     )
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``obj.name``, or None when it has none. LiteLLM's responses and chunks
+    are pydantic models that delete the optional fields a response leaves
+    unset and keep others as extras; asking one for such a field goes through
+    its ``__getattr__`` (3 to 7 µs each, an exception when missing), so a
+    model's fields and extras are read where pydantic keeps them."""
+    if obj is None:
+        return None
+    cls = type(obj)
+    is_model = _MODEL_TYPES.get(cls)
+    if is_model is None:  # isinstance through pydantic's ABC metaclass is slow: once a type
+        if len(_MODEL_TYPES) >= _MAX_CACHED_MODELS:
+            _MODEL_TYPES.clear()
+        is_model = _MODEL_TYPES[cls] = issubclass(cls, BaseModel)
+    if not is_model:
+        return getattr(obj, name, None)
+    found = obj.__dict__.get(name, _MISSING)
+    if found is not _MISSING:
+        return found
+    extra = obj.__pydantic_extra__
+    return extra.get(name) if extra else None
 
 
 def _output_chars(message: Any) -> int:
     if message is None:
         return 0
-    content = getattr(message, "content", None)
+    content = _field(message, "content")
     chars = len(content) if isinstance(content, str) else 0
-    for call in getattr(message, "tool_calls", None) or ():
-        function = getattr(call, "function", None)
-        chars += len(str(getattr(function, "name", "") or ""))
-        chars += len(str(getattr(function, "arguments", "") or ""))
+    for call in _field(message, "tool_calls") or ():
+        function = _field(call, "function")
+        chars += len(str(_field(function, "name") or ""))
+        chars += len(str(_field(function, "arguments") or ""))
     return chars
 
 
 def _finish_response(request: ModelRequest, response: Any) -> dict[str, Any]:
-    choices = getattr(response, "choices", None) or ()
-    usage = _usage(getattr(response, "usage", None))
+    choices = _field(response, "choices") or ()
+    usage = _usage(_field(response, "usage"))
     return {
         "usage": usage,
-        "response_id": getattr(response, "id", None),
-        "response_model": getattr(response, "model", None),
-        "finish_reasons": [str(getattr(c, "finish_reason", None) or "unknown") for c in choices],
+        "response_id": _field(response, "id"),
+        "response_model": _field(response, "model"),
+        "finish_reasons": [str(_field(c, "finish_reason") or "unknown") for c in choices],
         "output_chars": 0
         if usage is not None
-        else sum(_output_chars(getattr(c, "message", None)) for c in choices),
+        else sum(_output_chars(_field(c, "message")) for c in choices),
     }
 
 
@@ -298,15 +328,15 @@ class InstrumentedStream:
     def _observe(self, chunk: Any) -> bool:
         """Note what ``chunk`` says; whether the caller should see it."""
         if self._id is None:
-            self._id = getattr(chunk, "id", None)
-            self._model = getattr(chunk, "model", None)
-        choices = getattr(chunk, "choices", None) or ()
+            self._id = _field(chunk, "id")
+            self._model = _field(chunk, "model")
+        choices = _field(chunk, "choices") or ()
         for choice in choices:
-            reason = getattr(choice, "finish_reason", None)
+            reason = _field(choice, "finish_reason")
             if reason:
                 self._finish.append(str(reason))
-            self._chars += _output_chars(getattr(choice, "delta", None))
-        usage = _usage(getattr(chunk, "usage", None))
+            self._chars += _output_chars(_field(choice, "delta"))
+        usage = _usage(_field(chunk, "usage"))
         if usage is None:
             return True
         self._usage = usage

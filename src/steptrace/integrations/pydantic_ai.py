@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import steptrace
 from steptrace import SchemaRetry, SpanKind, ToolExecution, ToolRejected
 from steptrace.llm.conclusion import TokenCounts, arecord
+from steptrace.llm.counts import part_count
 
 from ._agents_common import (
     ModelRequest,
@@ -303,13 +304,19 @@ def _part_chars(part: Any) -> int:
 def _usage(usage: Any) -> TokenCounts | None:
     if usage is None or not (usage.input_tokens or usage.output_tokens):
         return None
-    details = getattr(usage, "details", None) or {}
+    input_tokens = int(usage.input_tokens or 0)
+    output_tokens = int(usage.output_tokens or 0)
+    # Pydantic AI fills ``output_reasoning_tokens`` for some providers (Anthropic's
+    # thinking tokens) and only ``details["reasoning_tokens"]`` for others (OpenAI).
+    reasoning = getattr(usage, "output_reasoning_tokens", None)
+    if type(reasoning) is not int or reasoning <= 0:
+        details = getattr(usage, "details", None)
+        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    # Parts as the server sent them: never negative, never more than their whole.
+    cache_read = part_count(getattr(usage, "cache_read_tokens", None), input_tokens)
+    cache_write = part_count(getattr(usage, "cache_write_tokens", None), input_tokens - cache_read)
     return TokenCounts(
-        int(usage.input_tokens or 0),
-        int(usage.output_tokens or 0),
-        int(getattr(usage, "cache_read_tokens", 0) or 0),
-        int(getattr(usage, "cache_write_tokens", 0) or 0),
-        int(details.get("reasoning_tokens", 0) or 0),
+        input_tokens, output_tokens, cache_read, cache_write, part_count(reasoning, output_tokens)
     )
 
 

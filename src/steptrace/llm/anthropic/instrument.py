@@ -14,7 +14,8 @@ so that every call through it behaves as an ``llm_call`` does:
    message id), and the usage recorded with every prompt token counted
    (uncached + cache writes + cache reads), the cache reads as
    ``cache_tokens``, priced once with cache writes priced as such
-   (``conclusion``).
+   (``conclusion``); ``output_tokens_details.thinking_tokens`` (part of the
+   output tokens) is on the span as ``steptrace.reasoning_tokens``.
 
 Streams (``stream=True``, or ``messages.stream(...)``) are returned wrapped:
 events pass through unchanged and the call is accounted when the stream ends,
@@ -46,6 +47,7 @@ from ...spans import SpanKind
 from ...tracing import span
 from .._call import sdk_preflight
 from ..conclusion import Concluded, TokenCounts, conclude
+from ..counts import part_count
 from ._streams import (
     AsyncInstrumentedStream,
     InstrumentedStream,
@@ -186,6 +188,10 @@ class _Call:
             value = getattr(usage, key, None)
             if type(value) is int:
                 self.usage[key] = value
+        # Thinking tokens are part of output_tokens (Anthropic bills them as output).
+        thinking = getattr(getattr(usage, "output_tokens_details", None), "thinking_tokens", None)
+        if type(thinking) is int:
+            self.usage["thinking_tokens"] = thinking
 
     def take_message(self, message: Any) -> None:
         self.message_id = getattr(message, "id", None)
@@ -207,6 +213,7 @@ class _Call:
         usage = self.usage
         read = usage.get("cache_read_input_tokens", 0)
         write = usage.get("cache_creation_input_tokens", 0)
+        output = usage.get("output_tokens", 0)
         attributes = self.attributes()
         concluded = None
         if self.message_id is not None:
@@ -215,9 +222,10 @@ class _Call:
                 model=self.model,
                 counts=TokenCounts(
                     usage.get("input_tokens", 0) + read + write,
-                    usage.get("output_tokens", 0),
+                    output,
                     read,
                     write,
+                    part_count(usage.get("thinking_tokens"), output),
                 ),
                 duration_ms=round((time.perf_counter() - self.started) * 1000),
                 response_id=self.message_id,

@@ -26,7 +26,9 @@ models that support it). ``llm_call`` validates the answer either way.
 Usage follows the steptrace convention: ``input_tokens`` counts every prompt
 token, so it is Anthropic's ``input_tokens`` (the uncached part) plus
 ``cache_creation_input_tokens`` plus ``cache_read_input_tokens``; the last two
-are ``cache_write_tokens`` and ``cache_read_tokens``. Streaming reads usage from
+are ``cache_write_tokens`` and ``cache_read_tokens``; ``reasoning_tokens`` is
+``output_tokens_details.thinking_tokens`` (part of ``output_tokens``, at most
+all of it). Streaming reads usage from
 ``message_start`` and the final ``message_delta``. Counts that are missing or
 are not token counts are refused and estimated (~3 characters a token), and
 the response says so (``usage_estimated``, ``usage_refused``).
@@ -368,6 +370,10 @@ def _tool_call(block_id: str, name: str, raw: str) -> ToolCall:
     return ToolCall(id=block_id, name=name, arguments=arguments or {}, raw_arguments=raw)
 
 
+_DETAILS = "output_tokens_details"
+"""Where the Messages API reports ``thinking_tokens`` (part of ``output_tokens``)."""
+
+
 def _usage(
     counts: Any, request: LlmRequest, text: str, calls: tuple[ToolCall, ...]
 ) -> dict[str, Any]:
@@ -376,20 +382,24 @@ def _usage(
     missing or refused input or output counts estimated."""
     refused: list[str] = []
 
-    def count(name: str) -> int | None:
-        value = counts.get(name) if isinstance(counts, dict) else getattr(counts, name, None)
+    def count(name: str, owner: Any = counts) -> int | None:
+        value = owner.get(name) if isinstance(owner, dict) else getattr(owner, name, None)
         return None if value is None else usage_count(value, name, refused)
 
     uncached, output = count("input_tokens"), count("output_tokens")
     read = count("cache_read_input_tokens") or 0
     write = count("cache_creation_input_tokens") or 0
+    details = counts.get(_DETAILS) if isinstance(counts, dict) else getattr(counts, _DETAILS, None)
+    thinking = count("thinking_tokens", details) or 0  # part of output_tokens
     estimated = uncached is None or output is None
     input_tokens = estimate_input(request) if uncached is None else uncached + read + write
+    output_tokens = estimate_output(text, calls) if output is None else output
     return {
         "input_tokens": input_tokens,
-        "output_tokens": estimate_output(text, calls) if output is None else output,
+        "output_tokens": output_tokens,
         "cache_read_tokens": min(read, input_tokens),
         "cache_write_tokens": min(write, input_tokens),
+        "reasoning_tokens": min(thinking, output_tokens),
         "usage_estimated": estimated,
         "usage_refused": tuple(refused),
     }
@@ -446,6 +456,7 @@ class _StreamAssembler:
             "output_tokens",
             "cache_read_input_tokens",
             "cache_creation_input_tokens",
+            _DETAILS,
         ):
             value = getattr(usage, key, None)
             if value is not None:

@@ -24,7 +24,9 @@ so every call through it gets what ``llm_call`` gives:
 - a ``chat <model>`` span of kind ``llm_call`` with OpenTelemetry GenAI
   attributes, an ``LlmCall`` event (``call_id`` the response id) and
   the usage recorded with the response's real token counts and cached prompt
-  tokens, priced once (``conclusion``).
+  tokens, priced once (``conclusion``); the response's
+  ``completion_tokens_details.reasoning_tokens`` (part of the output tokens)
+  is on the span as ``steptrace.reasoning_tokens``.
 
 Streaming too: ``stream=True`` forces ``stream_options.include_usage`` and
 returns a wrapper (sync or async) that passes every chunk through and does the
@@ -72,6 +74,7 @@ from ...spans import Span, SpanKind
 from ...tracing import span as _span
 from .._call import DEFAULT_MAX_OUTPUT_TOKENS, sdk_preflight
 from ..conclusion import Concluded, TokenCounts, arecord, conclude, record
+from ..counts import part_count
 from ._streams import AsyncInstrumentedStream as AsyncInstrumentedStream
 from ._streams import InstrumentedStream as InstrumentedStream
 from ._streams import astart_stream, fail_span, start_stream
@@ -278,16 +281,20 @@ class _Call:
         if usage is not None:
             input_tokens = usage.prompt_tokens or 0
             output_tokens = usage.completion_tokens or 0
-            details = usage.prompt_tokens_details
-            cached = (details and details.cached_tokens) or 0
+            # The SDK does not validate what the server sent: parts of a count
+            # that are not counts read as 0, and never exceed their whole.
+            details = getattr(usage, "prompt_tokens_details", None)
+            cached = part_count(getattr(details, "cached_tokens", None), input_tokens)
+            details = getattr(usage, "completion_tokens_details", None)
+            reasoning = part_count(getattr(details, "reasoning_tokens", None), output_tokens)
         else:
             input_tokens = self.estimate
             output_tokens = -(-output_chars // ESTIMATE_CHARS_PER_TOKEN)
-            cached = 0
+            cached = reasoning = 0
         return conclude(
             request_span.metadata,
             model=self.model,
-            counts=TokenCounts(input_tokens, output_tokens, cached),
+            counts=TokenCounts(input_tokens, output_tokens, cached, 0, reasoning),
             duration_ms=duration_ms,
             response_id=response_id,
             response_model=response_model,
