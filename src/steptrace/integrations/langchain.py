@@ -58,8 +58,7 @@ from ..events import ToolExecution
 from ..llm.counts import part_count
 from ..llm.prices import install_default_prices
 from ..spans import Span, SpanKind, end_span
-from ..tracing import emit_event
-from ..tracing import span as _span
+from ..tracing import emit_event, open_span
 from ._chains_request import ModelRequest, TokenCounts
 
 __all__ = ["StepTraceCallbackHandler", "instrument", "is_instrumented", "uninstrument"]
@@ -192,33 +191,35 @@ def _received_anything(response: Any) -> bool:
 
 
 class _ToolRun:
-    __slots__ = ("context", "manager", "name", "span", "started", "tool_call_id")
+    """A tool run between LangChain's ``on_tool_start`` and its end: its span,
+    opened where the run started and never current (LangChain runs the tool
+    itself), and that context, whose event collectors see its event."""
+
+    __slots__ = ("context", "name", "span", "started", "tool_call_id")
 
     def __init__(self, name: str, tool_call_id: str) -> None:
         self.name = name
         self.tool_call_id = tool_call_id
         self.context = contextvars.copy_context()
-        self.manager = _span(
+        self.span: Span = open_span(
             f"execute_tool {name}",
-            kind=SpanKind.TOOL,
+            SpanKind.TOOL,
             **{
                 "gen_ai.operation.name": "execute_tool",
                 "gen_ai.tool.name": name,
                 "gen_ai.tool.call.id": tool_call_id,
             },
         )
-        self.span: Span = self.context.run(self.manager.__enter__)
         self.started = time.perf_counter()
 
     def end(self, status: str, tool_call_id: str | None, error: str | None) -> None:
-        self.context.run(self._end, status, tool_call_id or self.tool_call_id, error)
-
-    def _end(self, status: str, tool_call_id: str, error: str | None) -> None:
         duration_ms = round((time.perf_counter() - self.started) * 1000)
+        tool_call_id = tool_call_id or self.tool_call_id
         if tool_call_id:
             self.span.set("gen_ai.tool.call.id", tool_call_id)
         try:
-            emit_event(
+            self.context.run(
+                emit_event,
                 ToolExecution(
                     tool_name=self.name,
                     tool_use_id=tool_call_id,
@@ -226,12 +227,11 @@ class _ToolRun:
                     status=status,
                     classification="other",
                     iteration=0,
-                )
+                ),
+                span=self.span,
             )
         finally:
-            if error is not None:
-                end_span(self.span, error)
-            self.manager.__exit__(None, None, None)
+            end_span(self.span, error)
 
 
 class StepTraceCallbackHandler(BaseCallbackHandler):
