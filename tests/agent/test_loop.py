@@ -4,6 +4,8 @@ behaviour, and the summary agreeing with the events."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -402,3 +404,43 @@ def test_a_provider_error_ends_the_loop_as_error_with_the_result_attached() -> N
     assert result.iterations == 2
     assert kinds(result)[-1] == "LoopComplete"
     assert result.summary["tool_executions"] == 1
+
+
+def test_a_sync_tool_with_thread_false_runs_in_the_loops_thread_beside_a_blocked_threaded_one() -> (
+    None
+):
+    # The unthreaded tool is called in the thread running the loop; a threaded
+    # one that blocks still ends at its timeout, and both are recorded alike.
+    threads: dict[str, int] = {}
+    release = threading.Event()
+
+    @tool(classification="read_only", thread=False)
+    def count_words(text: str) -> int:
+        """Count the words of a text."""
+        threads["count_words"] = threading.get_ident()
+        return len(text.split())
+
+    @tool(classification="read_only", timeout=0.1)
+    def stuck() -> str:
+        """Block until released."""
+        threads["stuck"] = threading.get_ident()
+        release.wait(5)
+        return "too late"
+
+    started = time.perf_counter()
+    try:
+        with steptrace.run():
+            result = run_loop(
+                [[call("count_words", text="a b c"), call("stuck")], "Three words."],
+                tools=[count_words, stuck],
+            )
+    finally:
+        release.set()
+    assert time.perf_counter() - started < 2
+    assert threads["count_words"] == threading.get_ident()  # agent_loop runs here
+    assert threads["stuck"] != threading.get_ident()
+    assert result.status == "done"
+    executions = [(e.tool_name, e.status) for e in events_of(result, ToolExecution)]
+    assert executions == [("count_words", "ok"), ("stuck", "error")]
+    answers = [m.content for m in result.messages if m.role == "tool"]
+    assert answers == ["3", "Tool error: tool `stuck` timed out after 0.1 s"]

@@ -33,13 +33,18 @@ from ..hooks import HookContext, HookEvent, adispatch, matching_hooks, registere
 from ..llm._types import Message, ToolCall
 from ..spans import SpanKind
 from ..tracing import emit_event, span
-from ._limits import Screened, ToolLimits, screen, shown_name, shown_text
+from ._limits import Screened, ToolLimits, is_plain, screen, shown_name, shown_text
 from ._loop_detection import LoopTracker
 from ._policy import NEXT_PHASE_TOOL, ToolPolicy
 from ._state import LoopState
 from ._tools import Tool, ToolTimeout
 
 __all__ = ["ToolDispatcher"]
+
+# Looked up once: an enum member read through its class costs a descriptor call.
+_PRE_TOOL_USE = HookEvent.PRE_TOOL_USE
+_POST_TOOL_USE = HookEvent.POST_TOOL_USE
+_TOOL_SPAN = SpanKind.TOOL
 
 
 class ToolDispatcher:
@@ -60,12 +65,17 @@ class ToolDispatcher:
         self.state = state
         self.advance = advance
         self.limits = limits
-        # A policy's verdict depends only on the tool, persona and phase names.
+        # A policy's verdict depends only on the tool, persona and phase names;
+        # on the tool's alone for a policy without persona or phase overrides.
         self._denials: dict[tuple[str, str | None, str | None], str | None] = {}
+        self._by_name_only = not policy.personas and not policy.phases
+        # Fixed per tool: its span's name, and whether its name needs escaping.
+        self._span_names = {name: f"tool {name}" for name in tools}
+        self._plain = frozenset(name for name in tools if is_plain(name))
 
     def screen(self, calls: Sequence[ToolCall]) -> list[Screened]:
         """The turn's calls as the transcript keeps them; duplicates rejected."""
-        kept, duplicates = screen(calls, self.limits)
+        kept, duplicates = screen(calls, self.limits, self._plain)
         for call in duplicates:
             self.reject(
                 call,
@@ -112,14 +122,17 @@ class ToolDispatcher:
         phase = state.phase
         if phase is not None and not phase.offers(tool.name):
             return self.reject(call, f"tool `{tool.name}` is not available in phase `{phase.name}`")
-        frame = get_frame()
-        persona = None if frame is None or frame.persona is None else frame.persona.name
-        key = (tool.name, persona, None if phase is None else phase.name)
+        if self._by_name_only:
+            key: tuple[str, str | None, str | None] = (tool.name, None, None)
+        else:
+            frame = get_frame()
+            persona = None if frame is None or frame.persona is None else frame.persona.name
+            key = (tool.name, persona, None if phase is None else phase.name)
         try:
             denial = self._denials[key]
         except KeyError:
             denial = self._denials[key] = self.policy.denial(
-                tool.name, persona=persona, phase=key[2]
+                tool.name, persona=key[1], phase=key[2]
             )
         if denial is not None:
             return self.reject(call, denial)
@@ -137,7 +150,7 @@ class ToolDispatcher:
         """The checked call after ``PreToolUse`` hooks and approval: the tool and
         arguments to run, or the text answering a refused call."""
         for verdict in await self._hooks(
-            HookEvent.PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
+            _PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
         ):
             if verdict is False:
                 return self.reject(call, "denied by a PreToolUse hook")
@@ -168,12 +181,16 @@ class ToolDispatcher:
         of one tool run."""
         fatal: BaseException | None = None
         started = time.perf_counter()
-        attributes = {
-            "gen_ai.tool.name": tool.name,
-            "gen_ai.tool.call.id": call.id,
-            "steptrace.classification": tool.classification,
-        }
-        async with span(f"tool {tool.name}", kind=SpanKind.TOOL, **attributes) as tool_span:
+        # A plain ``with``: entering and leaving a span never awaits.
+        with span(
+            self._span_names[tool.name],
+            kind=_TOOL_SPAN,
+            **{
+                "gen_ai.tool.name": tool.name,
+                "gen_ai.tool.call.id": call.id,
+                "steptrace.classification": tool.classification,
+            },
+        ) as tool_span:
             try:
                 text, status = await tool.ainvoke(kwargs), "ok"
             except ToolTimeout as exc:
@@ -185,12 +202,9 @@ class ToolDispatcher:
                 # loop itself: hand it to the loop's task instead.
                 text, status, fatal = f"Tool error: {type(exc).__name__}", "error", exc
             tool_span.set("steptrace.status", status)
-        return (
-            self.limits.cut_result(text),
-            status,
-            round((time.perf_counter() - started) * 1000),
-            fatal,
-        )
+        if len(text) > self.limits.max_result_chars:
+            text = self.limits.cut_result(text)
+        return text, status, round((time.perf_counter() - started) * 1000), fatal
 
     async def handle(self, screened: Sequence[Screened]) -> None:
         state = self.state
@@ -204,7 +218,7 @@ class ToolDispatcher:
                 continue
             admitted = self._check(call)
             if not isinstance(admitted, str) and (
-                admitted[0].requires_approval or HookEvent.PRE_TOOL_USE in registered_hooks
+                admitted[0].requires_approval or _PRE_TOOL_USE in registered_hooks
             ):  # else (the common case) no payload to build and nothing to await
                 admitted = await self._admit(call, *admitted)
             if isinstance(admitted, str):
@@ -244,9 +258,9 @@ class ToolDispatcher:
         ):
             # Repeats are judged on what the tool returned, before hooks rewrite it.
             intervention = self.tracker.after_call(tool.name, kwargs, text)
-            if HookEvent.POST_TOOL_USE in registered_hooks:
+            if _POST_TOOL_USE in registered_hooks:
                 for rewrite in await self._hooks(
-                    HookEvent.POST_TOOL_USE,
+                    _POST_TOOL_USE,
                     {
                         "tool": tool.name,
                         "arguments": kwargs,

@@ -254,7 +254,7 @@ class _Loop:
         raw = result.finish_reason
         self.stop_reason = None if raw is None else _STOP_REASONS.get(raw, raw)
         screened = self.dispatcher.screen(result.tool_calls)
-        calls = tuple(item.call for item in screened)
+        calls = tuple([item.call for item in screened])
         state.add(Message(role="assistant", content=result.text, tool_calls=calls))
         if not result.tool_calls:
             state.text, state.data = result.text, result.data
