@@ -444,3 +444,100 @@ def test_a_sync_tool_with_thread_false_runs_in_the_loops_thread_beside_a_blocked
     assert executions == [("count_words", "ok"), ("stuck", "error")]
     answers = [m.content for m in result.messages if m.role == "tool"]
     assert answers == ["3", "Tool error: tool `stuck` timed out after 0.1 s"]
+
+
+class _Stop(BaseException):
+    """An exception a tool should never raise, which ends the loop."""
+
+
+def test_a_cancelled_loop_cancels_every_running_tool_and_waits_for_them() -> None:
+    cancelled: list[str] = []
+
+    @tool(classification="read_only")
+    async def first() -> str:
+        """Wait."""
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # a tool that takes a moment to stop
+            cancelled.append("first")
+            raise
+        return "late"
+
+    @tool(classification="read_only")
+    async def second() -> str:
+        """Wait too."""
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append("second")
+            raise
+        return "late"
+
+    async def main() -> AgentResult:
+        task = asyncio.create_task(
+            aagent_loop(
+                "t",
+                tools=[first, second],
+                model="m",
+                provider=ScriptedProvider([[call("first"), call("second")]]),
+            )
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await task
+        assert sorted(cancelled) == ["first", "second"]  # both stopped before the loop ended
+        result: AgentResult = caught.value.agent_result  # type: ignore[attr-defined]
+        return result
+
+    with steptrace.run() as run:
+        result = asyncio.run(main())
+    assert result.status == "cancelled"
+    tool_spans = [s for s in run.spans if s.name.startswith("tool ")]
+    assert sorted((s.name, s.status) for s in tool_spans) == [
+        ("tool first", "error"),
+        ("tool second", "error"),
+    ]
+
+
+@pytest.mark.parametrize("kind", [_Stop, asyncio.CancelledError])
+def test_a_tool_raising_what_is_not_an_exception_ends_the_loop_once_the_turn_is_done(
+    kind: type[BaseException],
+) -> None:
+    # As SystemExit does: the turn's other tools finish first, then the loop
+    # ends with it (a CancelledError of the tool's own, not a cancellation of
+    # the loop, is reported as one all the same).
+    finished: list[str] = []
+
+    @tool(classification="read_only")
+    async def breaks() -> str:
+        """Break."""
+        raise kind
+
+    @tool(classification="read_only")
+    async def waits() -> str:
+        """Wait a little."""
+        await asyncio.sleep(0.1)
+        finished.append("waits")
+        return "done"
+
+    async def main() -> AgentResult:
+        with pytest.raises(kind) as caught:
+            await aagent_loop(
+                "t",
+                tools=[waits, breaks],
+                model="m",
+                provider=ScriptedProvider([[call("breaks"), call("waits")]]),
+            )
+        assert finished == ["waits"]
+        result: AgentResult = caught.value.agent_result  # type: ignore[attr-defined]
+        return result
+
+    with steptrace.run() as run:
+        result = asyncio.run(main())
+    assert result.status == ("cancelled" if kind is asyncio.CancelledError else "error")
+    assert kinds(result) == ["LlmCall", "LoopComplete"]
+    spans = sorted((s.name, s.metadata.get("steptrace.status")) for s in run.spans)
+    assert ("tool breaks", "error") in spans
+    assert ("tool waits", "ok") in spans

@@ -11,10 +11,12 @@ sees); skips calls the loop tracker has blocked (``LoopIntervention`` skip);
 runs the rest concurrently with their timeouts (``ToolExecution``; a raising
 tool is an ``error`` result the model sees); and lets ``PostToolUse`` hooks
 rewrite results and the tracker warn or block (``LoopIntervention``).
-Results are cut to ``ToolLimits.max_result_chars``. A tool raising
-``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` ends the turn: the
-exception is raised from ``handle`` (in the loop's own task, so the loop
-records its end) once the other calls of the turn are done. The built-in
+Results are cut to ``ToolLimits.max_result_chars``. A tool raising what is
+not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``,
+a ``CancelledError`` of its own...) ends the turn: the exception is raised
+from ``handle`` (in the loop's own task, so the loop records its end) once the
+other calls of the turn are done. Cancelling the loop cancels the turn's
+running tools and waits for them. The built-in
 ``next_phase`` call moves the phase through the loop's ``advance`` callback.
 """
 
@@ -197,14 +199,44 @@ class ToolDispatcher:
                 text, status = f"Tool error: {exc}", "error"
             except Exception as exc:
                 text, status = f"Tool error: {type(exc).__name__}: {redact(str(exc))}", "error"
-            except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
-                # Raised here, in a task of gather's, it would escape the event
-                # loop itself: hand it to the loop's task instead.
+            except asyncio.CancelledError as exc:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this run is being cancelled (the loop is): not the tool's doing
+                text, status, fatal = f"Tool error: {type(exc).__name__}", "error", exc
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit...
+                # Raised here, in a task of the turn's, SystemExit and
+                # KeyboardInterrupt would escape the event loop itself: each ends
+                # the loop from its own task instead, once the turn's other
+                # runs are done (which _run_all then needs no callback to see).
                 text, status, fatal = f"Tool error: {type(exc).__name__}", "error", exc
             tool_span.set("steptrace.status", status)
         if len(text) > self.limits.max_result_chars:
             text = self.limits.cut_result(text)
         return text, status, round((time.perf_counter() - started) * 1000), fatal
+
+    async def _run_all(
+        self, runs: Sequence[tuple[int, ToolCall, Tool, dict[str, Any]]]
+    ) -> list[tuple[str, str, int, BaseException | None]]:
+        """The outcomes of the turn's tool runs, run concurrently, each in a task
+        of its own (so in its own copy of the context), as ``asyncio.gather``
+        would, without its bookkeeping in Python for every task: ``_execute``
+        returns whatever the tool raises, so a task fails only when the loop
+        is cancelled and the tasks can be awaited in order. Then (or should
+        steptrace's own code fail) the other runs are cancelled and waited
+        for, as gather does when it is cancelled."""
+        create_task = asyncio.get_running_loop().create_task
+        tasks = [create_task(self._execute(c, t, k)) for _, c, t, k in runs]
+        outcomes = []
+        try:
+            for task in tasks:  # not a comprehension: in 3.11 that is one more coroutine
+                outcomes.append(await task)  # noqa: PERF401
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            raise
+        return outcomes
 
     async def handle(self, screened: Sequence[Screened]) -> None:
         state = self.state
@@ -249,7 +281,7 @@ class ToolDispatcher:
                 continue
             answers.append(None)
             runs.append((index, call, tool, kwargs))
-        outcomes = await asyncio.gather(*(self._execute(c, t, k) for _, c, t, k in runs))
+        outcomes = await self._run_all(runs)
         for *_, fatal in outcomes:
             if fatal is not None:
                 raise fatal
