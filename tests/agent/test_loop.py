@@ -541,3 +541,42 @@ def test_a_tool_raising_what_is_not_an_exception_ends_the_loop_once_the_turn_is_
     spans = sorted((s.name, s.metadata.get("steptrace.status")) for s in run.spans)
     assert ("tool breaks", "error") in spans
     assert ("tool waits", "ok") in spans
+
+
+def test_a_turn_mixing_unthreaded_threaded_and_async_tools_runs_and_records_in_call_order() -> None:
+    @tool(classification="read_only", thread=False)
+    def first(n: int) -> str:
+        """First."""
+        return f"first {n}"
+
+    @tool(classification="read_only")
+    async def second(n: int) -> str:
+        """Second."""
+        await asyncio.sleep(0)
+        return f"second {n}"
+
+    @tool(classification="read_only", thread=False)
+    def third(n: int) -> str:
+        """Third."""
+        return f"third {n}"
+
+    @tool(classification="read_only")
+    def fourth(n: int) -> str:
+        """Fourth, in a tool thread."""
+        return f"fourth {n}"
+
+    names = ["first", "second", "third", "fourth"]
+    turn = [ToolCall(id=f"c{i}", name=name, arguments={"n": i}) for i, name in enumerate(names)]
+    with steptrace.run() as run:
+        result = run_loop([turn, "Done."], tools=[first, second, third, fourth])
+    assert [m.content for m in result.messages if m.role == "tool"] == [
+        "first 0",
+        "second 1",
+        "third 2",
+        "fourth 3",
+    ]
+    assert [e.tool_name for e in events_of(result, ToolExecution)] == names
+    tool_spans = [s for s in run.spans if s.name.startswith("tool ")]
+    assert [s.name for s in tool_spans] == [f"tool {name}" for name in names]
+    assert [s.metadata["gen_ai.tool.call.id"] for s in tool_spans] == ["c0", "c1", "c2", "c3"]
+    assert all(s.metadata["steptrace.status"] == "ok" for s in tool_spans)

@@ -224,10 +224,24 @@ class ToolDispatcher:
         returns whatever the tool raises, so a task fails only when the loop
         is cancelled and the tasks can be awaited in order. Then (or should
         steptrace's own code fail) the other runs are cancelled and waited
-        for, as gather does when it is cancelled."""
-        create_task = asyncio.get_running_loop().create_task
-        tasks = [create_task(self._execute(c, t, k)) for _, c, t, k in runs]
+        for, as gather does when it is cancelled.
+
+        Sync tools declared ``thread=False`` at the head of the turn need no
+        task: they run to their end in place, in order, before any other
+        starts (as they would in their tasks: nothing else runs until a
+        task awaits), in a copy of the context (``Tool.ainvoke``); one that
+        returns an awaitable is awaited there, before the later runs start."""
         outcomes = []
+        index = 0
+        for _, call, tool, kwargs in runs:
+            if tool.is_async or tool.thread:
+                break
+            outcomes.append(await self._execute(call, tool, kwargs))
+            index += 1
+        if index == len(runs):
+            return outcomes
+        create_task = asyncio.get_running_loop().create_task
+        tasks = [create_task(self._execute(c, t, k)) for _, c, t, k in runs[index:]]
         try:
             for task in tasks:  # not a comprehension: in 3.11 that is one more coroutine
                 outcomes.append(await task)  # noqa: PERF401
