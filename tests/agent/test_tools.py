@@ -633,6 +633,9 @@ def test_names_must_suit_the_provider_apis() -> None:
     with pytest.raises(ValueError, match=r"tool name 'two words'"):
         tool(lambda: None, name="two words")
     assert tool(lambda: None, name="x-1_Y").name == "x-1_Y"
+    # ``$`` alone would match before a final newline: the API would refuse the name.
+    with pytest.raises(ValueError, match=r"tool name 'search\\n'"):
+        tool(lambda: None, name="search\n")
 
 
 def test_misuse_of_the_decorator_is_a_clear_error() -> None:

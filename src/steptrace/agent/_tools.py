@@ -94,7 +94,7 @@ def tool_threads() -> PoolStats:
 
 
 # What the OpenAI and Anthropic APIs accept as a tool name.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class MutationClass(enum.StrEnum):
@@ -426,7 +426,7 @@ def _warn_if_undescribed(fn: Callable[..., Any], name: str, described: bool) -> 
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
             f"tool name {name!r} must be 1 to 64 letters, digits, underscores or hyphens "
             "(pass tool(name=...))"
