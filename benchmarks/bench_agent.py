@@ -12,18 +12,20 @@ Rows (median of repeats, microseconds per iteration, gc off while timing):
 - the baseline: the scripted provider's own ``complete()`` on the very requests
   the loop sent (replayed on a fresh provider with the same script) plus the
   bare tool functions called as many times, without the loop;
-- ``aagent_loop`` with three async tools (awaited concurrently) and with three
-  sync tools (run in the loop's tool threads). Net = loop minus baseline:
-  everything but the model and tool time;
+- ``aagent_loop`` with three async tools (awaited concurrently), with three
+  sync tools (run in the loop's tool threads) and with the same sync tools
+  declared ``thread=False`` (called in the loop's own thread). Net = loop
+  minus baseline: everything but the model and tool time;
 - the hand-written loop: what a user would write without steptrace for the
   same run (the same requests on the growing transcript, the tools awaited
-  with ``asyncio.gather``, sync ones through ``asyncio.to_thread``, their
-  results appended; no validation, policy, spans, events or usage records),
+  with ``asyncio.gather``, sync ones through ``asyncio.to_thread`` or, for
+  the ``thread=False`` row, called directly, their results appended; no
+  validation, policy, spans, events or usage records),
   timed in the same repeat; ``x hand`` is the median of loop / hand-written
   loop over the repeats, the figure least moved by a loaded machine.
 
 Targets (issue 14): net at most 100 microseconds per iteration with three
-async tools, 150 with three sync tools. Then the cost of a 500-iteration run
+async tools, 150 with three sync tools (either way). Then the cost of a 500-iteration run
 with a small compaction threshold, next to the same run without compaction:
 seconds, microseconds per iteration, compactions, peak memory (tracemalloc)
 and the working vs the full transcript.
@@ -87,9 +89,10 @@ COMPACT_MAX_TOKENS = 1_500
 """The compaction threshold of the long run, in estimated tokens: small, so it compacts often."""
 COMPACT_KEEP_LAST = 6
 
-Kind = Literal["async", "sync"]
+Kind = Literal["async", "sync", "inline"]
+"""Async tools, sync tools in the tool threads, sync tools with ``thread=False``."""
 
-TARGET_US: dict[Kind, float] = {"async": 100.0, "sync": 150.0}
+TARGET_US: dict[Kind, float] = {"async": 100.0, "sync": 150.0, "inline": 150.0}
 """Loop overhead per iteration with three tools, in microseconds (issue 14's targets)."""
 
 clock = time.perf_counter
@@ -138,6 +141,18 @@ def file_size_sync(n: int) -> str:
 TOOLS: dict[Kind, tuple[Tool, ...]] = {
     "async": (read_note, search_lines, file_size),
     "sync": (read_note_sync, search_lines_sync, file_size_sync),
+    "inline": tuple(
+        Tool(
+            name=t.name,
+            description=t.description,
+            parameters=t.parameters,
+            fn=t.fn,
+            is_async=False,
+            classification=t.classification,
+            thread=False,
+        )
+        for t in (read_note_sync, search_lines_sync, file_size_sync)
+    ),
 }
 
 
@@ -294,6 +309,8 @@ async def run_hand_loop(kind: Kind, iterations: int) -> float:
                 break
             if kind == "async":
                 results = await asyncio.gather(*(fns[c.name](**c.arguments) for c in calls))
+            elif kind == "inline":
+                results = [fns[c.name](**c.arguments) for c in calls]
             else:
                 results = await asyncio.gather(
                     *(asyncio.to_thread(fns[c.name], **c.arguments) for c in calls)
@@ -385,6 +402,11 @@ async def overhead_rows(iterations: int, repeats: int) -> list[Row]:
             f"3 sync tools (threads), {iterations} iterations",
             iterations,
             target=TARGET_US["sync"],
+        ),
+        "inline": Row(
+            f"3 sync tools (thread=False), {iterations} it.",
+            iterations,
+            target=TARGET_US["inline"],
         ),
     }
     for kind in rows:  # warm-up: imports, schemas, the thread pools

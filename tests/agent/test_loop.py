@@ -4,6 +4,8 @@ behaviour, and the summary agreeing with the events."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -402,3 +404,179 @@ def test_a_provider_error_ends_the_loop_as_error_with_the_result_attached() -> N
     assert result.iterations == 2
     assert kinds(result)[-1] == "LoopComplete"
     assert result.summary["tool_executions"] == 1
+
+
+def test_a_sync_tool_with_thread_false_runs_in_the_loops_thread_beside_a_blocked_threaded_one() -> (
+    None
+):
+    # The unthreaded tool is called in the thread running the loop; a threaded
+    # one that blocks still ends at its timeout, and both are recorded alike.
+    threads: dict[str, int] = {}
+    release = threading.Event()
+
+    @tool(classification="read_only", thread=False)
+    def count_words(text: str) -> int:
+        """Count the words of a text."""
+        threads["count_words"] = threading.get_ident()
+        return len(text.split())
+
+    @tool(classification="read_only", timeout=0.1)
+    def stuck() -> str:
+        """Block until released."""
+        threads["stuck"] = threading.get_ident()
+        release.wait(5)
+        return "too late"
+
+    started = time.perf_counter()
+    try:
+        with steptrace.run():
+            result = run_loop(
+                [[call("count_words", text="a b c"), call("stuck")], "Three words."],
+                tools=[count_words, stuck],
+            )
+    finally:
+        release.set()
+    assert time.perf_counter() - started < 2
+    assert threads["count_words"] == threading.get_ident()  # agent_loop runs here
+    assert threads["stuck"] != threading.get_ident()
+    assert result.status == "done"
+    executions = [(e.tool_name, e.status) for e in events_of(result, ToolExecution)]
+    assert executions == [("count_words", "ok"), ("stuck", "error")]
+    answers = [m.content for m in result.messages if m.role == "tool"]
+    assert answers == ["3", "Tool error: tool `stuck` timed out after 0.1 s"]
+
+
+class _Stop(BaseException):
+    """An exception a tool should never raise, which ends the loop."""
+
+
+def test_a_cancelled_loop_cancels_every_running_tool_and_waits_for_them() -> None:
+    cancelled: list[str] = []
+
+    @tool(classification="read_only")
+    async def first() -> str:
+        """Wait."""
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # a tool that takes a moment to stop
+            cancelled.append("first")
+            raise
+        return "late"
+
+    @tool(classification="read_only")
+    async def second() -> str:
+        """Wait too."""
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append("second")
+            raise
+        return "late"
+
+    async def main() -> AgentResult:
+        task = asyncio.create_task(
+            aagent_loop(
+                "t",
+                tools=[first, second],
+                model="m",
+                provider=ScriptedProvider([[call("first"), call("second")]]),
+            )
+        )
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await task
+        assert sorted(cancelled) == ["first", "second"]  # both stopped before the loop ended
+        result: AgentResult = caught.value.agent_result  # type: ignore[attr-defined]
+        return result
+
+    with steptrace.run() as run:
+        result = asyncio.run(main())
+    assert result.status == "cancelled"
+    tool_spans = [s for s in run.spans if s.name.startswith("tool ")]
+    assert sorted((s.name, s.status) for s in tool_spans) == [
+        ("tool first", "error"),
+        ("tool second", "error"),
+    ]
+
+
+@pytest.mark.parametrize("kind", [_Stop, asyncio.CancelledError])
+def test_a_tool_raising_what_is_not_an_exception_ends_the_loop_once_the_turn_is_done(
+    kind: type[BaseException],
+) -> None:
+    # As SystemExit does: the turn's other tools finish first, then the loop
+    # ends with it (a CancelledError of the tool's own, not a cancellation of
+    # the loop, is reported as one all the same).
+    finished: list[str] = []
+
+    @tool(classification="read_only")
+    async def breaks() -> str:
+        """Break."""
+        raise kind
+
+    @tool(classification="read_only")
+    async def waits() -> str:
+        """Wait a little."""
+        await asyncio.sleep(0.1)
+        finished.append("waits")
+        return "done"
+
+    async def main() -> AgentResult:
+        with pytest.raises(kind) as caught:
+            await aagent_loop(
+                "t",
+                tools=[waits, breaks],
+                model="m",
+                provider=ScriptedProvider([[call("breaks"), call("waits")]]),
+            )
+        assert finished == ["waits"]
+        result: AgentResult = caught.value.agent_result  # type: ignore[attr-defined]
+        return result
+
+    with steptrace.run() as run:
+        result = asyncio.run(main())
+    assert result.status == ("cancelled" if kind is asyncio.CancelledError else "error")
+    assert kinds(result) == ["LlmCall", "LoopComplete"]
+    spans = sorted((s.name, s.metadata.get("steptrace.status")) for s in run.spans)
+    assert ("tool breaks", "error") in spans
+    assert ("tool waits", "ok") in spans
+
+
+def test_a_turn_mixing_unthreaded_threaded_and_async_tools_runs_and_records_in_call_order() -> None:
+    @tool(classification="read_only", thread=False)
+    def first(n: int) -> str:
+        """First."""
+        return f"first {n}"
+
+    @tool(classification="read_only")
+    async def second(n: int) -> str:
+        """Second."""
+        await asyncio.sleep(0)
+        return f"second {n}"
+
+    @tool(classification="read_only", thread=False)
+    def third(n: int) -> str:
+        """Third."""
+        return f"third {n}"
+
+    @tool(classification="read_only")
+    def fourth(n: int) -> str:
+        """Fourth, in a tool thread."""
+        return f"fourth {n}"
+
+    names = ["first", "second", "third", "fourth"]
+    turn = [ToolCall(id=f"c{i}", name=name, arguments={"n": i}) for i, name in enumerate(names)]
+    with steptrace.run() as run:
+        result = run_loop([turn, "Done."], tools=[first, second, third, fourth])
+    assert [m.content for m in result.messages if m.role == "tool"] == [
+        "first 0",
+        "second 1",
+        "third 2",
+        "fourth 3",
+    ]
+    assert [e.tool_name for e in events_of(result, ToolExecution)] == names
+    tool_spans = [s for s in run.spans if s.name.startswith("tool ")]
+    assert [s.name for s in tool_spans] == [f"tool {name}" for name in names]
+    assert [s.metadata["gen_ai.tool.call.id"] for s in tool_spans] == ["c0", "c1", "c2", "c3"]
+    assert all(s.metadata["steptrace.status"] == "ok" for s in tool_spans)

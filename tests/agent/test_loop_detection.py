@@ -7,8 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from steptrace.agent._loop_detection import Intervention, LoopDetection, LoopTracker
+from steptrace.agent._loop_detection import (
+    Intervention,
+    LoopDetection,
+    LoopTracker,
+    canonical_arguments,
+)
 
 
 def _kinds(
@@ -194,3 +201,34 @@ def test_validation_names_the_field(
 def test_tracker_needs_a_config() -> None:
     with pytest.raises(TypeError, match="LoopDetection"):
         LoopTracker({"warn_after": 3})  # type: ignore[arg-type]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+odd_values = st.sampled_from([object, {1, 2}, b"x", 1j, (1, "a")])
+
+
+@given(
+    st.dictionaries(st.text(max_size=4), json_values | odd_values, max_size=4)
+    | st.dictionaries(st.integers() | st.text(max_size=2), st.integers(), max_size=3)
+)
+def test_the_trackers_key_is_the_canonical_text_of_the_arguments(arguments: dict[Any, Any]) -> None:
+    # The tracker keys calls with its own C encoder, not ``canonical_arguments``;
+    # both must give the same text, whatever the arguments (mixed-type keys
+    # take the fallback path, and the encoder stays usable after it).
+    tracker = LoopTracker(LoopDetection())
+    for _ in range(2):
+        assert tracker._key("t", arguments) == ("t", canonical_arguments(arguments))
+
+
+def test_the_trackers_key_of_a_cycle_is_canonical_and_the_next_key_still_is() -> None:
+    cyclic: dict[str, Any] = {"a": [1]}
+    cyclic["a"].append(cyclic)
+    tracker = LoopTracker(LoopDetection())
+    assert tracker._key("t", cyclic) == ("t", canonical_arguments(cyclic))
+    assert tracker._key("t", {"a": [1, {"b": 2}]}) == ("t", '{"a": [1, {"b": 2}]}')

@@ -633,6 +633,9 @@ def test_names_must_suit_the_provider_apis() -> None:
     with pytest.raises(ValueError, match=r"tool name 'two words'"):
         tool(lambda: None, name="two words")
     assert tool(lambda: None, name="x-1_Y").name == "x-1_Y"
+    # ``$`` alone would match before a final newline: the API would refuse the name.
+    with pytest.raises(ValueError, match=r"tool name 'search\\n'"):
+        tool(lambda: None, name="search\n")
 
 
 def test_misuse_of_the_decorator_is_a_clear_error() -> None:
@@ -713,3 +716,59 @@ def test_importing_the_agent_package_does_not_import_pydantic() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "{'x': {'default': 1, 'type': 'integer'}}"
+
+
+# --- thread=False: sync tools in the loop's own thread ---------------------------------
+
+
+def test_a_sync_tool_with_thread_false_runs_in_the_callers_thread_in_a_copied_context() -> None:
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
+    threads: list[int] = []
+
+    @tool(thread=False)
+    def here(n: int) -> str:
+        threads.append(threading.get_ident())
+        seen.set("changed by the tool")
+        return f"{n} {seen.get()}"
+
+    @tool
+    def there() -> int:
+        threads.append(threading.get_ident())
+        return 1
+
+    async def main() -> tuple[str, str]:
+        text = await here.ainvoke({"n": 2})
+        await there.ainvoke({})
+        return text, seen.get()
+
+    assert run(main()) == ("2 changed by the tool", "unset")  # the change stays in the tool
+    assert threads[0] == threading.get_ident()
+    assert threads[1] != threading.get_ident()
+    assert here.thread is False
+    assert there.thread is True
+
+
+def test_a_sync_tool_with_thread_false_returning_a_coroutine_is_awaited() -> None:
+    async def later() -> dict[str, int]:
+        return {"n": 1}
+
+    @tool(thread=False)
+    def wraps() -> Any:
+        return later()
+
+    assert run(wraps.ainvoke({})) == '{"n": 1}'
+
+
+def test_thread_false_takes_no_timeout_and_must_be_a_bool() -> None:
+    def plain() -> str:
+        return ""
+
+    with pytest.raises(ValueError, match=r"tool `plain`: .*thread=False.* cannot be stopped"):
+        tool(plain, thread=False, timeout=1)
+    with pytest.raises(TypeError, match="thread must be a bool"):
+        tool(plain, thread=1)  # type: ignore[call-overload]
+
+    async def async_plain() -> str:
+        return ""
+
+    assert tool(async_plain, thread=False, timeout=1).timeout_s == 1.0  # async: no thread anyway

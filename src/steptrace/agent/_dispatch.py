@@ -11,10 +11,12 @@ sees); skips calls the loop tracker has blocked (``LoopIntervention`` skip);
 runs the rest concurrently with their timeouts (``ToolExecution``; a raising
 tool is an ``error`` result the model sees); and lets ``PostToolUse`` hooks
 rewrite results and the tracker warn or block (``LoopIntervention``).
-Results are cut to ``ToolLimits.max_result_chars``. A tool raising
-``SystemExit``, ``KeyboardInterrupt`` or ``GeneratorExit`` ends the turn: the
-exception is raised from ``handle`` (in the loop's own task, so the loop
-records its end) once the other calls of the turn are done. The built-in
+Results are cut to ``ToolLimits.max_result_chars``. A tool raising what is
+not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``,
+a ``CancelledError`` of its own...) ends the turn: the exception is raised
+from ``handle`` (in the loop's own task, so the loop records its end) once the
+other calls of the turn are done. Cancelling the loop cancels the turn's
+running tools and waits for them. The built-in
 ``next_phase`` call moves the phase through the loop's ``advance`` callback.
 """
 
@@ -33,13 +35,18 @@ from ..hooks import HookContext, HookEvent, adispatch, matching_hooks, registere
 from ..llm._types import Message, ToolCall
 from ..spans import SpanKind
 from ..tracing import emit_event, span
-from ._limits import Screened, ToolLimits, screen, shown_name, shown_text
+from ._limits import Screened, ToolLimits, is_plain, screen, shown_name, shown_text
 from ._loop_detection import LoopTracker
 from ._policy import NEXT_PHASE_TOOL, ToolPolicy
 from ._state import LoopState
 from ._tools import Tool, ToolTimeout
 
 __all__ = ["ToolDispatcher"]
+
+# Looked up once: an enum member read through its class costs a descriptor call.
+_PRE_TOOL_USE = HookEvent.PRE_TOOL_USE
+_POST_TOOL_USE = HookEvent.POST_TOOL_USE
+_TOOL_SPAN = SpanKind.TOOL
 
 
 class ToolDispatcher:
@@ -60,12 +67,17 @@ class ToolDispatcher:
         self.state = state
         self.advance = advance
         self.limits = limits
-        # A policy's verdict depends only on the tool, persona and phase names.
+        # A policy's verdict depends only on the tool, persona and phase names;
+        # on the tool's alone for a policy without persona or phase overrides.
         self._denials: dict[tuple[str, str | None, str | None], str | None] = {}
+        self._by_name_only = not policy.personas and not policy.phases
+        # Fixed per tool: its span's name, and whether its name needs escaping.
+        self._span_names = {name: f"tool {name}" for name in tools}
+        self._plain = frozenset(name for name in tools if is_plain(name))
 
     def screen(self, calls: Sequence[ToolCall]) -> list[Screened]:
         """The turn's calls as the transcript keeps them; duplicates rejected."""
-        kept, duplicates = screen(calls, self.limits)
+        kept, duplicates = screen(calls, self.limits, self._plain)
         for call in duplicates:
             self.reject(
                 call,
@@ -112,14 +124,17 @@ class ToolDispatcher:
         phase = state.phase
         if phase is not None and not phase.offers(tool.name):
             return self.reject(call, f"tool `{tool.name}` is not available in phase `{phase.name}`")
-        frame = get_frame()
-        persona = None if frame is None or frame.persona is None else frame.persona.name
-        key = (tool.name, persona, None if phase is None else phase.name)
+        if self._by_name_only:
+            key: tuple[str, str | None, str | None] = (tool.name, None, None)
+        else:
+            frame = get_frame()
+            persona = None if frame is None or frame.persona is None else frame.persona.name
+            key = (tool.name, persona, None if phase is None else phase.name)
         try:
             denial = self._denials[key]
         except KeyError:
             denial = self._denials[key] = self.policy.denial(
-                tool.name, persona=persona, phase=key[2]
+                tool.name, persona=key[1], phase=key[2]
             )
         if denial is not None:
             return self.reject(call, denial)
@@ -137,7 +152,7 @@ class ToolDispatcher:
         """The checked call after ``PreToolUse`` hooks and approval: the tool and
         arguments to run, or the text answering a refused call."""
         for verdict in await self._hooks(
-            HookEvent.PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
+            _PRE_TOOL_USE, {"tool": tool.name, "arguments": kwargs, "call_id": call.id}
         ):
             if verdict is False:
                 return self.reject(call, "denied by a PreToolUse hook")
@@ -168,29 +183,74 @@ class ToolDispatcher:
         of one tool run."""
         fatal: BaseException | None = None
         started = time.perf_counter()
-        attributes = {
-            "gen_ai.tool.name": tool.name,
-            "gen_ai.tool.call.id": call.id,
-            "steptrace.classification": tool.classification,
-        }
-        async with span(f"tool {tool.name}", kind=SpanKind.TOOL, **attributes) as tool_span:
+        # A plain ``with``: entering and leaving a span never awaits.
+        with span(
+            self._span_names[tool.name],
+            kind=_TOOL_SPAN,
+            **{
+                "gen_ai.tool.name": tool.name,
+                "gen_ai.tool.call.id": call.id,
+                "steptrace.classification": tool.classification,
+            },
+        ) as tool_span:
             try:
                 text, status = await tool.ainvoke(kwargs), "ok"
             except ToolTimeout as exc:
                 text, status = f"Tool error: {exc}", "error"
             except Exception as exc:
                 text, status = f"Tool error: {type(exc).__name__}: {redact(str(exc))}", "error"
-            except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
-                # Raised here, in a task of gather's, it would escape the event
-                # loop itself: hand it to the loop's task instead.
+            except asyncio.CancelledError as exc:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # this run is being cancelled (the loop is): not the tool's doing
+                text, status, fatal = f"Tool error: {type(exc).__name__}", "error", exc
+            except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit...
+                # Raised here, in a task of the turn's, SystemExit and
+                # KeyboardInterrupt would escape the event loop itself: each ends
+                # the loop from its own task instead, once the turn's other
+                # runs are done (which _run_all then needs no callback to see).
                 text, status, fatal = f"Tool error: {type(exc).__name__}", "error", exc
             tool_span.set("steptrace.status", status)
-        return (
-            self.limits.cut_result(text),
-            status,
-            round((time.perf_counter() - started) * 1000),
-            fatal,
-        )
+        if len(text) > self.limits.max_result_chars:
+            text = self.limits.cut_result(text)
+        return text, status, round((time.perf_counter() - started) * 1000), fatal
+
+    async def _run_all(
+        self, runs: Sequence[tuple[int, ToolCall, Tool, dict[str, Any]]]
+    ) -> list[tuple[str, str, int, BaseException | None]]:
+        """The outcomes of the turn's tool runs, run concurrently, each in a task
+        of its own (so in its own copy of the context), as ``asyncio.gather``
+        would, without its bookkeeping in Python for every task: ``_execute``
+        returns whatever the tool raises, so a task fails only when the loop
+        is cancelled and the tasks can be awaited in order. Then (or should
+        steptrace's own code fail) the other runs are cancelled and waited
+        for, as gather does when it is cancelled.
+
+        Sync tools declared ``thread=False`` at the head of the turn need no
+        task: they run to their end in place, in order, before any other
+        starts (as they would in their tasks: nothing else runs until a
+        task awaits), in a copy of the context (``Tool.ainvoke``); one that
+        returns an awaitable is awaited there, before the later runs start."""
+        outcomes = []
+        index = 0
+        for _, call, tool, kwargs in runs:
+            if tool.is_async or tool.thread:
+                break
+            outcomes.append(await self._execute(call, tool, kwargs))
+            index += 1
+        if index == len(runs):
+            return outcomes
+        create_task = asyncio.get_running_loop().create_task
+        tasks = [create_task(self._execute(c, t, k)) for _, c, t, k in runs[index:]]
+        try:
+            for task in tasks:  # not a comprehension: in 3.11 that is one more coroutine
+                outcomes.append(await task)  # noqa: PERF401
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            raise
+        return outcomes
 
     async def handle(self, screened: Sequence[Screened]) -> None:
         state = self.state
@@ -204,7 +264,7 @@ class ToolDispatcher:
                 continue
             admitted = self._check(call)
             if not isinstance(admitted, str) and (
-                admitted[0].requires_approval or HookEvent.PRE_TOOL_USE in registered_hooks
+                admitted[0].requires_approval or _PRE_TOOL_USE in registered_hooks
             ):  # else (the common case) no payload to build and nothing to await
                 admitted = await self._admit(call, *admitted)
             if isinstance(admitted, str):
@@ -235,7 +295,7 @@ class ToolDispatcher:
                 continue
             answers.append(None)
             runs.append((index, call, tool, kwargs))
-        outcomes = await asyncio.gather(*(self._execute(c, t, k) for _, c, t, k in runs))
+        outcomes = await self._run_all(runs)
         for *_, fatal in outcomes:
             if fatal is not None:
                 raise fatal
@@ -244,9 +304,9 @@ class ToolDispatcher:
         ):
             # Repeats are judged on what the tool returned, before hooks rewrite it.
             intervention = self.tracker.after_call(tool.name, kwargs, text)
-            if HookEvent.POST_TOOL_USE in registered_hooks:
+            if _POST_TOOL_USE in registered_hooks:
                 for rewrite in await self._hooks(
-                    HookEvent.POST_TOOL_USE,
+                    _POST_TOOL_USE,
                     {
                         "tool": tool.name,
                         "arguments": kwargs,

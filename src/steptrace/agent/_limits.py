@@ -16,7 +16,7 @@ calls with the same id, only the first is kept.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from ..llm._call import _json_chars
@@ -66,6 +66,11 @@ class ToolLimits:
         )
 
 
+def is_plain(name: str) -> bool:
+    """Whether ``shown_name(name)`` is ``name`` itself."""
+    return _PLAIN_NAME.fullmatch(name) is not None
+
+
 def shown_name(name: str) -> str:
     """A tool name safe to echo: as is when plain, else escaped to printable
     ASCII and cut, with its length when it was longer than 64 characters."""
@@ -106,14 +111,18 @@ def _argument_chars(call: ToolCall) -> int:
         return 0  # arguments built by hand that JSON cannot write: validation refuses them
 
 
-def screen(calls: Sequence[ToolCall], limits: ToolLimits) -> tuple[list[Screened], list[ToolCall]]:
+def screen(
+    calls: Sequence[ToolCall], limits: ToolLimits, plain: Container[str] = ()
+) -> tuple[list[Screened], list[ToolCall]]:
     """The calls to keep (names made safe, oversized arguments emptied and
-    refused) and the duplicates dropped (a later call reusing an id)."""
+    refused) and the duplicates dropped (a later call reusing an id).
+    ``plain``: names known to be plain (``shown_name`` would return them as
+    they are), such as the tools' own."""
     kept: list[Screened] = []
     duplicates: list[ToolCall] = []
     seen: set[str] = set()
     for call in calls:
-        name = shown_name(call.name)
+        name = call.name if call.name in plain else shown_name(call.name)
         if call.id in seen:
             duplicates.append(ToolCall(id=call.id, name=name))
             continue

@@ -241,7 +241,11 @@ class _Loop:
         if cap is not None and state.phase_turns >= cap:
             self._advance(f"its {cap}-turn cap was reached")
         state.phase_turns += 1
-        await self._compact()
+        if self.compaction.enabled:
+            model = self.model or active_step_model_default() or ""
+            tokens = state.tokens
+            if tokens > self._threshold(model):  # else (the common case) nothing to await
+                await self._compact(model, tokens)
         result = await allm_call(
             messages=state.messages,
             model=self.model,
@@ -254,7 +258,7 @@ class _Loop:
         raw = result.finish_reason
         self.stop_reason = None if raw is None else _STOP_REASONS.get(raw, raw)
         screened = self.dispatcher.screen(result.tool_calls)
-        calls = tuple(item.call for item in screened)
+        calls = tuple([item.call for item in screened])
         state.add(Message(role="assistant", content=result.text, tool_calls=calls))
         if not result.tool_calls:
             state.text, state.data = result.text, result.data
@@ -280,17 +284,16 @@ class _Loop:
         self.state.count(result)
         return result.text
 
-    async def _compact(self) -> None:
-        config = self.compaction
-        if not config.enabled:
-            return
-        model = self.model or active_step_model_default() or ""
+    def _threshold(self, model: str) -> int:
         threshold = self._thresholds.get(model)
         if threshold is None:
-            threshold = self._thresholds[model] = config.threshold(model)
-        tokens = self.state.tokens
-        if tokens <= threshold:  # the common case, decided without walking the transcript
-            return
+            threshold = self._thresholds[model] = self.compaction.threshold(model)
+        return threshold
+
+    async def _compact(self, model: str, tokens: int) -> None:
+        """Compact the working transcript of ``tokens`` estimated tokens, over
+        the threshold of ``model``."""
+        config = self.compaction
         summarize = self._summarize if config.strategy == "llm" else None
         outcome = await acompact(
             self.state.messages, config, model, summarize=summarize, tokens=tokens

@@ -32,7 +32,8 @@ The loop's protocol, per tool call::
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import json.encoder
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,14 +103,39 @@ def canonical_arguments(arguments: Mapping[str, Any]) -> str:
     try:
         return _CANONICAL.encode(dict(arguments))
     except (TypeError, ValueError):  # keys of mixed types cannot be sorted; cycles
-        return repr(sorted(arguments.items(), key=lambda item: str(item[0])))
+        return _fallback_key(arguments)
+
+
+def _fallback_key(arguments: Mapping[str, Any]) -> str:
+    return repr(sorted(arguments.items(), key=lambda item: str(item[0])))
+
+
+def _canonical_encoder() -> Callable[[Any, int], list[str]] | None:
+    """``_CANONICAL``'s C encoder itself, as ``JSONEncoder.iterencode`` makes it
+    for each call (its circular-reference markers included), or None without
+    the C accelerator."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - every CPython has it
+        return None
+    encoder: Callable[[Any, int], list[str]] = make(
+        {},
+        _CANONICAL.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        _CANONICAL.key_separator,
+        _CANONICAL.item_separator,
+        True,
+        False,
+        True,
+    )
+    return encoder
 
 
 class LoopTracker:
     """The per-run loop detection state (one tracker per agent run; not
     thread-safe, the loop calls it from its own task)."""
 
-    __slots__ = ("_any_blocked", "_seen", "config")
+    __slots__ = ("_any_blocked", "_encode", "_seen", "config")
 
     def __init__(self, config: LoopDetection) -> None:
         if not isinstance(config, LoopDetection):
@@ -117,12 +143,29 @@ class LoopTracker:
         self.config = config
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._any_blocked = False  # lets before_call skip the key until a block
+        # ``canonical_arguments`` without the two Python frames and the encoder
+        # that ``JSONEncoder.encode`` builds on every call: one per tracker,
+        # since its markers are state (a tracker is used by one task).
+        self._encode = _canonical_encoder()
+
+    def _key(self, tool_name: str, arguments: Mapping[str, Any]) -> tuple[str, str]:
+        encode = self._encode
+        if encode is None:  # pragma: no cover - every CPython has it
+            return tool_name, canonical_arguments(arguments)
+        try:
+            return tool_name, "".join(encode(dict(arguments), 0))
+        except (TypeError, ValueError):  # as canonical_arguments, whose markers are fresh
+            self._encode = _canonical_encoder()  # an error can leave markers behind
+            return tool_name, _fallback_key(arguments)
+        except BaseException:
+            self._encode = _canonical_encoder()
+            raise
 
     def before_call(self, tool_name: str, arguments: Mapping[str, Any]) -> Intervention | None:
         """``skip`` when this exact call was blocked earlier (do not run it), else None."""
         if not self.config.enabled or not self._any_blocked:
             return None
-        seen = self._seen.get((tool_name, canonical_arguments(arguments)))
+        seen = self._seen.get(self._key(tool_name, arguments))
         if seen is None or not seen.blocked:
             return None
         seen.count += 1
@@ -142,7 +185,7 @@ class LoopTracker:
         config = self.config
         if not config.enabled:
             return None
-        key = (tool_name, canonical_arguments(arguments))
+        key = self._key(tool_name, arguments)
         seen = self._seen.get(key)
         if seen is None:
             seen = self._seen[key] = _Seen(result)

@@ -19,7 +19,10 @@ in its thread until it returns (Python cannot stop a thread), but the loop
 neither waits for it nor counts it as a worker, so hung tools cannot starve the
 others, hold ``agent_loop`` or keep the process from exiting; past
 ``DEFAULT_ABANDONED_TOOLS`` (128) such threads still running, a sync tool fails
-at once with an error the model reads.
+at once with an error the model reads. A sync tool declared with
+``thread=False`` (one that never blocks: pure computation, a dict lookup) is
+called in the loop's own thread instead, which spares the hop to a worker and
+back; it cannot be stopped, so it takes no ``timeout``.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def tool_threads() -> PoolStats:
 
 
 # What the OpenAI and Anthropic APIs accept as a tool name.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class MutationClass(enum.StrEnum):
@@ -159,6 +162,8 @@ class Tool(Generic[P, R]):
     """A ``MutationClass`` value; ``other`` when undeclared."""
     timeout_s: float | None = None
     requires_approval: bool = False
+    thread: bool = True
+    """Sync tools only: run in a tool thread (True) or in the loop's own thread."""
     _arguments: _Arguments | None = field(default=None, init=False, repr=False)
     _spec: ToolSpec | None = field(default=None, init=False, repr=False)
 
@@ -174,6 +179,13 @@ class Tool(Generic[P, R]):
             raise TypeError(
                 f"tool `{self.name}`: requires_approval must be a bool, "
                 f"got {self.requires_approval!r}"
+            )
+        if not isinstance(self.thread, bool):
+            raise TypeError(f"tool `{self.name}`: thread must be a bool, got {self.thread!r}")
+        if not self.thread and self.timeout_s is not None and not self.is_async:
+            raise ValueError(
+                f"tool `{self.name}`: a sync tool run in the loop's thread (thread=False) "
+                "cannot be stopped at a timeout; drop the timeout or keep thread=True"
             )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -221,7 +233,16 @@ class Tool(Generic[P, R]):
         Raises ``ToolTimeout`` past ``timeout_s``; the tool's own exceptions
         propagate unchanged."""
         if self.timeout_s is None:
-            value = await self._run(kwargs)
+            fn: Callable[..., Any] = self.fn
+            if self.is_async:  # the common case, without a frame in between
+                value = await fn(**kwargs)
+            elif self.thread:
+                value = await self._in_thread(kwargs)
+            else:  # never with a timeout (checked at declaration)
+                # In a copy of the caller's context, as the threaded way runs it.
+                value = contextvars.copy_context().run(fn, **kwargs)
+                if type(value) is not str and inspect.isawaitable(value):
+                    value = await value
         else:
             try:
                 async with asyncio.timeout(self.timeout_s) as deadline:
@@ -230,7 +251,7 @@ class Tool(Generic[P, R]):
                 if deadline.expired():  # else the tool raised it: pass it on
                     raise ToolTimeout(self.name, self.timeout_s) from None
                 raise
-        return render(value)
+        return value if type(value) is str else render(value)
 
     def _run(self, kwargs: dict[str, Any]) -> Awaitable[Any]:
         fn: Callable[..., Any] = self.fn
@@ -243,8 +264,8 @@ class Tool(Generic[P, R]):
         # In a copy of the caller's context, as asyncio.to_thread would.
         context = contextvars.copy_context()
         value = await _TOOL_THREADS.run(functools.partial(context.run, fn, **kwargs))
-        if inspect.isawaitable(value):  # a sync wrapper around a coroutine
-            value = await value
+        if type(value) is not str and inspect.isawaitable(value):  # a sync wrapper
+            value = await value  # around a coroutine
         return value
 
 
@@ -289,6 +310,7 @@ def tool(
     classification: str = "other",
     timeout: float | None = None,
     requires_approval: bool = False,
+    thread: bool = True,
 ) -> Tool[P, R]: ...
 
 
@@ -301,6 +323,7 @@ def tool(
     classification: str = "other",
     timeout: float | None = None,
     requires_approval: bool = False,
+    thread: bool = True,
 ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
 
@@ -312,6 +335,7 @@ def tool(
     classification: str = "other",
     timeout: float | None = None,
     requires_approval: bool = False,
+    thread: bool = True,
 ) -> Any:
     """Declare a function (sync or async) as a tool, bare (``@tool``) or with
     arguments (``@tool(classification="read_only", timeout=10)``).
@@ -322,12 +346,16 @@ def tool(
     from ``Annotated[T, Field(description=...)]`` or a ``Field`` default, else
     ``Annotated[T, "text"]``, else the docstring's ``Args:`` section (Google
     style) or ``:param name:`` lines. ``classification`` is a ``MutationClass``
-    value; ``timeout`` is in seconds. Bad metadata raises ``ValueError`` or
-    ``TypeError`` naming the tool.
+    value; ``timeout`` is in seconds. ``thread=False`` runs a sync tool in the
+    loop's own thread instead of a tool thread: only for tools that never
+    block, since nothing can stop them (no ``timeout`` then). Bad metadata
+    raises ``ValueError`` or ``TypeError`` naming the tool.
     """
 
     def decorate(func: Callable[..., Any]) -> Tool:
-        return _make_tool(func, name, description, classification, timeout, requires_approval)
+        return _make_tool(
+            func, name, description, classification, timeout, requires_approval, thread
+        )
 
     if fn is None:
         return decorate
@@ -341,6 +369,7 @@ def _make_tool(
     classification: str,
     timeout: float | None,
     requires_approval: bool,
+    thread: bool,
 ) -> Tool[P, R]:
     if isinstance(fn, Tool):
         raise TypeError(f"tool `{fn.name}` is already a tool; apply @tool once")
@@ -369,6 +398,7 @@ def _make_tool(
         classification=classification,
         timeout_s=timeout,
         requires_approval=requires_approval,
+        thread=thread,
     )
     object.__setattr__(made, "_arguments", arguments)
     return made
@@ -396,7 +426,7 @@ def _warn_if_undescribed(fn: Callable[..., Any], name: str, described: bool) -> 
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
             f"tool name {name!r} must be 1 to 64 letters, digits, underscores or hyphens "
             "(pass tool(name=...))"
