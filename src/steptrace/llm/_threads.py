@@ -66,11 +66,19 @@ class Job(Generic[T]):
         self.abandoned = False
         self.result: T | None = None
         self.error: BaseException | None = None
-        self._done = threading.Event()
+        # Made by the first synchronous wait: an awaited job (an agent's tool)
+        # is woken by on_done and never needs one.
+        self._done: threading.Event | None = None
 
     def wait(self, timeout: float | None) -> bool:
-        """Whether the job finished within ``timeout`` seconds."""
-        return self._done.wait(timeout)
+        """Whether the job finished within ``timeout`` seconds (one waiter)."""
+        if self.state is _DONE:
+            return True
+        done = self._done
+        if done is None:
+            done = self._done = threading.Event()
+        # Set before this second look: a job finishing now sees the event.
+        return self.state is _DONE or done.wait(timeout)
 
     def outcome(self) -> T:
         """The job's return value, or its exception raised (call once done)."""
@@ -85,7 +93,9 @@ class Job(Generic[T]):
         except BaseException as exc:  # SystemExit from a tool ends the loop, not this thread
             self.error = exc
         self.state = _DONE
-        self._done.set()
+        done = self._done
+        if done is not None:
+            done.set()
         if self.on_done is not None:
             self.on_done(self)
 
