@@ -10,6 +10,7 @@ costs no other row anything.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import pickle
@@ -317,7 +318,7 @@ def _set_data(
     """Overwrite a row's JSON text, as a damaged or edited database would."""
     sql = f"UPDATE {table} SET data = ? WHERE run_id = ? AND seq = ?"
     if isinstance(store, SQLiteStore):
-        with sqlite3.connect(store.path) as conn:
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
             conn.execute(sql, (text, run_id, seq))
     else:
         with psycopg.connect(store.url) as conn:
