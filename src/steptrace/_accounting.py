@@ -366,23 +366,14 @@ async def arecord_llm_usage(
 ) -> None:
     """``record_llm_usage`` for async code: async threshold hooks are awaited on
     this loop (before any exhaustion error is raised)."""
-    if not (registered_hooks and _THRESHOLD in registered_hooks):
-        # No threshold hook to defer: the record itself is synchronous. (One
-        # registered meanwhile is still called, from this thread.)
-        record_llm_usage(
-            model,
-            input_tokens,
-            output_tokens,
-            cost_usd=cost_usd,
-            duration_ms=duration_ms,
-            cache_tokens=cache_tokens,
-            cache_write_tokens=cache_write_tokens,
-            _hold=_hold,
-            _priced=_priced,
-        )
-        return
     pending: list[_ThresholdCall] = []
-    token = _deferred_hooks.set(pending)
+    # Without a threshold hook there is nothing to defer (one registered
+    # meanwhile is still called, from this thread).
+    token = (
+        _deferred_hooks.set(pending)
+        if registered_hooks and _THRESHOLD in registered_hooks
+        else None
+    )
     error: BaseException | None = None
     try:
         record_llm_usage(
@@ -399,7 +390,8 @@ async def arecord_llm_usage(
     except (BudgetExhausted, PricingUnknown) as exc:
         error = exc
     finally:
-        _deferred_hooks.reset(token)
+        if token is not None:
+            _deferred_hooks.reset(token)
     for hooks, context, span in pending:
         await adispatch(hooks, context, span)
     if error is not None:
