@@ -321,8 +321,8 @@ def _set_data(
         with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
             conn.execute(sql, (text, run_id, seq))
     else:
-        with psycopg.connect(store.url) as conn:
-            conn.execute(sql.replace("?", "%s"), (text, run_id, seq))
+        with psycopg.connect(store.url) as pg:
+            pg.execute(sql.replace("?", "%s"), (text, run_id, seq))
 
 
 # -- equal to the eager decoding ------------------------------------------------------------
