@@ -41,6 +41,8 @@ from steptrace.testing import (
     OpenAIToolCall,
 )
 
+from .._usage import hostile_openai_usage
+
 PRICES = PriceTable(
     overrides={
         "openai:gpt-4o-mini": ModelPrice(1.0, 2.0, 0.5),
@@ -510,16 +512,6 @@ def test_anthropic_cache_writes_split_by_lifetime_are_recorded(
     assert run.usage().cost_usd == pytest.approx(expected, rel=1e-12)
 
 
-def _hostile_usage(reasoning: Any, cached: Any = 0) -> dict[str, Any]:
-    return {
-        "prompt_tokens": 100,
-        "completion_tokens": 40,
-        "total_tokens": 140,
-        "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-
-
 @pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize(("reported", "recorded"), [(500, 40), (-5, 0)])
 def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
@@ -529,7 +521,7 @@ def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
     reported: int,
     recorded: int,
 ) -> None:
-    openai_fake.push(OpenAIReply(text="Hello!", usage=_hostile_usage(reported)))
+    openai_fake.push(OpenAIReply(text="Hello!", usage=hostile_openai_usage(reported)))
     model = Provider("openai", openai_fake).model()
     with steptrace.run("langchain") as run:
         assert invoke(model, how, "Say hello.", {"callbacks": [handler]}) == "Hello!"
@@ -546,7 +538,7 @@ def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
 def test_counts_that_are_text_read_as_zero_and_the_request_is_recorded(
     openai_fake: FakeOpenAI, handler: StepTraceCallbackHandler, how: str
 ) -> None:
-    openai_fake.push(OpenAIReply(text="Hello!", usage=_hostile_usage("many", cached="all")))
+    openai_fake.push(OpenAIReply(text="Hello!", usage=hostile_openai_usage("many", cached="all")))
     model = Provider("openai", openai_fake).model()
     with steptrace.run("langchain") as run:  # strict: a failure of the handler raises
         assert invoke(model, how, "Say hello.", {"callbacks": [handler]}) == "Hello!"

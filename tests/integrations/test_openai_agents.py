@@ -60,6 +60,8 @@ from steptrace.testing import (
     RecordedRequest,
 )
 
+from .._usage import hostile_openai_usage
+
 # Runner.run_sync ends each run with loop.shutdown_asyncgens() on the loop it
 # keeps for the thread; the next run_sync on that loop then makes the HTTP
 # client's auth generator warn. That is the SDK's own behaviour, with or
@@ -567,16 +569,6 @@ def test_a_tool_refused_by_its_input_guardrail_is_a_tool_rejected(server: FakeSe
     assert (executed.tool_use_id, executed.status) == ("c_1", "ok")
 
 
-def _hostile_usage(reasoning: Any) -> dict[str, Any]:
-    return {
-        "prompt_tokens": 100,
-        "completion_tokens": 40,
-        "total_tokens": 140,
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-
-
 # A count that is not an int the SDK refuses itself (its Usage is validated).
 @pytest.mark.usefixtures("instrumented")
 @pytest.mark.parametrize("mode", ["sync", "streamed"])
@@ -584,7 +576,7 @@ def _hostile_usage(reasoning: Any) -> dict[str, Any]:
 def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
     server: FakeServer, mode: str, reported: Any, recorded: int
 ) -> None:
-    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(reported))
+    reply = OpenAIReply(text="Hi.", usage=hostile_openai_usage(reported))
     with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
         result = run_mode(mode, weather_agent(fake), "hi", run_config=OFF)
     assert result.final_output == "Hi."

@@ -37,6 +37,8 @@ from steptrace.integrations.pydantic_ai import StepTrace
 from steptrace.llm import ModelPrice, PriceTable
 from steptrace.testing import FakeOpenAI, FakeServer, OpenAIReply, OpenAIToolCall
 
+from .._usage import hostile_openai_usage
+
 PRICES = PriceTable(overrides={"gpt-4o-mini": ModelPrice(0.15, 0.60, cache_read_per_mtok=0.075)})
 MODES = ["run_sync", "run", "run_stream", "iter"]
 
@@ -448,22 +450,12 @@ def test_anthropic_thinking_tokens_are_the_spans_reasoning_tokens(
     assert summary["cost_usd"] == pytest.approx((100 * 1.0 + 300 * 5.0) / 1e6, abs=1e-12)
 
 
-def _hostile_usage(reasoning: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": 100,
-        "completion_tokens": 40,
-        "total_tokens": 140,
-        "prompt_tokens_details": {"cached_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-
-
 @pytest.mark.usefixtures("instrumented")
 @pytest.mark.parametrize("mode", ["run_sync", "run_stream"])
 def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
     server: FakeServer, mode: str
 ) -> None:
-    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(500))
+    reply = OpenAIReply(text="Hi.", usage=hostile_openai_usage(500))
     with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
         assert run_mode(mode, Agent(model(fake)), "Hello?") == "Hi."
     chat = next(span for span in run.spans if span.name == "chat gpt-4o-mini")
@@ -481,7 +473,7 @@ def test_reasoning_tokens_from_a_hostile_server_are_capped_at_the_output(
 def test_a_negative_reasoning_count_is_recorded_as_an_estimate(
     server: FakeServer, mode: str
 ) -> None:
-    reply = OpenAIReply(text="Hi.", usage=_hostile_usage(-5))
+    reply = OpenAIReply(text="Hi.", usage=hostile_openai_usage(-5))
     with FakeOpenAI([reply], server=server) as fake, steptrace.run("hostile") as run:
         assert run_mode(mode, Agent(model(fake)), "Hello?") == "Hi."
     chat = next(span for span in run.spans if span.name == "chat gpt-4o-mini")

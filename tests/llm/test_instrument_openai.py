@@ -33,6 +33,8 @@ from steptrace.testing._fake_openai import (
 )
 from steptrace.testing._server import FakeServer
 
+from .._usage import hostile_openai_usage
+
 SECRET = "sk-proj-LEAKEDsecretLEAKEDsecret0123456789"
 HELLO: list[Any] = [{"role": "user", "content": "Say hello."}]
 
@@ -535,16 +537,6 @@ def test_reasoning_tokens_are_on_the_span_and_priced_as_the_output_they_are_part
     assert usage.cost_usd == pytest.approx((1200 * 1.0 + 300 * 2.0) / 1e6, rel=1e-12)
 
 
-def _hostile_usage(reasoning: Any, cached: Any = 0) -> dict[str, Any]:
-    return {
-        "prompt_tokens": 100,
-        "completion_tokens": 40,
-        "total_tokens": 140,
-        "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-
-
 @pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize(
     ("reasoning", "cached", "recorded"),
@@ -559,7 +551,7 @@ def test_counts_from_a_hostile_server_are_capped_or_read_as_zero(
     recorded: tuple[int, int],
 ) -> None:
     steptrace.configure(price_source=FakePrices(1.0, 2.0))
-    fake.push(OpenAIReply(text="Hello!", usage=_hostile_usage(reasoning, cached)))
+    fake.push(OpenAIReply(text="Hello!", usage=hostile_openai_usage(reasoning, cached)))
     with steptrace.run("r") as run:  # strict: a failure of the accounting raises
         assert _ask(fake, how) == "Hello!"
     [llm_span] = llm_spans(collector)
