@@ -22,9 +22,11 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 
-# The stamp holds the pyproject.toml hash, then the extras installed, one a line.
+# The stamp holds a hash of what the install is built from (pyproject.toml,
+# setup.py and the compiled accelerators' C sources, which an editable install
+# compiles in place), then the extras installed, one a line.
 stamp="$venv/.steptrace-installed"
-hash="$(sha256sum pyproject.toml | cut -c1-16)"
+hash="$(cat pyproject.toml setup.py src/steptrace/_speedups/*.c 2>/dev/null | sha256sum | cut -c1-16)"
 installed=()
 if [ "$(head -n1 "$stamp" 2>/dev/null)" = "$hash" ]; then
     mapfile -t installed < <(tail -n +2 "$stamp")
