@@ -25,6 +25,7 @@ flat: one combined argument test, one lock, no allocation but the trace tuple.
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 import sys
 import threading
@@ -35,6 +36,7 @@ from typing import Any
 from . import _context, _reservations
 from ._pricing import price_call
 from ._run import active_frame, amend_late
+from ._speedups import load as load_speedup
 from .budget import (
     MAX_CALL_TOKENS,
     MAX_CALL_USD,
@@ -656,3 +658,38 @@ def release_budget_hold() -> None:
     hold = _get_pending()
     if hold is not None and hold.state is _HELD:
         hold.release()
+
+
+# The compiled common path (``steptrace._speedups.usage``), when it is built
+# and not turned off: ``record_llm_usage`` above stays the reference, which the
+# compiled one mirrors and hands every call outside the common case to.
+_reference_record_llm_usage = record_llm_usage
+
+
+def _accelerated() -> Any:
+    usage = load_speedup("usage")
+    if usage is None:
+        return None
+    recorder = usage.Recorder(
+        _reference_record_llm_usage,
+        {
+            "exhausted": _exhausted,
+            "active": _context._active,
+            "pending": _context.pending_hold,
+            "held": _HELD,
+            "hooks": registered_hooks,
+            "threshold": _THRESHOLD,
+            "time": _time,
+            "Frame": _context.Frame,
+            "PersonaFrame": _context.PersonaFrame,
+            "StepFrame": _context.StepFrame,
+            "Ledger": Ledger,
+            "Hold": Hold,
+        },
+    )
+    return functools.update_wrapper(recorder, _reference_record_llm_usage)
+
+
+_compiled = _accelerated()
+if _compiled is not None:
+    record_llm_usage = _compiled
