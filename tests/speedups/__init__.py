@@ -1,0 +1,1 @@
+"""Tests of the compiled accelerators against the pure-Python code they mirror."""
