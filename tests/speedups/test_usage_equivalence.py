@@ -23,6 +23,7 @@ from ._usage_world import (
     COMPILED,
     REFERENCE,
     CheckBudget,
+    Op,
     Record,
     ReleaseHold,
     Script,
@@ -52,10 +53,25 @@ models = st.sampled_from(["m", "", "unknown", "gpt"]) | st.sampled_from([None, 7
 
 @st.composite
 def records(draw: st.DrawFn) -> Record:
+    if draw(st.integers(0, 3)):  # mostly calls the compiled path takes
+        kwargs: dict[str, Any] = {
+            "cost_usd": draw(st.floats(0, 0.01) | st.sampled_from([0.0, 1e6]))
+        }
+        if draw(st.booleans()):
+            kwargs["duration_ms"] = draw(valid_counts)
+        if draw(st.booleans()):
+            kwargs["cache_tokens"] = draw(valid_counts)
+        model = draw(st.sampled_from(["m", "", "gpt"]))
+        return Record((model, draw(valid_counts), draw(valid_counts)), kwargs)
+    return draw(any_records())
+
+
+@st.composite
+def any_records(draw: st.DrawFn) -> Record:
     model = draw(models)
     input_tokens = draw(counts if draw(st.booleans()) else valid_counts)
     output_tokens = draw(valid_counts | counts)
-    kwargs: dict[str, Any] = {}
+    kwargs = {}
     if draw(st.booleans()):
         kwargs["cost_usd"] = draw(costs)
     for name in ("duration_ms", "cache_tokens", "cache_write_tokens"):
@@ -88,16 +104,20 @@ def records(draw: st.DrawFn) -> Record:
     return Record((model, input_tokens, output_tokens), kwargs)
 
 
-ops = st.one_of(
-    records(),
-    records(),
-    records(),
-    st.builds(
-        CheckBudget, st.sampled_from(["m", "unknown"]), st.integers(0, 300), st.integers(0, 300)
-    ),
-    st.just(ReleaseHold()),
-    st.builds(ThresholdHook, st.sampled_from([10, 50, 100])),
-)
+@st.composite
+def ops(draw: st.DrawFn) -> Op:
+    # A threshold hook sends every later call to the reference: keep it rare.
+    kind = draw(st.integers(0, 29))
+    if kind == 0:
+        return ThresholdHook(draw(st.sampled_from([10, 50, 100])))
+    if kind <= 3:
+        model = draw(st.sampled_from(["m", "unknown"]))
+        return CheckBudget(model, draw(st.integers(0, 300)), draw(st.integers(0, 300)))
+    if kind == 4:
+        return ReleaseHold()
+    return draw(records())
+
+
 budgets = st.none() | st.fixed_dictionaries(
     {},
     optional={"max_tokens": st.integers(1, 1500), "max_usd": st.floats(0, 0.003)},
@@ -117,11 +137,12 @@ def scripts(draw: st.DrawFn) -> Script:
         shared=draw(
             st.none()
             | st.none()
+            | st.none()
             | st.fixed_dictionaries({}, optional={"max_tokens": st.integers(1, 1500)})
         ),
         priced=draw(st.booleans()),
-        outer=tuple(draw(st.lists(ops, max_size=6))),
-        inner=tuple(draw(st.lists(ops, max_size=10))),
+        outer=tuple(draw(st.lists(ops(), max_size=6))),
+        inner=tuple(draw(st.lists(ops(), max_size=10))),
         late=tuple(draw(st.lists(records(), max_size=3))),
         after=tuple(draw(st.lists(records(), max_size=2))),
     )
