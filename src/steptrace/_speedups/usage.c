@@ -203,7 +203,11 @@ add_to_slot(PyObject *obj, Py_ssize_t offset, PyObject *delta)
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
-    PyObject *sum = PyNumber_InPlaceAdd(old, delta);
+    /* int + int is int's own addition: call it without the generic dispatch
+     * (what `+=` on two ints ends in anyway). */
+    PyObject *sum = PyLong_CheckExact(old) && PyLong_CheckExact(delta)
+                        ? PyLong_Type.tp_as_number->nb_add(old, delta)
+                        : PyNumber_InPlaceAdd(old, delta);
     if (sum == NULL) {
         return -1;
     }
@@ -327,13 +331,17 @@ locked_update(Recorder *self, PyObject *frame, PyObject *run, PyObject *step,
         Py_DECREF(raw);
         return -1;
     }
-    PyObject *record = PyTuple_Pack(9, model, in, out, duration, cost, cache, frame, at,
-                                    Py_False);
-    Py_DECREF(at);
+    PyObject *record = PyTuple_New(9);
     if (record == NULL) {
+        Py_DECREF(at);
         Py_DECREF(raw);
         return -1;
     }
+    PyObject *fields[9] = {model, in, out, duration, cost, cache, frame, at, Py_False};
+    for (int i = 0; i < 9; i++) {
+        PyTuple_SET_ITEM(record, i, Py_NewRef(fields[i]));
+    }
+    Py_DECREF(at);
     int appended;
     if (PyList_CheckExact(raw)) {
         appended = PyList_Append(raw, record);
@@ -357,13 +365,17 @@ locked_update(Recorder *self, PyObject *frame, PyObject *run, PyObject *step,
     if (trim_at == NULL) {
         return -1;
     }
-    PyObject *held = PyLong_FromSsize_t(length);
-    if (held == NULL) {
-        Py_DECREF(trim_at);
-        return -1;
+    int due;
+    if (PyLong_CheckExact(trim_at)) { /* no int made for len(raw) */
+        int overflow;
+        long long bound = PyLong_AsLongLongAndOverflow(trim_at, &overflow);
+        due = overflow ? overflow < 0 : length > bound;
     }
-    int due = PyObject_RichCompareBool(held, trim_at, Py_GT);
-    Py_DECREF(held);
+    else {
+        PyObject *held = PyLong_FromSsize_t(length);
+        due = held == NULL ? -1 : PyObject_RichCompareBool(held, trim_at, Py_GT);
+        Py_XDECREF(held);
+    }
     Py_DECREF(trim_at);
     if (due < 0) {
         return -1;
