@@ -150,6 +150,10 @@ NAMESPACE: dict[str, Any] = {
     "step_sync": step_sync,
     "nested_outer": nested_outer,
     "record_llm_usage": steptrace.record_llm_usage,
+    # The pure-Python reference of the compiled record_llm_usage, timed beside it.
+    "record_llm_usage_pure": getattr(
+        steptrace._accounting, "_reference_record_llm_usage", steptrace.record_llm_usage
+    ),
     "emit_event": steptrace.emit_event,
     "LlmCall": LlmCall,
     "EVENT": EVENT,
@@ -380,6 +384,7 @@ class OtelPeer:
 
 
 USAGE = 'record_llm_usage("m", 10, 20, cost_usd=0.0001)'
+USAGE_PURE = USAGE.replace("record_llm_usage", "record_llm_usage_pure")
 NEW_EVENT = (
     'emit_event(LlmCall(call_id="c1", model="m", input_tokens=10, output_tokens=20, '
     "cache_tokens=0, duration_ms=5, iteration=1))"
@@ -426,6 +431,24 @@ def timing_rows(cfg: Config) -> list[Row]:
         sync_case("record", "record_llm_usage, step without budget", "call", USAGE, cfg, in_step),
         sync_case(
             "record_budget", "record_llm_usage, step with budget", "call", USAGE, cfg, in_budget
+        ),
+        sync_case(
+            "record_pure",
+            "record_llm_usage, no budget, pure Python",
+            "call",
+            USAGE_PURE,
+            cfg,
+            in_step,
+            note="the reference (STEPTRACE_PURE_PYTHON=1)",
+        ),
+        sync_case(
+            "record_budget_pure",
+            "record_llm_usage, budget, pure Python",
+            "call",
+            USAGE_PURE,
+            cfg,
+            in_budget,
+            note="the reference (STEPTRACE_PURE_PYTHON=1)",
         ),
         sync_case("emit", "emit_event(prebuilt LlmCall)", "call", "emit_event(EVENT)", cfg, fresh),
         sync_case(

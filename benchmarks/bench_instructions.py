@@ -65,6 +65,8 @@ def step():
 
 def record():
     usage = steptrace.record_llm_usage
+    if case.endswith("_pure"):  # the pure-Python reference of a compiled accelerator
+        usage = getattr(steptrace._accounting, "_reference_record_llm_usage", usage)
     for _ in range(n):
         usage("m", 10, 20, cost_usd=0.0)
 
@@ -97,10 +99,10 @@ def request():
 
 with steptrace.run("bench"):
     name = case.removesuffix("+gc")
-    if name == "record":
+    if name in ("record", "record_pure"):
         holder(record)
-    elif name in ("record_budget", "request"):
-        budgeted(record if name == "record_budget" else request)
+    elif name in ("record_budget", "record_budget_pure", "request"):
+        budgeted(request if name == "request" else record)
     else:
         {"none": none, "pair": pair, "step": step, "emit": emit}[name]()
 """
@@ -110,6 +112,8 @@ CASES = [
     ("step+gc", "@step sync call, gc on"),
     ("record", "record_llm_usage, step without budget"),
     ("record_budget", "record_llm_usage, step with budget"),
+    ("record_pure", "record_llm_usage, no budget, pure Python"),
+    ("record_budget_pure", "record_llm_usage, budget, pure Python"),
     ("emit", "emit_event(prebuilt LlmCall)"),
     ("request", "integration model request, budgeted step"),
 ]
