@@ -15,13 +15,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 import steptrace
+import steptrace._speedups as speedups
 from steptrace import _accounting, _context
 from steptrace._shared import PoolTotals, SharedBudget
+from tests.test_speedups import require_built
 
 COMPILED: Callable[..., None] = _accounting.record_llm_usage
 """The public name: the compiled recorder when it is built."""
 REFERENCE: Callable[..., None] = _accounting._reference_record_llm_usage
+
+
+def require_compiled() -> None:
+    """Skip unless the public ``record_llm_usage`` is the compiled one: fail in
+    CI when it is not built (``require_built``), skip when turned off."""
+    require_built("usage")
+    if speedups.PURE_PYTHON:
+        pytest.skip("STEPTRACE_PURE_PYTHON=1 turns the compiled record_llm_usage off")
 
 
 def compiled_module() -> Any:

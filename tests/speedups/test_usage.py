@@ -23,16 +23,21 @@ from hypothesis import strategies as st
 
 import steptrace
 from steptrace import _accounting, _context
-from tests.test_speedups import require_built
 
-from ._usage_world import COMPILED, REFERENCE, compiled_module, implementation
+from ._usage_world import (
+    COMPILED,
+    REFERENCE,
+    compiled_module,
+    implementation,
+    require_compiled,
+)
 
 PICO = 10**12
 
 
 @pytest.fixture(autouse=True)
 def built() -> None:
-    require_built("usage")
+    require_compiled()
 
 
 def test_the_public_name_is_the_compiled_one() -> None:

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 import steptrace
 from steptrace import _accounting
-from tests.test_speedups import require_built
 
 from ._usage_world import (
     COMPILED,
@@ -30,6 +29,7 @@ from ._usage_world import (
     ThresholdHook,
     compiled_module,
     replay,
+    require_compiled,
 )
 
 MAX = 2**40 - 1
@@ -150,7 +150,7 @@ def scripts(draw: st.DrawFn) -> Script:
 
 @pytest.fixture(autouse=True)
 def built() -> None:
-    require_built("usage")
+    require_compiled()
 
 
 @settings(max_examples=300)
