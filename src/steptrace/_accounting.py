@@ -20,6 +20,10 @@ late, and a run that ends over a limit says so in its status.
 
 ``record_llm_usage`` runs on every model call, so its common path is written
 flat: one combined argument test, one lock, no allocation but the trace tuple.
+When the optional accelerator ``steptrace._speedups.usage`` is built, the
+public name is its compiled twin of that common path (a priced call, no hold,
+not late, no shared budget or threshold hook), which hands every other call to
+the function here, unchanged: the reference, tested against it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import functools
 import math
 import sys
 import threading
+import warnings
 from time import time as _time
 from types import TracebackType
 from typing import Any
@@ -670,23 +675,27 @@ def _accelerated() -> Any:
     usage = load_speedup("usage")
     if usage is None:
         return None
-    recorder = usage.Recorder(
-        _reference_record_llm_usage,
-        {
-            "exhausted": _exhausted,
-            "active": _context._active,
-            "pending": _context.pending_hold,
-            "held": _HELD,
-            "hooks": registered_hooks,
-            "threshold": _THRESHOLD,
-            "time": _time,
-            "Frame": _context.Frame,
-            "PersonaFrame": _context.PersonaFrame,
-            "StepFrame": _context.StepFrame,
-            "Ledger": Ledger,
-            "Hold": Hold,
-        },
-    )
+    try:
+        recorder = usage.Recorder(
+            _reference_record_llm_usage,
+            {
+                "exhausted": _exhausted,
+                "active": _context._active,
+                "pending": _context.pending_hold,
+                "held": _HELD,
+                "hooks": registered_hooks,
+                "threshold": _THRESHOLD,
+                "time": _time,
+                "Frame": _context.Frame,
+                "PersonaFrame": _context.PersonaFrame,
+                "StepFrame": _context.StepFrame,
+                "Ledger": Ledger,
+                "Hold": Hold,
+            },
+        )
+    except TypeError as exc:  # the classes no longer have the layout it reads
+        warnings.warn(f"steptrace: compiled record_llm_usage off: {exc}", RuntimeWarning, 2)
+        return None
     return functools.update_wrapper(recorder, _reference_record_llm_usage)
 
 

@@ -21,6 +21,8 @@ import steptrace
 import steptrace._speedups as speedups
 from steptrace import _accounting, _context
 from steptrace._shared import PoolTotals, SharedBudget
+from steptrace.budget import Ledger
+from steptrace.hooks import registered_hooks
 from tests.test_speedups import require_built
 
 COMPILED: Callable[..., None] = _accounting.record_llm_usage
@@ -39,6 +41,24 @@ def require_compiled() -> None:
 def compiled_module() -> Any:
     """``steptrace._speedups.usage`` (call after ``require_built("usage")``)."""
     return importlib.import_module("steptrace._speedups.usage")
+
+
+def recorder_config() -> dict[str, Any]:
+    """The configuration ``_accounting`` gave the public recorder."""
+    return {
+        "exhausted": _accounting._exhausted,
+        "active": _context._active,
+        "pending": _context.pending_hold,
+        "held": _accounting._HELD,
+        "hooks": registered_hooks,
+        "threshold": _accounting._THRESHOLD,
+        "time": vars(_accounting)["_time"],
+        "Frame": _context.Frame,
+        "PersonaFrame": _context.PersonaFrame,
+        "StepFrame": _context.StepFrame,
+        "Ledger": Ledger,
+        "Hold": _accounting.Hold,
+    }
 
 
 class FlatPrices:

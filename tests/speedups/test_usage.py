@@ -29,6 +29,7 @@ from ._usage_world import (
     REFERENCE,
     compiled_module,
     implementation,
+    recorder_config,
     require_compiled,
 )
 
@@ -49,6 +50,19 @@ def test_the_public_name_is_the_compiled_one() -> None:
     assert steptrace.record_llm_usage.__name__ == "record_llm_usage"
     assert steptrace.record_llm_usage.__doc__ == REFERENCE.__doc__
     assert inspect.signature(steptrace.record_llm_usage) == inspect.signature(REFERENCE)
+
+
+def test_a_changed_class_layout_is_refused() -> None:
+    """The compiled path reads slots at offsets found once: a class whose
+    fields are no longer plain slots is refused when the recorder is made
+    (``_accounting`` then keeps the reference, with a warning)."""
+
+    class Unslotted:
+        def __init__(self) -> None:
+            self.input_tokens = 0
+
+    with pytest.raises(TypeError, match=r"Unslotted\.input_tokens is not a plain slot"):
+        compiled_module().Recorder(REFERENCE, {**recorder_config(), "Ledger": Unslotted})
 
 
 def test_pure_python_switch_keeps_the_reference() -> None:

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import steptrace
-from steptrace import _accounting
 
 from ._usage_world import (
     COMPILED,
@@ -28,6 +27,7 @@ from ._usage_world import (
     Script,
     ThresholdHook,
     compiled_module,
+    recorder_config,
     replay,
     require_compiled,
 )
@@ -183,30 +183,9 @@ def test_the_scripts_reach_the_compiled_path() -> None:
         calls.append(args)
         REFERENCE(*args, **kwargs)
 
-    compiled = compiled_module().Recorder(counting_reference, _config())
+    compiled = compiled_module().Recorder(counting_reference, recorder_config())
     assert replay(script, compiled) == replay(script, REFERENCE)
     assert calls == []  # nothing was delegated
-
-
-def _config() -> dict[str, Any]:
-    """The configuration ``_accounting`` gave the public recorder."""
-    from steptrace import _context
-    from steptrace.hooks import registered_hooks
-
-    return {
-        "exhausted": _accounting._exhausted,
-        "active": _context._active,
-        "pending": _context.pending_hold,
-        "held": _accounting._HELD,
-        "hooks": registered_hooks,
-        "threshold": _accounting._THRESHOLD,
-        "time": vars(_accounting)["_time"],
-        "Frame": _context.Frame,
-        "PersonaFrame": _context.PersonaFrame,
-        "StepFrame": _context.StepFrame,
-        "Ledger": steptrace.budget.Ledger,
-        "Hold": _accounting.Hold,
-    }
 
 
 @settings(max_examples=25)

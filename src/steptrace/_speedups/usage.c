@@ -91,17 +91,20 @@ slot_offset(PyTypeObject *type, const char *name)
 {
     PyObject *descr = PyObject_GetAttrString((PyObject *)type, name);
     if (descr == NULL) {
-        return -1;
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear(); /* no such class attribute: refused below */
     }
     Py_ssize_t offset = -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
         PyMemberDescrObject *member = (PyMemberDescrObject *)descr;
         if (member->d_member->type == T_OBJECT_EX && !(member->d_member->flags & READONLY)
             && PyType_IsSubtype(type, member->d_common.d_type)) {
             offset = member->d_member->offset;
         }
     }
-    Py_DECREF(descr);
+    Py_XDECREF(descr);
     if (offset < 0) {
         PyErr_Format(PyExc_TypeError, "usage accelerator: %s.%s is not a plain slot",
                      type->tp_name, name);
