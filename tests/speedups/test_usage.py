@@ -156,6 +156,32 @@ def test_exhaustion_of_an_outer_scope_names_it() -> None:
     assert error["step"] == "s"
 
 
+def test_totals_past_64_bits_stay_exact() -> None:
+    """Ledgers hold Python ints: totals far past any machine word add and
+    compare exactly, as in the reference."""
+
+    def once(record: Any) -> tuple[Any, ...]:
+        steptrace.reset()
+        with steptrace.run("big", budget={"max_tokens": 2**100}) as run:
+            ledger = run.ledger
+            ledger.input_tokens = 2**100 - 2**41
+            ledger.cost_pico = 2**90
+            record("m", 2**40 - 1, 0, cost_usd=1e6)
+            with pytest.raises(steptrace.BudgetExhausted) as error:
+                record("m", 2**40 - 1, 2**40 - 1, cost_usd=0.5)
+        return (
+            ledger.input_tokens,
+            ledger.output_tokens,
+            ledger.cost_pico,
+            error.value.to_dict(),
+        )
+
+    compiled = once(COMPILED)
+    assert compiled == once(REFERENCE)
+    assert compiled[0] == 2**100 - 2**41 + 2 * (2**40 - 1)
+    assert compiled[2] == 2**90 + 10**18 + 5 * 10**11
+
+
 def _pico(record: Any, cost: float) -> int:
     with steptrace.run("p") as run:
         record("m", 0, 0, cost_usd=cost)
