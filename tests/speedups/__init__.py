@@ -1,1 +1,0 @@
-"""Tests of the compiled accelerators against the pure-Python code they mirror."""
