@@ -571,8 +571,9 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
     if (ended_at == NULL) {
         goto error;
     }
-    Py_DECREF(ended_at); /* only compared with None */
-    if (ended_at != Py_None) {
+    int ended = ended_at != Py_None;
+    Py_DECREF(ended_at);
+    if (ended) {
         goto delegate; /* the run ended: late usage */
     }
 
