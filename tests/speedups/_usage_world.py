@@ -53,6 +53,7 @@ def recorder_config() -> dict[str, Any]:
         "hooks": registered_hooks,
         "threshold": _accounting._THRESHOLD,
         "time": vars(_accounting)["_time"],
+        "PricingUnknown": steptrace.PricingUnknown,
         "Frame": _context.Frame,
         "PersonaFrame": _context.PersonaFrame,
         "StepFrame": _context.StepFrame,

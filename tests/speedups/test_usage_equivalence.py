@@ -54,9 +54,15 @@ models = st.sampled_from(["m", "", "unknown", "gpt"]) | st.sampled_from([None, 7
 @st.composite
 def records(draw: st.DrawFn) -> Record:
     if draw(st.integers(0, 3)):  # mostly calls the compiled path takes
-        kwargs: dict[str, Any] = {
-            "cost_usd": draw(st.floats(0, 0.01) | st.sampled_from([0.0, 1e6]))
-        }
+        kwargs: dict[str, Any]
+        if draw(st.integers(0, 4)):
+            kwargs = {"cost_usd": draw(st.floats(0, 0.01) | st.sampled_from([0.0, 1e6]))}
+        else:  # priced by the caller already, no price known: recorded unpriced
+            kwargs = {"_priced": True}
+            if draw(st.booleans()):
+                kwargs["cost_usd"] = None
+        if draw(st.booleans()):
+            kwargs["_priced"] = True
         if draw(st.booleans()):
             kwargs["duration_ms"] = draw(valid_counts)
         if draw(st.booleans()):
@@ -163,7 +169,8 @@ def test_compiled_and_reference_keep_the_same_record(script: Script) -> None:
 
 def test_the_scripts_reach_the_compiled_path() -> None:
     """The generated scripts are not all delegated: plain priced calls in a
-    budgeted step are recorded by the compiled path, exhaustion included."""
+    budgeted step are recorded by the compiled path, exhaustion included, and
+    so are unpriced ones (``PricingUnknown`` under the step's USD limit)."""
     script = Script(
         run_budget={"max_tokens": 100},
         persona_budget=None,
@@ -175,7 +182,12 @@ def test_the_scripts_reach_the_compiled_path() -> None:
         shared=None,
         priced=False,
         outer=(Record(("m", 10, 20), {"cost_usd": 0.1}),),
-        inner=(Record(("", 30, 40), {"cost_usd": 0.3}), Record(("m", 1, 1), {"cost_usd": 0.3})),
+        inner=(
+            Record(("", 30, 40), {"cost_usd": 0.3}),
+            Record(("m", 1, 1), {"cost_usd": 0.3}),
+            Record(("m", 1, 1), {"cost_usd": None, "_priced": True}),
+            Record(("", 2, 2), {"_priced": True}),
+        ),
     )
     calls: list[object] = []
 

@@ -11,7 +11,8 @@
  * is mutated:
  *   - the arguments are the documented ones, with exact types in range
  *     (model a str; counts ints in 0..MAX_CALL_TOKENS; cost_usd a float in
- *     0..MAX_CALL_USD, so the call is priced and the price source unasked);
+ *     0..MAX_CALL_USD, or None with _priced=True: the caller asked the price
+ *     source, which knew no price, so the call is recorded unpriced);
  *   - no _hold, and no held check_budget hold pending in this context;
  *   - a frame is active (no default run to create), its usage is not late
  *     (frame.end_ns and run.ended_at are None), no shared budget is in force;
@@ -19,15 +20,16 @@
  * Every other call (an invalid argument, cost_usd=None, a hold to settle,
  * late usage, shared budgets, threshold hooks, an unexpected type anywhere)
  * is passed unchanged to the reference, which therefore decides every rare
- * path and raises every argument error with its own message.
+ * path, asks every price source and raises every argument error.
  *
  * In the common case it does what the reference does, in the same order and
  * under the run's lock (a threading.Lock that Python code takes too, so the
  * GIL is no substitute): the step's own counters and last model, then every
  * accounted ledger's counters, the first (innermost) ledger now strictly
  * over a limit giving the error (built by calling the Python _exhausted),
- * then the trace tuple appended when tracing is on and the retention check.
- * After the lock: run.trim() when due, then the error is raised.
+ * then an unpriced call counted as such, the trace tuple appended when tracing
+ * is on and the retention check. After the lock: run.trim() when due, then the
+ * error is raised (an unpriced call under a USD limit gives PricingUnknown).
  *
  * Ledger and frame fields are __slots__ of Python classes: their offsets are
  * read once from the classes' member descriptors (and checked to be plain
@@ -50,6 +52,7 @@ static PyObject *s_model, *s_input_tokens, *s_output_tokens, *s_cost_usd, *s_dur
     *s_cache_tokens, *s_cache_write_tokens, *s__hold, *s__priced, *s_lock, *s_ended_at,
     *s_tracing_enabled, *s_raw_trace, *s_trim_at, *s_trim, *s_acquire, *s_release, *s_state,
     *s_max_tokens, *s_max_usd, *s_empty;
+static PyObject *pricing_kwnames; /* ("scope", "scope_name") */
 static PyObject *pico_per_usd; /* the int 10**12, for pico_to_usd's true division */
 static PyObject *one;          /* the int 1 */
 static PyObject *zero;         /* the int 0: duration_ms and cache_tokens' default */
@@ -66,6 +69,7 @@ typedef struct {
     PyObject *hooks;     /* hooks.registered_hooks, a dict mutated in place */
     PyObject *threshold; /* HookEvent.ON_BUDGET_THRESHOLD */
     PyObject *time;      /* _accounting._time (time.time) */
+    PyObject *pricing_unknown; /* errors.PricingUnknown */
     PyTypeObject *frame_types[3]; /* Frame, PersonaFrame, StepFrame */
     PyTypeObject *step_type;      /* StepFrame */
     PyTypeObject *ledger_type;    /* Ledger */
@@ -73,9 +77,10 @@ typedef struct {
     /* Slot offsets. Frame (any of the three classes): */
     Py_ssize_t f_run, f_step, f_accounted, f_shared, f_end_ns;
     /* StepFrame: */
-    Py_ssize_t s_definition, s_in, s_out, s_pico, s_calls, s_last_model;
+    Py_ssize_t s_definition, s_in, s_out, s_pico, s_calls, s_unpriced, s_last_model;
     /* Ledger: */
-    Py_ssize_t l_in, l_out, l_pico, l_calls, l_max_tokens, l_max_pico;
+    Py_ssize_t l_in, l_out, l_pico, l_calls, l_unpriced, l_max_tokens, l_max_pico, l_kind,
+        l_name;
     /* Hold: */
     Py_ssize_t h_state;
 } Recorder;
@@ -276,7 +281,7 @@ check_limits(Recorder *self, PyObject *frame, PyObject *ledger)
 static int
 locked_update(Recorder *self, PyObject *frame, PyObject *run, PyObject *step,
               PyObject *accounted, PyObject *model, PyObject *named, PyObject *in,
-              PyObject *out, PyObject *pico, PyObject *cost, PyObject *duration,
+              PyObject *out, PyObject *pico, PyObject *cost, int priced, PyObject *duration,
               PyObject *cache, PyObject **exceeded, int *trim)
 {
     if (step != Py_None) {
@@ -312,6 +317,16 @@ locked_update(Recorder *self, PyObject *frame, PyObject *run, PyObject *step,
             *exceeded = error;
         }
     }
+    if (!priced) { /* a cost unknown is counted, never $0 */
+        if (step != Py_None && add_to_slot(step, self->s_unpriced, one) < 0) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (add_to_slot(PyTuple_GET_ITEM(accounted, i), self->l_unpriced, one) < 0) {
+                return -1;
+            }
+        }
+    }
     PyObject *tracing = PyObject_GetAttr(run, s_tracing_enabled);
     if (tracing == NULL) {
         return -1;
@@ -340,7 +355,8 @@ locked_update(Recorder *self, PyObject *frame, PyObject *run, PyObject *step,
         Py_DECREF(raw);
         return -1;
     }
-    PyObject *fields[9] = {model, in, out, duration, cost, cache, frame, at, Py_False};
+    PyObject *fields[9] = {model, in, out, duration, priced ? cost : Py_None, cache, frame, at,
+                           Py_False};
     for (int i = 0; i < 9; i++) {
         PyTuple_SET_ITEM(record, i, Py_NewRef(fields[i]));
     }
@@ -425,6 +441,28 @@ release(PyObject *lock)
     return 0;
 }
 
+/* The error for an unpriced call: PricingUnknown naming the innermost scope
+ * with a USD limit (a new reference), Py_None when there is none, or NULL. */
+static PyObject *
+unpriced_error(Recorder *self, PyObject *accounted, PyObject *model)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(accounted); i++) {
+        PyObject *ledger = PyTuple_GET_ITEM(accounted, i);
+        PyObject *max_pico = SLOT(ledger, self->l_max_pico);
+        if (max_pico == NULL || max_pico == Py_None) {
+            continue;
+        }
+        PyObject *kind = SLOT(ledger, self->l_kind), *name = SLOT(ledger, self->l_name);
+        if (kind == NULL || name == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "Ledger has an unset kind or name");
+            return NULL;
+        }
+        PyObject *args[3] = {model, kind, name}; /* PricingUnknown(model, scope=, scope_name=) */
+        return PyObject_Vectorcall(self->pricing_unknown, args, 1, pricing_kwnames);
+    }
+    return Py_NewRef(Py_None);
+}
+
 /* Whether this context's check_budget hold is still held (1), not (0), or -1. */
 static int
 hold_pending(Recorder *self)
@@ -468,7 +506,7 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
     Recorder *self = (Recorder *)callable;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *model = NULL, *in = NULL, *out = NULL, *cost = NULL, *duration = NULL,
-             *cache = NULL, *hold = NULL, *cache_write = NULL, *priced = NULL;
+             *cache = NULL, *hold = NULL, *cache_write = NULL, *priced_arg = NULL;
     PyObject *frame = NULL, *run = NULL, *step = NULL, *accounted = NULL, *resolved = NULL,
              *pico = NULL, *lock = NULL, *exceeded = NULL;
     int trim = 0;
@@ -492,7 +530,7 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
                                   s_cache_write_tokens, s__hold, s__priced,
                                   s_model, s_input_tokens, s_output_tokens};
             PyObject **targets[9] = {&cost, &duration, &cache, &cache_write, &hold,
-                                     &priced, &model, &in, &out};
+                                     &priced_arg, &model, &in, &out};
             for (int k = 0; k < 9 && target == NULL; k++) {
                 if (key == names[k]) {
                     target = targets[k];
@@ -512,18 +550,31 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
             *target = args[nargs + i];
         }
     }
-    /* The reference's combined test, narrowed: a float cost only (an int cost
-     * is converted there, None asks the price source), no hold to settle.
-     * cache_write_tokens and _priced matter only when cost_usd is None. */
-    if (model == NULL || in == NULL || out == NULL || cost == NULL
-        || !PyUnicode_CheckExact(model) || !count_ok(in) || !count_ok(out)
-        || (duration != NULL && !count_ok(duration)) || (cache != NULL && !count_ok(cache))
-        || !PyFloat_CheckExact(cost) || (hold != NULL && hold != Py_None)) {
+    /* The reference's combined test, narrowed: a float cost (an int cost is
+     * converted there) or an unpriced call, no hold to settle.
+     * cache_write_tokens matters only when the price source is asked. */
+    if (model == NULL || in == NULL || out == NULL || !PyUnicode_CheckExact(model)
+        || !count_ok(in) || !count_ok(out) || (duration != NULL && !count_ok(duration))
+        || (cache != NULL && !count_ok(cache)) || (hold != NULL && hold != Py_None)) {
         goto delegate;
     }
-    double cost_value = PyFloat_AS_DOUBLE(cost);
-    if (!(cost_value >= 0.0 && cost_value <= MAX_COST)) { /* NaN fails too */
-        goto delegate;
+    double cost_value = 0.0;
+    int priced = 1;
+    if (cost == NULL || cost == Py_None) {
+        /* Without _priced=True the reference asks the price source. */
+        if (priced_arg != Py_True) {
+            goto delegate;
+        }
+        priced = 0; /* asked already, no price known: recorded unpriced, at $0 */
+    }
+    else {
+        if (!PyFloat_CheckExact(cost)) {
+            goto delegate;
+        }
+        cost_value = PyFloat_AS_DOUBLE(cost);
+        if (!(cost_value >= 0.0 && cost_value <= MAX_COST)) { /* NaN fails too */
+            goto delegate;
+        }
     }
     if (duration == NULL) {
         duration = zero;
@@ -599,7 +650,8 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
             Py_DECREF(declared);
         }
     }
-    pico = round_half_even(cost_value * 1e12); /* round(cost_usd * PICO_PER_USD) */
+    pico = priced ? round_half_even(cost_value * 1e12) /* round(cost_usd * PICO_PER_USD) */
+                  : Py_NewRef(zero);
     if (pico == NULL) {
         goto error;
     }
@@ -614,7 +666,7 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
     }
     Py_DECREF(acquired);
     int failed = locked_update(self, frame, run, step, accounted, resolved, model, in, out,
-                               pico, cost, duration, cache, &exceeded, &trim);
+                               pico, cost, priced, duration, cache, &exceeded, &trim);
     if (release(lock) < 0 || failed) {
         goto error;
     }
@@ -624,6 +676,18 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
             goto error;
         }
         Py_DECREF(trimmed);
+    }
+    if (!priced && exceeded == NULL) {
+        PyObject *error = unpriced_error(self, accounted, resolved);
+        if (error == NULL) {
+            goto error;
+        }
+        if (error == Py_None) {
+            Py_DECREF(error);
+        }
+        else {
+            exceeded = error;
+        }
     }
     if (exceeded != NULL) {
         PyErr_SetObject((PyObject *)Py_TYPE(exceeded), exceeded);
@@ -673,6 +737,7 @@ recorder_traverse(Recorder *self, visitproc visit, void *arg)
     Py_VISIT(self->hooks);
     Py_VISIT(self->threshold);
     Py_VISIT(self->time);
+    Py_VISIT(self->pricing_unknown);
     for (int i = 0; i < 3; i++) {
         Py_VISIT(self->frame_types[i]);
     }
@@ -694,6 +759,7 @@ recorder_clear(Recorder *self)
     Py_CLEAR(self->hooks);
     Py_CLEAR(self->threshold);
     Py_CLEAR(self->time);
+    Py_CLEAR(self->pricing_unknown);
     for (int i = 0; i < 3; i++) {
         Py_CLEAR(self->frame_types[i]);
     }
@@ -742,6 +808,7 @@ recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         || take(config, "hooks", &self->hooks) < 0
         || take(config, "threshold", &self->threshold) < 0
         || take(config, "time", &self->time) < 0
+        || take(config, "PricingUnknown", &self->pricing_unknown) < 0
         || take_type(config, "Frame", &self->frame_types[0]) < 0
         || take_type(config, "PersonaFrame", &self->frame_types[1]) < 0
         || take_type(config, "StepFrame", &self->frame_types[2]) < 0
@@ -766,11 +833,15 @@ recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         || (self->s_out = slot_offset(self->step_type, "own_output_tokens")) < 0
         || (self->s_pico = slot_offset(self->step_type, "own_cost_pico")) < 0
         || (self->s_calls = slot_offset(self->step_type, "own_llm_calls")) < 0
+        || (self->s_unpriced = slot_offset(self->step_type, "own_unpriced_calls")) < 0
         || (self->s_last_model = slot_offset(self->step_type, "last_model")) < 0
         || (self->l_in = slot_offset(self->ledger_type, "input_tokens")) < 0
         || (self->l_out = slot_offset(self->ledger_type, "output_tokens")) < 0
         || (self->l_pico = slot_offset(self->ledger_type, "cost_pico")) < 0
         || (self->l_calls = slot_offset(self->ledger_type, "llm_calls")) < 0
+        || (self->l_unpriced = slot_offset(self->ledger_type, "unpriced_calls")) < 0
+        || (self->l_kind = slot_offset(self->ledger_type, "kind")) < 0
+        || (self->l_name = slot_offset(self->ledger_type, "name")) < 0
         || (self->l_max_tokens = slot_offset(self->ledger_type, "max_tokens")) < 0
         || (self->l_max_pico = slot_offset(self->ledger_type, "max_pico")) < 0
         || (self->h_state = slot_offset(self->hold_type, "state")) < 0) {
@@ -877,7 +948,8 @@ PyInit_usage(void)
         || intern(&s_empty, "") < 0) {
         return NULL;
     }
-    if ((pico_per_usd = PyLong_FromLongLong(1000000000000LL)) == NULL
+    if ((pricing_kwnames = Py_BuildValue("(ss)", "scope", "scope_name")) == NULL
+        || (pico_per_usd = PyLong_FromLongLong(1000000000000LL)) == NULL
         || (one = PyLong_FromLong(1)) == NULL || (zero = PyLong_FromLong(0)) == NULL) {
         return NULL;
     }
