@@ -21,9 +21,9 @@ late, and a run that ends over a limit says so in its status.
 ``record_llm_usage`` runs on every model call, so its common path is written
 flat: one combined argument test, one lock, no allocation but the trace tuple.
 When the optional accelerator ``steptrace._speedups.usage`` is built, the
-public name is its compiled twin of that common path (a call with its cost,
-or unpriced after the caller asked the price source, no hold, not late, no
-shared budget or threshold hook), which hands every other call to
+public name is its compiled twin of that common path (valid arguments, no
+hold, not late, no shared budget or threshold hook), which hands every other
+call to
 the function here, unchanged: the reference, tested against it.
 """
 
@@ -688,6 +688,7 @@ def _accelerated() -> Any:
                 "threshold": _THRESHOLD,
                 "time": _time,
                 "PricingUnknown": PricingUnknown,
+                "price_call": price_call,
                 "Frame": _context.Frame,
                 "PersonaFrame": _context.PersonaFrame,
                 "StepFrame": _context.StepFrame,

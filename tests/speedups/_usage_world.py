@@ -54,6 +54,7 @@ def recorder_config() -> dict[str, Any]:
         "threshold": _accounting._THRESHOLD,
         "time": vars(_accounting)["_time"],
         "PricingUnknown": steptrace.PricingUnknown,
+        "price_call": vars(_accounting)["price_call"],
         "Frame": _context.Frame,
         "PersonaFrame": _context.PersonaFrame,
         "StepFrame": _context.StepFrame,
@@ -63,7 +64,8 @@ def recorder_config() -> dict[str, Any]:
 
 
 class FlatPrices:
-    """A price source: a millionth of a dollar a token."""
+    """A price source: a millionth of a dollar a token; no price for the model
+    ``unknown``, and a broken source for the model ``boom``."""
 
     def cost_usd(
         self,
@@ -74,6 +76,8 @@ class FlatPrices:
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
     ) -> float | None:
+        if model == "boom":
+            raise RuntimeError("the price source failed")
         return None if model == "unknown" else (input_tokens + output_tokens) * 1e-6
 
 

@@ -27,6 +27,7 @@ from steptrace import _accounting, _context
 from ._usage_world import (
     COMPILED,
     REFERENCE,
+    FlatPrices,
     compiled_module,
     implementation,
     recorder_config,
@@ -292,6 +293,40 @@ def _two_calls(outer: contextvars.Context, model: str, cost: float) -> None:
         COMPILED(model, 3, 4, cost_usd=cost)  # over the inner step's limit
     except steptrace.BudgetExhausted:
         pass
+
+
+def test_no_reference_is_leaked_when_the_price_source_is_asked() -> None:
+    """Calls priced by the price source, left unpriced by it, or failing in it
+    (its error raised after the record) leak nothing either."""
+    steptrace.configure(price_source=FlatPrices())
+    models = ["m", "unknown", "boom"]
+
+    def calls() -> None:
+        for model in models:
+            try:
+                COMPILED(model, 3, 4)
+            except (RuntimeError, steptrace.PricingUnknown):
+                pass
+
+    with steptrace.run("leaks", budget={"max_usd": 1e6}, retain=50) as run:
+        for _ in range(200):
+            calls()
+        run.take_trace()
+        gc.collect()
+        before = [sys.getrefcount(o) for o in models]
+        tracemalloc.start()
+        start, _ = tracemalloc.get_traced_memory()
+        for _ in range(5_000):
+            calls()
+        gc.collect()
+        end, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        run.take_trace()
+        gc.collect()
+        after = [sys.getrefcount(o) for o in models]
+    assert end - start < 64 * 1024
+    assert after == before
+    assert (run.ledger.llm_calls, run.ledger.unpriced_calls) == (3 * 5_200, 2 * 5_200)
 
 
 def test_holds_settle_through_the_compiled_name() -> None:

@@ -57,17 +57,23 @@ def records(draw: st.DrawFn) -> Record:
         kwargs: dict[str, Any]
         if draw(st.integers(0, 4)):
             kwargs = {"cost_usd": draw(st.floats(0, 0.01) | st.sampled_from([0.0, 1e6]))}
-        else:  # priced by the caller already, no price known: recorded unpriced
+        elif draw(st.booleans()):  # priced by the caller already: no price known
             kwargs = {"_priced": True}
             if draw(st.booleans()):
                 kwargs["cost_usd"] = None
-        if draw(st.booleans()):
+        else:  # priced by the price source (none, a flat one, or a broken one)
+            kwargs = {}
+            if draw(st.booleans()):
+                kwargs["cost_usd"] = None
+            if draw(st.booleans()):
+                kwargs["cache_write_tokens"] = draw(valid_counts)
+        if "cost_usd" in kwargs and kwargs["cost_usd"] is not None and draw(st.booleans()):
             kwargs["_priced"] = True
         if draw(st.booleans()):
             kwargs["duration_ms"] = draw(valid_counts)
         if draw(st.booleans()):
             kwargs["cache_tokens"] = draw(valid_counts)
-        model = draw(st.sampled_from(["m", "", "gpt"]))
+        model = draw(st.sampled_from(["m", "", "gpt", "unknown", "boom"]))
         return Record((model, draw(valid_counts), draw(valid_counts)), kwargs)
     return draw(any_records())
 
@@ -170,7 +176,8 @@ def test_compiled_and_reference_keep_the_same_record(script: Script) -> None:
 def test_the_scripts_reach_the_compiled_path() -> None:
     """The generated scripts are not all delegated: plain priced calls in a
     budgeted step are recorded by the compiled path, exhaustion included, and
-    so are unpriced ones (``PricingUnknown`` under the step's USD limit)."""
+    so are unpriced ones (``PricingUnknown`` under the step's USD limit) and
+    those the price source prices or fails to."""
     script = Script(
         run_budget={"max_tokens": 100},
         persona_budget=None,
@@ -180,13 +187,15 @@ def test_the_scripts_reach_the_compiled_path() -> None:
         tracing=True,
         retain=None,
         shared=None,
-        priced=False,
+        priced=True,
         outer=(Record(("m", 10, 20), {"cost_usd": 0.1}),),
         inner=(
             Record(("", 30, 40), {"cost_usd": 0.3}),
             Record(("m", 1, 1), {"cost_usd": 0.3}),
             Record(("m", 1, 1), {"cost_usd": None, "_priced": True}),
             Record(("", 2, 2), {"_priced": True}),
+            Record(("boom", 2, 2), {}),
+            Record(("", 2, 2), {"cache_write_tokens": 1}),
         ),
     )
     calls: list[object] = []

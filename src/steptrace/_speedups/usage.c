@@ -11,8 +11,10 @@
  * is mutated:
  *   - the arguments are the documented ones, with exact types in range
  *     (model a str; counts ints in 0..MAX_CALL_TOKENS; cost_usd a float in
- *     0..MAX_CALL_USD, or None with _priced=True: the caller asked the price
- *     source, which knew no price, so the call is recorded unpriced);
+ *     0..MAX_CALL_USD; or None, when the price source is asked here, through
+ *     the same price_call, once, after every check below, or was asked by the
+ *     caller (_priced=True): a price unknown or a failing source leaves the
+ *     call unpriced, as in the reference);
  *   - no _hold, and no held check_budget hold pending in this context;
  *   - a frame is active (no default run to create), its usage is not late
  *     (frame.end_ns and run.ended_at are None), no shared budget is in force;
@@ -20,7 +22,7 @@
  * Every other call (an invalid argument, cost_usd=None, a hold to settle,
  * late usage, shared budgets, threshold hooks, an unexpected type anywhere)
  * is passed unchanged to the reference, which therefore decides every rare
- * path, asks every price source and raises every argument error.
+ * path and raises every argument error with its own message.
  *
  * In the common case it does what the reference does, in the same order and
  * under the run's lock (a threading.Lock that Python code takes too, so the
@@ -29,7 +31,8 @@
  * over a limit giving the error (built by calling the Python _exhausted),
  * then an unpriced call counted as such, the trace tuple appended when tracing
  * is on and the retention check. After the lock: run.trim() when due, then the
- * error is raised (an unpriced call under a USD limit gives PricingUnknown).
+ * error is raised (for an unpriced call: the price source's failure, else
+ * PricingUnknown under a USD limit).
  *
  * Ledger and frame fields are __slots__ of Python classes: their offsets are
  * read once from the classes' member descriptors (and checked to be plain
@@ -70,6 +73,7 @@ typedef struct {
     PyObject *threshold; /* HookEvent.ON_BUDGET_THRESHOLD */
     PyObject *time;      /* _accounting._time (time.time) */
     PyObject *pricing_unknown; /* errors.PricingUnknown */
+    PyObject *price_call;      /* _pricing.price_call, as _accounting calls it */
     PyTypeObject *frame_types[3]; /* Frame, PersonaFrame, StepFrame */
     PyTypeObject *step_type;      /* StepFrame */
     PyTypeObject *ledger_type;    /* Ledger */
@@ -508,7 +512,7 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
     PyObject *model = NULL, *in = NULL, *out = NULL, *cost = NULL, *duration = NULL,
              *cache = NULL, *hold = NULL, *cache_write = NULL, *priced_arg = NULL;
     PyObject *frame = NULL, *run = NULL, *step = NULL, *accounted = NULL, *resolved = NULL,
-             *pico = NULL, *lock = NULL, *exceeded = NULL;
+             *pico = NULL, *lock = NULL, *exceeded = NULL, *asked = NULL, *price_error = NULL;
     int trim = 0;
 
     /* Arguments: the reference's signature. Anything else (too many, unknown,
@@ -551,21 +555,31 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
         }
     }
     /* The reference's combined test, narrowed: a float cost (an int cost is
-     * converted there) or an unpriced call, no hold to settle.
-     * cache_write_tokens matters only when the price source is asked. */
+     * converted there) or None, no hold to settle. cache_write_tokens matters
+     * only when the price source is asked. */
     if (model == NULL || in == NULL || out == NULL || !PyUnicode_CheckExact(model)
         || !count_ok(in) || !count_ok(out) || (duration != NULL && !count_ok(duration))
         || (cache != NULL && !count_ok(cache)) || (hold != NULL && hold != Py_None)) {
         goto delegate;
     }
     double cost_value = 0.0;
-    int priced = 1;
+    int priced = 1, ask = 0;
     if (cost == NULL || cost == Py_None) {
-        /* Without _priced=True the reference asks the price source. */
-        if (priced_arg != Py_True) {
+        if (priced_arg == Py_True) {
+            priced = 0; /* asked already, no price known: recorded unpriced, at $0 */
+        }
+        else if (priced_arg == NULL || priced_arg == Py_False) {
+            ask = 1; /* asked below, once the call is known to stay here */
+            if (cache_write == NULL) {
+                cache_write = zero;
+            }
+            else if (!count_ok(cache_write)) {
+                goto delegate;
+            }
+        }
+        else {
             goto delegate;
         }
-        priced = 0; /* asked already, no price known: recorded unpriced, at $0 */
     }
     else {
         if (!PyFloat_CheckExact(cost)) {
@@ -650,6 +664,42 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
             Py_DECREF(declared);
         }
     }
+    if (ask) { /* price_call(model, input, output, cache, cache_write), as the reference */
+        PyObject *question[5] = {resolved, in, out, cache, cache_write};
+        asked = PyObject_Vectorcall(self->price_call, question, 5, NULL);
+        if (asked == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+                goto error;
+            }
+            /* A broken price source: the call is still recorded, unpriced,
+             * and the source's error raised after. */
+            priced = 0;
+#if PY_VERSION_HEX >= 0x030C0000
+            price_error = PyErr_GetRaisedException();
+#else
+            PyObject *type, *traceback;
+            PyErr_Fetch(&type, &price_error, &traceback);
+            PyErr_NormalizeException(&type, &price_error, &traceback);
+            if (traceback != NULL) {
+                PyException_SetTraceback(price_error, traceback);
+            }
+            Py_XDECREF(type);
+            Py_XDECREF(traceback);
+#endif
+        }
+        else if (asked == Py_None) {
+            priced = 0;
+        }
+        else if (PyFloat_CheckExact(asked) && PyFloat_AS_DOUBLE(asked) >= 0.0
+                 && PyFloat_AS_DOUBLE(asked) <= MAX_COST) {
+            cost = asked; /* price_call checks every answer: a float in range */
+            cost_value = PyFloat_AS_DOUBLE(asked);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "price_call answered %R, not a price", asked);
+            goto error;
+        }
+    }
     pico = priced ? round_half_even(cost_value * 1e12) /* round(cost_usd * PICO_PER_USD) */
                   : Py_NewRef(zero);
     if (pico == NULL) {
@@ -677,7 +727,11 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
         }
         Py_DECREF(trimmed);
     }
-    if (!priced && exceeded == NULL) {
+    if (!priced && exceeded == NULL && price_error != NULL) {
+        exceeded = price_error; /* a failed price source leaves it unpriced too */
+        price_error = NULL;
+    }
+    else if (!priced && exceeded == NULL) {
         PyObject *error = unpriced_error(self, accounted, resolved);
         if (error == NULL) {
             goto error;
@@ -700,6 +754,8 @@ recorder_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject
     Py_DECREF(resolved);
     Py_DECREF(pico);
     Py_DECREF(lock);
+    Py_XDECREF(asked);
+    Py_XDECREF(price_error);
     Py_RETURN_NONE;
 
 error:
@@ -711,6 +767,8 @@ error:
     Py_XDECREF(pico);
     Py_XDECREF(lock);
     Py_XDECREF(exceeded);
+    Py_XDECREF(asked);
+    Py_XDECREF(price_error);
     return NULL;
 
 delegate:
@@ -738,6 +796,7 @@ recorder_traverse(Recorder *self, visitproc visit, void *arg)
     Py_VISIT(self->threshold);
     Py_VISIT(self->time);
     Py_VISIT(self->pricing_unknown);
+    Py_VISIT(self->price_call);
     for (int i = 0; i < 3; i++) {
         Py_VISIT(self->frame_types[i]);
     }
@@ -760,6 +819,7 @@ recorder_clear(Recorder *self)
     Py_CLEAR(self->threshold);
     Py_CLEAR(self->time);
     Py_CLEAR(self->pricing_unknown);
+    Py_CLEAR(self->price_call);
     for (int i = 0; i < 3; i++) {
         Py_CLEAR(self->frame_types[i]);
     }
@@ -809,6 +869,7 @@ recorder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         || take(config, "threshold", &self->threshold) < 0
         || take(config, "time", &self->time) < 0
         || take(config, "PricingUnknown", &self->pricing_unknown) < 0
+        || take(config, "price_call", &self->price_call) < 0
         || take_type(config, "Frame", &self->frame_types[0]) < 0
         || take_type(config, "PersonaFrame", &self->frame_types[1]) < 0
         || take_type(config, "StepFrame", &self->frame_types[2]) < 0
