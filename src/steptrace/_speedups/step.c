@@ -137,6 +137,68 @@ member_offset(PyTypeObject *type, const char *name)
     return offset;
 }
 
+/* -- the collector's walk of a StepFrame ---------------------------------------
+ *
+ * A run keeps every step frame it made, so the cyclic GC walks each one many
+ * times over its life (young, then in every full collection): with the GC on
+ * that walk is most of what a step call costs beyond its own work. CPython
+ * walks a class with __slots__ generically (`subtype_traverse`: each class of
+ * the MRO, each member's descriptor record, its kind). This is the same walk
+ * with the 25 slot offsets listed once: every non-empty object slot in the
+ * order CPython visits them, then the type, so `gc.get_referents` and every
+ * collection see exactly what they saw. Installed only when the layout is
+ * the plain one it assumes (slots only, no __dict__, no custom traverse). */
+
+#define MAX_TRAVERSED 64
+static Py_ssize_t traversed[MAX_TRAVERSED];
+static int n_traversed;
+
+static int
+step_frame_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    for (int i = 0; i < n_traversed; i++) {
+        Py_VISIT(SLOT(self, traversed[i]));
+    }
+    Py_VISIT(Py_TYPE(self)); /* a heap type's instances hold a reference to it */
+    return 0;
+}
+
+/* Replace StepFrame's generic walk by step_frame_traverse if the layout is
+ * what it assumes; otherwise leave CPython's walk in place. */
+static void
+install_traverse(PyTypeObject *type)
+{
+    traverseproc generic = type->tp_traverse;
+    if (generic == step_frame_traverse) {
+        return; /* configured before */
+    }
+    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) || type->tp_dictoffset != 0 ||
+        type->tp_weaklistoffset != 0) {
+        return;
+    }
+    int n = 0;
+    PyTypeObject *base = type;
+    for (; base->tp_traverse == generic; base = base->tp_base) {
+        if (!(base->tp_flags & Py_TPFLAGS_HEAPTYPE) || base->tp_dictoffset != 0) {
+            return;
+        }
+        PyMemberDef *member = base->tp_members;
+        for (Py_ssize_t i = 0; i < Py_SIZE(base); i++, member++) {
+            if (member->type == Py_T_OBJECT_EX) {
+                if (n == MAX_TRAVERSED) {
+                    return;
+                }
+                traversed[n++] = member->offset;
+            }
+        }
+    }
+    if (base != &PyBaseObject_Type) { /* a base with its own walk: keep CPython's */
+        return;
+    }
+    n_traversed = n;
+    type->tp_traverse = step_frame_traverse;
+}
+
 /* -- configure(), accelerate(), is_accelerated() ---------------------------- */
 
 static PyObject *
@@ -193,6 +255,7 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(registered_hooks, Py_NewRef(hooks));
     Py_XSETREF(active_frame_fn, Py_NewRef(active));
     Py_XSETREF(step_frame_fn, Py_NewRef(make_frame));
+    install_traverse(step_frame_type);
     Py_RETURN_NONE;
 }
 
