@@ -36,10 +36,7 @@ if _step_speedup is not None:
     # What a compiled step call reads, the same objects the Python body reads.
     _step_speedup.configure(
         _context._active,
-        _context.Frame,
-        _context.StepFrame,
         StepDefinition,
-        vars(_context),  # _span_ids, rebound after fork
         vars(_spans),  # processors, rebound on registration
         registered_hooks,
         active_frame,

@@ -288,3 +288,47 @@ def test_the_collector_sees_every_slot_of_a_step_frame(accelerated: bool) -> Non
     expected.append(type(frame))
     referents = gc.get_referents(frame)
     assert [id(o) for o in referents] == [id(o) for o in expected]
+
+
+def _slots(frame: object) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for cls in type(frame).__mro__:
+        for name in cls.__dict__.get("__slots__", ()):
+            try:
+                values[name] = cls.__dict__[name].__get__(frame, cls)
+            except AttributeError:
+                values[name] = "<empty>"
+    return values
+
+
+@pytest.mark.parametrize("metadata", [None, {}, {"source": "web"}], ids=["none", "empty", "set"])
+def test_a_user_span_frame_is_filled_as_the_reference_fills_it(
+    metadata: dict[str, Any] | None,
+) -> None:
+    @steptrace.persona(name="acc.persona")
+    def persona(body: Callable[[], Any]) -> Any:
+        return body()
+
+    parents: list[Any] = []
+    step = decorate_step(True, lambda: parents.append(_context.get_frame()), name="acc.parent")
+    with steptrace.run("acc") as run:
+        parents.append(run.root)
+        persona(lambda: parents.append(_context.get_frame()))
+        step()
+        with steptrace.span("acc.user") as user:
+            parents.append(user)
+    kind = steptrace.SpanKind.TOOL
+    for parent in parents:
+        compiled = _context.span_frame("acc.child", kind, parent, metadata)
+        reference = _context.reference_span_frame("acc.child", kind, parent, metadata)
+        assert type(compiled) is type(reference) is _context.Frame
+        mine, theirs = _slots(compiled), _slots(reference)
+        assert mine.pop("span_id") != theirs.pop("span_id")
+        assert 0 <= theirs.pop("start_ns") - mine.pop("start_ns") < 10**9  # type: ignore[operator]
+        assert mine == theirs
+    not_a_frame: Any = object()
+    with pytest.raises(AttributeError) as compiled_error:
+        _context.span_frame("acc.child", kind, not_a_frame, None)
+    with pytest.raises(AttributeError) as reference_error:
+        _context.reference_span_frame("acc.child", kind, not_a_frame, None)
+    assert str(compiled_error.value) == str(reference_error.value)

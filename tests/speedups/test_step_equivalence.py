@@ -1,4 +1,5 @@
-"""The compiled step call keeps the record its pure-Python reference keeps.
+"""The compiled step call (and user span frame) keep the record their pure-Python
+reference keeps.
 
 Hypothesis writes programs of nested sync step calls: steps that return,
 raise, overspend their budget (so the fail, continue and escalate boundaries
@@ -25,7 +26,7 @@ import steptrace
 from steptrace import spans as _spans
 from steptrace.hooks import RewriteArgs, RewriteOutput
 
-from ._step_modes import decorate_step
+from ._step_modes import decorate_step, pure_python
 
 # (name, error boundary, budget): every boundary, with and without a budget.
 STEP_KINDS: list[tuple[str, str, dict[str, int] | None]] = [
@@ -53,6 +54,8 @@ class Node:
     """Call this node's step in another thread (context carried by ``bind``)."""
     kwargs: bool
     """Pass the argument by keyword."""
+    span: bool = False
+    """Call the children inside a user span (``steptrace.span``)."""
 
 
 def nodes() -> st.SearchStrategy[Node]:
@@ -77,6 +80,7 @@ def nodes() -> st.SearchStrategy[Node]:
             persona=st.booleans(),
             thread=st.booleans(),
             kwargs=st.booleans(),
+            span=st.booleans(),
         ),
         max_leaves=8,
     )
@@ -125,38 +129,46 @@ class Program:
     def _body(self, name: str) -> Any:
         def body(node: Node, tag: str = "", **extra: Any) -> Any:
             self.log.append(("body", name, node.action, tag, sorted(extra)))
-            for child in node.children:
-                if node.catch:
-                    try:
-                        self.log.append(("child returned", self.enter(child)))
-                    except BaseException as exc:  # logged, compared
-                        self.log.append(("child raised", describe(exc)))
-                else:
-                    self.log.append(("child returned", self.enter(child)))
-            if node.action == "raise":
-                raise ValueError(f"{name} failed")
-            if node.action == "base_exception":
-                raise Stop(name)
-            if node.action == "overspend":
-                steptrace.record_llm_usage("m", 80, 80, cost_usd=0.0)
-            if node.action == "spend":
-                steptrace.record_llm_usage("m", 3, 4, cost_usd=0.001)
-            if node.action == "event":
-                steptrace.emit_event(
-                    steptrace.LlmCall(
-                        call_id=name,
-                        model="m",
-                        input_tokens=1,
-                        output_tokens=2,
-                        cache_tokens=0,
-                        duration_ms=3,
-                        iteration=len(node.children),
-                    )
-                )
-            return (name, len(node.children))
+            if node.span:
+                with steptrace.span(
+                    f"span.{name}", kind=steptrace.SpanKind.TOOL, depth=len(node.children)
+                ):
+                    return self._run_body(name, node)
+            return self._run_body(name, node)
 
         body.__name__ = body.__qualname__ = f"body_{name}"
         return body
+
+    def _run_body(self, name: str, node: Node) -> Any:
+        for child in node.children:
+            if node.catch:
+                try:
+                    self.log.append(("child returned", self.enter(child)))
+                except BaseException as exc:  # logged, compared
+                    self.log.append(("child raised", describe(exc)))
+            else:
+                self.log.append(("child returned", self.enter(child)))
+        if node.action == "raise":
+            raise ValueError(f"{name} failed")
+        if node.action == "base_exception":
+            raise Stop(name)
+        if node.action == "overspend":
+            steptrace.record_llm_usage("m", 80, 80, cost_usd=0.0)
+        if node.action == "spend":
+            steptrace.record_llm_usage("m", 3, 4, cost_usd=0.001)
+        if node.action == "event":
+            steptrace.emit_event(
+                steptrace.LlmCall(
+                    call_id=name,
+                    model="m",
+                    input_tokens=1,
+                    output_tokens=2,
+                    cache_tokens=0,
+                    duration_ms=3,
+                    iteration=len(node.children),
+                )
+            )
+        return (name, len(node.children))
 
     def call(self, node: Node) -> Any:
         step = self.steps[node.kind]
@@ -262,6 +274,11 @@ def record_of(run: steptrace.Run) -> dict[str, Any]:
 def execute(accelerated: bool, program: list[Node], observers: Observers) -> dict[str, Any]:
     steptrace.reset()
     steps = Program(accelerated)
+    with pure_python(not accelerated):
+        return _execute(steps, program, observers)
+
+
+def _execute(steps: Program, program: list[Node], observers: Observers) -> dict[str, Any]:
     recorder = Recorder(observers)
     if observers.hooks:
         steptrace.register_persona_hook("*", "PreStep", recorder.pre_step)

@@ -20,8 +20,12 @@
  * step filed. Rare parts call the same Python helpers: `active_frame()` when
  * no run is active, `step_frame()` for a step with a budget or a shared pool
  * (its Ledger), `run.trim()`, `scope.announce`/`announce_end` when processors
- * or hooks are registered, and `scope.fail`. With STEPTRACE_PURE_PYTHON=1
- * this module is not loaded and the Python body runs.
+ * or hooks are registered, and `scope.fail`. Two smaller things live here
+ * because they need the same layout: `span_frame`, the compiled twin of
+ * `_context.span_frame` (a user span's frame; `_context.reference_span_frame`
+ * is its reference), and the collector's walk of Frame and StepFrame objects
+ * by their slot offsets listed once. With STEPTRACE_PURE_PYTHON=1 this module
+ * is not loaded and the Python code runs.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -36,11 +40,14 @@
 
 /* -- what configure() hands over, held for the life of the process ---------- */
 
-static PyObject *active_var;          /* _context._active, the ContextVar */
+/* configure_frames(), from _context: the frames' layout. */
 static PyTypeObject *frame_type;      /* _context.Frame */
 static PyTypeObject *step_frame_type; /* _context.StepFrame */
-static PyTypeObject *definition_type; /* definitions.StepDefinition */
 static PyObject *context_globals;     /* _context's namespace: _span_ids is rebound after fork */
+static PyObject *span_frame_fn;       /* _context.span_frame, the reference */
+/* configure(), from _wrappers: what the step call reads. */
+static PyObject *active_var;          /* _context._active, the ContextVar */
+static PyTypeObject *definition_type; /* definitions.StepDefinition */
 static PyObject *spans_globals;       /* spans' namespace: processors is rebound on registration */
 static PyObject *registered_hooks;    /* hooks.registered_hooks: one dict, mutated in place */
 static PyObject *active_frame_fn;     /* _run.active_frame */
@@ -55,7 +62,7 @@ static Py_ssize_t n_freevars, cell_fn, cell_definition, cell_limits, cell_announ
     cell_fail;
 
 /* Interned attribute names and the constant strings step_call assigns. */
-static PyObject *str_run, *str_spans, *str_trim_at, *str_trim, *str_ended_steps,
+static PyObject *str_run, *str_id, *str_spans, *str_trim_at, *str_trim, *str_ended_steps,
     *str_processors, *str_span_ids, *str_unset, *str_ok, *str_completed, *zero;
 
 /* The StepFrame slots step_frame() assigns, by their member descriptors'
@@ -92,6 +99,31 @@ static const char *slot_names[N_SLOTS] = {
 };
 static Py_ssize_t slot_offset[N_SLOTS];
 static Py_ssize_t definition_shared_offset;
+
+/* The Frame slots span_frame() assigns (a user span's frame). */
+enum {
+    F_SPAN_ID,
+    F_PARENT_ID,
+    F_RUN_ID,
+    F_NAME,
+    F_KIND,
+    F_START_NS,
+    F_END_NS,
+    F_METADATA,
+    F_STATUS,
+    F_ERROR,
+    F_PARENT,
+    F_RUN,
+    F_STEP,
+    F_ACCOUNTED,
+    F_SHARED,
+    N_FRAME_SLOTS
+};
+static const char *frame_slot_names[N_FRAME_SLOTS] = {
+    "span_id", "parent_id", "run_id", "name",   "kind", "start_ns",  "end_ns", "_metadata",
+    "status",  "error",     "parent", "run",    "step", "accounted", "shared",
+};
+static Py_ssize_t frame_offset[N_FRAME_SLOTS];
 
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
@@ -150,29 +182,42 @@ member_offset(PyTypeObject *type, const char *name)
  * the plain one it assumes (slots only, no __dict__, no custom traverse). */
 
 #define MAX_TRAVERSED 64
-static Py_ssize_t traversed[MAX_TRAVERSED];
-static int n_traversed;
+typedef struct {
+    Py_ssize_t offsets[MAX_TRAVERSED]; /* every object slot, in CPython's order */
+    int n;
+} Walk;
+static Walk step_frame_walk, frame_walk;
 
-static int
-step_frame_traverse(PyObject *self, visitproc visit, void *arg)
+static inline int
+walk(const Walk *w, PyObject *self, visitproc visit, void *arg)
 {
-    for (int i = 0; i < n_traversed; i++) {
-        Py_VISIT(SLOT(self, traversed[i]));
+    for (int i = 0; i < w->n; i++) {
+        Py_VISIT(SLOT(self, w->offsets[i]));
     }
     Py_VISIT(Py_TYPE(self)); /* a heap type's instances hold a reference to it */
     return 0;
 }
 
-/* Replace StepFrame's generic walk by step_frame_traverse if the layout is
- * what it assumes; otherwise leave CPython's walk in place. */
-static void
-install_traverse(PyTypeObject *type)
+static int
+step_frame_traverse(PyObject *self, visitproc visit, void *arg)
 {
-    traverseproc generic = type->tp_traverse;
-    if (generic == step_frame_traverse) {
-        return; /* configured before */
-    }
-    if (!(type->tp_flags & Py_TPFLAGS_HEAPTYPE) || type->tp_dictoffset != 0 ||
+    return walk(&step_frame_walk, self, visit, arg);
+}
+
+/* Frame's, and through CPython's walk of their own slots, PersonaFrame's. */
+static int
+frame_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    return walk(&frame_walk, self, visit, arg);
+}
+
+/* Give `type` the walk `traverse` over the table `w`, if every class of its
+ * MRO below `object` has CPython's generic walk (`generic`) and slots only;
+ * otherwise leave CPython's walk in place. */
+static void
+install_traverse(PyTypeObject *type, traverseproc generic, Walk *w, traverseproc traverse)
+{
+    if (type->tp_traverse != generic || !(type->tp_flags & Py_TPFLAGS_HEAPTYPE) ||
         type->tp_weaklistoffset != 0) {
         return;
     }
@@ -188,74 +233,97 @@ install_traverse(PyTypeObject *type)
                 if (n == MAX_TRAVERSED) {
                     return;
                 }
-                traversed[n++] = member->offset;
+                w->offsets[n++] = member->offset;
             }
         }
     }
-    if (base != &PyBaseObject_Type) { /* a base with its own walk: keep CPython's */
+    if (base != &PyBaseObject_Type) { /* a base with a walk of its own: keep CPython's */
         return;
     }
-    n_traversed = n;
-    type->tp_traverse = step_frame_traverse;
+    w->n = n;
+    type->tp_traverse = traverse;
 }
 
 /* -- configure(), accelerate(), is_accelerated() ---------------------------- */
 
+/* configure_frames(Frame, StepFrame, context_globals, span_frame): called by
+ * _context once its frame classes exist. Finds the slots' offsets, and gives
+ * StepFrame then Frame their listed walk (StepFrame first: its table is read
+ * through Frame's generic walk). */
 static PyObject *
-configure(PyObject *module, PyObject *args)
+configure_frames(PyObject *module, PyObject *args)
 {
     (void)module;
-    PyObject *var, *frame, *step_frame, *definition, *context_ns, *spans_ns, *hooks, *active,
-        *make_frame;
-    if (!PyArg_ParseTuple(args, "OO!O!O!O!O!O!OO:configure", &var, &PyType_Type, &frame,
-                          &PyType_Type, &step_frame, &PyType_Type, &definition, &PyDict_Type,
-                          &context_ns, &PyDict_Type, &spans_ns, &PyDict_Type, &hooks, &active,
-                          &make_frame)) {
-        return NULL;
-    }
-    if (!PyContextVar_CheckExact(var)) {
-        PyErr_SetString(PyExc_TypeError, "configure: expected the ContextVar of active frames");
+    PyObject *frame, *step_frame, *context_ns, *reference;
+    if (!PyArg_ParseTuple(args, "O!O!O!O:configure_frames", &PyType_Type, &frame, &PyType_Type,
+                          &step_frame, &PyDict_Type, &context_ns, &reference)) {
         return NULL;
     }
     if (!PyType_IsSubtype((PyTypeObject *)step_frame, (PyTypeObject *)frame)) {
-        PyErr_SetString(PyExc_TypeError, "configure: StepFrame must subclass Frame");
+        PyErr_SetString(PyExc_TypeError, "configure_frames: StepFrame must subclass Frame");
         return NULL;
     }
-    Py_ssize_t offsets[N_SLOTS];
+    Py_ssize_t offsets[N_SLOTS], frame_offsets[N_FRAME_SLOTS];
     for (int i = 0; i < N_SLOTS; i++) {
         offsets[i] = member_offset((PyTypeObject *)step_frame, slot_names[i]);
         if (offsets[i] < 0) {
             return NULL;
         }
     }
-    /* The parent's slots are read at Frame's offsets: check they are Frame's. */
-    for (int i = RUN; i <= SHARED; i++) {
-        if (i == STEP) {
-            continue;
-        }
-        if (member_offset((PyTypeObject *)frame, slot_names[i]) != offsets[i]) {
-            if (!PyErr_Occurred()) {
-                PyErr_Format(PyExc_TypeError, "configure: Frame.%s moved", slot_names[i]);
-            }
+    for (int i = 0; i < N_FRAME_SLOTS; i++) {
+        frame_offsets[i] = member_offset((PyTypeObject *)frame, frame_slot_names[i]);
+        if (frame_offsets[i] < 0) {
             return NULL;
         }
+    }
+    /* A parent's run, accounted and shared are read at Frame's offsets. */
+    if (frame_offsets[F_RUN] != offsets[RUN] || frame_offsets[F_ACCOUNTED] != offsets[ACCOUNTED] ||
+        frame_offsets[F_SHARED] != offsets[SHARED]) {
+        PyErr_SetString(PyExc_TypeError, "configure_frames: StepFrame moved Frame's slots");
+        return NULL;
+    }
+    memcpy(slot_offset, offsets, sizeof offsets);
+    memcpy(frame_offset, frame_offsets, sizeof frame_offsets);
+    Py_XSETREF(frame_type, (PyTypeObject *)Py_NewRef(frame));
+    Py_XSETREF(step_frame_type, (PyTypeObject *)Py_NewRef(step_frame));
+    Py_XSETREF(context_globals, Py_NewRef(context_ns));
+    Py_XSETREF(span_frame_fn, Py_NewRef(reference));
+    traverseproc generic = frame_type->tp_traverse;
+    install_traverse(step_frame_type, generic, &step_frame_walk, step_frame_traverse);
+    install_traverse(frame_type, generic, &frame_walk, frame_traverse);
+    Py_RETURN_NONE;
+}
+
+/* configure(active_var, StepDefinition, spans_globals, registered_hooks,
+ * active_frame, step_frame): called by _wrappers, which owns the step call. */
+static PyObject *
+configure(PyObject *module, PyObject *args)
+{
+    (void)module;
+    PyObject *var, *definition, *spans_ns, *hooks, *active, *make_frame;
+    if (!PyArg_ParseTuple(args, "OO!O!O!OO:configure", &var, &PyType_Type, &definition,
+                          &PyDict_Type, &spans_ns, &PyDict_Type, &hooks, &active, &make_frame)) {
+        return NULL;
+    }
+    if (frame_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure: configure_frames() was not called");
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_SetString(PyExc_TypeError, "configure: expected the ContextVar of active frames");
+        return NULL;
     }
     Py_ssize_t shared_offset = member_offset((PyTypeObject *)definition, "shared");
     if (shared_offset < 0) {
         return NULL;
     }
-    memcpy(slot_offset, offsets, sizeof offsets);
     definition_shared_offset = shared_offset;
     Py_XSETREF(active_var, Py_NewRef(var));
-    Py_XSETREF(frame_type, (PyTypeObject *)Py_NewRef(frame));
-    Py_XSETREF(step_frame_type, (PyTypeObject *)Py_NewRef(step_frame));
     Py_XSETREF(definition_type, (PyTypeObject *)Py_NewRef(definition));
-    Py_XSETREF(context_globals, Py_NewRef(context_ns));
     Py_XSETREF(spans_globals, Py_NewRef(spans_ns));
     Py_XSETREF(registered_hooks, Py_NewRef(hooks));
     Py_XSETREF(active_frame_fn, Py_NewRef(active));
     Py_XSETREF(step_frame_fn, Py_NewRef(make_frame));
-    install_traverse(step_frame_type);
     Py_RETURN_NONE;
 }
 
@@ -480,6 +548,28 @@ frame_slot(PyObject *frame, int slot)
     return value;
 }
 
+/* `next(_span_ids)`, read from _context's namespace now: a forked child rebinds it. */
+static PyObject *
+next_span_id(void)
+{
+    PyObject *ids = PyDict_GetItemWithError(context_globals, str_span_ids); /* borrowed */
+    if (ids == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_NameError, "name '_span_ids' is not defined");
+        }
+        return NULL;
+    }
+    if (!PyIter_Check(ids)) {
+        PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator", Py_TYPE(ids)->tp_name);
+        return NULL;
+    }
+    PyObject *span_id = Py_TYPE(ids)->tp_iternext(ids);
+    if (span_id == NULL && !PyErr_Occurred()) {
+        PyErr_SetNone(PyExc_StopIteration);
+    }
+    return span_id;
+}
+
 /* `_context.step_frame(definition, parent, limits)`; in C for a step without
  * a budget or a shared pool, the common case. */
 static PyObject *
@@ -502,22 +592,8 @@ new_step_frame(PyObject *definition, PyObject *parent, PyObject *limits)
     if (frame == NULL) {
         return NULL;
     }
-    PyObject *ids = PyDict_GetItemWithError(context_globals, str_span_ids); /* borrowed */
-    if (ids == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_NameError, "name '_span_ids' is not defined");
-        }
-        goto error;
-    }
-    if (!PyIter_Check(ids)) {
-        PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator", Py_TYPE(ids)->tp_name);
-        goto error;
-    }
-    PyObject *span_id = Py_TYPE(ids)->tp_iternext(ids);
+    PyObject *span_id = next_span_id();
     if (span_id == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetNone(PyExc_StopIteration);
-        }
         goto error;
     }
     set_slot(frame, SPAN_ID, span_id);
@@ -543,6 +619,66 @@ new_step_frame(PyObject *definition, PyObject *parent, PyObject *limits)
     set_slot(frame, OWN_UNPRICED_CALLS, Py_NewRef(zero));
     set_slot(frame, LAST_MODEL, Py_NewRef(Py_None));
     set_slot(frame, OUTCOME, Py_NewRef(Py_None));
+    return frame;
+error:
+    Py_DECREF(frame);
+    return NULL;
+}
+
+/* `_context.span_frame(name, kind, parent, metadata)`: a user span's frame,
+ * filled as the reference fills it; the reference itself for anything but a
+ * Frame parent with its slots set (it raises the errors). */
+static PyObject *
+span_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    PyObject *parent = nargs == 4 ? args[2] : NULL;
+    if (parent == NULL || frame_type == NULL || !PyObject_TypeCheck(parent, frame_type) ||
+        SLOT(parent, frame_offset[F_SPAN_ID]) == NULL || SLOT(parent, frame_offset[F_RUN]) == NULL ||
+        SLOT(parent, frame_offset[F_STEP]) == NULL ||
+        SLOT(parent, frame_offset[F_ACCOUNTED]) == NULL ||
+        SLOT(parent, frame_offset[F_SHARED]) == NULL) {
+        return PyObject_Vectorcall(span_frame_fn, args, nargs, NULL);
+    }
+    PyObject *name = args[0], *kind = args[1], *metadata = args[3];
+    PyObject *run = SLOT(parent, frame_offset[F_RUN]);
+    PyObject *frame = frame_type->tp_alloc(frame_type, 0);
+    if (frame == NULL) {
+        return NULL;
+    }
+    PyObject *span_id = next_span_id();
+    if (span_id == NULL) {
+        goto error;
+    }
+#define SET(slot, value) Py_XSETREF(SLOT(frame, frame_offset[slot]), (value))
+    SET(F_SPAN_ID, span_id);
+    SET(F_PARENT_ID, Py_NewRef(SLOT(parent, frame_offset[F_SPAN_ID])));
+    PyObject *run_id = PyObject_GetAttr(run, str_id);
+    if (run_id == NULL) {
+        goto error;
+    }
+    SET(F_RUN_ID, run_id);
+    SET(F_NAME, Py_NewRef(name));
+    SET(F_KIND, Py_NewRef(kind));
+    PyObject *start = time_ns();
+    if (start == NULL) {
+        goto error;
+    }
+    SET(F_START_NS, start);
+    SET(F_END_NS, Py_NewRef(Py_None));
+    int keep = PyObject_IsTrue(metadata); /* `metadata or None` */
+    if (keep < 0) {
+        goto error;
+    }
+    SET(F_METADATA, Py_NewRef(keep ? metadata : Py_None));
+    SET(F_STATUS, Py_NewRef(str_unset));
+    SET(F_ERROR, Py_NewRef(Py_None));
+    SET(F_PARENT, Py_NewRef(parent));
+    SET(F_RUN, Py_NewRef(run));
+    SET(F_STEP, Py_NewRef(SLOT(parent, frame_offset[F_STEP])));
+    SET(F_ACCOUNTED, Py_NewRef(SLOT(parent, frame_offset[F_ACCOUNTED])));
+    SET(F_SHARED, Py_NewRef(SLOT(parent, frame_offset[F_SHARED])));
+#undef SET
     return frame;
 error:
     Py_DECREF(frame);
@@ -853,9 +989,13 @@ done:
 /* -- the module --------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
+    {"configure_frames", configure_frames, METH_VARARGS,
+     "configure_frames(Frame, StepFrame, context_globals, span_frame): the frames' layout."},
     {"configure", configure, METH_VARARGS,
-     "configure(active_var, Frame, StepFrame, StepDefinition, context_globals, spans_globals, "
-     "registered_hooks, active_frame, step_frame): hand over what a step call reads."},
+     "configure(active_var, StepDefinition, spans_globals, registered_hooks, active_frame, "
+     "step_frame): hand over what a step call reads."},
+    {"span_frame", (PyCFunction)(void (*)(void))span_frame, METH_FASTCALL,
+     "span_frame(name, kind, parent, metadata): _context.span_frame, compiled."},
     {"accelerate", accelerate, METH_O,
      "accelerate(step_call): run calls of this _wrap_sync_step closure in C; returns it."},
     {"is_accelerated", is_accelerated, METH_O,
@@ -881,7 +1021,7 @@ intern(PyObject **slot, const char *text)
 PyMODINIT_FUNC
 PyInit_step(void)
 {
-    if (intern(&str_run, "run") < 0 || intern(&str_spans, "spans") < 0 ||
+    if (intern(&str_run, "run") < 0 || intern(&str_id, "id") < 0 || intern(&str_spans, "spans") < 0 ||
         intern(&str_trim_at, "trim_at") < 0 || intern(&str_trim, "trim") < 0 ||
         intern(&str_ended_steps, "ended_steps") < 0 ||
         intern(&str_processors, "processors") < 0 || intern(&str_span_ids, "_span_ids") < 0 ||
