@@ -282,15 +282,20 @@ configure_frames(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "configure_frames: StepFrame moved Frame's slots");
         return NULL;
     }
+    /* The walks are installed once: a reloaded _context's new classes keep
+     * CPython's walk, so no class is ever walked with another's table. */
+    int first = frame_type == NULL;
     memcpy(slot_offset, offsets, sizeof offsets);
     memcpy(frame_offset, frame_offsets, sizeof frame_offsets);
     Py_XSETREF(frame_type, (PyTypeObject *)Py_NewRef(frame));
     Py_XSETREF(step_frame_type, (PyTypeObject *)Py_NewRef(step_frame));
     Py_XSETREF(context_globals, Py_NewRef(context_ns));
     Py_XSETREF(span_frame_fn, Py_NewRef(reference));
-    traverseproc generic = frame_type->tp_traverse;
-    install_traverse(step_frame_type, generic, &step_frame_walk, step_frame_traverse);
-    install_traverse(frame_type, generic, &frame_walk, frame_traverse);
+    if (first) {
+        traverseproc generic = frame_type->tp_traverse;
+        install_traverse(step_frame_type, generic, &step_frame_walk, step_frame_traverse);
+        install_traverse(frame_type, generic, &frame_walk, frame_traverse);
+    }
     Py_RETURN_NONE;
 }
 
@@ -392,7 +397,9 @@ free_index(PyObject *freevars, const char *name)
     return -1;
 }
 
-/* Adopt the first step_call's code object: find its closure's cells by name. */
+/* Adopt a step_call's code object: find its closure's cells by name. A
+ * reloaded _wrappers brings a new one; functions of the old one then fall
+ * back to CPython's call of their Python body (step_vectorcall checks). */
 static int
 adopt_code(PyObject *code)
 {
@@ -400,22 +407,31 @@ adopt_code(PyObject *code)
     if (freevars == NULL) {
         return -1;
     }
-    int ok = PyTuple_Check(freevars) &&
-             (cell_fn = free_index(freevars, "fn")) >= 0 &&
-             (cell_definition = free_index(freevars, "definition")) >= 0 &&
-             (cell_limits = free_index(freevars, "limits")) >= 0 &&
-             (cell_announce = free_index(freevars, "announce")) >= 0 &&
-             (cell_announce_end = free_index(freevars, "announce_end")) >= 0 &&
-             (cell_fail = free_index(freevars, "fail")) >= 0;
-    n_freevars = ok ? PyTuple_GET_SIZE(freevars) : 0;
-    Py_DECREF(freevars);
-    if (!ok) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "accelerate: co_freevars is not a tuple");
-        }
+    if (!PyTuple_Check(freevars)) {
+        Py_DECREF(freevars);
+        PyErr_SetString(PyExc_TypeError, "accelerate: co_freevars is not a tuple");
         return -1;
     }
-    step_code = Py_NewRef(code);
+    /* Found into locals first: the cells of the code in use stay valid
+     * until the new code is known good. */
+    static const char *names[6] = {"fn", "definition", "limits", "announce", "announce_end", "fail"};
+    Py_ssize_t found[6];
+    for (int i = 0; i < 6; i++) {
+        found[i] = free_index(freevars, names[i]);
+        if (found[i] < 0) {
+            Py_DECREF(freevars);
+            return -1;
+        }
+    }
+    n_freevars = PyTuple_GET_SIZE(freevars);
+    Py_DECREF(freevars);
+    cell_fn = found[0];
+    cell_definition = found[1];
+    cell_limits = found[2];
+    cell_announce = found[3];
+    cell_announce_end = found[4];
+    cell_fail = found[5];
+    Py_XSETREF(step_code, Py_NewRef(code));
     return 0;
 }
 
@@ -432,11 +448,11 @@ accelerate(PyObject *module, PyObject *func)
         return NULL;
     }
     PyFunctionObject *f = (PyFunctionObject *)func;
-    if (step_code == NULL) {
-        if (adopt_code(f->func_code) < 0) {
-            return NULL;
-        }
-        function_vectorcall = f->vectorcall;
+    if (function_vectorcall == NULL) {
+        function_vectorcall = f->vectorcall; /* CPython's own, before any change */
+    }
+    if (f->func_code != step_code && adopt_code(f->func_code) < 0) {
+        return NULL;
     }
     if (f->func_code != step_code || f->func_closure == NULL ||
         PyTuple_GET_SIZE(f->func_closure) != n_freevars) {
