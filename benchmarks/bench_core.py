@@ -96,6 +96,27 @@ def step_sync() -> None:
     return None
 
 
+def _pure_python_step(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn`` as a step on the pure-Python call, the compiled one's reference,
+    so one run measures both (the same step when the accelerator is not built)."""
+    from steptrace import _wrappers
+
+    saved = _wrappers._step_speedup
+    _wrappers._step_speedup = None
+    try:
+        return steptrace.step(name="bench.sync.pure")(fn)
+    finally:
+        _wrappers._step_speedup = saved
+
+
+def _sync_pure() -> None:
+    return None
+
+
+step_sync_pure = _pure_python_step(_sync_pure)
+STEP_ACCELERATED = type(step_sync) is not type(step_sync_pure)
+
+
 @steptrace.step(name="bench.async")
 async def step_async() -> None:
     return None
@@ -148,6 +169,7 @@ NAMESPACE: dict[str, Any] = {
     "var": _var,
     "wrapped_plain": wrapped_plain,
     "step_sync": step_sync,
+    "step_sync_pure": step_sync_pure,
     "nested_outer": nested_outer,
     "record_llm_usage": steptrace.record_llm_usage,
     # The pure-Python reference of the compiled record_llm_usage, timed beside it.
@@ -420,6 +442,25 @@ def timing_rows(cfg: Config) -> list[Row]:
             gc_on=True,
         ),
         sync_case(
+            "step_sync_pure",
+            "@step sync call, pure Python",
+            "call",
+            "step_sync_pure()",
+            cfg,
+            fresh,
+            note="STEPTRACE_PURE_PYTHON=1's path",
+        ),
+        sync_case(
+            "step_sync_pure_gc",
+            "@step sync call, gc on, pure Python",
+            "step_sync_pure",
+            "step_sync_pure()",
+            cfg,
+            fresh,
+            note="x base: against the gc-off row",
+            gc_on=True,
+        ),
+        sync_case(
             "step_nested",
             "@step nested 3 deep (per outer call)",
             "call",
@@ -439,7 +480,7 @@ def timing_rows(cfg: Config) -> list[Row]:
             USAGE_PURE,
             cfg,
             in_step,
-            note="the reference (STEPTRACE_PURE_PYTHON=1)",
+            note="STEPTRACE_PURE_PYTHON=1's path",
         ),
         sync_case(
             "record_budget_pure",
@@ -448,7 +489,7 @@ def timing_rows(cfg: Config) -> list[Row]:
             USAGE_PURE,
             cfg,
             in_budget,
-            note="the reference (STEPTRACE_PURE_PYTHON=1)",
+            note="STEPTRACE_PURE_PYTHON=1's path",
         ),
         sync_case("emit", "emit_event(prebuilt LlmCall)", "call", "emit_event(EVENT)", cfg, fresh),
         sync_case(
@@ -777,6 +818,8 @@ def print_report(
         f"(empty-loop cost subtracted); gc {'enabled' if cfg.gc_enabled else 'disabled'} "
         "while timing."
     )
+    compiled = "on" if STEP_ACCELERATED else "not built or turned off"
+    print(f"Compiled step call (steptrace._speedups.step): {compiled}.")
     print(
         "Each repeat of a row that creates records (@step, emit_event, record_llm_usage) "
         "runs in a fresh steptrace.run(), so the run's growing record does not dominate."

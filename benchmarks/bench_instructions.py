@@ -9,7 +9,9 @@ misses and allocation weigh more in time), but they are the same on a quiet
 and a loaded machine, so they show whether a change made a path cheaper when
 ``bench_core.py``'s timings are drowned in noise. ``--src DIR`` measures
 another checkout's ``src`` (e.g. a ``git worktree`` of an older commit) in
-the same run, for a before/after.
+the same run, for a before/after. The ``pure Python`` rows run the same case
+with ``STEPTRACE_PURE_PYTHON=1`` (no compiled accelerator), each against its
+own empty case, so one run shows what the accelerator saves.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ DEFAULT_SRC = HERE.parent / "src"
 # Every case runs inside a run and, for record_llm_usage, inside a step, as in
 # bench_core.py; "none" is the same program doing nothing N times.
 PROGRAM = r"""
-import contextvars, gc, sys
+import contextvars, gc, os, sys
+case, n = sys.argv[2], int(sys.argv[3])
+if case.startswith("pure:"):  # the pure-Python reference, accelerators off
+    os.environ["STEPTRACE_PURE_PYTHON"] = "1"
+    case = case.removeprefix("pure:")
 sys.path.insert(0, sys.argv[1])
 import steptrace
-case, n = sys.argv[2], int(sys.argv[3])
 gc.disable()
 if case.endswith("+gc"):
     gc.enable()
@@ -65,8 +70,6 @@ def step():
 
 def record():
     usage = steptrace.record_llm_usage
-    if case.endswith("_pure"):  # the pure-Python reference of a compiled accelerator
-        usage = getattr(steptrace._accounting, "_reference_record_llm_usage", usage)
     for _ in range(n):
         usage("m", 10, 20, cost_usd=0.0)
 
@@ -99,10 +102,10 @@ def request():
 
 with steptrace.run("bench"):
     name = case.removesuffix("+gc")
-    if name in ("record", "record_pure"):
+    if name == "record":
         holder(record)
-    elif name in ("record_budget", "record_budget_pure", "request"):
-        budgeted(request if name == "request" else record)
+    elif name in ("record_budget", "request"):
+        budgeted(record if name == "record_budget" else request)
     else:
         {"none": none, "pair": pair, "step": step, "emit": emit}[name]()
 """
@@ -110,10 +113,12 @@ with steptrace.run("bench"):
 CASES = [
     ("step", "@step sync call"),
     ("step+gc", "@step sync call, gc on"),
+    ("pure:step", "@step sync call, pure Python"),
+    ("pure:step+gc", "@step sync call, gc on, pure Python"),
     ("record", "record_llm_usage, step without budget"),
     ("record_budget", "record_llm_usage, step with budget"),
-    ("record_pure", "record_llm_usage, no budget, pure Python"),
-    ("record_budget_pure", "record_llm_usage, budget, pure Python"),
+    ("pure:record", "record_llm_usage, no budget, pure Python"),
+    ("pure:record_budget", "record_llm_usage, budget, pure Python"),
     ("emit", "emit_event(prebuilt LlmCall)"),
     ("request", "integration model request, budgeted step"),
 ]
@@ -126,10 +131,13 @@ def _count(program: Path, src: Path, case: str, n: int) -> int:
 def measure(program: Path, src: Path, n: int) -> dict[str, float]:
     """Instructions per call of each case (and of the pair) for one checkout."""
     empty = _count(program, src, "none", n)
+    # Without the accelerator the import differs: its own empty case.
+    empty_pure = _count(program, src, "pure:none", n)
     per_call = {"pair": (_count(program, src, "pair", n) - empty) / n}
     for case, _ in CASES:
+        base = empty_pure if case.startswith("pure:") else empty
         try:
-            per_call[case] = (_count(program, src, case, n) - empty) / n
+            per_call[case] = (_count(program, src, case, n) - base) / n
         except subprocess.CalledProcessError:  # an older checkout without this path
             per_call[case] = math.nan
     return per_call
@@ -171,6 +179,15 @@ def main() -> int:
         print(f"{label:42}{cells}")
     gc_cost = {name: r["step+gc"] / r["step"] for name, r in results.items()}
     print("@step gc on / gc off: " + ", ".join(f"{k} {v:.2f}x" for k, v in gc_cost.items()))
+    gc_cost = {name: r["pure:step+gc"] / r["pure:step"] for name, r in results.items()}
+    print(
+        "@step gc on / gc off, pure Python: "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in gc_cost.items())
+    )
+    speedup = {name: r["pure:step"] / r["step"] for name, r in results.items()}
+    print(
+        "@step pure Python / accelerated: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedup.items())
+    )
     return 0
 
 

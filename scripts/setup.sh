@@ -26,7 +26,7 @@ fi
 # setup.py and the compiled accelerators' C sources, which an editable install
 # compiles in place), then the extras installed, one a line.
 stamp="$venv/.steptrace-installed"
-hash="$(cat pyproject.toml setup.py src/steptrace/_speedups/*.c 2>/dev/null | sha256sum | cut -c1-16)"
+hash="$(cat pyproject.toml setup.py $(compgen -G "src/steptrace/_speedups/*.c" || true) | sha256sum | cut -c1-16)"
 installed=()
 if [ "$(head -n1 "$stamp" 2>/dev/null)" = "$hash" ]; then
     mapfile -t installed < <(tail -n +2 "$stamp")

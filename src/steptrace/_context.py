@@ -12,6 +12,9 @@ step adds up exactly.
 
 ``snapshot_context``/``restore_context`` are the seed's take/restore of the
 active stacks; ``bind`` carries the current context into threads and executors.
+When the compiled accelerator ``steptrace._speedups.step`` is loaded, it is
+told the frames' layout here, and ``span_frame`` is its compiled twin (the
+Python function below stays the reference, as ``reference_span_frame``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from time import time_ns
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from . import _speedups
 from . import spans as _spans
 from .budget import PICO_PER_USD, Budget, Ledger, usd_to_pico
 from .spans import Span, SpanKind
@@ -256,6 +260,14 @@ def span_frame(name: str, kind: SpanKind, parent: Frame, metadata: dict[str, Any
 
 
 _new = object.__new__
+reference_span_frame = span_frame
+"""The pure-Python ``span_frame``, which the compiled one mirrors."""
+
+_compiled = _speedups.load("step")
+if _compiled is not None:
+    # The frames' layout, and globals() for _span_ids (rebound after fork).
+    _compiled.configure_frames(Frame, StepFrame, globals(), reference_span_frame)
+    span_frame = _compiled.span_frame
 
 Limits = tuple[int | None, int | None] | None
 """A step's (max_tokens, max picodollars), computed once per definition; None

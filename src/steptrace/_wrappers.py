@@ -6,7 +6,10 @@ resumption only, setting and resetting the ContextVar within that resumption,
 so whatever the consumer does between items is not charged to the step and the
 token is always reset in the context that set it, whoever drives or finalizes
 the generator. ``_wrap_sync_step`` is the plain step call with the scope's open
-and complete inlined: the path almost every step call takes.
+and complete inlined: the path almost every step call takes. When the
+compiled accelerator ``steptrace._speedups.step`` is built (and not turned off
+by ``STEPTRACE_PURE_PYTHON=1``), calls of that function run in C, doing what
+its Python body does; the body stays the reference.
 """
 
 from __future__ import annotations
@@ -16,16 +19,29 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from time import time_ns
 from typing import Any
 
-from . import _context
+from . import _context, _speedups
 from . import spans as _spans
 from ._run import active_frame
 from ._scopes import Scope, StepScope, reset_token
+from .definitions import StepDefinition
 from .hooks import registered_hooks
 
 _step_frame = _context.step_frame
 _get_frame = _context.get_frame
 _set_frame = _context.set_frame
 _reset_frame = _context.reset_frame
+
+_step_speedup = _speedups.load("step")
+if _step_speedup is not None:
+    # What a compiled step call reads, the same objects the Python body reads.
+    _step_speedup.configure(
+        _context._active,
+        StepDefinition,
+        vars(_spans),  # processors, rebound on registration
+        registered_hooks,
+        active_frame,
+        _step_frame,
+    )
 
 
 # Code object flags (CPython's CO_* values, stable since 3.6). Reading them
@@ -103,6 +119,8 @@ def _wrap_sync_step(fn: Callable[..., Any], scope: StepScope) -> Callable[..., A
             result = announce_end(frame, result)  # a PostStep hook may rewrite it
         return result
 
+    if _step_speedup is not None:
+        _step_speedup.accelerate(step_call)  # calls run this body in C
     return step_call
 
 
