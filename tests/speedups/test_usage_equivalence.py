@@ -1,5 +1,6 @@
 """The compiled ``record_llm_usage`` keeps the same record as the pure-Python
 reference, whatever the calls: generated scripts of valid and invalid calls,
+calls priced by the caller or the price source (known, unknown, failing),
 unpriced calls, nested step/persona/run limits that run out, holds from
 ``check_budget``, shared budgets, threshold hooks, late usage and retention
 are played once with each, on identical fresh runs, and everything recorded
