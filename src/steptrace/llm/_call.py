@@ -24,14 +24,13 @@ without ``max_tokens`` is checked against ``DEFAULT_MAX_OUTPUT_TOKENS``.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .. import _context
+from .. import _context, _json
 from .. import spans as _spans
 from .._accounting import Hold, check_budget, limits_in_force, reserve
 from .._run import active_frame
@@ -79,6 +78,9 @@ ESTIMATE_TOKENS_PER_MESSAGE = 4
 
 _measured: dict[int, tuple[ToolSpec | ToolCall, int]] = {}
 
+_dumps = _json.encoder()
+"""``json.dumps`` (default options), built once: the text or the exception it gives."""
+
 
 def _json_chars(item: ToolSpec | ToolCall) -> int:
     """Characters a tool spec or tool call adds to a prompt, measured once per
@@ -89,9 +91,9 @@ def _json_chars(item: ToolSpec | ToolCall) -> int:
     if cached is not None and cached[0] is item:
         return cached[1]
     if isinstance(item, ToolSpec):
-        chars = len(item.name) + len(item.description) + len(json.dumps(dict(item.parameters)))
+        chars = len(item.name) + len(item.description) + len(_dumps(dict(item.parameters)))
     else:
-        chars = len(item.name) + len(item.raw_arguments or json.dumps(dict(item.arguments)))
+        chars = len(item.name) + len(item.raw_arguments or _dumps(dict(item.arguments)))
     if len(_measured) > 8192:
         _measured.clear()
     _measured[id(item)] = (item, chars)
@@ -108,7 +110,7 @@ def estimate_input_tokens(request: LlmRequest) -> int:
     for tool in request.tools:
         chars += _json_chars(tool)
     if request.response_schema is not None:
-        chars += len(json.dumps(dict(request.response_schema)))
+        chars += len(_dumps(dict(request.response_schema)))
     return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(
         request.messages
     )
