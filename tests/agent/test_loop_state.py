@@ -1,18 +1,23 @@
 """The loop's running transcript estimate: ``LoopState.tokens`` always equals
 ``estimate_tokens`` of the working transcript (which the compaction check used
 to recompute from scratch every turn), through added messages, compactions and
-reads at any point (Hypothesis)."""
+reads at any point; and each model call sends the messages the full walk over
+the transcript built, though it no longer walks the loop's (Hypothesis)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steptrace.agent._compaction import Compaction, compact, estimate_tokens
 from steptrace.agent._state import LoopState
 from steptrace.llm import Message, ToolCall
+from steptrace.llm._call import CheckedMessages, _Call
+from steptrace.testing import ScriptedProvider
 
 SYSTEM = Message(role="system", content="You are careful.")
 TASK = Message(role="user", content="Fix the failing test.")
@@ -64,3 +69,105 @@ def test_running_estimate_equals_the_full_estimate(operations: list[tuple[str, A
             assert state.tokens == estimate_tokens(state.messages)
     assert state.tokens == estimate_tokens(state.messages)
     assert state.transcript[:2] == [SYSTEM, TASK]
+
+
+# -- the model call's transcript: the loop's messages taken as they are ----------------
+
+PROVIDER = ScriptedProvider()
+
+
+def walk_before(
+    system: str | None, messages: Sequence[Any], prompt: str | None
+) -> tuple[Message, ...]:
+    """``_Call``'s messages as it built them before, walking every message every call."""
+    built: list[Message] = []
+    if system is not None:
+        built.append(Message(role="system", content=system))
+    for i, m in enumerate(messages or ()):
+        built.append(m if type(m) is Message else Message.coerce(m, f"llm_call: messages[{i}]"))
+    if prompt is not None:
+        built.append(Message(role="user", content=prompt))
+    if not any(m.role != "system" for m in built):
+        raise ValueError("llm_call: nothing to send: pass a prompt or messages")
+    return tuple(built)
+
+
+def call_messages(
+    system: str | None, messages: Sequence[Any], prompt: str | None
+) -> tuple[Message, ...]:
+    call = _Call(prompt, system, "m", messages, None, 0, None, None, PROVIDER, None, None)
+    request = call.request()
+    assert request.messages == call.messages
+    return call.messages
+
+
+def outcome(
+    build: Any, system: str | None, messages: Sequence[Any], prompt: str | None
+) -> tuple[str, Any]:
+    """The messages built (each given one as the very object given, by its
+    index), or the error."""
+    try:
+        built = build(system, messages, prompt)
+    except (TypeError, ValueError) as exc:
+        return type(exc).__name__, str(exc)
+    given = {id(m): i for i, m in enumerate(messages)}
+    return "messages", [(given.get(id(m)), m) for m in built]
+
+
+_system = st.one_of(st.none(), _text)
+_prompt = st.one_of(st.none(), _text)
+_turn = st.tuples(st.just("turn"), st.tuples(_system, _prompt))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(_operation, _turn), max_size=40))
+def test_a_model_call_takes_the_loops_transcript_as_the_full_walk_would(
+    operations: list[tuple[str, Any]],
+) -> None:
+    # The loop's working transcript goes to every model call as it is (checked
+    # when made, then only appended Messages), through any sequence of turns,
+    # added messages and compactions; the call sends what the old walk built.
+    state = LoopState(messages=[SYSTEM, TASK], transcript=[SYSTEM, TASK], phases=[])
+    for kind, value in operations:
+        if kind == "add":
+            state.add(value)
+        elif kind == "compact":
+            compacted = compact(state.messages, Compaction(max_tokens=1, keep_last=value), "m")
+            if compacted is not None:
+                state.compacted(compacted.messages)
+        elif kind == "turn":
+            system, prompt = value
+            assert type(state.messages) is CheckedMessages
+            expected = outcome(walk_before, system, list(state.messages), prompt)
+            assert outcome(call_messages, system, state.messages, prompt) == expected
+
+
+class _Note(Message):
+    """A Message subclass: the walk kept such messages as they are."""
+
+
+_entry = st.one_of(
+    _message,
+    st.builds(_Note, role=st.sampled_from(["system", "user"]), content=_text),
+    st.builds(Message, role=st.just("system"), content=_text),
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant", "tool", "bot"])},
+        optional={"content": st.one_of(_text, st.integers()), "name": _text},
+    ),
+    st.sampled_from([None, 3, "text"]),
+)
+
+
+@given(st.lists(_entry, max_size=8), _system, _prompt)
+def test_a_model_call_builds_any_transcript_as_the_full_walk_did(
+    messages: list[Any], system: str | None, prompt: str | None
+) -> None:
+    expected = outcome(walk_before, system, messages, prompt)
+    assert outcome(call_messages, system, messages, prompt) == expected
+    assert outcome(call_messages, system, tuple(messages), prompt) == expected
+    if all(isinstance(m, Message) for m in messages):
+        checked = CheckedMessages(messages)
+        assert outcome(call_messages, system, checked, prompt) == expected
+    else:
+        with pytest.raises(TypeError, match="CheckedMessages: item"):
+            CheckedMessages(messages)

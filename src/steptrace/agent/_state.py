@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..llm._call import CheckedMessages
 from ..llm._types import LlmResult, Message
 from ._compaction import message_chars, tokens_of
 from ._policy import Phase
@@ -43,6 +44,11 @@ class LoopState:
     """``message_chars`` of the first ``counted`` messages of the working transcript."""
     counted: int = field(default=0, init=False)
 
+    def __post_init__(self) -> None:
+        # Checked once here, then only ever appended Messages (``add``): the
+        # model call takes it without checking each message again every turn.
+        self.messages = CheckedMessages(self.messages)
+
     @property
     def phase(self) -> Phase | None:
         return self.phases[self.phase_index] if self.phases else None
@@ -64,7 +70,7 @@ class LoopState:
 
     def compacted(self, messages: Sequence[Message]) -> None:
         """Replace the working transcript (after a compaction)."""
-        self.messages = list(messages)
+        self.messages = CheckedMessages(messages)
         self.chars = self.counted = 0
 
     def count(self, result: LlmResult) -> None:

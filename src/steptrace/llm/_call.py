@@ -27,7 +27,7 @@ import contextvars
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import _context, _json
@@ -131,6 +131,24 @@ def sdk_preflight(model: str, estimated_input_tokens: int, max_output_tokens: in
             return
 
 
+class CheckedMessages(list[Message]):
+    """A list of ``Message`` objects only, checked when made, for a caller that
+    keeps one transcript across many calls and only ever appends ``Message``
+    objects to it (the agent loop's working transcript). ``llm_call`` takes
+    its messages as they are, where it checks every message of any other
+    sequence again on every call: a walk in Python that grows with the run."""
+
+    __slots__ = ()
+
+    def __init__(self, messages: Iterable[Message] = ()) -> None:
+        super().__init__(messages)
+        for index, message in enumerate(self):
+            if not isinstance(message, Message):
+                raise TypeError(
+                    f"CheckedMessages: item {index} is a {type(message).__name__}, not a Message"
+                )
+
+
 def _tool_spec(value: ToolSpec | Mapping[str, Any], index: int) -> ToolSpec:
     if isinstance(value, ToolSpec):
         return value
@@ -174,16 +192,20 @@ class _Call:
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0
         ):
             raise ValueError(f"llm_call: max_tokens must be a positive int, got {max_tokens!r}")
-        built: list[Message] = []
-        if system is not None:
-            built.append(Message(role="system", content=system))
-        for i, m in enumerate(messages or ()):
-            built.append(m if type(m) is Message else Message.coerce(m, f"llm_call: messages[{i}]"))
+        built: list[Message] = [] if system is None else [Message(role="system", content=system)]
+        if type(messages) is CheckedMessages:
+            built += messages  # what the walk below gives, without the walk
+        else:
+            for i, m in enumerate(messages or ()):
+                built.append(
+                    m if type(m) is Message else Message.coerce(m, f"llm_call: messages[{i}]")
+                )
         if prompt is not None:
             built.append(Message(role="user", content=prompt))
         if not any(m.role != "system" for m in built):
             raise ValueError("llm_call: nothing to send: pass a prompt or messages")
-        self.messages = built
+        self.messages = tuple(built)
+        """What each request sends (a schema retry adds its two messages)."""
         requested_model = model or active_step_model_default() or _config.settings.default_model
         self.provider, self.model = _config.resolve(requested_model, provider)
         self.schema = None if output_schema is None else OutputSchema.of(output_schema)
@@ -210,7 +232,7 @@ class _Call:
     def request(self) -> LlmRequest:
         request = LlmRequest(
             model=self.model,
-            messages=tuple(self.messages),
+            messages=self.messages,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             tools=self.tools,
@@ -329,8 +351,10 @@ class _Call:
                     raise SchemaValidationFailed(self.errors, response.text)
                 self.attempt += 1
                 emit_event(SchemaRetry(attempt=self.attempt, errors=tuple(errors), nudge_used=True))
-                self.messages.append(Message(role="assistant", content=response.text))
-                self.messages.append(Message(role="user", content=nudge(errors, self.schema)))
+                self.messages += (
+                    Message(role="assistant", content=response.text),
+                    Message(role="user", content=nudge(errors, self.schema)),
+                )
                 return None
         return LlmResult(
             text=response.text,
