@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from steptrace.agent._compaction import Compaction, compact, estimate_tokens
 from steptrace.agent._state import LoopState
-from steptrace.llm import Message, ToolCall
+from steptrace.llm import Message, ToolCall, ToolSpec, estimate_input_tokens
 from steptrace.llm._call import CheckedMessages, _Call
 from steptrace.testing import ScriptedProvider
 
@@ -74,6 +74,7 @@ def test_running_estimate_equals_the_full_estimate(operations: list[tuple[str, A
 # -- the model call's transcript: the loop's messages taken as they are ----------------
 
 PROVIDER = ScriptedProvider()
+TOOL = ToolSpec(name="read", description="Read a file.", parameters={"type": "object"})
 
 
 def walk_before(
@@ -95,10 +96,16 @@ def walk_before(
 def call_messages(
     system: str | None, messages: Sequence[Any], prompt: str | None
 ) -> tuple[Message, ...]:
-    call = _Call(prompt, system, "m", messages, None, 0, None, None, PROVIDER, None, None)
+    call = _Call(prompt, system, "m", messages, None, 0, None, None, PROVIDER, [TOOL], None)
     request = call.request()
     assert request.messages == call.messages
-    return call.messages
+    # The pre-flight estimate, which measures a CheckedMessages by its running
+    # count, is the full estimate; also for a schema retry's request.
+    assert call.estimate(request) == estimate_input_tokens(request)
+    call.messages += (Message(role="assistant", content="{"), Message(role="user", content="no"))
+    retry = call.request()
+    assert call.estimate(retry) == estimate_input_tokens(retry)
+    return request.messages
 
 
 def outcome(
@@ -171,3 +178,14 @@ def test_a_model_call_builds_any_transcript_as_the_full_walk_did(
     else:
         with pytest.raises(TypeError, match="CheckedMessages: item"):
             CheckedMessages(messages)
+
+
+def test_a_stale_call_estimates_its_own_messages() -> None:
+    # A call whose CheckedMessages grew after it was made (not something the
+    # loop does) measures the messages it sends, not the list's new count.
+    messages = CheckedMessages([SYSTEM, TASK])
+    call = _Call(None, None, "m", messages, None, 0, None, None, PROVIDER, None, None)
+    request = call.request()
+    messages.append(Message(role="user", content="x" * 300))
+    assert call.estimate(request) == estimate_input_tokens(request)
+    assert messages.chars() == len(SYSTEM.content) + len(TASK.content) + 300

@@ -102,11 +102,22 @@ def _json_chars(item: ToolSpec | ToolCall) -> int:
 
 def estimate_input_tokens(request: LlmRequest) -> int:
     """A conservative, offline bound on the request's prompt tokens."""
+    return _tokens(_chars(request.messages), request)
+
+
+def _chars(messages: Iterable[Message]) -> int:
+    """The characters the estimate counts for ``messages``: text, tool call names and arguments."""
     chars = 0
-    for message in request.messages:
+    for message in messages:
         chars += len(message.content)
         for call in message.tool_calls:
             chars += _json_chars(call)
+    return chars
+
+
+def _tokens(message_chars: int, request: LlmRequest) -> int:
+    """The estimate of ``request`` whose messages hold ``message_chars`` characters."""
+    chars = message_chars
     for tool in request.tools:
         chars += _json_chars(tool)
     if request.response_schema is not None:
@@ -136,9 +147,11 @@ class CheckedMessages(list[Message]):
     keeps one transcript across many calls and only ever appends ``Message``
     objects to it (the agent loop's working transcript). ``llm_call`` takes
     its messages as they are, where it checks every message of any other
-    sequence again on every call: a walk in Python that grows with the run."""
+    sequence again on every call, and the pre-flight estimate measures only
+    the messages appended since it last did (``chars``): two walks in Python
+    that would grow with the run."""
 
-    __slots__ = ()
+    __slots__ = ("_chars", "_counted")
 
     def __init__(self, messages: Iterable[Message] = ()) -> None:
         super().__init__(messages)
@@ -147,6 +160,14 @@ class CheckedMessages(list[Message]):
                 raise TypeError(
                     f"CheckedMessages: item {index} is a {type(message).__name__}, not a Message"
                 )
+        self._chars = self._counted = 0
+
+    def chars(self) -> int:
+        """The characters ``estimate_input_tokens`` counts for these messages,
+        measuring only those appended since the last time."""
+        chars = self._chars + _chars(self[self._counted :])
+        self._chars, self._counted = chars, len(self)
+        return chars
 
 
 def _tool_spec(value: ToolSpec | Mapping[str, Any], index: int) -> ToolSpec:
@@ -193,7 +214,10 @@ class _Call:
         ):
             raise ValueError(f"llm_call: max_tokens must be a positive int, got {max_tokens!r}")
         built: list[Message] = [] if system is None else [Message(role="system", content=system)]
+        self._checked: tuple[CheckedMessages, int, int] | None = None
+        """The caller's ``CheckedMessages``, where they start in ``messages``, and how many."""
         if type(messages) is CheckedMessages:
+            self._checked = (messages, len(built), len(messages))
             built += messages  # what the walk below gives, without the walk
         else:
             for i, m in enumerate(messages or ()):
@@ -243,11 +267,20 @@ class _Call:
         self.hold = None
         if limits_in_force():
             self.hold = reserve(
-                self.model,
-                estimate_input_tokens(request),
-                self.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
+                self.model, self.estimate(request), self.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS
             )
         return request
+
+    def estimate(self, request: LlmRequest) -> int:
+        """``estimate_input_tokens(request)``; the caller's ``CheckedMessages``
+        (when they are still as they were) measured by their running count."""
+        checked = self._checked
+        if checked is None or len(checked[0]) != checked[2]:
+            return estimate_input_tokens(request)
+        transcript, start, count = checked
+        messages = request.messages
+        others = _chars(messages[:start]) + _chars(messages[start + count :])
+        return _tokens(transcript.chars() + others, request)
 
     def release(self) -> None:
         """Free the request's hold: it failed, or was cancelled, before any usage."""
