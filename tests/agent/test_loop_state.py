@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from steptrace.agent._compaction import Compaction, compact, estimate_tokens
 from steptrace.agent._state import LoopState
 from steptrace.llm import Message, ToolCall, ToolSpec, estimate_input_tokens
-from steptrace.llm._call import CheckedMessages, _Call
+from steptrace.llm._call import CheckedMessages, _Call, _tool_spec
 from steptrace.testing import ScriptedProvider
 
 SYSTEM = Message(role="system", content="You are careful.")
@@ -189,3 +189,37 @@ def test_a_stale_call_estimates_its_own_messages() -> None:
     messages.append(Message(role="user", content="x" * 300))
     assert call.estimate(request) == estimate_input_tokens(request)
     assert messages.chars() == len(SYSTEM.content) + len(TASK.content) + 300
+
+
+class _Spec(ToolSpec):
+    """A ToolSpec subclass: taken as it is, like any ToolSpec."""
+
+
+_tool = st.one_of(
+    st.builds(ToolSpec, name=st.sampled_from(["a", "b"]), description=_text),
+    st.builds(_Spec, name=st.just("c")),
+    st.fixed_dictionaries({"name": st.sampled_from(["d", 3])}, optional={"description": _text}),
+    st.sampled_from([None, "e"]),
+)
+
+
+@given(st.lists(_tool, max_size=4), st.booleans())
+def test_a_model_call_takes_its_tools_as_before(tools: list[Any], as_tuple: bool) -> None:
+    # A tuple of ToolSpecs (the loop's offer) is taken as it is; anything else
+    # is converted one by one, as every call did before.
+    def before(given: Sequence[Any]) -> tuple[ToolSpec, ...]:
+        return tuple(_tool_spec(t, i) for i, t in enumerate(given or ()))
+
+    def now(given: Sequence[Any]) -> tuple[ToolSpec, ...]:
+        return _Call(None, None, "m", [TASK], None, 0, None, None, PROVIDER, given, None).tools
+
+    given: Sequence[Any] = tuple(tools) if as_tuple else tools
+    try:
+        expected: Any = before(given)
+    except TypeError as exc:
+        expected = str(exc)
+    try:
+        got: Any = now(given)
+    except TypeError as exc:
+        got = str(exc)
+    assert got == expected

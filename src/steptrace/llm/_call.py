@@ -28,6 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 from .. import _context, _json
@@ -241,7 +242,10 @@ class _Call:
             raise TypeError(f"llm_call: temperature must be a number, got {temperature!r}")
         # 1 and 1.0 must fingerprint alike for replay.
         self.temperature = None if temperature is None else float(temperature)
-        self.tools = tuple(_tool_spec(t, i) for i, t in enumerate(tools or ()))
+        if type(tools) is tuple and all(map(isinstance, tools, repeat(ToolSpec))):
+            self.tools = tools  # what the line below gives (the agent loop's offer)
+        else:
+            self.tools = tuple(_tool_spec(t, i) for i, t in enumerate(tools or ()))
         self.on_text = on_text
         self.errors: list[list[str]] = []
         self.input_tokens = self.output_tokens = self.cache_tokens = self.duration_ms = 0
