@@ -95,6 +95,11 @@ Kind = Literal["async", "sync", "inline"]
 TARGET_US: dict[Kind, float] = {"async": 100.0, "sync": 150.0, "inline": 150.0}
 """Loop overhead per iteration with three tools, in microseconds (issue 14's targets)."""
 
+BUDGET: dict[str, Any] | None = None
+"""The loop's ``budget=`` (None: no budget, the headline rows). With one, the
+loop runs as a step and every turn places a pre-flight hold, estimating its
+request (``bench_agent_instructions.py --budget``)."""
+
 clock = time.perf_counter
 """The timer of every timed run: wall time, or with ``--cpu`` the process's CPU
 time (all its threads), which a loaded machine disturbs less."""
@@ -221,6 +226,7 @@ async def agent(
         loop_detection=LoopDetection(),
         compaction=compaction,
         provider=provider or ScriptedProvider(Script(iterations, [t.name for t in tools])),
+        budget=BUDGET,
     )
 
 

@@ -29,13 +29,13 @@ the o-series 128k, anything else 128k.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .. import _json
 from ..llm._call import (
     ESTIMATE_CHARS_PER_TOKEN,
     ESTIMATE_TOKENS_PER_MESSAGE,
@@ -246,9 +246,12 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
 
+_sorted_dumps = _json.encoder(sort_keys=True, default=str)
+
+
 def _arguments(call_arguments: object) -> str:
     try:
-        text = json.dumps(call_arguments, sort_keys=True, default=str)
+        text = _sorted_dumps(call_arguments)
     except (TypeError, ValueError):
         text = repr(call_arguments)
     return _one_line(text, _ARGUMENT_CHARS)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..llm._call import _json_chars
 from ..llm._types import ToolCall
@@ -92,9 +93,11 @@ def shown_text(text: str, limit: int = 300) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
-@dataclass(frozen=True, slots=True)
-class Screened:
-    """A tool call as the transcript keeps it, and why it is refused (if it is)."""
+class Screened(NamedTuple):
+    """A tool call as the transcript keeps it, and why it is refused (if it is).
+    A named tuple, not a frozen dataclass: one is made for every tool call, and
+    a frozen dataclass's ``__init__`` (``object.__setattr__`` per field) costs
+    several times as much."""
 
     call: ToolCall
     refusal: str | None = None

@@ -31,11 +31,11 @@ The loop's protocol, per tool call::
 
 from __future__ import annotations
 
-import json
-import json.encoder
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from .. import _json
 
 __all__ = ["Intervention", "InterventionKind", "LoopDetection", "LoopTracker"]
 
@@ -93,15 +93,18 @@ class _Seen:
         self.blocked = False
 
 
-# ``json.dumps(..., sort_keys=True, default=str)`` builds this encoder on every
-# call; built once, it writes the same text.
-_CANONICAL = json.JSONEncoder(sort_keys=True, default=str)
+# ``json.dumps(arguments, sort_keys=True, default=str)``, built once (``_json``):
+# the function (text or exception as json.dumps gives them) and the C encoder
+# itself, which the tracker calls with no Python frame around it.
+_canonical = _json.encoder(sort_keys=True, default=str)
+_canonical_chunks = _json.chunks(sort_keys=True, default=str)
+_join = "".join
 
 
 def canonical_arguments(arguments: Mapping[str, Any]) -> str:
     """The arguments as a key: JSON with sorted keys, non-JSON values as ``str``."""
     try:
-        return _CANONICAL.encode(dict(arguments))
+        return _canonical(dict(arguments))
     except (TypeError, ValueError):  # keys of mixed types cannot be sorted; cycles
         return _fallback_key(arguments)
 
@@ -110,32 +113,11 @@ def _fallback_key(arguments: Mapping[str, Any]) -> str:
     return repr(sorted(arguments.items(), key=lambda item: str(item[0])))
 
 
-def _canonical_encoder() -> Callable[[Any, int], list[str]] | None:
-    """``_CANONICAL``'s C encoder itself, as ``JSONEncoder.iterencode`` makes it
-    for each call (its circular-reference markers included), or None without
-    the C accelerator."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - every CPython has it
-        return None
-    encoder: Callable[[Any, int], list[str]] = make(
-        {},
-        _CANONICAL.default,
-        json.encoder.encode_basestring_ascii,
-        None,
-        _CANONICAL.key_separator,
-        _CANONICAL.item_separator,
-        True,
-        False,
-        True,
-    )
-    return encoder
-
-
 class LoopTracker:
     """The per-run loop detection state (one tracker per agent run; not
     thread-safe, the loop calls it from its own task)."""
 
-    __slots__ = ("_any_blocked", "_encode", "_seen", "config")
+    __slots__ = ("_any_blocked", "_seen", "config")
 
     def __init__(self, config: LoopDetection) -> None:
         if not isinstance(config, LoopDetection):
@@ -143,23 +125,18 @@ class LoopTracker:
         self.config = config
         self._seen: dict[tuple[str, str], _Seen] = {}
         self._any_blocked = False  # lets before_call skip the key until a block
-        # ``canonical_arguments`` without the two Python frames and the encoder
-        # that ``JSONEncoder.encode`` builds on every call: one per tracker,
-        # since its markers are state (a tracker is used by one task).
-        self._encode = _canonical_encoder()
 
-    def _key(self, tool_name: str, arguments: Mapping[str, Any]) -> tuple[str, str]:
-        encode = self._encode
-        if encode is None:  # pragma: no cover - every CPython has it
-            return tool_name, canonical_arguments(arguments)
+    @staticmethod
+    def _key(tool_name: str, arguments: Mapping[str, Any]) -> tuple[str, str]:
+        """``(tool_name, canonical_arguments(arguments))``, the common case
+        straight from the C encoder."""
         try:
-            return tool_name, "".join(encode(dict(arguments), 0))
-        except (TypeError, ValueError):  # as canonical_arguments, whose markers are fresh
-            self._encode = _canonical_encoder()  # an error can leave markers behind
-            return tool_name, _fallback_key(arguments)
-        except BaseException:
-            self._encode = _canonical_encoder()
-            raise
+            text = _join(
+                _canonical_chunks(arguments if type(arguments) is dict else dict(arguments), 0)
+            )
+        except Exception:  # what the C encoder alone refuses: canonical_arguments decides
+            return tool_name, canonical_arguments(arguments)
+        return tool_name, text
 
     def before_call(self, tool_name: str, arguments: Mapping[str, Any]) -> Intervention | None:
         """``skip`` when this exact call was blocked earlier (do not run it), else None."""

@@ -1,7 +1,8 @@
 """The mutable state of one agent run, shared by the loop and the tool dispatcher.
 
-The working transcript (what the model sees, shortened by compaction) with its
-running size for the compaction check, the full transcript (everything,
+The working transcript (what the model sees, shortened by compaction: a
+``CheckedMessages``, which keeps its running size for the compaction check and
+the model call's pre-flight estimate), the full transcript (everything,
 archived turns included), the phase position,
 the iteration, the tools used and succeeded, and the usage the run's model
 calls reported.
@@ -13,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..llm._call import CheckedMessages
 from ..llm._types import LlmResult, Message
-from ._compaction import message_chars, tokens_of
+from ._compaction import tokens_of
 from ._policy import Phase
 
 __all__ = ["LoopState"]
@@ -39,9 +41,11 @@ class LoopState:
     text: str = ""
     data: Any = None
     rejected_turns: int = 0
-    chars: int = field(default=0, init=False)
-    """``message_chars`` of the first ``counted`` messages of the working transcript."""
-    counted: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        # Checked once here, then only ever appended Messages (``add``): the
+        # model call takes it without checking each message again every turn.
+        self.messages = CheckedMessages(self.messages)
 
     @property
     def phase(self) -> Phase | None:
@@ -50,13 +54,11 @@ class LoopState:
     @property
     def tokens(self) -> int:
         """``estimate_tokens(self.messages)``, counting only the messages added
-        since the last time (each message is measured once)."""
+        since the last time (each message is measured once, for this and for
+        the model call's pre-flight estimate alike)."""
         messages = self.messages
-        chars = self.chars
-        for message in messages[self.counted :]:
-            chars += message_chars(message)
-        self.chars, self.counted = chars, len(messages)
-        return tokens_of(chars, len(messages))
+        assert type(messages) is CheckedMessages  # __post_init__, compacted
+        return tokens_of(messages.chars(), len(messages))
 
     def add(self, message: Message) -> None:
         self.messages.append(message)
@@ -64,8 +66,7 @@ class LoopState:
 
     def compacted(self, messages: Sequence[Message]) -> None:
         """Replace the working transcript (after a compaction)."""
-        self.messages = list(messages)
-        self.chars = self.counted = 0
+        self.messages = CheckedMessages(messages)
 
     def count(self, result: LlmResult) -> None:
         self.input_tokens += result.input_tokens

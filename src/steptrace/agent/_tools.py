@@ -33,7 +33,6 @@ import dataclasses
 import enum
 import functools
 import inspect
-import json
 import math
 import re
 import warnings
@@ -41,6 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Generic, cast, get_args, get_origin, overload
 
+from .. import _json
 from ..errors import StepTraceError
 from ..llm._threads import DaemonPool, PoolStats
 from ..llm._types import ToolSpec
@@ -278,7 +278,7 @@ def render(value: Any) -> str:
     if value is None:
         return ""
     try:
-        return json.dumps(value, default=_jsonable, ensure_ascii=False)
+        return _render_json(value)
     except (TypeError, ValueError):  # keys json cannot write, or a cycle
         return str(value)
 
@@ -299,6 +299,10 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", "replace")
     return str(value)
+
+
+# json.dumps(value, default=_jsonable, ensure_ascii=False), built once.
+_render_json = _json.encoder(default=_jsonable, ensure_ascii=False)
 
 
 @overload

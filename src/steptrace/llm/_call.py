@@ -24,14 +24,14 @@ without ``max_tokens`` is checked against ``DEFAULT_MAX_OUTPUT_TOKENS``.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
-from .. import _context
+from .. import _context, _json
 from .. import spans as _spans
 from .._accounting import Hold, check_budget, limits_in_force, reserve
 from .._run import active_frame
@@ -79,6 +79,9 @@ ESTIMATE_TOKENS_PER_MESSAGE = 4
 
 _measured: dict[int, tuple[ToolSpec | ToolCall, int]] = {}
 
+_dumps = _json.encoder()
+"""``json.dumps`` (default options), built once: the text or the exception it gives."""
+
 
 def _json_chars(item: ToolSpec | ToolCall) -> int:
     """Characters a tool spec or tool call adds to a prompt, measured once per
@@ -89,9 +92,9 @@ def _json_chars(item: ToolSpec | ToolCall) -> int:
     if cached is not None and cached[0] is item:
         return cached[1]
     if isinstance(item, ToolSpec):
-        chars = len(item.name) + len(item.description) + len(json.dumps(dict(item.parameters)))
+        chars = len(item.name) + len(item.description) + len(_dumps(dict(item.parameters)))
     else:
-        chars = len(item.name) + len(item.raw_arguments or json.dumps(dict(item.arguments)))
+        chars = len(item.name) + len(item.raw_arguments or _dumps(dict(item.arguments)))
     if len(_measured) > 8192:
         _measured.clear()
     _measured[id(item)] = (item, chars)
@@ -100,15 +103,26 @@ def _json_chars(item: ToolSpec | ToolCall) -> int:
 
 def estimate_input_tokens(request: LlmRequest) -> int:
     """A conservative, offline bound on the request's prompt tokens."""
+    return _tokens(_chars(request.messages), request)
+
+
+def _chars(messages: Iterable[Message]) -> int:
+    """The characters the estimate counts for ``messages``: text, tool call names and arguments."""
     chars = 0
-    for message in request.messages:
+    for message in messages:
         chars += len(message.content)
         for call in message.tool_calls:
             chars += _json_chars(call)
+    return chars
+
+
+def _tokens(message_chars: int, request: LlmRequest) -> int:
+    """The estimate of ``request`` whose messages hold ``message_chars`` characters."""
+    chars = message_chars
     for tool in request.tools:
         chars += _json_chars(tool)
     if request.response_schema is not None:
-        chars += len(json.dumps(dict(request.response_schema)))
+        chars += len(_dumps(dict(request.response_schema)))
     return math.ceil(chars / ESTIMATE_CHARS_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(
         request.messages
     )
@@ -127,6 +141,34 @@ def sdk_preflight(model: str, estimated_input_tokens: int, max_output_tokens: in
         if ledger.max_tokens is not None or ledger.max_pico is not None:
             check_budget(model, estimated_input_tokens, max_output_tokens)
             return
+
+
+class CheckedMessages(list[Message]):
+    """A list of ``Message`` objects only, checked when made, for a caller that
+    keeps one transcript across many calls and only ever appends ``Message``
+    objects to it (the agent loop's working transcript). ``llm_call`` takes
+    its messages as they are, where it checks every message of any other
+    sequence again on every call, and the pre-flight estimate measures only
+    the messages appended since it last did (``chars``): two walks in Python
+    that would grow with the run."""
+
+    __slots__ = ("_chars", "_counted")
+
+    def __init__(self, messages: Iterable[Message] = ()) -> None:
+        super().__init__(messages)
+        for index, message in enumerate(self):
+            if not isinstance(message, Message):
+                raise TypeError(
+                    f"CheckedMessages: item {index} is a {type(message).__name__}, not a Message"
+                )
+        self._chars = self._counted = 0
+
+    def chars(self) -> int:
+        """The characters ``estimate_input_tokens`` counts for these messages,
+        measuring only those appended since the last time."""
+        chars = self._chars + _chars(self[self._counted :])
+        self._chars, self._counted = chars, len(self)
+        return chars
 
 
 def _tool_spec(value: ToolSpec | Mapping[str, Any], index: int) -> ToolSpec:
@@ -172,16 +214,23 @@ class _Call:
             isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0
         ):
             raise ValueError(f"llm_call: max_tokens must be a positive int, got {max_tokens!r}")
-        built: list[Message] = []
-        if system is not None:
-            built.append(Message(role="system", content=system))
-        for i, m in enumerate(messages or ()):
-            built.append(m if type(m) is Message else Message.coerce(m, f"llm_call: messages[{i}]"))
+        built: list[Message] = [] if system is None else [Message(role="system", content=system)]
+        self._checked: tuple[CheckedMessages, int, int] | None = None
+        """The caller's ``CheckedMessages``, where they start in ``messages``, and how many."""
+        if type(messages) is CheckedMessages:
+            self._checked = (messages, len(built), len(messages))
+            built += messages  # what the walk below gives, without the walk
+        else:
+            for i, m in enumerate(messages or ()):
+                built.append(
+                    m if type(m) is Message else Message.coerce(m, f"llm_call: messages[{i}]")
+                )
         if prompt is not None:
             built.append(Message(role="user", content=prompt))
         if not any(m.role != "system" for m in built):
             raise ValueError("llm_call: nothing to send: pass a prompt or messages")
-        self.messages = built
+        self.messages = tuple(built)
+        """What each request sends (a schema retry adds its two messages)."""
         requested_model = model or active_step_model_default() or _config.settings.default_model
         self.provider, self.model = _config.resolve(requested_model, provider)
         self.schema = None if output_schema is None else OutputSchema.of(output_schema)
@@ -193,7 +242,10 @@ class _Call:
             raise TypeError(f"llm_call: temperature must be a number, got {temperature!r}")
         # 1 and 1.0 must fingerprint alike for replay.
         self.temperature = None if temperature is None else float(temperature)
-        self.tools = tuple(_tool_spec(t, i) for i, t in enumerate(tools or ()))
+        if type(tools) is tuple and all(map(isinstance, tools, repeat(ToolSpec))):
+            self.tools = tools  # what the line below gives (the agent loop's offer)
+        else:
+            self.tools = tuple(_tool_spec(t, i) for i, t in enumerate(tools or ()))
         self.on_text = on_text
         self.errors: list[list[str]] = []
         self.input_tokens = self.output_tokens = self.cache_tokens = self.duration_ms = 0
@@ -208,7 +260,7 @@ class _Call:
     def request(self) -> LlmRequest:
         request = LlmRequest(
             model=self.model,
-            messages=tuple(self.messages),
+            messages=self.messages,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             tools=self.tools,
@@ -219,11 +271,20 @@ class _Call:
         self.hold = None
         if limits_in_force():
             self.hold = reserve(
-                self.model,
-                estimate_input_tokens(request),
-                self.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
+                self.model, self.estimate(request), self.max_tokens or DEFAULT_MAX_OUTPUT_TOKENS
             )
         return request
+
+    def estimate(self, request: LlmRequest) -> int:
+        """``estimate_input_tokens(request)``; the caller's ``CheckedMessages``
+        (when they are still as they were) measured by their running count."""
+        checked = self._checked
+        if checked is None or len(checked[0]) != checked[2]:
+            return estimate_input_tokens(request)
+        transcript, start, count = checked
+        messages = request.messages
+        others = _chars(messages[:start]) + _chars(messages[start + count :])
+        return _tokens(transcript.chars() + others, request)
 
     def release(self) -> None:
         """Free the request's hold: it failed, or was cancelled, before any usage."""
@@ -327,8 +388,10 @@ class _Call:
                     raise SchemaValidationFailed(self.errors, response.text)
                 self.attempt += 1
                 emit_event(SchemaRetry(attempt=self.attempt, errors=tuple(errors), nudge_used=True))
-                self.messages.append(Message(role="assistant", content=response.text))
-                self.messages.append(Message(role="user", content=nudge(errors, self.schema)))
+                self.messages += (
+                    Message(role="assistant", content=response.text),
+                    Message(role="user", content=nudge(errors, self.schema)),
+                )
                 return None
         return LlmResult(
             text=response.text,

@@ -29,12 +29,13 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .. import _json
 from .._context import Frame, StepFrame
 from .._run import CompletedStep, ledger_row
 from .._span_context import span_context
 from ..spans import SpanKind
 from ._protocol import EventRow, LlmCallRow, SpanRow, StepRow, WriteBatch
-from ._queries import dumps, span_row
+from ._queries import span_row
 
 if TYPE_CHECKING:
     from ..events import AgentEvent
@@ -42,29 +43,16 @@ if TYPE_CHECKING:
 
 __all__ = ["EncodedBatch", "add_encoded", "add_rows", "encodes"]
 
-_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
-_c_ascii: Any = getattr(json.encoder, "c_encode_basestring_ascii", None)
-
-if _c_encoder is not None and _c_ascii is not None:
-    # What _queries.dumps does (JSONEncoder(default=str, separators=(",", ":"))),
-    # minus the two Python layers around the C encoder on every call. No
-    # circular check: a cycle raises RecursionError, and the record goes the
-    # reference way, which refuses it as before.
-    _chunks: Callable[[Any, int], Any] = _c_encoder(
-        None, str, _c_ascii, None, ":", ",", False, False, True
-    )
-else:  # pragma: no cover - an interpreter without json's C accelerator
-
-    def _chunks(value: Any, _: int) -> Any:
-        return (dumps(value),)
-
-
+# What _queries.dumps does (JSONEncoder(default=str, separators=(",", ":"))),
+# minus the two Python layers and the encoder built around the C encoder on
+# every call. No circular check: a cycle raises RecursionError, and the record
+# goes the reference way, which refuses it as before.
+_DUMPS_OPTIONS: dict[str, Any] = {"default": str, "separators": (",", ":")}
+_chunks = _json.chunks(**_DUMPS_OPTIONS)
 _join = "".join
 
-
-def encode(value: Any) -> str:
-    """``_queries.dumps(value)``, faster (the hot loops inline it)."""
-    return _join(_chunks(value, 0))
+encode = _json.encoder(**_DUMPS_OPTIONS)
+"""``_queries.dumps(value)``, faster (the hot loops inline ``_chunks`` instead)."""
 
 
 # -- each record's values, in its table's column order ----------------------------------
