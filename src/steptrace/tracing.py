@@ -25,7 +25,8 @@ from ._run import active_frame, current_run, trace_entries
 
 if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
-from .spans import Span, SpanKind, end_span
+from . import spans as _spans
+from .spans import Span, SpanKind, end_span, notify_start
 
 __all__ = [
     "agent_trace_summary",
@@ -172,7 +173,14 @@ def _open(name: str, kind: SpanKind, metadata: dict[str, Any]) -> _context.Frame
     # A user span is a frame without a budget: steps opened inside it become
     # its children, and usage still flows to the enclosing step.
     opened = _context.span_frame(name, kind, parent, metadata)
-    parent.run.opened(opened)
+    # Run.opened, inlined: every model request and tool call opens a span.
+    run = opened.run
+    spans = run.spans
+    spans.append(opened)
+    if len(spans) > run.trim_at:
+        run.trim()
+    if _spans.processors:
+        notify_start(opened)
     return opened
 
 

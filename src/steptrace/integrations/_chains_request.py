@@ -30,12 +30,12 @@ import contextvars
 import time
 from typing import Any
 
-from .. import Hold, reserve
+from .. import Hold, reserve, tracing
 from .._redact import redact
 from ..budget import PriceSource
 from ..llm.conclusion import Concluded, TokenCounts, arecord, conclude, record
 from ..spans import Span, SpanKind, end_span
-from ..tracing import open_span
+from ..tracing import _open
 
 __all__ = ["CHARS_PER_TOKEN", "ModelRequest", "TokenCounts", "estimate_tokens"]
 
@@ -78,7 +78,9 @@ class ModelRequest:
         # The event is filed under the request's span wherever the response
         # arrives; it is still shown to the collectors (collect_events) of the
         # context that made the request, as if it had been emitted there.
-        self._context = contextvars.copy_context()
+        # Until a collector has existed no context has one, so there is
+        # nothing to copy (``_concluded`` then uses an empty context).
+        self._context = contextvars.copy_context() if tracing._collecting else None
         self.span = request_span
         self._done = False
         self.started = time.perf_counter()
@@ -110,7 +112,8 @@ class ModelRequest:
         if attributes:
             metadata.update(attributes)
         try:
-            request_span = open_span(f"chat {model}", SpanKind.LLM_CALL, **metadata)
+            # open_span without its argument checks: the name and kind are ours.
+            request_span = _open(f"chat {model}", SpanKind.LLM_CALL, metadata)
         except BaseException:
             hold.release()
             raise
@@ -139,6 +142,33 @@ class ModelRequest:
             span=self.span,
         )
 
+    def _concluded(
+        self,
+        usage: TokenCounts | None,
+        response_id: str | None,
+        response_model: str | None,
+        finish_reasons: list[str],
+        output_chars: int,
+        cost_usd: float | None,
+    ) -> Concluded:
+        """``_conclude`` in the context that made the request (see ``__init__``)."""
+        context = self._context
+        if context is None:
+            if not tracing._collecting:
+                return self._conclude(
+                    usage, response_id, response_model, finish_reasons, output_chars, cost_usd
+                )
+            context = contextvars.Context()  # the request's context had no collector
+        return context.run(
+            self._conclude,
+            usage,
+            response_id,
+            response_model,
+            finish_reasons,
+            output_chars,
+            cost_usd,
+        )
+
     def finish(
         self,
         usage: TokenCounts | None,
@@ -157,16 +187,9 @@ class ModelRequest:
         if self._done:
             return
         self._done = True
-        context = self._context
         try:
-            concluded = context.run(
-                self._conclude,
-                usage,
-                response_id,
-                response_model,
-                finish_reasons or [],
-                output_chars,
-                cost_usd,
+            concluded = self._concluded(
+                usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
             )
         except BaseException:
             self._hold.release()
@@ -189,16 +212,9 @@ class ModelRequest:
         if self._done:
             return
         self._done = True
-        context = self._context
         try:
-            concluded = context.run(
-                self._conclude,
-                usage,
-                response_id,
-                response_model,
-                finish_reasons or [],
-                output_chars,
-                cost_usd,
+            concluded = self._concluded(
+                usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
             )
         except BaseException:
             self._hold.release()
