@@ -222,8 +222,13 @@ class span:
             pass  # closed from another context (e.g. a finalized generator)
         end_span(self._span, exc)
 
+    # The async forms repeat the sync bodies rather than call them: every
+    # model request of the agent-framework integrations opens one.
     async def __aenter__(self) -> Span:
-        return self.__enter__()
+        opened = _open(self._name, self._kind, dict(self._metadata))
+        self._token = _context.set_frame(opened)
+        self._span = opened
+        return opened
 
     async def __aexit__(
         self,
@@ -231,4 +236,9 @@ class span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        assert self._span is not None
+        try:
+            _context.reset_frame(self._token)
+        except ValueError:
+            pass  # closed from another context (e.g. a finalized generator)
+        end_span(self._span, exc)

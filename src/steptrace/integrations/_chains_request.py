@@ -37,12 +37,16 @@ from ..llm.conclusion import Concluded, TokenCounts, arecord, conclude, record
 from ..spans import Span, SpanKind, end_span
 from ..tracing import _open
 
-__all__ = ["CHARS_PER_TOKEN", "ModelRequest", "TokenCounts", "estimate_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "ModelRequest", "TokenCounts", "estimate_tokens", "new_counts"]
 
 CHARS_PER_TOKEN = 3
 """Output estimate when no usage is reported: ~4 characters a token; 3 errs high."""
 
-_FINISHED = "steptrace_request_finished"
+new_counts = tuple.__new__
+"""``new_counts(TokenCounts, (input, output, cache_read, cache_write,
+reasoning))``: the integrations read a response's usage into one on every
+request, and the named tuple's own ``__new__`` is a Python function costing
+several times this."""
 
 
 def estimate_tokens(chars: int) -> int:
@@ -79,7 +83,7 @@ class ModelRequest:
         # arrives; it is still shown to the collectors (collect_events) of the
         # context that made the request, as if it had been emitted there.
         # Until a collector has existed no context has one, so there is
-        # nothing to copy (``_concluded`` then uses an empty context).
+        # nothing to copy (``finish`` then concludes in an empty context).
         self._context = contextvars.copy_context() if tracing._collecting else None
         self.span = request_span
         self._done = False
@@ -142,33 +146,6 @@ class ModelRequest:
             span=self.span,
         )
 
-    def _concluded(
-        self,
-        usage: TokenCounts | None,
-        response_id: str | None,
-        response_model: str | None,
-        finish_reasons: list[str],
-        output_chars: int,
-        cost_usd: float | None,
-    ) -> Concluded:
-        """``_conclude`` in the context that made the request (see ``__init__``)."""
-        context = self._context
-        if context is None:
-            if not tracing._collecting:
-                return self._conclude(
-                    usage, response_id, response_model, finish_reasons, output_chars, cost_usd
-                )
-            context = contextvars.Context()  # the request's context had no collector
-        return context.run(
-            self._conclude,
-            usage,
-            response_id,
-            response_model,
-            finish_reasons,
-            output_chars,
-            cost_usd,
-        )
-
     def finish(
         self,
         usage: TokenCounts | None,
@@ -187,10 +164,22 @@ class ModelRequest:
         if self._done:
             return
         self._done = True
+        context = self._context
         try:
-            concluded = self._concluded(
-                usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
-            )
+            if context is None and not tracing._collecting:
+                concluded = self._conclude(
+                    usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
+                )
+            else:  # in the context that made the request (an empty one had no collector)
+                concluded = (context or contextvars.Context()).run(
+                    self._conclude,
+                    usage,
+                    response_id,
+                    response_model,
+                    finish_reasons or [],
+                    output_chars,
+                    cost_usd,
+                )
         except BaseException:
             self._hold.release()
             raise
@@ -212,10 +201,22 @@ class ModelRequest:
         if self._done:
             return
         self._done = True
+        context = self._context
         try:
-            concluded = self._concluded(
-                usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
-            )
+            if context is None and not tracing._collecting:
+                concluded = self._conclude(
+                    usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
+                )
+            else:  # in the context that made the request (an empty one had no collector)
+                concluded = (context or contextvars.Context()).run(
+                    self._conclude,
+                    usage,
+                    response_id,
+                    response_model,
+                    finish_reasons or [],
+                    output_chars,
+                    cost_usd,
+                )
         except BaseException:
             self._hold.release()
             raise

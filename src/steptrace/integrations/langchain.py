@@ -59,7 +59,7 @@ from ..llm.counts import part_count
 from ..llm.prices import install_default_prices
 from ..spans import Span, SpanKind, end_span
 from ..tracing import emit_event, open_span
-from ._chains_request import ModelRequest, TokenCounts
+from ._chains_request import ModelRequest, TokenCounts, new_counts
 
 __all__ = ["StepTraceCallbackHandler", "instrument", "is_instrumented", "uninstrument"]
 
@@ -171,7 +171,7 @@ def _usage_of(message: Any, llm_output: Any) -> TokenCounts | None:
             value = details.get("reasoning")
             if value:
                 reasoning = part_count(value, output_tokens)
-        return _counts(
+        return new_counts(
             TokenCounts, (input_tokens, output_tokens, cache_read, cache_write, reasoning)
         )
     usage = llm_output.get("token_usage") if isinstance(llm_output, dict) else None
@@ -186,11 +186,6 @@ def _usage_of(message: Any, llm_output: Any) -> TokenCounts | None:
             reasoning_tokens=part_count(legacy, output_tokens),
         )
     return None
-
-
-_counts = tuple.__new__
-"""``TokenCounts`` from its five fields: the named tuple's own ``__new__`` is
-a Python function that costs several times this on every response."""
 
 
 def _received_anything(response: Any) -> bool:
