@@ -318,7 +318,9 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
 
     def __init__(self) -> None:
         install_default_prices()  # keeps a price source you configured
-        self._requests: dict[UUID, ModelRequest] = {}
+        # Keyed by the run id's int: a UUID's own hash is a Python call, made
+        # twice a request (run ids are UUIDs; anything else is its own key).
+        self._requests: dict[object, ModelRequest] = {}
         self._tools: dict[UUID, _ToolRun] = {}
 
     def _guard(self, what: str, action: Any, *args: Any) -> Any:
@@ -349,7 +351,9 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
         prompt = messages[0] if len(messages) == 1 else [m for each in messages for m in each]
         params = kwargs.get("invocation_params") or {}
         try:
-            self._requests[run_id] = _start(serialized, prompt, metadata or {}, params)
+            self._requests[run_id.int if type(run_id) is UUID else run_id] = _start(
+                serialized, prompt, metadata or {}, params
+            )
         except _BUDGET_ERRORS:
             raise
         except Exception as exc:
@@ -375,14 +379,16 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
         messages = [_Text(p) for p in prompts]
         params = kwargs.get("invocation_params") or {}
         try:
-            self._requests[run_id] = _start(serialized, messages, metadata or {}, params)
+            self._requests[run_id.int if type(run_id) is UUID else run_id] = _start(
+                serialized, messages, metadata or {}, params
+            )
         except _BUDGET_ERRORS:
             raise
         except Exception as exc:
             report_observer_failure("StepTraceCallbackHandler.on_llm_start", exc, None)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        request = self._requests.pop(run_id, None)
+        request = self._requests.pop(run_id.int if type(run_id) is UUID else run_id, None)
         if request is None:
             return
         try:
@@ -393,7 +399,7 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
             report_observer_failure("StepTraceCallbackHandler.on_llm_end", exc, None)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        request = self._requests.pop(run_id, None)
+        request = self._requests.pop(run_id.int if type(run_id) is UUID else run_id, None)
         if request is None:
             return
         response = kwargs.get("response")
