@@ -269,7 +269,8 @@ def end_span(span: Span, error: BaseException | str | None = None) -> None:
     else:
         span.status = "error"
         span.error = describe_error(error) if not isinstance(error, str) else _redact_text(error)
-    notify_end(span)
+    if processors:
+        notify_end(span)
 
 
 def notify_end(span: Span) -> None:

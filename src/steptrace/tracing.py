@@ -25,7 +25,8 @@ from ._run import active_frame, current_run, trace_entries
 
 if TYPE_CHECKING:
     from .events import AgentEvent, LlmTraceEntry
-from .spans import Span, SpanKind, end_span
+from . import spans as _spans
+from .spans import Span, SpanKind, end_span, notify_start
 
 __all__ = [
     "agent_trace_summary",
@@ -172,7 +173,14 @@ def _open(name: str, kind: SpanKind, metadata: dict[str, Any]) -> _context.Frame
     # A user span is a frame without a budget: steps opened inside it become
     # its children, and usage still flows to the enclosing step.
     opened = _context.span_frame(name, kind, parent, metadata)
-    parent.run.opened(opened)
+    # Run.opened, inlined: every model request and tool call opens a span.
+    run = opened.run
+    spans = run.spans
+    spans.append(opened)
+    if len(spans) > run.trim_at:
+        run.trim()
+    if _spans.processors:
+        notify_start(opened)
     return opened
 
 
@@ -214,8 +222,13 @@ class span:
             pass  # closed from another context (e.g. a finalized generator)
         end_span(self._span, exc)
 
+    # The async forms repeat the sync bodies rather than call them: every
+    # model request of the agent-framework integrations opens one.
     async def __aenter__(self) -> Span:
-        return self.__enter__()
+        opened = _open(self._name, self._kind, dict(self._metadata))
+        self._token = _context.set_frame(opened)
+        self._span = opened
+        return opened
 
     async def __aexit__(
         self,
@@ -223,4 +236,9 @@ class span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        assert self._span is not None
+        try:
+            _context.reset_frame(self._token)
+        except ValueError:
+            pass  # closed from another context (e.g. a finalized generator)
+        end_span(self._span, exc)

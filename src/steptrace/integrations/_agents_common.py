@@ -56,14 +56,28 @@ _ROUTING_PREFIXES = ("litellm/", "any-llm/")
 """Prefixes that only choose a client library (OpenAI Agents' model providers)."""
 
 
+_price_names: dict[str, str] = {}
+_MAX_PRICE_NAMES = 1024
+
+
 def price_name(model: str) -> str:
     """The name ``model`` is priced and recorded under.
 
     A routing prefix that only picks a client library goes (``litellm/``); a
     provider prefix written with a slash (``anthropic/claude-haiku-4-5``,
     LiteLLM's and OpenRouter's style) becomes the ``provider:model`` form the
-    price table reads, so the model is priced as the one it names.
+    price table reads, so the model is priced as the one it names. Asked on
+    every request for the few names a program uses: remembered.
     """
+    name = _price_names.get(model)
+    if name is None:
+        if len(_price_names) >= _MAX_PRICE_NAMES:
+            _price_names.clear()
+        name = _price_names[model] = _price_name(model)
+    return name
+
+
+def _price_name(model: str) -> str:
     for prefix in _ROUTING_PREFIXES:
         if model.startswith(prefix):
             model = model[len(prefix) :]

@@ -39,6 +39,7 @@ from ._agents_common import (
     estimate_tokens,
     price_name,
 )
+from ._chains_request import new_counts
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -157,13 +158,17 @@ def _usage(usage: Any) -> TokenCounts | None:
     input_tokens = int(getattr(usage, "input_tokens", 0) or 0)
     output_tokens = int(getattr(usage, "output_tokens", 0) or 0)
     # Parts as the server sent them (the SDK checks their type only): never
-    # negative, never more than their whole.
-    cache_read = part_count(getattr(input_details, "cached_tokens", None), input_tokens)
-    cache_write = part_count(
-        getattr(input_details, "cache_write_tokens", None), input_tokens - cache_read
+    # negative, never more than their whole (part_count; a part that is 0 or
+    # absent, the usual case, is 0 without it).
+    cache_read = getattr(input_details, "cached_tokens", None)
+    cache_read = part_count(cache_read, input_tokens) if cache_read else 0
+    cache_write = getattr(input_details, "cache_write_tokens", None)
+    cache_write = part_count(cache_write, input_tokens - cache_read) if cache_write else 0
+    reasoning = getattr(output_details, "reasoning_tokens", None)
+    reasoning = part_count(reasoning, output_tokens) if reasoning else 0
+    return new_counts(
+        TokenCounts, (input_tokens, output_tokens, cache_read, cache_write, reasoning)
     )
-    reasoning = part_count(getattr(output_details, "reasoning_tokens", None), output_tokens)
-    return TokenCounts(input_tokens, output_tokens, cache_read, cache_write, reasoning)
 
 
 def _wrap_get(original: Callable[..., Any]) -> Callable[..., Any]:

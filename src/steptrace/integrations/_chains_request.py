@@ -30,19 +30,23 @@ import contextvars
 import time
 from typing import Any
 
-from .. import Hold, reserve
+from .. import Hold, reserve, tracing
 from .._redact import redact
 from ..budget import PriceSource
 from ..llm.conclusion import Concluded, TokenCounts, arecord, conclude, record
 from ..spans import Span, SpanKind, end_span
-from ..tracing import open_span
+from ..tracing import _open
 
-__all__ = ["CHARS_PER_TOKEN", "ModelRequest", "TokenCounts", "estimate_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "ModelRequest", "TokenCounts", "estimate_tokens", "new_counts"]
 
 CHARS_PER_TOKEN = 3
 """Output estimate when no usage is reported: ~4 characters a token; 3 errs high."""
 
-_FINISHED = "steptrace_request_finished"
+new_counts = tuple.__new__
+"""``new_counts(TokenCounts, (input, output, cache_read, cache_write,
+reasoning))``: the integrations read a response's usage into one on every
+request, and the named tuple's own ``__new__`` is a Python function costing
+several times this."""
 
 
 def estimate_tokens(chars: int) -> int:
@@ -78,7 +82,9 @@ class ModelRequest:
         # The event is filed under the request's span wherever the response
         # arrives; it is still shown to the collectors (collect_events) of the
         # context that made the request, as if it had been emitted there.
-        self._context = contextvars.copy_context()
+        # Until a collector has existed no context has one, so there is
+        # nothing to copy (``finish`` then concludes in an empty context).
+        self._context = contextvars.copy_context() if tracing._collecting else None
         self.span = request_span
         self._done = False
         self.started = time.perf_counter()
@@ -110,7 +116,8 @@ class ModelRequest:
         if attributes:
             metadata.update(attributes)
         try:
-            request_span = open_span(f"chat {model}", SpanKind.LLM_CALL, **metadata)
+            # open_span without its argument checks: the name and kind are ours.
+            request_span = _open(f"chat {model}", SpanKind.LLM_CALL, metadata)
         except BaseException:
             hold.release()
             raise
@@ -159,15 +166,20 @@ class ModelRequest:
         self._done = True
         context = self._context
         try:
-            concluded = context.run(
-                self._conclude,
-                usage,
-                response_id,
-                response_model,
-                finish_reasons or [],
-                output_chars,
-                cost_usd,
-            )
+            if context is None and not tracing._collecting:
+                concluded = self._conclude(
+                    usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
+                )
+            else:  # in the context that made the request (an empty one had no collector)
+                concluded = (context or contextvars.Context()).run(
+                    self._conclude,
+                    usage,
+                    response_id,
+                    response_model,
+                    finish_reasons or [],
+                    output_chars,
+                    cost_usd,
+                )
         except BaseException:
             self._hold.release()
             raise
@@ -191,15 +203,20 @@ class ModelRequest:
         self._done = True
         context = self._context
         try:
-            concluded = context.run(
-                self._conclude,
-                usage,
-                response_id,
-                response_model,
-                finish_reasons or [],
-                output_chars,
-                cost_usd,
-            )
+            if context is None and not tracing._collecting:
+                concluded = self._conclude(
+                    usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
+                )
+            else:  # in the context that made the request (an empty one had no collector)
+                concluded = (context or contextvars.Context()).run(
+                    self._conclude,
+                    usage,
+                    response_id,
+                    response_model,
+                    finish_reasons or [],
+                    output_chars,
+                    cost_usd,
+                )
         except BaseException:
             self._hold.release()
             raise

@@ -59,7 +59,7 @@ from ..llm.counts import part_count
 from ..llm.prices import install_default_prices
 from ..spans import Span, SpanKind, end_span
 from ..tracing import emit_event, open_span
-from ._chains_request import ModelRequest, TokenCounts
+from ._chains_request import ModelRequest, TokenCounts, new_counts
 
 __all__ = ["StepTraceCallbackHandler", "instrument", "is_instrumented", "uninstrument"]
 
@@ -123,13 +123,15 @@ def _model_of(
 
 
 def _max_output(params: dict[str, Any], metadata: dict[str, Any]) -> int:
-    for value in (
-        params.get("max_completion_tokens"),
-        params.get("max_tokens"),
-        metadata.get("ls_max_tokens"),
-    ):
-        if type(value) is int and value > 0:
-            return value
+    value = params.get("max_completion_tokens")
+    if type(value) is int and value > 0:
+        return value
+    value = params.get("max_tokens")
+    if type(value) is int and value > 0:
+        return value
+    value = metadata.get("ls_max_tokens")
+    if type(value) is int and value > 0:
+        return value
     return DEFAULT_MAX_OUTPUT_TOKENS
 
 
@@ -142,40 +144,46 @@ def _usage_of(message: Any, llm_output: Any) -> TokenCounts | None:
     """The counts in a message's ``usage_metadata`` (else a legacy
     ``llm_output["token_usage"]``). Parts of a count that are not counts (a
     hostile server's) read as 0, and a part never exceeds its whole."""
+    # Read on every response: a part that is absent or 0 (the usual case)
+    # skips part_count, whose answer for any falsy value is 0.
     metadata = getattr(message, "usage_metadata", None)
     if isinstance(metadata, dict) and type(metadata.get("input_tokens")) is int:
         input_tokens = metadata["input_tokens"]
         output_tokens = metadata.get("output_tokens")
         output_tokens = output_tokens if type(output_tokens) is int else 0
+        cache_read = cache_write = reasoning = 0
         details = metadata.get("input_token_details")
-        details = details if isinstance(details, dict) else {}
-        cache_read = part_count(details.get("cache_read"), input_tokens)
-        writes = details.get("cache_creation")
-        if _WRITES_5M in details or _WRITES_1H in details:
-            writes = (
-                part_count(writes, input_tokens)
-                + part_count(details.get(_WRITES_5M), input_tokens)
-                + part_count(details.get(_WRITES_1H), input_tokens)
-            )
-        output_details = metadata.get("output_token_details")
-        reasoning = output_details.get("reasoning") if isinstance(output_details, dict) else None
-        return TokenCounts(
-            input_tokens,
-            output_tokens,
-            cache_read,
-            part_count(writes, input_tokens - cache_read),
-            part_count(reasoning, output_tokens),
+        if isinstance(details, dict) and details:
+            value = details.get("cache_read")
+            if value:
+                cache_read = part_count(value, input_tokens)
+            writes = details.get("cache_creation")
+            if _WRITES_5M in details or _WRITES_1H in details:
+                writes = (
+                    part_count(writes, input_tokens)
+                    + part_count(details.get(_WRITES_5M), input_tokens)
+                    + part_count(details.get(_WRITES_1H), input_tokens)
+                )
+            if writes:
+                cache_write = part_count(writes, input_tokens - cache_read)
+        details = metadata.get("output_token_details")
+        if isinstance(details, dict):
+            value = details.get("reasoning")
+            if value:
+                reasoning = part_count(value, output_tokens)
+        return new_counts(
+            TokenCounts, (input_tokens, output_tokens, cache_read, cache_write, reasoning)
         )
     usage = llm_output.get("token_usage") if isinstance(llm_output, dict) else None
     if isinstance(usage, dict) and type(usage.get("prompt_tokens")) is int:
         output_tokens = usage.get("completion_tokens")
         output_tokens = output_tokens if type(output_tokens) is int else 0
         details = usage.get("completion_tokens_details")
-        reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+        legacy = details.get("reasoning_tokens") if isinstance(details, dict) else None
         return TokenCounts(
             usage["prompt_tokens"],
             output_tokens,
-            reasoning_tokens=part_count(reasoning, output_tokens),
+            reasoning_tokens=part_count(legacy, output_tokens),
         )
     return None
 
@@ -188,6 +196,62 @@ def _received_anything(response: Any) -> bool:
             if getattr(generation, "text", "") or getattr(message, "usage_metadata", None):
                 return True
     return False
+
+
+def _start(
+    serialized: dict[str, Any] | None,
+    messages: Sequence[Any],
+    metadata: dict[str, Any],
+    params: dict[str, Any],
+) -> ModelRequest:
+    """Pre-flight a request LangChain is about to send and open its span."""
+    model, provider, name = _model_of(params, metadata, serialized)
+    return ModelRequest.start(
+        model,
+        system=provider,
+        estimated_input_tokens=estimate_input_tokens(messages, params.get("tools")),
+        max_output_tokens=_max_output(params, metadata),
+        request_model=name,
+    )
+
+
+def _finish(request: ModelRequest, response: Any, error: BaseException | None = None) -> None:
+    """Record what a request's ``LLMResult`` says it used and how it ended."""
+    outer: Sequence[Sequence[Any]] = getattr(response, "generations", None) or ()
+    # One prompt (always, for a chat model's own call) is read as it is.
+    generations = outer[0] if len(outer) == 1 else [g for prompt in outer for g in prompt]
+    message = getattr(generations[0], "message", None) if generations else None
+    usage = _usage_of(message, getattr(response, "llm_output", None))
+    info = getattr(message, "response_metadata", None) or {}
+    output_chars = 0
+    if usage is None:
+        for generation in generations:
+            output_chars += len(getattr(generation, "text", "") or "")
+            output_chars += _tool_call_chars(
+                getattr(getattr(generation, "message", None), "tool_calls", None)
+            )
+    reasons: list[str] = []
+    fallback: str | None = None  # the message's own reason, read once
+    for generation in generations:
+        reason = (getattr(generation, "generation_info", None) or {}).get("finish_reason")
+        if reason:
+            if type(reason) is not str:
+                reason = str(reason)
+            if reason:
+                reasons.append(reason)
+                continue
+        if fallback is None:
+            fallback = str(info.get("stop_reason") or info.get("finish_reason") or "unknown")
+        reasons.append(fallback)
+    response_id = info.get("id") or getattr(message, "id", None)
+    request.finish(
+        usage,
+        response_id=response_id if isinstance(response_id, str) else None,
+        response_model=info.get("model_name") or info.get("model"),
+        finish_reasons=reasons,
+        output_chars=output_chars,
+        error=error,
+    )
 
 
 class _ToolRun:
@@ -243,10 +307,20 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
     handler errors otherwise)."""
     run_inline = True
     """In the caller's context and thread, where the active step is."""
+    # LangChain reads these before every event it would hand the handler:
+    # plain attributes answer faster than BaseCallbackHandler's properties.
+    # Model and tool events (``ignore_llm``, ``ignore_chat_model``,
+    # ``ignore_agent``) are wanted; chain, retriever, retry and custom events
+    # do nothing here, so LangChain need not call the handler for them (a
+    # subclass that handles them sets its flag back to False).
+    ignore_llm = ignore_chat_model = ignore_agent = False
+    ignore_chain = ignore_retriever = ignore_retry = ignore_custom_event = True
 
     def __init__(self) -> None:
         install_default_prices()  # keeps a price source you configured
-        self._requests: dict[UUID, ModelRequest] = {}
+        # Keyed by the run id's int: a UUID's own hash is a Python call, made
+        # twice a request (run ids are UUIDs; anything else is its own key).
+        self._requests: dict[object, ModelRequest] = {}
         self._tools: dict[UUID, _ToolRun] = {}
 
     def _guard(self, what: str, action: Any, *args: Any) -> Any:
@@ -259,6 +333,8 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
             return None
 
     # --- model requests -------------------------------------------------------
+    # The two events of every model request guard their work inline (as
+    # ``_guard`` does) rather than through it: one call fewer each.
 
     def on_chat_model_start(
         self,
@@ -271,15 +347,17 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._guard(
-            "on_chat_model_start",
-            self._start,
-            run_id,
-            serialized,
-            [m for prompt in messages for m in prompt],
-            metadata or {},
-            kwargs.get("invocation_params") or {},
-        )
+        # One prompt (always, for a chat model's own call) is read as it is.
+        prompt = messages[0] if len(messages) == 1 else [m for each in messages for m in each]
+        params = kwargs.get("invocation_params") or {}
+        try:
+            self._requests[run_id.int if type(run_id) is UUID else run_id] = _start(
+                serialized, prompt, metadata or {}, params
+            )
+        except _BUDGET_ERRORS:
+            raise
+        except Exception as exc:
+            report_observer_failure("StepTraceCallbackHandler.on_chat_model_start", exc, None)
 
     def on_llm_start(
         self,
@@ -298,74 +376,35 @@ class StepTraceCallbackHandler(BaseCallbackHandler):
             def __init__(self, content: str) -> None:
                 self.content = content
 
-        self._guard(
-            "on_llm_start",
-            self._start,
-            run_id,
-            serialized,
-            [_Text(p) for p in prompts],
-            metadata or {},
-            kwargs.get("invocation_params") or {},
-        )
-
-    def _start(
-        self,
-        run_id: UUID,
-        serialized: dict[str, Any] | None,
-        messages: list[Any],
-        metadata: dict[str, Any],
-        params: dict[str, Any],
-    ) -> None:
-        model, provider, name = _model_of(params, metadata, serialized)
-        self._requests[run_id] = ModelRequest.start(
-            model,
-            system=provider,
-            estimated_input_tokens=estimate_input_tokens(messages, params.get("tools")),
-            max_output_tokens=_max_output(params, metadata),
-            request_model=name,
-        )
+        messages = [_Text(p) for p in prompts]
+        params = kwargs.get("invocation_params") or {}
+        try:
+            self._requests[run_id.int if type(run_id) is UUID else run_id] = _start(
+                serialized, messages, metadata or {}, params
+            )
+        except _BUDGET_ERRORS:
+            raise
+        except Exception as exc:
+            report_observer_failure("StepTraceCallbackHandler.on_llm_start", exc, None)
 
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        request = self._requests.pop(run_id, None)
-        if request is not None:
-            self._guard("on_llm_end", self._finish, request, response)
-
-    def _finish(
-        self, request: ModelRequest, response: Any, error: BaseException | None = None
-    ) -> None:
-        generations = [g for prompt in getattr(response, "generations", None) or () for g in prompt]
-        message = getattr(generations[0], "message", None) if generations else None
-        usage = _usage_of(message, getattr(response, "llm_output", None))
-        info = getattr(message, "response_metadata", None) or {}
-        output_chars = 0
-        if usage is None:
-            for generation in generations:
-                output_chars += len(getattr(generation, "text", "") or "")
-                output_chars += _tool_call_chars(
-                    getattr(getattr(generation, "message", None), "tool_calls", None)
-                )
-        reasons = [
-            str((getattr(g, "generation_info", None) or {}).get("finish_reason") or "")
-            or str(info.get("stop_reason") or info.get("finish_reason") or "unknown")
-            for g in generations
-        ]
-        response_id = info.get("id") or getattr(message, "id", None)
-        request.finish(
-            usage,
-            response_id=response_id if isinstance(response_id, str) else None,
-            response_model=info.get("model_name") or info.get("model"),
-            finish_reasons=reasons,
-            output_chars=output_chars,
-            error=error,
-        )
+        request = self._requests.pop(run_id.int if type(run_id) is UUID else run_id, None)
+        if request is None:
+            return
+        try:
+            _finish(request, response)
+        except _BUDGET_ERRORS:
+            raise
+        except Exception as exc:
+            report_observer_failure("StepTraceCallbackHandler.on_llm_end", exc, None)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        request = self._requests.pop(run_id, None)
+        request = self._requests.pop(run_id.int if type(run_id) is UUID else run_id, None)
         if request is None:
             return
         response = kwargs.get("response")
         if _received_anything(response):  # a stream broke midway: it was paid for
-            self._guard("on_llm_error", self._finish, request, response, error)
+            self._guard("on_llm_error", _finish, request, response, error)
         else:
             self._guard("on_llm_error", request.fail, error)
 

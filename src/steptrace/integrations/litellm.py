@@ -62,7 +62,7 @@ from pydantic import BaseModel
 from ..llm.counts import part_count
 from ..llm.openai.instrument import DEFAULT_MAX_OUTPUT_TOKENS, estimate_openai_input_tokens
 from ..llm.prices import install_default_prices
-from ._chains_request import ModelRequest, TokenCounts
+from ._chains_request import ModelRequest, TokenCounts, new_counts
 
 __all__ = ["LiteLLMPrices", "instrument", "is_instrumented", "steptrace_model", "uninstrument"]
 
@@ -205,12 +205,21 @@ def _usage(usage: Any) -> TokenCounts | None:
     output_tokens = _field(usage, "completion_tokens")
     if type(input_tokens) is not int or type(output_tokens) is not int:
         return None
+    cache_read = cache_write = reasoning = 0
+    # Parts never negative nor more than their whole (part_count); a part that
+    # is absent or 0, the usual case, is 0 without asking.
     details = _field(usage, "prompt_tokens_details")
-    cache_read = part_count(_field(details, "cached_tokens"), input_tokens)
-    cache_write = part_count(_field(details, "cache_write_tokens"), input_tokens - cache_read)
-    reasoning = _field(_field(usage, "completion_tokens_details"), "reasoning_tokens")
-    return TokenCounts(
-        input_tokens, output_tokens, cache_read, cache_write, part_count(reasoning, output_tokens)
+    if details is not None:
+        part = _field(details, "cached_tokens")
+        cache_read = part_count(part, input_tokens) if part else 0
+        part = _field(details, "cache_write_tokens")
+        cache_write = part_count(part, input_tokens - cache_read) if part else 0
+    details = _field(usage, "completion_tokens_details")
+    if details is not None:
+        part = _field(details, "reasoning_tokens")
+        reasoning = part_count(part, output_tokens) if part else 0
+    return new_counts(
+        TokenCounts, (input_tokens, output_tokens, cache_read, cache_write, reasoning)
     )
 
 

@@ -68,6 +68,7 @@ from ._agents_common import (
     price_name,
     run_status,
 )
+from ._chains_request import new_counts
 
 __all__ = ["StepTrace", "instrument", "is_instrumented", "uninstrument"]
 
@@ -312,11 +313,15 @@ def _usage(usage: Any) -> TokenCounts | None:
     if type(reasoning) is not int or reasoning <= 0:
         details = getattr(usage, "details", None)
         reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    # Parts as the server sent them: never negative, never more than their whole.
-    cache_read = part_count(getattr(usage, "cache_read_tokens", None), input_tokens)
-    cache_write = part_count(getattr(usage, "cache_write_tokens", None), input_tokens - cache_read)
-    return TokenCounts(
-        input_tokens, output_tokens, cache_read, cache_write, part_count(reasoning, output_tokens)
+    # Parts as the server sent them: never negative, never more than their whole
+    # (part_count; a part that is 0 or absent, the usual case, is 0 without it).
+    cache_read = getattr(usage, "cache_read_tokens", None)
+    cache_read = part_count(cache_read, input_tokens) if cache_read else 0
+    cache_write = getattr(usage, "cache_write_tokens", None)
+    cache_write = part_count(cache_write, input_tokens - cache_read) if cache_write else 0
+    reasoning = part_count(reasoning, output_tokens) if reasoning else 0
+    return new_counts(
+        TokenCounts, (input_tokens, output_tokens, cache_read, cache_write, reasoning)
     )
 
 
