@@ -51,6 +51,7 @@ def test_runs_json_has_each_run_and_exact_totals(recorded: Recorded) -> None:
         "input_tokens": 300,
         "output_tokens": 60,
         "cost_usd": 0.00042,
+        "unpriced_calls": 0,
     }
 
 

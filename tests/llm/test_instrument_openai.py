@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ import steptrace
 from steptrace import BudgetExhausted, InMemorySpanCollector, LlmCall, Span, SpanKind
 from steptrace.llm.openai.instrument import (
     DEFAULT_MAX_OUTPUT_TOKENS,
+    ESTIMATE_CHARS_PER_TOKEN,
     estimate_openai_input_tokens,
     instrument_openai,
     is_instrumented,
@@ -562,3 +564,77 @@ def test_counts_from_a_hostile_server_are_capped_or_read_as_zero(
     usage = run.usage()
     assert (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (100, 40, 1)
     assert usage.cost_usd == pytest.approx((100 * 1.0 + 40 * 2.0) / 1e6, rel=1e-12)
+
+
+def _whole_usage(prompt: Any, completion: Any) -> dict[str, Any]:
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": 140}
+    return {name: value for name, value in usage.items() if value is not None}
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize(
+    ("prompt", "completion"),
+    [
+        ("12.5", 40),  # the SDK turns "100" and 100.0 into 100, not these
+        (12.5, 40),
+        (-5, 40),
+        (100, 10**13),
+        (100, None),
+        ("many", [1]),
+    ],
+)
+def test_whole_counts_that_are_not_counts_are_refused_and_the_call_still_recorded(
+    fake: FakeOpenAI,
+    how: str,
+    collector: InMemorySpanCollector,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    prompt: Any,
+    completion: Any,
+) -> None:
+    """A misbehaving provider or proxy's ``prompt_tokens`` / ``completion_tokens``
+    (text, a fraction, negative, past any real count) are refused, named on
+    the span and in a warning, and estimated; the call is recorded, its budget
+    hold settled and its span closed (in strict mode: nothing is raised)."""
+    from steptrace.shared import RedisPool
+
+    steptrace.configure(price_source=FakePrices(1.0, 2.0))
+    fake.push(OpenAIReply(text="Hello!", usage=_whole_usage(prompt, completion)))
+    pool = RedisPool(redis_url)
+    budget = steptrace.SharedBudget(f"whole-{uuid.uuid4().hex}", max_tokens=10**6, pool=pool)
+    try:
+        with steptrace.run("r", budget=budget) as run:
+            assert _ask(fake, how) == "Hello!"
+            totals = budget.totals()
+    finally:
+        pool.close()
+    good_prompt = type(prompt) is int and prompt >= 0
+    good_completion = type(completion) is int and completion <= 10**12
+    input_tokens = 100 if good_prompt else estimate_openai_input_tokens(HELLO)
+    output_tokens = 40 if good_completion else -(-len("Hello!") // ESTIMATE_CHARS_PER_TOKEN)
+    usage = run.usage()
+    assert (usage.input_tokens, usage.output_tokens, usage.llm_calls) == (
+        input_tokens,
+        output_tokens,
+        1,
+    )
+    assert (totals.tokens, totals.reserved_tokens) == (input_tokens + output_tokens, 0)
+    [llm_span] = llm_spans(collector)
+    assert llm_span.end_ns is not None
+    refused = [
+        f"{name}={value!r}"
+        for name, value, good in (
+            ("prompt_tokens", prompt, good_prompt),
+            ("completion_tokens", completion, good_completion),
+        )
+        if not good and value is not None
+    ]
+    if completion == 10**13:
+        refused = ["completion_tokens=1e+13"]
+    assert llm_span.metadata.get("steptrace.usage_refused", []) == refused
+    assert llm_span.metadata["steptrace.usage_estimated"] is True
+    assert llm_span.metadata["gen_ai.usage.input_tokens"] == input_tokens
+    [event] = [e for e in run.events if isinstance(e, LlmCall)]
+    assert event.estimated
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert all(any(text in message for message in warned) for text in refused)

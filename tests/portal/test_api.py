@@ -419,3 +419,40 @@ def test_child_runs_replays_and_write_errors_are_shown(tmp_path: Any) -> None:
             assert child["child_runs"] == []
     finally:
         store.close()
+
+
+def _unpriced_runs(store: SQLiteStore) -> tuple[str, str]:
+    """A run whose calls are partly of unknown price, with a child run whose
+    only call is: ``(parent id, child id)``."""
+    import steptrace
+    from steptrace.store import record_runs
+
+    writer = record_runs(store)
+    try:
+        with steptrace.run("partly priced") as parent:
+            steptrace.record_llm_usage("m-priced", 10, 10, cost_usd=0.15)
+            steptrace.record_llm_usage("m-unknown", 10, 10)
+            with steptrace.run("unpriced child") as child:
+                steptrace.record_llm_usage("m-unknown", 10, 10)
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+    return parent.id, child.id
+
+
+@pytest.mark.parametrize("route", ["/api/runs/{run}", "/api/runs/{run}/live"])
+def test_a_run_header_says_how_many_calls_its_cost_leaves_out(tmp_path: Any, route: str) -> None:
+    """A partial cost is never shown as if it were whole: the header carries
+    ``unpriced_calls`` (its child runs' included, as its cost includes theirs),
+    as ``steptrace show`` and ``steptrace runs`` say ``+ N unknown``."""
+    from .conftest import portal
+
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        parent_id, child_id = _unpriced_runs(store)
+        with portal(store) as app:
+            parent = get(app, route.replace("{run}", parent_id))["run"]
+            child = get(app, route.replace("{run}", child_id))["run"]
+            first = get(app, f"/api/runs/{parent_id}")
+    assert (parent["cost_usd"], parent["unpriced_calls"]) == (0.15, 2)
+    assert (child["cost_usd"], child["unpriced_calls"]) == (0, 1)
+    assert [c["unpriced_calls"] for c in first["child_runs"]] == [1]

@@ -545,3 +545,24 @@ def test_small_things_look_right(
         steptrace.remove_span_processor(writer)
         writer.close()
         store.close()
+
+
+def test_a_partly_priced_run_says_so_in_its_header(
+    page: Page, tmp_path: Path, requests_seen: list[str]
+) -> None:
+    store = SQLiteStore(tmp_path / "unpriced.db")
+    writer = StoreWriter(store)
+    steptrace.add_span_processor(writer)
+    try:
+        with steptrace.run("partly priced") as run:
+            steptrace.record_llm_usage("m-priced", 10, 10, cost_usd=0.15)
+            steptrace.record_llm_usage("m-unknown", 10, 10)
+        assert writer.flush()
+        with portal(store) as app, serving(app) as url:
+            page.goto(f"{url}/runs/{run.id}")
+            expect(page.locator("#main[data-ready=run]")).to_be_visible()
+            expect(page.get_by_test_id("run-cost")).to_have_text("$0.1500 + 1 unknown")
+    finally:
+        steptrace.remove_span_processor(writer)
+        writer.close()
+        store.close()

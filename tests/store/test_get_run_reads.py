@@ -574,3 +574,27 @@ def test_the_summary_from_rows_is_summarize_events_of_the_events(
     for position, row in sorted(junk, key=lambda item: item[0], reverse=True):
         rows.insert(min(position, len(rows)), copy.deepcopy(row))
     assert agent_summary(rows) == summarize_events(events)
+
+
+@examples
+@given(batch=runs())
+def test_the_loaded_reads_add_up_the_agent_summary_without_building_events(
+    store: SQLiteStore | PostgresStore, batch: WriteBatch
+) -> None:
+    """``LoadedReads.agent_summary`` (the paged reads of any store) is
+    ``summarize_events`` of the run's events, taken from the decoded rows: no
+    event object is built for it."""
+    from steptrace.store._loaded_reads import LoadedReads
+    from steptrace.store._stored_events import BuiltOnRead
+
+    store.write(batch)
+    run_id = batch.runs[0].id
+    reads = LoadedReads(store)
+    summary = reads.agent_summary(run_id)
+    held = reads._stored(run_id)
+    assert held is not None
+    assert isinstance(held.events, BuiltOnRead)
+    if batch.runs[0].status != "running":  # an ended run is kept, unread
+        assert held.events._unbuilt == len(batch.events)
+    assert summary == summarize_events(_eager(store, run_id)["events"])
+    assert reads.agent_summary("no-such-run") is None

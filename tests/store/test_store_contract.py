@@ -570,6 +570,7 @@ def _expected_aggregates(calls: Sequence[dict[str, Any]], by: AggregateKey) -> l
             sum(c["input_tokens"] for c in group),
             sum(c["output_tokens"] for c in group),
             sum(c["cost_usd"] or 0.0 for c in group),
+            sum(c["cost_usd"] is None for c in group),
         )
         for key, group in groups.items()
     ]

@@ -2,7 +2,9 @@
 
 Columns: id, name, status, persona(s), started, duration, tokens, cost. The
 personas of a run are those its LLM calls were charged to (one small
-aggregate query a row). ``--since`` takes a span back from now (``30m``,
+aggregate query a row, which also counts its calls of unknown price: a cost
+that leaves some out says so, ``$0.1500 + 2 unknown``, as ``steptrace show``
+does). ``--since`` takes a span back from now (``30m``,
 ``2h``, ``7d``, ``1w``) or a date or time (``2026-11-21``,
 ``2026-11-21T14:00``, local time).
 
@@ -27,10 +29,10 @@ from ..store import RunRow, RunStore
 from ._common import print_json, reading_store
 from ._render import (
     Style,
+    format_cost,
     format_duration,
     format_time,
     format_tokens,
-    format_usd,
     table,
     wants_colour,
 )
@@ -119,8 +121,12 @@ def _so_far(store: RunStore, run: RunRow, children: list[RunRow]) -> RunRow:
     )
 
 
-def _personas(store: RunStore, run_id: str) -> list[str]:
-    return sorted(a.key for a in store.aggregate("persona", run_id=run_id) if a.key is not None)
+def _own_calls(store: RunStore, run_id: str) -> tuple[list[str], int]:
+    """The personas a run's own calls were charged to, and how many of its own
+    calls have no known price."""
+    groups = store.aggregate("persona", run_id=run_id)
+    personas = sorted(a.key for a in groups if a.key is not None)
+    return personas, sum(a.unpriced_calls for a in groups)
 
 
 def _children(store: RunStore, run_id: str, depth: int = 1) -> list[tuple[int, RunRow]]:
@@ -135,7 +141,7 @@ def _children(store: RunStore, run_id: str, depth: int = 1) -> list[tuple[int, R
     return found
 
 
-def _run_json(run: RunRow, personas: list[str]) -> dict[str, Any]:
+def _run_json(run: RunRow, personas: list[str], unpriced: int) -> dict[str, Any]:
     return {
         "id": run.id,
         "name": run.name,
@@ -147,6 +153,7 @@ def _run_json(run: RunRow, personas: list[str]) -> dict[str, Any]:
         "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens,
         "cost_usd": run.cost_usd,
+        "unpriced_calls": unpriced,
         "llm_calls": run.llm_calls,
         "error": run.error,
         "metadata": run.metadata,
@@ -172,22 +179,25 @@ def run_runs(args: argparse.Namespace) -> int:
             runs.append(_so_far(store, run, [child for _, child in children[run.id]]))
         matching = store.count_runs(**filters, top_level=True)
         every = [*runs, *(child for below in children.values() for _, child in below)]
-        personas = {run.id: _personas(store, run.id) for run in every}
+        own = {run.id: _own_calls(store, run.id) for run in every}
+    personas = {run_id: names for run_id, (names, _) in own.items()}
+    unpriced = _unpriced(runs, children, {run_id: n for run_id, (_, n) in own.items()})
     if args.json:
         print_json(
             {
                 "runs": [
                     {
-                        **_run_json(run, personas[run.id]),
+                        **_run_json(run, personas[run.id], unpriced[run.id]),
                         "children": [
-                            _run_json(child, personas[child.id]) for _, child in children[run.id]
+                            _run_json(child, personas[child.id], unpriced[child.id])
+                            for _, child in children[run.id]
                         ],
                     }
                     for run in runs
                 ],
                 "shown": len(runs),
                 "matching": matching,
-                "totals": _totals(runs),
+                "totals": _totals(runs, unpriced),
             }
         )
         return 0
@@ -214,7 +224,7 @@ def run_runs(args: argparse.Namespace) -> int:
                 format_time(run.started_at),
                 format_duration(duration),
                 format_tokens(run.input_tokens + run.output_tokens),
-                format_usd(run.cost_usd),
+                format_cost(run.cost_usd, unpriced[run.id]),
             ]
         )
         painters.append(
@@ -229,7 +239,7 @@ def run_runs(args: argparse.Namespace) -> int:
             style=style,
         )
     )
-    totals = _totals(runs)
+    totals = _totals(runs, unpriced)
     shown = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
     of = f" (of {matching} matching; --limit shows more)" if matching > len(runs) else ""
     replays = sum(r.replay_of is not None for r in runs)
@@ -238,7 +248,8 @@ def run_runs(args: argparse.Namespace) -> int:
         style.paint(
             f"{shown}{of}: {totals['llm_calls']:,} LLM calls, "
             f"{format_tokens(totals['input_tokens'])} tokens in, "
-            f"{format_tokens(totals['output_tokens'])} out, {format_usd(totals['cost_usd'])}"
+            f"{format_tokens(totals['output_tokens'])} out, "
+            f"{format_cost(totals['cost_usd'], totals['unpriced_calls'])}"
             f"{left_out}",
             "bold",
         )
@@ -256,13 +267,34 @@ def _marks(run: RunRow) -> str:
     return f" ({', '.join(marks)})" if marks else ""
 
 
-def _totals(runs: list[RunRow]) -> dict[str, Any]:
+def _unpriced(
+    runs: list[RunRow], children: dict[str, list[tuple[int, RunRow]]], own: dict[str, int]
+) -> dict[str, int]:
+    """Each listed run's calls of unknown price, its child runs' included (as
+    its usage includes theirs): ``own`` counts each run's own calls."""
+    found: dict[str, int] = {}
+    for top in runs:
+        below = children[top.id]
+        # Depth-first order: a run's descendants are the entries after it
+        # that are deeper than it.
+        for index, (depth, run) in enumerate([(0, top), *below]):
+            total = own[run.id]
+            for deeper, child in below[index:]:
+                if deeper <= depth:
+                    break
+                total += own[child.id]
+            found[run.id] = total
+    return found
+
+
+def _totals(runs: list[RunRow], unpriced: dict[str, int]) -> dict[str, Any]:
     """What the top-level ``runs`` spent (their children's usage is in theirs),
-    replays left out."""
+    replays left out; ``unpriced_calls`` are left out of ``cost_usd``."""
     spent = [r for r in runs if r.replay_of is None]
     return {
         "llm_calls": sum(r.llm_calls for r in spent),
         "input_tokens": sum(r.input_tokens for r in spent),
         "output_tokens": sum(r.output_tokens for r in spent),
         "cost_usd": round(sum(r.cost_usd for r in spent), 12),
+        "unpriced_calls": sum(unpriced[r.id] for r in spent),
     }

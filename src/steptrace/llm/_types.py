@@ -14,7 +14,8 @@ from or written to the provider's prompt cache.
 Model output is hostile data, and this module owns the two checks every
 provider applies to it where it enters: ``parse_json_object`` (tool-call
 arguments: a JSON object nested at most ``MAX_JSON_DEPTH`` deep, or the reason
-it is not one) and ``usage_count`` (a token count is an int from 0 to
+it is not one) and ``usage_count`` (``counts.whole_count``, the one home of
+the rule every reader shares: a token count is an int from 0 to
 ``MAX_USAGE_COUNT``; anything else is refused, named, and replaced by an
 estimate that marks the response ``usage_estimated``).
 """
@@ -25,6 +26,9 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from .counts import MAX_USAGE_COUNT
+from .counts import whole_count as usage_count
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -46,9 +50,6 @@ MAX_JSON_DEPTH = 100
 """The deepest nesting of objects and arrays accepted in model output (tool
 arguments, structured output) and in replay cassettes; deeper is refused."""
 
-MAX_USAGE_COUNT = 10**12
-"""The largest token count accepted from a provider or a cassette (a trillion
-tokens in one call is a broken or hostile server, not a bill)."""
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -97,16 +98,6 @@ def parse_json_object(raw: str) -> tuple[dict[str, Any] | None, str | None]:
     if json_depth(parsed) > MAX_JSON_DEPTH:
         return None, f"arguments are nested too deeply (over {MAX_JSON_DEPTH} levels)"
     return parsed, None
-
-
-def usage_count(value: object, name: str, refused: list[str]) -> int | None:
-    """``value`` when it is a token count (an int from 0 to ``MAX_USAGE_COUNT``),
-    else None after appending ``name=<value shown short>`` to ``refused``."""
-    if type(value) is int and 0 <= value <= MAX_USAGE_COUNT:
-        return value
-    shown = repr(value) if type(value) is not int else f"{value:.3g}"
-    refused.append(f"{name}={shown[:40]}")
-    return None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

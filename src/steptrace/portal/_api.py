@@ -143,7 +143,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def run_json(run: RunRow, personas: Sequence[str] | None = None) -> dict[str, Any]:
+def run_json(
+    run: RunRow, personas: Sequence[str] | None = None, unpriced: int | None = None
+) -> dict[str, Any]:
+    """A run's header as JSON; ``unpriced``: its calls of unknown price (see
+    ``unpriced_calls``), when asked for."""
     duration = run.duration_s
     return {
         "id": run.id,
@@ -168,7 +172,23 @@ def run_json(run: RunRow, personas: Sequence[str] | None = None) -> dict[str, An
         "write_errors": run.write_errors,
         "write_error": run.write_error,
         **({} if personas is None else {"personas": list(personas)}),
+        **({} if unpriced is None else {"unpriced_calls": unpriced}),
     }
+
+
+def unpriced_calls(reads: PagedReads, run_id: str) -> int:
+    """How many calls of the run and of the runs opened inside it have no known
+    price: its cost (which holds its child runs') leaves them out, and the
+    page says so (``$0.1500 + 2 unknown``), as ``steptrace show`` does."""
+    count, todo, seen = 0, [run_id], {run_id}
+    while todo:
+        current = todo.pop()
+        count += sum(a.unpriced_calls for a in reads.aggregate("model", run_id=current))
+        for child in reads.child_runs(current):
+            if child.id not in seen:  # a store edited into a cycle ends here
+                seen.add(child.id)
+                todo.append(child.id)
+    return count
 
 
 def _ms(ns: int | None, origin: int) -> float | None:
@@ -397,9 +417,14 @@ def run(reads: PagedReads, query: Query, run_id: str) -> dict[str, Any]:
         statuses[row.get("status", "")] = statuses.get(row.get("status", ""), 0) + 1
     parent = None if head.parent_run_id is None else reads.header(head.parent_run_id)
     return {
-        "run": run_json(head, reads.personas([run_id]).get(run_id, [])),
+        "run": run_json(
+            head, reads.personas([run_id]).get(run_id, []), unpriced_calls(reads, run_id)
+        ),
         "parent": None if parent is None else {"id": parent.id, "name": parent.name},
-        "child_runs": [run_json(so_far(reads, child)) for child in reads.child_runs(run_id)],
+        "child_runs": [
+            run_json(so_far(reads, child), unpriced=unpriced_calls(reads, child.id))
+            for child in reads.child_runs(run_id)
+        ],
         **_structure_json(structure, origin_ns(head)),
         "ledger": [
             {
@@ -426,7 +451,7 @@ def live(reads: PagedReads, query: Query, run_id: str) -> dict[str, Any]:
         raise ApiError(404, "run_not_found", f"no run with id {run_id!r} in this store")
     counts = reads.event_counts(run_id)
     return {
-        "run": run_json(so_far(reads, head)),
+        "run": run_json(so_far(reads, head), unpriced=unpriced_calls(reads, run_id)),
         "event_total": sum(counts.values()),
         "event_counts": counts,
         "span_count": reads.span_count(run_id),

@@ -10,6 +10,7 @@ and PostgreSQL stores are read in SQL instead (``_paged_sql``), so a run of
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ from ._protocol import (
     StoredRun,
     TranscriptRow,
 )
+from ._stored_events import BuiltOnRead
 
 __all__ = ["LoadedReads"]
 
@@ -235,9 +237,19 @@ class LoadedReads:
         return self.store.events(run_id, types=types, after_seq=after_seq, limit=limit)
 
     def agent_summary(self, run_id: str) -> dict[str, Any] | None:
-        """``summarize_events`` over the run's events (the summary's ``agent``)."""
+        """``summarize_events`` over the run's events (the summary's ``agent``).
+
+        A run a store read back from its rows (events ``BuiltOnRead``) had it
+        added up from the decoded rows when read (``stored_run``): taken as
+        it is, without building an event object. Events a store holds as
+        objects are added up from them."""
         stored = self._stored(run_id)
-        return None if stored is None else summarize_events(stored.events)
+        if stored is None:
+            return None
+        if isinstance(stored.events, BuiltOnRead):
+            agent: dict[str, Any] = copy.deepcopy(stored.summary["agent"])  # the cache's own
+            return agent
+        return summarize_events(stored.events)
 
     def event_at(self, run_id: str, seq: int) -> tuple[EventRow, int] | None:
         """The event ``seq`` and its position in the run's whole stream."""

@@ -2,8 +2,8 @@
 
 The queries are ``SQLPagedReads``'s, run through the store's own connection
 pool; events' JSON (kept as text, as in SQLite) is read with ``jsonb``
-operators. Each query is its own snapshot. psycopg is imported by the store,
-never here.
+operators, but for the few rows ``jsonb`` cannot read (``_pg_text``). Each
+query is its own snapshot. psycopg is imported by the store, never here.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._paged_sql import SQLPagedReads
+from ._pg_text import JSON_UNSAFE
 
 if TYPE_CHECKING:
     from ._postgres import PostgresStore
@@ -26,6 +27,9 @@ class PostgresPagedReads(SQLPagedReads):
         super().__init__(store)
         self._postgres = store
 
+    FIND = "strpos"
+    JSON_UNREADABLE = JSON_UNSAFE
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._postgres._read(sql, params)
 
@@ -33,4 +37,4 @@ class PostgresPagedReads(SQLPagedReads):
         return f"(data::jsonb ->> '{field}')::bigint"
 
     def _json_text(self, field: str) -> str:
-        return f"(data::jsonb ->> '{field}')"
+        return f"(data::jsonb -> '{field}')::text"

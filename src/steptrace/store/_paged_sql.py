@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from .._run import CompletedStep
@@ -55,6 +56,12 @@ class SQLPagedReads(LoadedReads):
     """``PagedReads`` answered with SQL over the store's tables (what is not
     overridden here, ``LoadedReads`` asks of the store's own methods)."""
 
+    FIND = "instr"
+    """The function giving where a text is in another (``_search.sql_rows``)."""
+    JSON_UNREADABLE: str | None = None
+    """SQL true for an event whose JSON the database's JSON functions cannot
+    read (``None``: they read all): ``agent_summary`` reads those in Python."""
+
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one ``?``-placeholder query."""
         raise NotImplementedError
@@ -64,7 +71,8 @@ class SQLPagedReads(LoadedReads):
         raise NotImplementedError
 
     def _json_text(self, field: str) -> str:
-        """SQL for the text ``field`` of an event's ``data``."""
+        """SQL for the ``field`` of an event's ``data`` as JSON text (decoded
+        here: a string in SQL would lose what a database's text cannot hold)."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -271,7 +279,7 @@ class SQLPagedReads(LoadedReads):
 
     def search(self, run_id: str, needle: str, limit: int) -> tuple[list[_search.SearchHit], bool]:
         with self._snapshot():
-            rows = _search.sql_rows(self._rows, run_id, needle, limit)
+            rows = _search.sql_rows(self._rows, run_id, needle, limit, self.FIND)
         found = _search.hits(rows, needle, limit)
         return found, rows.full or len(found) >= limit
 
@@ -289,6 +297,8 @@ class SQLPagedReads(LoadedReads):
             "SELECT seq FROM events WHERE run_id = ? AND type = 'loop_complete') AS ends) "
         )
         within = "e.run_id = ? AND e.seq > b.lo AND (b.hi IS NULL OR e.seq <= b.hi)"
+        unreadable = self.JSON_UNREADABLE
+        readable = "" if unreadable is None else f" AND NOT {unreadable}"
         kinds = [k for k in _COUNTED if k != "tool_execution"] + ["phase_change", "loop_complete"]
         counted = ", ".join(f"'{kind}'" for kind in kinds)
         cells: list[tuple[Any, ...]] = [
@@ -305,16 +315,23 @@ class SQLPagedReads(LoadedReads):
             f"COALESCE(SUM({self._json_int('input_tokens')}), 0), "
             f"COALESCE(SUM({self._json_int('output_tokens')}), 0), "
             f"COALESCE(SUM({self._json_int('duration_ms')}), 0) "
-            f"FROM b JOIN events e ON {within} AND e.type = 'llm_call' GROUP BY b.lp, solo",
+            f"FROM b JOIN events e ON {within} AND e.type = 'llm_call'{readable} "
+            "GROUP BY b.lp, solo",
             (run_id, run_id),
         )
-        tools = self._rows(
-            bounds + f"SELECT b.lp, {self._json_text('tool_name')} AS tool, MIN(e.seq), "
-            f"COUNT(*), COALESCE(SUM({self._json_int('duration_ms')}), 0) "
-            f"FROM b JOIN events e ON {within} AND e.type = 'tool_execution' "
-            "GROUP BY b.lp, tool ORDER BY MIN(e.seq)",
-            (run_id, run_id),
-        )
+        tools = [
+            (lp, _json_value(tool), *counts)
+            for lp, tool, *counts in self._rows(
+                bounds + f"SELECT b.lp, {self._json_text('tool_name')} AS tool, MIN(e.seq), "
+                f"COUNT(*), COALESCE(SUM({self._json_int('duration_ms')}), 0) "
+                f"FROM b JOIN events e ON {within} AND e.type = 'tool_execution'{readable} "
+                "GROUP BY b.lp, tool",
+                (run_id, run_id),
+            )
+        ]
+        if self.JSON_UNREADABLE is not None:
+            self._add_unreadable(bounds, within, run_id, cells, tools)
+        tools.sort(key=itemgetter(2))  # in first-use order
         cells += [(lp, "tool_execution", 0, n, 0, 0, ms) for lp, _, _, n, ms in tools]
         completes = [
             json.loads(data)
@@ -325,6 +342,41 @@ class SQLPagedReads(LoadedReads):
         ]
         firsts = [(lp, tool, first) for lp, tool, first, _, _ in tools]
         return _agent_summary(cells, firsts, completes)
+
+    def _add_unreadable(
+        self,
+        bounds: str,
+        within: str,
+        run_id: str,
+        cells: list[tuple[Any, ...]],
+        tools: list[tuple[Any, ...]],
+    ) -> None:
+        """Add the calls and tool uses the database's JSON functions cannot
+        read (``JSON_UNREADABLE``) to ``cells`` and ``tools``, read here: as
+        the SQL adds them up, one row a call or tool use."""
+        rows = self._rows(
+            bounds + f"SELECT b.lp, e.seq, e.data FROM b JOIN events e ON {within} "
+            f"AND e.type IN ('llm_call', 'tool_execution') AND {self.JSON_UNREADABLE}",
+            (run_id, run_id),
+        )
+        for lp, seq, text in rows:
+            data = json.loads(text)
+            if data.get("type") == "llm_call":
+                solo = 1 if data.get("iteration") == 0 else 0
+                figures = (_int(data, k) for k in ("input_tokens", "output_tokens", "duration_ms"))
+                cells.append((lp, "llm_call", solo, 1, *figures))
+            else:
+                tools.append((lp, data.get("tool_name"), seq, 1, _int(data, "duration_ms")))
+
+
+def _json_value(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _int(data: dict[str, Any], key: str) -> int:
+    """An event's count as the SQL sums it (a missing one is no count)."""
+    value = data.get(key)
+    return value if type(value) is int else 0
 
 
 _COUNTED = ("tool_execution", "tool_rejected", "loop_intervention", "context_compaction")

@@ -78,4 +78,14 @@ class SQLitePagedReads(SQLPagedReads):
         return f"json_extract(data, '$.{field}')"
 
     def _json_text(self, field: str) -> str:
-        return f"json_extract(data, '$.{field}')"
+        if _ARROW:
+            return f"(data -> '$.{field}')"
+        # Before SQLite 3.38 (no ``->``) the value is taken and quoted again:
+        # a string holding NUL is cut there, one holding a lone surrogate
+        # cannot be read back (the text it gives is not UTF-8).
+        return f"json_quote(json_extract(data, '$.{field}'))"
+
+
+_ARROW = sqlite3.sqlite_version_info >= (3, 38)
+"""Whether SQLite has ``->``, which gives a JSON value's own text (its escapes
+kept, as ``json_extract`` does not: it cuts a string at NUL)."""

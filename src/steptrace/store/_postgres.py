@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._redact import redact_url  # registers the password: redacted everywhere
+from . import _pg_text as pg_text
 from ._liveness import STALE_AFTER, interrupted_runs
 from ._protocol import (
     BatchRejected,
@@ -258,6 +259,7 @@ class PostgresStore(SQLReads):
         except self._psycopg.ProgrammingError as exc:  # a malformed URL
             reason = " ".join(str(exc).split())
             raise ValueError(f"PostgresStore: bad database URL {self.url}: {reason}") from exc
+        pg_text.register(conn, self._psycopg)
         return conn
 
     def _call(self, work: Callable[[Connection], _T]) -> _T:

@@ -242,6 +242,9 @@ class Aggregate(NamedTuple):
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    """What the calls of known price cost."""
+    unpriced_calls: int = 0
+    """Calls of unknown price, left out of ``cost_usd`` (never counted as $0)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

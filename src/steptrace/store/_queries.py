@@ -163,8 +163,8 @@ def aggregate_query(
     since: float | None,
     until: float | None,
 ) -> tuple[str, list[Any]]:
-    """``SELECT key, calls, input, output, cost`` over ``llm_calls``, grouped
-    (days in order, other keys most expensive first)."""
+    """``SELECT key, calls, input, output, cost, unpriced calls`` over
+    ``llm_calls``, grouped (days in order, other keys most expensive first)."""
     if by not in AGGREGATE_KEYS:
         raise ValueError(f"aggregate: by must be one of {', '.join(AGGREGATE_KEYS)}, got {by!r}")
     key = day_expression if by == "day" else by
@@ -188,8 +188,8 @@ def aggregate_query(
     order = "k" if by == "day" else "5 DESC, 2 DESC, k NULLS FIRST"
     return (
         f"SELECT {key} AS k, COUNT(*), COALESCE(SUM(input_tokens), 0), "
-        "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0) "
-        f"FROM llm_calls{clause} GROUP BY k ORDER BY {order}",
+        "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0), "
+        f"COUNT(*) - COUNT(cost_usd) FROM llm_calls{clause} GROUP BY k ORDER BY {order}",
         params,
     )
 

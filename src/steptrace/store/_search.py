@@ -60,21 +60,26 @@ class SearchHit:
     snippet: str
 
 
-def _patterns(needle: str) -> tuple[str, str]:
-    """``LIKE`` patterns for the plain text and for the text inside JSON."""
-
-    def like(text: str) -> str:
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        return f"%{escaped}%"
-
-    lowered = _fold(needle)
-    return like(lowered), like(json.dumps(lowered)[1:-1])
+def _json_pattern(needle: str) -> str:
+    """The ``LIKE`` pattern for the needle's text inside JSON."""
+    text = json.dumps(_fold(needle))[1:-1]
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
-def sql_rows(run: Runner, run_id: str, needle: str, limit: int) -> Rows:
-    """The matching rows of each source, by SQL (``?`` placeholders)."""
-    plain, in_json = _patterns(needle)
+def sql_rows(run: Runner, run_id: str, needle: str, limit: int, find: str = "instr") -> Rows:
+    """The matching rows of each source, by SQL (``?`` placeholders). ``find``
+    is the dialect's function giving where a text is in another (SQLite's
+    ``instr``, PostgreSQL's ``strpos``): plain text columns are searched with
+    it, since SQLite's ``LIKE`` stops at a NUL character; JSON text (its NUL
+    escaped) with ``LIKE``."""
+    in_json = _json_pattern(needle)
+    plain = _fold(needle)
     match = "LIKE ? ESCAPE '\\'"
+
+    def has(column: str) -> str:
+        return f"{find}(LOWER({column}), ?) > 0"
+
     transcripts = run(
         "SELECT t.span_id, t.request, t.response FROM transcripts t "
         "LEFT JOIN spans s ON s.run_id = t.run_id AND s.span_id = t.span_id "
@@ -84,7 +89,7 @@ def sql_rows(run: Runner, run_id: str, needle: str, limit: int) -> Rows:
     )
     spans = run(
         "SELECT span_id, name, kind, error, metadata FROM spans WHERE run_id = ? AND "
-        f"(LOWER(name) {match} OR LOWER(error) {match} OR LOWER(metadata) {match}) "
+        f"({has('name')} OR {has('error')} OR LOWER(metadata) {match}) "
         "ORDER BY start_ns, span_id LIMIT ?",
         (run_id, plain, plain, in_json, limit),
     )
@@ -93,7 +98,7 @@ def sql_rows(run: Runner, run_id: str, needle: str, limit: int) -> Rows:
         "ORDER BY seq LIMIT ?",
         (run_id, in_json, limit),
     )
-    error = run(f"SELECT error FROM runs WHERE id = ? AND LOWER(error) {match}", (run_id, plain))
+    error = run(f"SELECT error FROM runs WHERE id = ? AND {has('error')}", (run_id, plain))
     return Rows(
         [(int(a), b, c) for a, b, c in transcripts],
         [(int(a), b, c, d, e) for a, b, c, d, e in spans],
@@ -153,7 +158,7 @@ def hits(rows: Rows, needle: str, limit: int) -> list[SearchHit]:
     lowered = _fold(needle)
     out: list[SearchHit] = []
     seen_prompts: set[tuple[str, str]] = set()
-    if rows.run_error is not None:
+    if rows.run_error is not None and lowered in _fold(rows.run_error):
         out.append(SearchHit("error", None, None, "run.error", _snippet(rows.run_error, lowered)))
     for span_id, request, response in rows.transcripts:
         asked = _loads(request)

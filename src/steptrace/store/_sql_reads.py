@@ -150,6 +150,6 @@ class SQLReads:
         )
         # int()/float(): PostgreSQL sums BIGINT as NUMERIC (a Decimal).
         return [
-            Aggregate(key, int(calls), int(inp), int(out), float(cost))
-            for key, calls, inp, out, cost in self._read(sql, params)
+            Aggregate(key, int(calls), int(inp), int(out), float(cost), int(unpriced))
+            for key, calls, inp, out, cost, unpriced in self._read(sql, params)
         ]

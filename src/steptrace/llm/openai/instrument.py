@@ -26,7 +26,11 @@ so every call through it gets what ``llm_call`` gives:
   the usage recorded with the response's real token counts and cached prompt
   tokens, priced once (``conclusion``); the response's
   ``completion_tokens_details.reasoning_tokens`` (part of the output tokens)
-  is on the span as ``steptrace.reasoning_tokens``.
+  is on the span as ``steptrace.reasoning_tokens``. A count that is not a
+  token count (``counts.whole_count``: text, a float, a bool, negative, past
+  any real call) is refused, named on the span (``steptrace.usage_refused``)
+  and in a warning, and estimated: the call is still recorded, its hold
+  settled, its span ended, marked ``steptrace.usage_estimated``.
 
 Streaming too: ``stream=True`` forces ``stream_options.include_usage`` and
 returns a wrapper (sync or async) that passes every chunk through and does the
@@ -53,6 +57,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -74,7 +79,7 @@ from ...spans import Span, SpanKind
 from ...tracing import span as _span
 from .._call import DEFAULT_MAX_OUTPUT_TOKENS, sdk_preflight
 from ..conclusion import Concluded, TokenCounts, arecord, conclude, record
-from ..counts import part_count
+from ..counts import part_count, whole_count
 from ._streams import AsyncInstrumentedStream as AsyncInstrumentedStream
 from ._streams import InstrumentedStream as InstrumentedStream
 from ._streams import astart_stream, fail_span, start_stream
@@ -94,6 +99,8 @@ ESTIMATE_CHARS_PER_TOKEN = 3
 
 ESTIMATE_TOKENS_PER_MESSAGE = 4
 """Pre-flight estimate: each message's framing costs ~3 tokens; 4 errs high."""
+
+logger = logging.getLogger("steptrace")
 
 _METHODS = ("create", "parse")
 _ABSENT = (openai.Omit, openai.NotGiven)
@@ -278,19 +285,33 @@ class _Call:
         """Conclude the call on its span (priced once, ``LlmCall`` emitted);
         without ``usage``, on an estimate."""
         duration_ms = round((time.perf_counter() - self.started) * 1000)
-        if usage is not None:
-            input_tokens = usage.prompt_tokens or 0
-            output_tokens = usage.completion_tokens or 0
-            # The SDK does not validate what the server sent: parts of a count
-            # that are not counts read as 0, and never exceed their whole.
+        # The SDK does not validate what the server sent: a whole count that is
+        # not a token count is refused (named on the span and logged) and
+        # estimated; parts of a count that are not counts read as 0, and never
+        # exceed their whole.
+        refused: list[str] = []
+        input_tokens = _whole(usage, "prompt_tokens", refused)
+        output_tokens = _whole(usage, "completion_tokens", refused)
+        estimated = input_tokens is None or output_tokens is None
+        cached = reasoning = 0
+        if input_tokens is None:
+            input_tokens = self.estimate
+        else:
             details = getattr(usage, "prompt_tokens_details", None)
             cached = part_count(getattr(details, "cached_tokens", None), input_tokens)
+        if output_tokens is None:
+            output_tokens = -(-output_chars // ESTIMATE_CHARS_PER_TOKEN)
+        else:
             details = getattr(usage, "completion_tokens_details", None)
             reasoning = part_count(getattr(details, "reasoning_tokens", None), output_tokens)
-        else:
-            input_tokens = self.estimate
-            output_tokens = -(-output_chars // ESTIMATE_CHARS_PER_TOKEN)
-            cached = reasoning = 0
+        if refused:
+            request_span.set("steptrace.usage_refused", refused)
+            logger.warning(
+                "steptrace: openai %s reported usage that is not token counts (%s); "
+                "recorded an estimate instead",
+                self.model,
+                ", ".join(refused),
+            )
         return conclude(
             request_span.metadata,
             model=self.model,
@@ -299,7 +320,7 @@ class _Call:
             response_id=response_id,
             response_model=response_model,
             finish_reasons=finish_reasons,
-            estimated=usage is None,
+            estimated=estimated,
         )
 
     def conclude_completion(self, request_span: Span, result: Any) -> Concluded | None:
@@ -313,7 +334,7 @@ class _Call:
                 return None
         choices = completion.choices
         output_chars = 0
-        if completion.usage is None:  # only an estimate needs the text
+        if not _counted(completion.usage):  # only an estimate needs the text
             for choice in choices:
                 message = choice.message
                 output_chars += len(message.content or "") + len(message.refusal or "")
@@ -327,6 +348,22 @@ class _Call:
             finish_reasons=[choice.finish_reason for choice in choices],
             output_chars=output_chars,
         )
+
+
+def _whole(usage: Any, name: str, refused: list[str]) -> int | None:
+    """The whole count ``name`` of ``usage`` (None: no usage, the count missing,
+    or refused into ``refused``)."""
+    value = getattr(usage, name, None)
+    return None if value is None else whole_count(value, name, refused)
+
+
+def _counted(usage: Any) -> bool:
+    """Whether ``usage`` has both whole counts, each a token count."""
+    refused: list[str] = []
+    return (
+        _whole(usage, "prompt_tokens", refused) is not None
+        and _whole(usage, "completion_tokens", refused) is not None
+    )
 
 
 def _sync_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:

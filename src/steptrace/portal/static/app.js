@@ -525,7 +525,7 @@
         ["Duration", run.duration_ms === null ? "still running" : fmtMs(run.duration_ms)],
         ["LLM calls", fmtInt(run.llm_calls)],
         ["Tokens", `${fmtInt(run.input_tokens)} in · ${fmtInt(run.output_tokens)} out`],
-        ["Cost", fmtUsd(run.cost_usd)],
+        ["Cost", h("span", { "data-testid": "run-cost" }, fmtCost(run.cost_usd, run.unpriced_calls))],
         ["Personas", (run.personas || []).join(", ") || "–"],
         ["Events", fmtInt(this.data.event_total)],
         ["Spans", fmtInt(this.data.span_count)],
@@ -547,7 +547,7 @@
             h("h2", {}, "Child runs"),
             h("ul", {}, children.map((child) => h("li", { "data-run-id": child.id },
               link(runHref(child.id), { class: "run-link" }, child.name), " ", badge(child.status),
-              h("span", { class: "muted small" }, ` ${fmtInt(child.input_tokens + child.output_tokens)} tokens · ${fmtUsd(child.cost_usd)}`)))))
+              h("span", { class: "muted small" }, ` ${fmtInt(child.input_tokens + child.output_tokens)} tokens · ${fmtCost(child.cost_usd, child.unpriced_calls)}`)))))
         );
       }
       const budget = run.budget || {};
