@@ -20,6 +20,7 @@ when the two stores are compared, and everywhere for PostgreSQL alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 import uuid
@@ -235,8 +236,7 @@ def _reads(store: SQLiteStore | PostgresStore, batch: WriteBatch, needle: str) -
     run_id = head.id
     stored = store.get_run(run_id)
     assert stored is not None
-    reader = paged_reads(store)
-    try:
+    with _paged(store) as reader:
         structure = reader.structure(run_id)
         assert structure is not None
         return {
@@ -261,6 +261,14 @@ def _reads(store: SQLiteStore | PostgresStore, batch: WriteBatch, needle: str) -
             "search": reader.search(run_id, needle, 1000),
             "names": head.name in reader.facets()["names"],
         }
+
+
+@contextlib.contextmanager
+def _paged(store: SQLiteStore | PostgresStore) -> Iterator[Any]:
+    """The store's paged reader, closed after (an SQLite one holds a connection)."""
+    reader = paged_reads(store)
+    try:
+        yield reader
     finally:
         close = getattr(reader, "close", None)
         if close is not None:
@@ -412,7 +420,8 @@ def test_a_live_runs_hostile_tool_call_is_recorded_whole(
     assert (tool.name, tool.metadata["arguments"]) == (name, args)
     assert [e.tool_name for e in stored.events if isinstance(e, ToolExecution)] == [name]
     assert len(stored.events) == 1
-    assert paged_reads(store).agent_summary(run.id) == summarize_events(stored.events)
+    with _paged(store) as reader:
+        assert reader.agent_summary(run.id) == summarize_events(stored.events)
     assert [r.id for r in store.list_runs(name="hostile\x00run")] == [run.id]
 
 
