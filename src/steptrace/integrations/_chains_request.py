@@ -132,6 +132,32 @@ class ModelRequest:
         output_chars: int,
         cost_usd: float | None,
     ) -> Concluded:
+        """``_conclude_here`` in the context that made the request, when an
+        event collector may be listening there (an empty context had none)."""
+        context = self._context
+        if context is None and not tracing._collecting:
+            return self._conclude_here(
+                usage, response_id, response_model, finish_reasons, output_chars, cost_usd
+            )
+        return (context or contextvars.Context()).run(
+            self._conclude_here,
+            usage,
+            response_id,
+            response_model,
+            finish_reasons,
+            output_chars,
+            cost_usd,
+        )
+
+    def _conclude_here(
+        self,
+        usage: TokenCounts | None,
+        response_id: str | None,
+        response_model: str | None,
+        finish_reasons: list[str],
+        output_chars: int,
+        cost_usd: float | None,
+    ) -> Concluded:
         return conclude(
             self.span.metadata,
             model=self.model,
@@ -164,22 +190,10 @@ class ModelRequest:
         if self._done:
             return
         self._done = True
-        context = self._context
         try:
-            if context is None and not tracing._collecting:
-                concluded = self._conclude(
-                    usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
-                )
-            else:  # in the context that made the request (an empty one had no collector)
-                concluded = (context or contextvars.Context()).run(
-                    self._conclude,
-                    usage,
-                    response_id,
-                    response_model,
-                    finish_reasons or [],
-                    output_chars,
-                    cost_usd,
-                )
+            concluded = self._conclude(
+                usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
+            )
         except BaseException:
             self._hold.release()
             raise
@@ -201,22 +215,10 @@ class ModelRequest:
         if self._done:
             return
         self._done = True
-        context = self._context
         try:
-            if context is None and not tracing._collecting:
-                concluded = self._conclude(
-                    usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
-                )
-            else:  # in the context that made the request (an empty one had no collector)
-                concluded = (context or contextvars.Context()).run(
-                    self._conclude,
-                    usage,
-                    response_id,
-                    response_model,
-                    finish_reasons or [],
-                    output_chars,
-                    cost_usd,
-                )
+            concluded = self._conclude(
+                usage, response_id, response_model, finish_reasons or [], output_chars, cost_usd
+            )
         except BaseException:
             self._hold.release()
             raise
