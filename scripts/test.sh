@@ -8,6 +8,9 @@
 # scripts/test.sh tests/store -x
 # PYTHON and STEPTRACE_VENV choose the interpreter and venv (see setup.sh);
 # STEPTRACE_LINT=0 skips ruff, mypy and lint-imports (CI runs them once, on Python 3.11).
+# Run whole (no arguments), it then runs the core's tests once more with the
+# compiled accelerators off (STEPTRACE_PURE_PYTHON=1): the pure-Python path
+# they mirror is what users without a C compiler run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${STEPTRACE_VENV:-.venv}"
@@ -26,6 +29,11 @@ fi
 echo "== pytest ($("$venv/bin/python" --version))"
 status=0
 "$venv/bin/python" -m pytest -n "${STEPTRACE_TEST_WORKERS:-auto}" --dist loadgroup "$@" || status=$?
+if [ $# -eq 0 ]; then
+    echo "== pytest, the core's tests on the pure-Python path (STEPTRACE_PURE_PYTHON=1)"
+    STEPTRACE_PURE_PYTHON=1 "$venv/bin/python" -m pytest -n "${STEPTRACE_TEST_WORKERS:-auto}" \
+        -q tests/test_*.py tests/guarantees || status=$?
+fi
 if [ -n "$mypy_pid" ]; then
     echo "== mypy --strict"
     mypy_status=0
